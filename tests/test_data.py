@@ -1,0 +1,164 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kerasft.config import DataConfig
+from kerasft.data import (
+    LabelVocab,
+    Split,
+    bucket_boundaries,
+    encode,
+    eval_dataset,
+    load_splits,
+    read_table,
+    resolve_path,
+    steps_per_epoch,
+    train_dataset,
+)
+from kerasft.errors import DataError
+from kerasft.models import load_tokenizer
+
+
+def cfg(path, **kw) -> DataConfig:
+    return DataConfig(train=str(path), **kw)
+
+
+def write(tmp_path, text: str, name="d.csv", encoding="utf-8"):
+    path = tmp_path / name
+    path.write_bytes(text.encode(encoding))
+    return path
+
+
+def test_latin1_file_reads_with_configured_encoding(tmp_path):
+    path = write(tmp_path, "text,label\ncaf\xe9 ok,a\nna\xefve,b\n", encoding="latin-1")
+    frame = read_table(path, cfg(path, encoding="latin-1"))
+    assert frame["text"].tolist() == ["café ok", "naïve"]
+
+
+def test_undecodable_bytes_name_the_line_and_suggest_an_encoding(tmp_path):
+    path = write(tmp_path, "text,label\nfine,a\ncaf\xe9,b\n", encoding="latin-1")
+    with pytest.raises(DataError, match=r"d.csv:3: bytes that are not valid utf-8.*`data.encoding`"):
+        read_table(path, cfg(path))
+
+
+def test_missing_column_lists_the_columns_present(tmp_path):
+    path = write(tmp_path, "sentence,label\nx,a\n")
+    with pytest.raises(DataError, match=r"no column `text` \(set by `data.text_column`\). Columns present: sentence, label"):
+        read_table(path, cfg(path))
+
+
+def test_empty_texts_are_dropped_with_a_count(tmp_path, capsys):
+    path = write(tmp_path, "text,label\nx,a\n,b\n   ,a\ny,b\n")
+    frame = read_table(path, cfg(path))
+    assert frame["text"].tolist() == ["x", "y"]
+    assert "dropped 2 rows with empty text" in capsys.readouterr().out
+
+
+def test_empty_label_names_the_line(tmp_path):
+    path = write(tmp_path, "text,label\nx,a\ny,\n")
+    with pytest.raises(DataError, match=r"d.csv:3: empty label"):
+        read_table(path, cfg(path))
+
+
+@pytest.mark.parametrize(("content", "message"), [("", "the file is empty"), ("text,label\n", "header but no rows")])
+def test_empty_files(tmp_path, content, message):
+    path = write(tmp_path, content)
+    with pytest.raises(DataError, match=message):
+        read_table(path, cfg(path))
+
+
+def test_jsonl_and_tsv(tmp_path):
+    jsonl = write(tmp_path, '{"text": "x", "label": 1}\n{"text": "y", "label": 0}\n', name="d.jsonl")
+    assert read_table(jsonl, cfg(jsonl))["label"].tolist() == ["1", "0"]
+    tsv = write(tmp_path, 'text\tlabel\nsays "hi", ok\ta\n', name="d.tsv")
+    assert read_table(tsv, cfg(tsv))["text"].tolist() == ['says "hi", ok']
+
+
+def test_missing_file_and_missing_package():
+    with pytest.raises(DataError, match=r"`data.train`: data file not found: nowhere.csv"):
+        resolve_path("nowhere.csv")
+    with pytest.raises(DataError, match=r"package `no_such_pkg`.*is not installed"):
+        resolve_path("pkg:no_such_pkg/x.csv")
+
+
+def test_label_vocab_orders_integers_numerically():
+    import pandas as pd
+
+    assert LabelVocab.from_labels(pd.Series(["10", "2", "1"])).names == ("1", "2", "10")
+    assert LabelVocab.from_labels(pd.Series(["pos", "neg", "neu"])).names == ("neg", "neu", "pos")
+
+
+def test_splits_are_stratified_and_seeded(tmp_path):
+    rows = "\n".join(f"t{i},{'a' if i % 4 else 'b'}" for i in range(200))
+    path = write(tmp_path, "text,label\n" + rows + "\n")
+    splits = load_splits(cfg(path, validation_split=0.1, test_split=0.2), seed=1)
+    assert (len(splits.train), len(splits.validation), len(splits.test)) == (140, 20, 40)
+    assert np.bincount(splits.test.labels).tolist() == [30, 10]  # 3:1 like the file
+    again = load_splits(cfg(path, validation_split=0.1, test_split=0.2), seed=1)
+    assert again.test.texts == splits.test.texts
+    all_texts = splits.train.texts + splits.validation.texts + splits.test.texts
+    assert len(set(all_texts)) == 200
+
+
+def test_max_train_examples_keeps_held_out_sets_fixed(tmp_path):
+    rows = "\n".join(f"t{i},{i % 3}" for i in range(300))
+    path = write(tmp_path, "text,label\n" + rows + "\n")
+    full = load_splits(cfg(path), seed=0)
+    capped = load_splits(cfg(path, max_train_examples=50), seed=0)
+    assert len(capped.train) == 50
+    assert capped.test.texts == full.test.texts
+    assert capped.vocab.names == ("0", "1", "2")
+
+
+def test_single_class_is_an_error(tmp_path):
+    path = write(tmp_path, "text,label\n" + "\n".join(f"t{i},only" for i in range(20)) + "\n")
+    with pytest.raises(DataError, match=r"single class \['only'\]"):
+        load_splits(cfg(path), seed=0)
+
+
+def test_label_unseen_in_training_is_named(tmp_path):
+    train = write(tmp_path, "text,label\nx,a\ny,b\nz,a\n", name="train.csv")
+    val = write(tmp_path, "text,label\nx,a\ny,c\n", name="val.csv")
+    with pytest.raises(DataError, match=r"val.csv: label 'c' is not in the label vocabulary \['a', 'b'\]"):
+        load_splits(DataConfig(train=str(train), validation=str(val), test_split=0), seed=0)
+
+
+@pytest.fixture
+def encoded(tiny_bert_dir):
+    texts = ["good", "the movie was very good", "bad film", "the plot was not very fun at all , very boring"] * 5
+    split = Split(texts, np.arange(20, dtype=np.int32) % 2, "mem")
+    return encode(load_tokenizer(tiny_bert_dir), split, max_length=8)
+
+
+def test_encode_truncates_and_keeps_model_inputs(encoded):
+    assert set(encoded.features) == {"input_ids", "token_type_ids", "attention_mask"}
+    assert encoded.lengths.max() == 8 and encoded.lengths.min() == 3
+    assert encoded.features["input_ids"].size == encoded.lengths.sum()
+
+
+@pytest.mark.parametrize("bucketing", [True, False])
+def test_train_batches_pad_per_batch_and_cover_every_example(encoded, bucketing):
+    ds = train_dataset(encoded, 4, pad_id=0, bucketing=bucketing, max_length=8, shuffle_buffer=100, seed=0)
+    batches = list(ds)
+    assert len(batches) == steps_per_epoch(encoded, 4, bucketing, 8)
+    assert sum(int(y.shape[0]) for _, y in batches) == 20
+    for x, _ in batches:
+        lengths = x["attention_mask"].numpy().sum(axis=1)
+        assert x["input_ids"].shape[1] == lengths.max()  # padded to the longest in the batch, not to 8
+        assert (x["input_ids"].numpy()[x["attention_mask"].numpy() == 0] == 0).all()
+
+
+def test_bucketing_groups_similar_lengths(encoded):
+    ds = train_dataset(encoded, 5, pad_id=0, bucketing=True, max_length=64, shuffle_buffer=100, seed=0)
+    for x, _ in ds:
+        lengths = x["attention_mask"].numpy().sum(axis=1)
+        assert len(set(np.searchsorted(bucket_boundaries(64), lengths, side="right"))) == 1
+
+
+def test_eval_dataset_is_deterministic_and_sorted(encoded):
+    first = [y.numpy().tolist() for _, y in eval_dataset(encoded, 6, pad_id=0)]
+    second = [y.numpy().tolist() for _, y in eval_dataset(encoded, 6, pad_id=0)]
+    assert first == second
+    widths = [x["input_ids"].shape[1] for x, _ in eval_dataset(encoded, 6, pad_id=0)]
+    assert widths == sorted(widths)

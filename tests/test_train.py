@@ -1,0 +1,116 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from kerasft._compat import tf
+from kerasft.config import config_from_dict, load_config
+from kerasft.train import main, run
+from tests.conftest import REPO, read_json, write_yaml
+
+
+def test_run_trains_evaluates_and_exports(tiny_config, tmp_path):
+    result = run(config_from_dict(tiny_config), verbose=0)
+
+    files = {p.name for p in result.run_dir.iterdir()}
+    assert {"config.yaml", "labels.json", "metrics.json", "checkpoints", "logs"} <= files
+    assert load_config(result.run_dir / "config.yaml") == config_from_dict(tiny_config)
+    assert read_json(result.run_dir / "labels.json") == {"labels": ["neg", "pos"]}
+
+    metrics = read_json(result.run_dir / "metrics.json")
+    assert set(metrics) == {"validation", "test", "train"}
+    test = metrics["test"]
+    assert test["examples"] == 8 and 0.0 <= test["accuracy"] <= 1.0
+    assert set(test["per_class"]) == {"neg", "pos"}
+    assert np.array(test["confusion_matrix"]["matrix"]).sum() == 8
+    assert metrics["train"]["examples_per_second"] > 0 and metrics["train"]["epochs"] == 2
+    history = metrics["train"]["history"]
+    assert history["loss"][1] < history["loss"][0]
+    assert len(history["val_macro_f1"]) == 2
+
+    assert result.export_dir == tmp_path / "saved_models" / "tiny" / "1"
+    loaded = tf.saved_model.load(str(result.export_dir))
+    out = loaded.signatures["serving_default"](
+        input_ids=tf.constant([[2, 5, 6, 3]]), attention_mask=tf.ones((1, 4), tf.int32),
+        token_type_ids=tf.zeros((1, 4), tf.int32),
+    )
+    assert out["probabilities"].shape == (1, 2)
+
+
+def test_same_seed_gives_the_same_run(tiny_config):
+    tiny_config["export"]["enabled"] = False
+    first = run(config_from_dict(tiny_config), verbose=0).metrics
+    second = run(config_from_dict(tiny_config), verbose=0).metrics
+    assert first["train"]["history"] == second["train"]["history"]
+    assert first["test"]["loss"] == pytest.approx(second["test"]["loss"], abs=1e-6)
+
+
+def test_best_epoch_weights_are_restored(tiny_config):
+    """A learning rate that wrecks the model after the first epoch: the best (first) epoch must be kept."""
+    tiny_config["training"].update(epochs=3, learning_rate=0.5, warmup_ratio=0.0, monitor="val_loss", patience=5)
+    tiny_config["export"]["enabled"] = False
+    result = run(config_from_dict(tiny_config), verbose=0)
+    val_losses = result.metrics["train"]["history"]["val_loss"]
+    best = val_losses.index(min(val_losses))
+    assert best < len(val_losses) - 1, "the scenario needs a best epoch before the last"
+    assert result.metrics["train"]["best_epoch"] == best + 1
+    # metrics.json scores the best epoch's weights, not the last epoch's.
+    assert result.metrics["validation"]["loss"] == pytest.approx(val_losses[best], abs=1e-5)
+
+
+def cli(args, cwd):
+    return subprocess.run([sys.executable, "-m", "kerasft.train", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=600)
+
+
+def _bad(tiny_config, tmp_path, mutate):
+    mutate(tiny_config)
+    return write_yaml(tmp_path / "bad.yaml", tiny_config)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda c: c["data"].update(train="missing.csv"), r"`data.train`: data file not found: missing.csv"),
+        (lambda c: c["data"].update(text_column="sentence"), r"no column `sentence`.*Columns present: text, label"),
+        (lambda c: c["model"].update(backbone="./no-such-model"), r"Unknown backbone `./no-such-model`"),
+        (lambda c: c["data"].update(labels=["pos"]), r"label 'neg' is not in the label vocabulary"),
+        (lambda c: c["training"].update(epochs=0), r"`training.epochs`.*Received: 0"),
+    ],
+)
+def test_user_errors_are_one_line_exit_2_and_leave_nothing(tiny_config, tmp_path, mutate, message):
+    path = _bad(tiny_config, tmp_path, mutate)
+    proc = cli(["--config", str(path)], cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ")
+    assert "Traceback" not in proc.stderr
+    import re
+
+    assert re.search(message, last), last
+    assert not (tmp_path / "saved_models").exists() or not any((tmp_path / "saved_models").rglob("*"))
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("*.json"))
+
+
+def test_single_class_and_missing_config_are_rejected(tiny_config, tmp_path):
+    csv = tmp_path / "one.csv"
+    csv.write_text("text,label\n" + "\n".join(f"good movie {i},pos" for i in range(10)) + "\n")
+    tiny_config["data"]["train"] = str(csv)
+    assert main(["--config", str(write_yaml(tmp_path / "c.yaml", tiny_config))]) == 2
+    assert main(["--config", str(tmp_path / "absent.yaml")]) == 2
+
+
+def test_cli_prints_run_and_export_dirs_last(tiny_config, tmp_path):
+    path = write_yaml(tmp_path / "c.yaml", tiny_config)
+    proc = cli(["--config", str(path), "--set", "training.epochs=1"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.strip().splitlines()
+    assert lines[-2].startswith("run_dir=") and lines[-1] == f"export_dir={tmp_path / 'saved_models' / 'tiny' / '1'}"
+
+
+def test_help_describes_the_command():
+    proc = subprocess.run([sys.executable, "-m", "kerasft.train", "--help"], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0 and "--set" in proc.stdout and "run_dir=" in proc.stdout
