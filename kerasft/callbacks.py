@@ -38,3 +38,36 @@ class ValidationMetrics(keras.callbacks.Callback):
             f"macro_f1 {scores['macro_f1']:.4f}  ({scores['examples']} examples, {time.perf_counter() - start:.1f}s)",
             flush=True,
         )
+
+
+class StepProgress(keras.callbacks.Callback):
+    """Prints a progress line every ~10% of an epoch, for logs where Keras' progress bar cannot redraw.
+
+    Args:
+        steps: batches per epoch.
+        batch_size: global batch size, for the examples/s figure.
+        every: print every this many steps. Defaults to a tenth of an epoch.
+    """
+
+    def __init__(self, steps: int, batch_size: int, every: int | None = None):
+        super().__init__()
+        self.steps = steps
+        self.batch_size = batch_size
+        self.every = every or max(1, steps // 10)
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._epoch = epoch
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        done = batch + 1
+        if done % self.every and done != self.steps:
+            return
+        elapsed = time.perf_counter() - self._start
+        rate = done * self.batch_size / max(elapsed, 1e-9)
+        eta = (self.steps - done) * elapsed / done
+        loss = (logs or {}).get("loss", float("nan"))
+        print(
+            f"epoch {self._epoch + 1} step {done}/{self.steps}  loss {loss:.4f}  {rate:.1f} examples/s  eta {eta:.0f}s",
+            flush=True,
+        )

@@ -32,11 +32,15 @@ class DataConfig(_Section):
     validation: str | None = Field(
         None, description="Validation file. Defaults to a stratified split of `train`."
     )
-    test: str | None = Field(None, description="Test file. Defaults to a stratified split of `train`.")
+    test: str | None = Field(
+        None, description="Test file. Defaults to a stratified split of `train`."
+    )
     format: Literal["auto", "csv", "tsv", "jsonl", "parquet"] = Field(
         "auto", description="File format; `auto` goes by the file extension."
     )
-    encoding: str = Field("utf-8", description="Text encoding of CSV/TSV/JSONL files, e.g. `latin-1`.")
+    encoding: str = Field(
+        "utf-8", description="Text encoding of CSV/TSV/JSONL files, e.g. `latin-1`."
+    )
     text_column: str = Field("text", description="Column holding the input text.")
     label_column: str = Field("label", description="Column holding the label (string or integer).")
     labels: list[str] | None = Field(
@@ -45,28 +49,42 @@ class DataConfig(_Section):
         "split (numerically when they are all integers).",
     )
     validation_split: float = Field(
-        0.1, ge=0.0, lt=1.0, description="Share of `train` held out for validation when `validation` is not given."
+        0.1,
+        ge=0.0,
+        lt=1.0,
+        description="Share of `train` held out for validation when `validation` is not given.",
     )
     test_split: float = Field(
-        0.1, ge=0.0, lt=1.0, description="Share of `train` held out for testing when `test` is not given."
+        0.1,
+        ge=0.0,
+        lt=1.0,
+        description="Share of `train` held out for testing when `test` is not given.",
     )
     max_train_examples: int | None = Field(
-        None, ge=1, description="Keep at most this many training examples (seeded, stratified sample)."
+        None,
+        ge=1,
+        description="Keep at most this many training examples (seeded, stratified sample).",
     )
     max_eval_examples: int | None = Field(
         None, ge=1, description="Keep at most this many validation and test examples each."
     )
-    max_length: int = Field(128, ge=8, le=4096, description="Truncate token sequences to this length.")
+    max_length: int = Field(
+        128, ge=8, le=4096, description="Truncate token sequences to this length."
+    )
     bucketing: bool = Field(
         True,
         description="Batch examples of similar length together so little padding is computed "
         "(about 2x faster training on CPU).",
     )
-    shuffle_buffer: int = Field(10_000, ge=1, description="Shuffle buffer size for the training set.")
+    shuffle_buffer: int = Field(
+        10_000, ge=1, description="Shuffle buffer size for the training set."
+    )
 
     @model_validator(mode="after")
     def _splits_leave_training_data(self) -> DataConfig:
-        held_out = (0 if self.validation else self.validation_split) + (0 if self.test else self.test_split)
+        held_out = (0 if self.validation else self.validation_split) + (
+            0 if self.test else self.test_split
+        )
         if held_out >= 0.9:
             raise ValueError(
                 f"validation_split + test_split = {held_out:g} leaves almost nothing to train on; "
@@ -90,7 +108,9 @@ class ModelConfig(_Section):
         description="How the head sees the sequence: `mean` of the token vectors (works for every "
         "backbone), the `cls` token vector, or BERT's `pooler` output.",
     )
-    dropout: float = Field(0.1, ge=0.0, lt=1.0, description="Dropout before the classification layer.")
+    dropout: float = Field(
+        0.1, ge=0.0, lt=1.0, description="Dropout before the classification layer."
+    )
 
 
 class TrainingConfig(_Section):
@@ -102,10 +122,15 @@ class TrainingConfig(_Section):
     )
     learning_rate: float = Field(5e-5, gt=0.0, le=1.0, description="Peak learning rate of AdamW.")
     weight_decay: float = Field(
-        0.01, ge=0.0, description="Decoupled weight decay; biases and LayerNorm weights are excluded."
+        0.01,
+        ge=0.0,
+        description="Decoupled weight decay; biases and LayerNorm weights are excluded.",
     )
     warmup_ratio: float = Field(
-        0.1, ge=0.0, le=1.0, description="Share of all steps spent warming the learning rate up linearly."
+        0.1,
+        ge=0.0,
+        le=1.0,
+        description="Share of all steps spent warming the learning rate up linearly.",
     )
     monitor: Literal["val_loss", "val_accuracy", "val_macro_f1"] = Field(
         "val_macro_f1", description="Validation metric for early stopping and the best checkpoint."
@@ -173,7 +198,9 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping of sections at the top level, got {type(raw).__name__}.")
+        raise ConfigError(
+            f"{path}: expected a mapping of sections at the top level, got {type(raw).__name__}."
+        )
     for item in overrides:
         _apply_override(raw, item)
     return config_from_dict(raw, source=str(path))
@@ -187,7 +214,9 @@ def config_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Config:
         errors = exc.errors()
         message = _describe(errors[0], raw, source)
         if len(errors) > 1:
-            message += f" ({len(errors) - 1} more problem{'s' if len(errors) > 2 else ''} in {source})"
+            message += (
+                f" ({len(errors) - 1} more problem{'s' if len(errors) > 2 else ''} in {source})"
+            )
         raise ConfigError(message) from None
 
 
@@ -200,7 +229,9 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
     key, sep, text = item.partition("=")
     key = key.strip()
     if not sep or not key:
-        raise ConfigError(f"Invalid override `{item}`. Expected `dotted.key=value`, e.g. `training.epochs=2`.")
+        raise ConfigError(
+            f"Invalid override `{item}`. Expected `dotted.key=value`, e.g. `training.epochs=2`."
+        )
     try:
         value = yaml.safe_load(text) if text.strip() else None
     except yaml.YAMLError:
@@ -254,7 +285,11 @@ def reference() -> str:
             if isinstance(annotation, type) and issubclass(annotation, BaseModel):
                 walk(annotation, f"{prefix}{name}.")
                 continue
-            default = "required" if field.is_required() else f"`{field.default!r}`".replace("None", "null")
+            default = (
+                "required"
+                if field.is_required()
+                else f"`{field.default!r}`".replace("None", "null")
+            )
             rows.append(f"| `{prefix}{name}` | {default} | {field.description or ''} |")
 
     walk(Config, "")

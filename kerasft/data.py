@@ -23,7 +23,14 @@ from kerasft._compat import tf
 from kerasft.config import DataConfig
 from kerasft.errors import DataError
 
-_EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".txt": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
+_EXTENSIONS = {
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".txt": "tsv",
+    ".jsonl": "jsonl",
+    ".json": "jsonl",
+    ".parquet": "parquet",
+}
 
 
 def resolve_path(spec: str, key: str = "data.train") -> Path:
@@ -44,7 +51,9 @@ def resolve_path(spec: str, key: str = "data.train") -> Path:
     else:
         path = Path(spec).expanduser()
     if not path.is_file():
-        raise DataError(f"`{key}`: data file not found: {path}. Check the path (relative paths start at {Path.cwd()}).")
+        raise DataError(
+            f"`{key}`: data file not found: {path}. Check the path (relative paths start at {Path.cwd()})."
+        )
     return path
 
 
@@ -129,7 +138,9 @@ def read_table(path: Path, cfg: DataConfig) -> pd.DataFrame:
             "Set `data.encoding` to the file's encoding, e.g. `latin-1` or `cp1252`."
         ) from None
     except LookupError:
-        raise DataError(f"`data.encoding`: unknown encoding `{cfg.encoding}`. Use e.g. `utf-8` or `latin-1`.") from None
+        raise DataError(
+            f"`data.encoding`: unknown encoding `{cfg.encoding}`. Use e.g. `utf-8` or `latin-1`."
+        ) from None
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: the file has no columns.") from None
     except (pd.errors.ParserError, ValueError) as exc:
@@ -137,7 +148,10 @@ def read_table(path: Path, cfg: DataConfig) -> pd.DataFrame:
         raise DataError(f"{path}: cannot parse as {fmt}: {detail}") from None
     frame.columns = [str(c).lstrip("\ufeff") for c in frame.columns]
 
-    for key, column in (("data.text_column", cfg.text_column), ("data.label_column", cfg.label_column)):
+    for key, column in (
+        ("data.text_column", cfg.text_column),
+        ("data.label_column", cfg.label_column),
+    ):
         if column not in frame.columns:
             raise DataError(
                 f"{path}: no column `{column}` (set by `{key}`). Columns present: {', '.join(frame.columns)}."
@@ -197,24 +211,34 @@ def load_splits(cfg: DataConfig, seed: int) -> Splits:
         sources[name] = f"{train_path} ({name} split)"
 
     if cfg.max_train_examples and len(frames["train"]) > cfg.max_train_examples:
-        frames["train"] = _split(frames["train"], len(frames["train"]) - cfg.max_train_examples, seed, train_test_split)[0]
+        frames["train"] = _split(
+            frames["train"], len(frames["train"]) - cfg.max_train_examples, seed, train_test_split
+        )[0]
     if cfg.max_eval_examples:
         for name in ("validation", "test"):
             if len(frames[name]) > cfg.max_eval_examples:
-                frames[name] = _split(frames[name], len(frames[name]) - cfg.max_eval_examples, seed, train_test_split)[0]
+                frames[name] = _split(
+                    frames[name], len(frames[name]) - cfg.max_eval_examples, seed, train_test_split
+                )[0]
 
     if cfg.labels is not None:
         vocab = LabelVocab(tuple(cfg.labels))
     else:
         vocab = LabelVocab.from_labels(frames["train"]["label"])
     if len(vocab.names) < 2:
+        where = (
+            "`data.labels` lists"
+            if cfg.labels is not None
+            else f"{train_path}: column `{cfg.label_column}` has"
+        )
         raise DataError(
-            f"{train_path}: column `{cfg.label_column}` has a single class {list(vocab.names)}; "
-            "classification needs at least two."
+            f"{where} a single class {list(vocab.names)}; classification needs at least two."
         )
 
     splits = {
-        name: Split(frame["text"].tolist(), vocab.encode(frame["label"], sources[name]), sources[name])
+        name: Split(
+            frame["text"].tolist(), vocab.encode(frame["label"], sources[name]), sources[name]
+        )
         for name, frame in frames.items()
     }
     if len(splits["validation"]) == 0:
@@ -230,7 +254,9 @@ def load_splits(cfg: DataConfig, seed: int) -> Splits:
     return Splits(splits["train"], splits["validation"], splits["test"], vocab)
 
 
-def _split(frame: pd.DataFrame, n_take: int, seed: int, train_test_split: Any) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _split(
+    frame: pd.DataFrame, n_take: int, seed: int, train_test_split: Any
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     counts = frame["label"].value_counts()
     stratify = frame["label"] if counts.min() >= 2 and n_take >= len(counts) else None
     kept, taken = train_test_split(frame, test_size=n_take, random_state=seed, stratify=stratify)
@@ -251,13 +277,25 @@ class Encoded:
 
 def encode(tokenizer: Any, split: Split, max_length: int) -> Encoded:
     """Tokenizes a split with the backbone's Hugging Face tokenizer, truncating to `max_length`."""
-    names = [n for n in tokenizer.model_input_names if n in ("input_ids", "attention_mask", "token_type_ids")]
-    out = tokenizer(split.texts, truncation=True, max_length=max_length, return_length=False)
+    names = [
+        n
+        for n in tokenizer.model_input_names
+        if n in ("input_ids", "attention_mask", "token_type_ids")
+    ]
+    if not split.texts:
+        return Encoded(
+            {n: np.zeros(0, np.int32) for n in names}, np.zeros(0, np.int64), split.labels
+        )
+    out = tokenizer(split.texts, truncation=True, max_length=max_length)
     lengths = np.fromiter((len(ids) for ids in out["input_ids"]), dtype=np.int64, count=len(split))
-    features = {name: np.fromiter((t for row in out[name] for t in row), dtype=np.int32) for name in names}
+    features = {
+        name: np.fromiter((t for row in out[name] for t in row), dtype=np.int32) for name in names
+    }
     truncated = int((lengths >= max_length).sum())
     if truncated:
-        print(f"{Path(split.source).name}: {truncated} of {len(split)} texts truncated to {max_length} tokens")
+        print(
+            f"{Path(split.source).name}: {truncated} of {len(split)} texts truncated to {max_length} tokens"
+        )
     return Encoded(features, lengths, split.labels)
 
 
@@ -278,8 +316,16 @@ def steps_per_epoch(encoded: Encoded, batch_size: int, bucketing: bool, max_leng
     return int(sum(math.ceil(c / batch_size) for c in np.bincount(bucket) if c))
 
 
-def train_dataset(encoded: Encoded, batch_size: int, pad_id: int, *, bucketing: bool, max_length: int,
-                  shuffle_buffer: int, seed: int) -> tf.data.Dataset:
+def train_dataset(
+    encoded: Encoded,
+    batch_size: int,
+    pad_id: int,
+    *,
+    bucketing: bool,
+    max_length: int,
+    shuffle_buffer: int,
+    seed: int,
+) -> tf.data.Dataset:
     """Shuffled training batches, padded per batch (or per length bucket) rather than to `max_length`."""
     ds = _examples(encoded, np.arange(len(encoded)))
     ds = ds.shuffle(min(shuffle_buffer, len(encoded)), seed=seed, reshuffle_each_iteration=True)
@@ -294,6 +340,10 @@ def train_dataset(encoded: Encoded, batch_size: int, pad_id: int, *, bucketing: 
         )
     else:
         ds = ds.padded_batch(batch_size, padding_values=padding)
+    # A known cardinality makes Keras restart the iterator every epoch and show a
+    # true progress bar; the assertion also fails loudly if the count were wrong.
+    steps = steps_per_epoch(encoded, batch_size, bucketing, max_length)
+    ds = ds.apply(tf.data.experimental.assert_cardinality(steps))
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
@@ -301,7 +351,9 @@ def eval_dataset(encoded: Encoded, batch_size: int, pad_id: int) -> tf.data.Data
     """Deterministic batches sorted by length (little padding); labels travel with each example."""
     order = np.argsort(encoded.lengths, kind="stable")
     ds = _examples(encoded, order)
-    return ds.padded_batch(batch_size, padding_values=_padding_values(encoded, pad_id)).prefetch(tf.data.AUTOTUNE)
+    return ds.padded_batch(batch_size, padding_values=_padding_values(encoded, pad_id)).prefetch(
+        tf.data.AUTOTUNE
+    )
 
 
 def _examples(encoded: Encoded, order: np.ndarray) -> tf.data.Dataset:
@@ -313,12 +365,17 @@ def _examples(encoded: Encoded, order: np.ndarray) -> tf.data.Dataset:
     def example(start, length, label):
         return {name: values[start : start + length] for name, values in flat.items()}, label
 
-    ds = tf.data.Dataset.from_tensor_slices((starts[order], encoded.lengths[order], encoded.labels[order]))
+    ds = tf.data.Dataset.from_tensor_slices(
+        (starts[order], encoded.lengths[order], encoded.labels[order])
+    )
     return ds.map(example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
 def _padding_values(encoded: Encoded, pad_id: int) -> tuple[dict[str, Any], Any]:
-    values = {name: tf.constant(pad_id if name == "input_ids" else 0, tf.int32) for name in encoded.features}
+    values = {
+        name: tf.constant(pad_id if name == "input_ids" else 0, tf.int32)
+        for name in encoded.features
+    }
     return values, tf.constant(0, tf.int32)
 
 

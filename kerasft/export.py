@@ -29,7 +29,13 @@ class ClassifierServingModule(tf.Module):
         labels_file: a text file with one label per line, copied into `assets/`.
     """
 
-    def __init__(self, model: keras.Model, label_names: tuple[str, ...], input_names: tuple[str, ...], labels_file: Path):
+    def __init__(
+        self,
+        model: keras.Model,
+        label_names: tuple[str, ...],
+        input_names: tuple[str, ...],
+        labels_file: Path,
+    ):
         super().__init__(name="kerasft_serving")
         self.model = model
         self.labels_asset = tf.saved_model.Asset(str(labels_file))
@@ -48,19 +54,28 @@ class ClassifierServingModule(tf.Module):
         }
 
     def signatures(self) -> dict[str, tf.types.experimental.ConcreteFunction]:
-        specs = {name: tf.TensorSpec([None, None], tf.int32, name=name) for name in self.input_names}
+        specs = {
+            name: tf.TensorSpec([None, None], tf.int32, name=name) for name in self.input_names
+        }
         fn = tf.function(self.predict_ids).get_concrete_function(**specs)
         return {"serving_default": fn, "predict_ids": fn}
 
 
 def next_version(model_dir: Path) -> int:
     """One more than the highest integer version under `model_dir` (1 for a new model)."""
-    versions = [int(p.name) for p in model_dir.iterdir() if p.name.isdigit()] if model_dir.is_dir() else []
+    versions = (
+        [int(p.name) for p in model_dir.iterdir() if p.name.isdigit()] if model_dir.is_dir() else []
+    )
     return max(versions, default=0) + 1
 
 
-def export_classifier(model: keras.Model, label_names: tuple[str, ...], input_names: tuple[str, ...],
-                      export_root: Path, name: str) -> Path:
+def export_classifier(
+    model: keras.Model,
+    label_names: tuple[str, ...],
+    input_names: tuple[str, ...],
+    export_root: Path,
+    name: str,
+) -> Path:
     """Writes a new version of `name` under `export_root` and returns its directory."""
     model_dir = Path(export_root) / name
     model_dir.mkdir(parents=True, exist_ok=True)

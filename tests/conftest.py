@@ -17,7 +17,23 @@ from kerasft._compat import tf  # noqa: E402, F401  (sets TF_USE_LEGACY_KERAS fi
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
-WORDS = ["good", "great", "fun", "bad", "awful", "boring", "movie", "film", "plot", "the", "was", "a", "very", "not", "ok"]
+WORDS = [
+    "good",
+    "great",
+    "fun",
+    "bad",
+    "awful",
+    "boring",
+    "movie",
+    "film",
+    "plot",
+    "the",
+    "was",
+    "a",
+    "very",
+    "not",
+    "ok",
+]
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS, ".", ","]
 
 
@@ -25,8 +41,13 @@ def tiny_bert_config():
     from transformers import BertConfig
 
     return BertConfig(
-        vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-        intermediate_size=37, max_position_embeddings=64, type_vocab_size=2,
+        vocab_size=len(VOCAB),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=37,
+        max_position_embeddings=64,
+        type_vocab_size=2,
     )
 
 
@@ -34,12 +55,17 @@ def write_tokenizer(directory: Path) -> None:
     from transformers import BertTokenizerFast
 
     (directory / "vocab.txt").write_text("\n".join(VOCAB) + "\n", encoding="utf-8")
-    BertTokenizerFast(vocab_file=str(directory / "vocab.txt"), do_lower_case=True).save_pretrained(str(directory))
+    BertTokenizerFast(vocab_file=str(directory / "vocab.txt"), do_lower_case=True).save_pretrained(
+        str(directory)
+    )
 
 
 def pytorch_state_dict(tf_model) -> dict[str, np.ndarray]:
     """The weights of a TF BERT as a PyTorch-format state dict (names and layouts), without torch."""
-    from transformers.modeling_tf_pytorch_utils import TransposeType, convert_tf_weight_name_to_pt_weight_name
+    from transformers.modeling_tf_pytorch_utils import (
+        TransposeType,
+        convert_tf_weight_name_to_pt_weight_name,
+    )
 
     state = {}
     for weight in tf_model.weights:
@@ -62,22 +88,44 @@ def tiny_bert_dir(tmp_path_factory) -> Path:
     model = TFBertModel(tiny_bert_config())
     model(model.dummy_inputs)
     model.config.save_pretrained(str(directory))
-    save_file(pytorch_state_dict(model), str(directory / "model.safetensors"), metadata={"format": "pt"})
+    save_file(
+        pytorch_state_dict(model), str(directory / "model.safetensors"), metadata={"format": "pt"}
+    )
     write_tokenizer(directory)
     return directory
 
 
-POSITIVE = ["good movie", "great film", "the plot was fun", "very good", "a great plot", "fun film", "good fun",
-            "the movie was great", "great fun", "very great film"]
-NEGATIVE = ["bad movie", "awful film", "the plot was boring", "very bad", "a boring plot", "awful movie",
-            "not good", "the film was awful", "boring film", "very bad plot"]
+POSITIVE = [
+    "good movie",
+    "great film",
+    "the plot was fun",
+    "very good",
+    "a great plot",
+    "fun film",
+    "good fun",
+    "the movie was great",
+    "great fun",
+    "very great film",
+]
+NEGATIVE = [
+    "bad movie",
+    "awful film",
+    "the plot was boring",
+    "very bad",
+    "a boring plot",
+    "awful movie",
+    "not good",
+    "the film was awful",
+    "boring film",
+    "very bad plot",
+]
 
 
 @pytest.fixture
 def tiny_csv(tmp_path) -> Path:
     """40 labelled lines of an easy two-class task."""
     rows = ["text,label"]
-    for i in range(2):
+    for _i in range(2):
         rows += [f"{t},pos" for t in POSITIVE] + [f"{t},neg" for t in NEGATIVE]
     path = tmp_path / "tiny.csv"
     path.write_text("\n".join(rows) + "\n", encoding="utf-8")
@@ -89,9 +137,19 @@ def tiny_config(tmp_path, tiny_bert_dir, tiny_csv) -> dict:
     """A complete config dict for a fast run on the tiny model; tests tweak it."""
     return {
         "name": "tiny",
-        "data": {"train": str(tiny_csv), "validation_split": 0.2, "test_split": 0.2, "max_length": 16},
+        "data": {
+            "train": str(tiny_csv),
+            "validation_split": 0.2,
+            "test_split": 0.2,
+            "max_length": 16,
+        },
         "model": {"backbone": str(tiny_bert_dir), "dropout": 0.0},
-        "training": {"epochs": 2, "batch_size": 8, "learning_rate": 1e-3, "output_dir": str(tmp_path / "runs")},
+        "training": {
+            "epochs": 2,
+            "batch_size": 8,
+            "learning_rate": 1e-3,
+            "output_dir": str(tmp_path / "runs"),
+        },
         "export": {"dir": str(tmp_path / "saved_models")},
     }
 

@@ -20,13 +20,18 @@ def test_quickstart_config_loads_with_defaults_filled_in():
 
 def test_unknown_key_names_file_and_suggests_close_match(tmp_path):
     path = write_yaml(tmp_path / "c.yaml", {**BASE, "training": {"learnig_rate": 0.1}})
-    with pytest.raises(ConfigError, match=r"Unknown key `training.learnig_rate` in .*c.yaml\. Did you mean `learning_rate`\?"):
+    with pytest.raises(
+        ConfigError,
+        match=r"Unknown key `training.learnig_rate` in .*c.yaml\. Did you mean `learning_rate`\?",
+    ):
         load_config(path)
 
 
 def test_unknown_key_lists_allowed_keys(tmp_path):
     path = write_yaml(tmp_path / "c.yaml", {**BASE, "optimizer": {}})
-    with pytest.raises(ConfigError, match=r"Allowed keys here: name, task, data, model, training, export"):
+    with pytest.raises(
+        ConfigError, match=r"Allowed keys here: name, task, data, model, training, export"
+    ):
         load_config(path)
 
 
@@ -37,7 +42,9 @@ def test_wrong_type_names_key_and_value(tmp_path):
 
 
 def test_out_of_range_value_is_rejected(tmp_path):
-    path = write_yaml(tmp_path / "c.yaml", {**BASE, "data": {"train": "x.csv", "validation_split": 1.5}})
+    path = write_yaml(
+        tmp_path / "c.yaml", {**BASE, "data": {"train": "x.csv", "validation_split": 1.5}}
+    )
     with pytest.raises(ConfigError, match=r"`data.validation_split`.*Received: 1.5.*less than 1"):
         load_config(path)
 
@@ -75,8 +82,15 @@ def test_invalid_yaml_names_the_line(tmp_path):
 
 def test_overrides_are_typed(tmp_path):
     path = write_yaml(tmp_path / "c.yaml", BASE)
-    cfg = load_config(path, ["training.epochs=2", "training.learning_rate=3e-5", "data.bucketing=false",
-                             "data.labels=[a, b]"])
+    cfg = load_config(
+        path,
+        [
+            "training.epochs=2",
+            "training.learning_rate=3e-5",
+            "data.bucketing=false",
+            "data.labels=[a, b]",
+        ],
+    )
     assert cfg.training.epochs == 2 and isinstance(cfg.training.epochs, int)
     assert cfg.training.learning_rate == pytest.approx(3e-5)
     assert cfg.data.bucketing is False
@@ -105,5 +119,18 @@ def test_dumped_config_reloads_identically(tmp_path):
 
 def test_reference_documents_every_key():
     table = config_lib.reference()
-    for key in ("data.train", "data.encoding", "model.backbone", "training.learning_rate", "export.dir"):
+    for key in (
+        "data.train",
+        "data.encoding",
+        "model.backbone",
+        "training.learning_rate",
+        "export.dir",
+    ):
         assert f"`{key}`" in table
+
+
+def test_readme_config_reference_is_current():
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    start = readme.index("<!-- config-reference:start -->\n") + len("<!-- config-reference:start -->\n")
+    end = readme.index("\n<!-- config-reference:end -->")
+    assert readme[start:end] == config_lib.reference(), "regenerate with `python -m kerasft.config`"

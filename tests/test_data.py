@@ -38,13 +38,18 @@ def test_latin1_file_reads_with_configured_encoding(tmp_path):
 
 def test_undecodable_bytes_name_the_line_and_suggest_an_encoding(tmp_path):
     path = write(tmp_path, "text,label\nfine,a\ncaf\xe9,b\n", encoding="latin-1")
-    with pytest.raises(DataError, match=r"d.csv:3: bytes that are not valid utf-8.*`data.encoding`"):
+    with pytest.raises(
+        DataError, match=r"d.csv:3: bytes that are not valid utf-8.*`data.encoding`"
+    ):
         read_table(path, cfg(path))
 
 
 def test_missing_column_lists_the_columns_present(tmp_path):
     path = write(tmp_path, "sentence,label\nx,a\n")
-    with pytest.raises(DataError, match=r"no column `text` \(set by `data.text_column`\). Columns present: sentence, label"):
+    with pytest.raises(
+        DataError,
+        match=r"no column `text` \(set by `data.text_column`\). Columns present: sentence, label",
+    ):
         read_table(path, cfg(path))
 
 
@@ -61,7 +66,9 @@ def test_empty_label_names_the_line(tmp_path):
         read_table(path, cfg(path))
 
 
-@pytest.mark.parametrize(("content", "message"), [("", "the file is empty"), ("text,label\n", "header but no rows")])
+@pytest.mark.parametrize(
+    ("content", "message"), [("", "the file is empty"), ("text,label\n", "header but no rows")]
+)
 def test_empty_files(tmp_path, content, message):
     path = write(tmp_path, content)
     with pytest.raises(DataError, match=message):
@@ -69,7 +76,9 @@ def test_empty_files(tmp_path, content, message):
 
 
 def test_jsonl_and_tsv(tmp_path):
-    jsonl = write(tmp_path, '{"text": "x", "label": 1}\n{"text": "y", "label": 0}\n', name="d.jsonl")
+    jsonl = write(
+        tmp_path, '{"text": "x", "label": 1}\n{"text": "y", "label": 0}\n', name="d.jsonl"
+    )
     assert read_table(jsonl, cfg(jsonl))["label"].tolist() == ["1", "0"]
     tsv = write(tmp_path, 'text\tlabel\nsays "hi", ok\ta\n', name="d.tsv")
     assert read_table(tsv, cfg(tsv))["text"].tolist() == ['says "hi", ok']
@@ -120,13 +129,20 @@ def test_single_class_is_an_error(tmp_path):
 def test_label_unseen_in_training_is_named(tmp_path):
     train = write(tmp_path, "text,label\nx,a\ny,b\nz,a\n", name="train.csv")
     val = write(tmp_path, "text,label\nx,a\ny,c\n", name="val.csv")
-    with pytest.raises(DataError, match=r"val.csv: label 'c' is not in the label vocabulary \['a', 'b'\]"):
+    with pytest.raises(
+        DataError, match=r"val.csv: label 'c' is not in the label vocabulary \['a', 'b'\]"
+    ):
         load_splits(DataConfig(train=str(train), validation=str(val), test_split=0), seed=0)
 
 
 @pytest.fixture
 def encoded(tiny_bert_dir):
-    texts = ["good", "the movie was very good", "bad film", "the plot was not very fun at all , very boring"] * 5
+    texts = [
+        "good",
+        "the movie was very good",
+        "bad film",
+        "the plot was not very fun at all , very boring",
+    ] * 5
     split = Split(texts, np.arange(20, dtype=np.int32) % 2, "mem")
     return encode(load_tokenizer(tiny_bert_dir), split, max_length=8)
 
@@ -139,18 +155,24 @@ def test_encode_truncates_and_keeps_model_inputs(encoded):
 
 @pytest.mark.parametrize("bucketing", [True, False])
 def test_train_batches_pad_per_batch_and_cover_every_example(encoded, bucketing):
-    ds = train_dataset(encoded, 4, pad_id=0, bucketing=bucketing, max_length=8, shuffle_buffer=100, seed=0)
+    ds = train_dataset(
+        encoded, 4, pad_id=0, bucketing=bucketing, max_length=8, shuffle_buffer=100, seed=0
+    )
     batches = list(ds)
     assert len(batches) == steps_per_epoch(encoded, 4, bucketing, 8)
     assert sum(int(y.shape[0]) for _, y in batches) == 20
     for x, _ in batches:
         lengths = x["attention_mask"].numpy().sum(axis=1)
-        assert x["input_ids"].shape[1] == lengths.max()  # padded to the longest in the batch, not to 8
+        assert (
+            x["input_ids"].shape[1] == lengths.max()
+        )  # padded to the longest in the batch, not to 8
         assert (x["input_ids"].numpy()[x["attention_mask"].numpy() == 0] == 0).all()
 
 
 def test_bucketing_groups_similar_lengths(encoded):
-    ds = train_dataset(encoded, 5, pad_id=0, bucketing=True, max_length=64, shuffle_buffer=100, seed=0)
+    ds = train_dataset(
+        encoded, 5, pad_id=0, bucketing=True, max_length=64, shuffle_buffer=100, seed=0
+    )
     for x, _ in ds:
         lengths = x["attention_mask"].numpy().sum(axis=1)
         assert len(set(np.searchsorted(bucket_boundaries(64), lengths, side="right"))) == 1

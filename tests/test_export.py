@@ -23,7 +23,10 @@ def test_export_reloads_with_the_same_probabilities_and_counts_versions(tiny_ber
     second = export_classifier(model, names, backbone.input_names, tmp_path, "m")
     assert (first.name, second.name) == ("1", "2")
     assert next_version(tmp_path / "m") == 3
-    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["1", "2"]  # no staging left behind
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == [
+        "1",
+        "2",
+    ]  # no staging left behind
     assert (first / "assets" / "labels.txt").read_text().split() == list(names)
 
     loaded = tf.saved_model.load(str(first))

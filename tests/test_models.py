@@ -38,7 +38,10 @@ def test_unknown_backbone_is_rejected(spec):
 
 
 def test_hub_name_offline_fails_fast_with_advice():
-    with pytest.raises(ModelError, match=r"Cannot get backbone `some-org/some-model`.*--local-dir DIR.*model.backbone: DIR"):
+    with pytest.raises(
+        ModelError,
+        match=r"Cannot get backbone `some-org/some-model`.*--local-dir DIR.*model.backbone: DIR",
+    ):
         resolve_backbone("some-org/some-model")
 
 
@@ -88,7 +91,9 @@ def test_missing_encoder_weight_is_an_error(tiny_bert_dir, tmp_path):
     tiny_bert_config().save_pretrained(str(broken))
     write_tokenizer(broken)
     save_file(state, str(broken / "model.safetensors"), metadata={"format": "pt"})
-    with pytest.raises(ModelError, match=r"lacks 1 encoder weights \(e.g. encoder.layer.1.output.dense.weight\)"):
+    with pytest.raises(
+        ModelError, match=r"lacks 1 encoder weights \(e.g. encoder.layer.1.output.dense.weight\)"
+    ):
         load_backbone(broken)
 
 
@@ -105,7 +110,9 @@ def test_old_head_weights_are_reported_and_ignored(tiny_bert_dir, tmp_path, caps
     backbone = load_backbone(with_head)
     assert backbone.loading["unexpected"] == ["classifier.weight"]
     assert "1 unexpected weights" in capsys.readouterr().out
-    np.testing.assert_allclose(hidden(backbone.model), hidden(load_backbone(tiny_bert_dir).model), atol=1e-6)
+    np.testing.assert_allclose(
+        hidden(backbone.model), hidden(load_backbone(tiny_bert_dir).model), atol=1e-6
+    )
 
 
 def test_no_weights_is_an_error(tmp_path):
@@ -117,7 +124,9 @@ def test_no_weights_is_an_error(tmp_path):
 
 @pytest.mark.parametrize("pooling", ["mean", "cls", "pooler"])
 def test_classifier_outputs_float32_logits_and_ignores_padding(tiny_bert_dir, pooling):
-    model = build_classifier(load_backbone(tiny_bert_dir), num_labels=3, pooling=pooling, dropout=0.0)
+    model = build_classifier(
+        load_backbone(tiny_bert_dir), num_labels=3, pooling=pooling, dropout=0.0
+    )
     logits = model(INPUTS, training=False)
     assert logits.shape == (2, 3) and logits.dtype == tf.float32
     # Appending more padding must not change the prediction.

@@ -33,4 +33,6 @@ def test_weight_decay_skips_biases_and_layer_norm():
     for v in model.trainable_variables:
         moved = not np.allclose(v.numpy(), before[v.name])
         assert moved == (v.name == "dense/kernel:0"), v.name
-    np.testing.assert_allclose(dense.kernel.numpy(), before["dense/kernel:0"] * (1 - 0.1 * 0.5), rtol=1e-6)
+    np.testing.assert_allclose(
+        dense.kernel.numpy(), before["dense/kernel:0"] * (1 - 0.1 * 0.5), rtol=1e-6
+    )

@@ -34,7 +34,8 @@ def test_run_trains_evaluates_and_exports(tiny_config, tmp_path):
     assert result.export_dir == tmp_path / "saved_models" / "tiny" / "1"
     loaded = tf.saved_model.load(str(result.export_dir))
     out = loaded.signatures["serving_default"](
-        input_ids=tf.constant([[2, 5, 6, 3]]), attention_mask=tf.ones((1, 4), tf.int32),
+        input_ids=tf.constant([[2, 5, 6, 3]]),
+        attention_mask=tf.ones((1, 4), tf.int32),
         token_type_ids=tf.zeros((1, 4), tf.int32),
     )
     assert out["probabilities"].shape == (1, 2)
@@ -48,9 +49,26 @@ def test_same_seed_gives_the_same_run(tiny_config):
     assert first["test"]["loss"] == pytest.approx(second["test"]["loss"], abs=1e-6)
 
 
-def test_best_epoch_weights_are_restored(tiny_config):
-    """A learning rate that wrecks the model after the first epoch: the best (first) epoch must be kept."""
-    tiny_config["training"].update(epochs=3, learning_rate=0.5, warmup_ratio=0.0, monitor="val_loss", patience=5)
+def test_best_epoch_weights_are_restored(tiny_config, tmp_path):
+    """Training labels are the inverse of validation labels, so validation gets worse every epoch:
+    the best epoch is the first, and its weights must be the ones evaluated and exported."""
+    from tests.conftest import NEGATIVE, POSITIVE
+
+    def rows(pos, neg):
+        return (
+            "text,label\n"
+            + "".join(f"{t},{pos}\n" for t in POSITIVE)
+            + "".join(f"{t},{neg}\n" for t in NEGATIVE)
+        )
+
+    (tmp_path / "flipped.csv").write_text(rows("neg", "pos"))
+    (tmp_path / "val.csv").write_text(rows("pos", "neg"))
+    tiny_config["data"].update(
+        train=str(tmp_path / "flipped.csv"), validation=str(tmp_path / "val.csv"), test_split=0.0
+    )
+    tiny_config["training"].update(
+        epochs=4, learning_rate=1e-2, warmup_ratio=0.0, monitor="val_loss", patience=5
+    )
     tiny_config["export"]["enabled"] = False
     result = run(config_from_dict(tiny_config), verbose=0)
     val_losses = result.metrics["train"]["history"]["val_loss"]
@@ -62,8 +80,13 @@ def test_best_epoch_weights_are_restored(tiny_config):
 
 
 def cli(args, cwd):
-    return subprocess.run([sys.executable, "-m", "kerasft.train", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "kerasft.train", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def _bad(tiny_config, tmp_path, mutate):
@@ -74,10 +97,22 @@ def _bad(tiny_config, tmp_path, mutate):
 @pytest.mark.parametrize(
     ("mutate", "message"),
     [
-        (lambda c: c["data"].update(train="missing.csv"), r"`data.train`: data file not found: missing.csv"),
-        (lambda c: c["data"].update(text_column="sentence"), r"no column `sentence`.*Columns present: text, label"),
-        (lambda c: c["model"].update(backbone="./no-such-model"), r"Unknown backbone `./no-such-model`"),
-        (lambda c: c["data"].update(labels=["pos"]), r"label 'neg' is not in the label vocabulary"),
+        (
+            lambda c: c["data"].update(train="missing.csv"),
+            r"`data.train`: data file not found: missing.csv",
+        ),
+        (
+            lambda c: c["data"].update(text_column="sentence"),
+            r"no column `sentence`.*Columns present: text, label",
+        ),
+        (
+            lambda c: c["model"].update(backbone="./no-such-model"),
+            r"Unknown backbone `./no-such-model`",
+        ),
+        (
+            lambda c: c["data"].update(labels=["pos", "neutral"]),
+            r"label 'neg' is not in the label vocabulary",
+        ),
         (lambda c: c["training"].update(epochs=0), r"`training.epochs`.*Received: 0"),
     ],
 )
@@ -91,7 +126,9 @@ def test_user_errors_are_one_line_exit_2_and_leave_nothing(tiny_config, tmp_path
     import re
 
     assert re.search(message, last), last
-    assert not (tmp_path / "saved_models").exists() or not any((tmp_path / "saved_models").rglob("*"))
+    assert not (tmp_path / "saved_models").exists() or not any(
+        (tmp_path / "saved_models").rglob("*")
+    )
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("*.json"))
 
 
@@ -108,9 +145,14 @@ def test_cli_prints_run_and_export_dirs_last(tiny_config, tmp_path):
     proc = cli(["--config", str(path), "--set", "training.epochs=1"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.strip().splitlines()
-    assert lines[-2].startswith("run_dir=") and lines[-1] == f"export_dir={tmp_path / 'saved_models' / 'tiny' / '1'}"
+    assert (
+        lines[-2].startswith("run_dir=")
+        and lines[-1] == f"export_dir={tmp_path / 'saved_models' / 'tiny' / '1'}"
+    )
 
 
 def test_help_describes_the_command():
-    proc = subprocess.run([sys.executable, "-m", "kerasft.train", "--help"], capture_output=True, text=True, cwd=REPO)
+    proc = subprocess.run(
+        [sys.executable, "-m", "kerasft.train", "--help"], capture_output=True, text=True, cwd=REPO
+    )
     assert proc.returncode == 0 and "--set" in proc.stdout and "run_dir=" in proc.stdout

@@ -1,0 +1,46 @@
+"""End to end on the real embedded MiniLM and the real tweet corpus (a few hundred examples)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kerasft._compat import tf
+from kerasft.config import load_config
+from kerasft.data import encode, eval_dataset, load_splits
+from kerasft.metrics import predict_split
+from kerasft.models import load_tokenizer, resolve_backbone
+from kerasft.train import run
+from tests.conftest import REPO, read_json
+
+pytestmark = pytest.mark.e2e
+
+
+def test_quickstart_config_on_a_few_hundred_tweets(tmp_path):
+    cfg = load_config(
+        REPO / "configs" / "quickstart.yaml",
+        [
+            "data.max_train_examples=320",
+            "data.max_eval_examples=160",
+            "data.max_length=48",
+            "training.epochs=2",
+            f"training.output_dir={tmp_path / 'runs'}",
+            f"export.dir={tmp_path / 'exports'}",
+        ],
+    )
+    result = run(cfg, verbose=0)
+
+    metrics = read_json(result.run_dir / "metrics.json")
+    losses = metrics["train"]["history"]["loss"]
+    assert losses[1] < losses[0], losses
+    assert metrics["test"]["examples"] == 160
+    assert metrics["test"]["accuracy"] > 0.5  # majority class is 0.42
+
+    # The export, reloaded, gives the in-memory model's probabilities on real tweets.
+    tokenizer = load_tokenizer(resolve_backbone("minilm-l6"))
+    splits = load_splits(cfg.data, cfg.training.seed)
+    dataset = eval_dataset(encode(tokenizer, splits.test, 48), 32, tokenizer.pad_token_id)
+    expected, _ = predict_split(result.model, dataset)
+    serve = tf.saved_model.load(str(result.export_dir)).signatures["serving_default"]
+    got = np.concatenate([serve(**features)["probabilities"].numpy() for features, _ in dataset])
+    np.testing.assert_allclose(got, expected, atol=1e-5)
