@@ -26,27 +26,65 @@ class DataConfig(_Section):
     """Where the examples come from and how they become token ids."""
 
     train: str = Field(
-        description="Training file (CSV, TSV, JSONL or Parquet). Relative paths are relative to "
-        "the working directory; `pkg:<package>/<path>` names a file inside an installed package."
+        description="Training data: a CSV, TSV, JSONL, Parquet or CoNLL file; a `datasets` folder written by "
+        "`save_to_disk`; or `hf:<hub name>[:<config>]`. Append `@<split>` to pick a `datasets` split. Relative "
+        "paths start at the working directory; `pkg:<package>/<path>` is a file inside an installed package."
     )
     validation: str | None = Field(
-        None, description="Validation file. Defaults to a stratified split of `train`."
+        None, description="Validation data, same forms as `train`. Defaults to a split of `train`."
     )
     test: str | None = Field(
-        None, description="Test file. Defaults to a stratified split of `train`."
+        None, description="Test data, same forms as `train`. Defaults to a split of `train`."
     )
-    format: Literal["auto", "csv", "tsv", "jsonl", "parquet"] = Field(
-        "auto", description="File format; `auto` goes by the file extension."
+    format: Literal["auto", "csv", "tsv", "jsonl", "parquet", "conll", "datasets"] = Field(
+        "auto",
+        description="Data format; `auto` goes by the extension (.csv, .tsv, .jsonl, .parquet, .conll) or, "
+        "for folders and `hf:` names, `datasets`.",
     )
     encoding: str = Field(
-        "utf-8", description="Text encoding of CSV/TSV/JSONL files, e.g. `latin-1`."
+        "utf-8", description="Text encoding of CSV/TSV/JSONL/CoNLL files, e.g. `latin-1`."
     )
-    text_column: str = Field("text", description="Column holding the input text.")
-    label_column: str = Field("label", description="Column holding the label (string or integer).")
+    header: bool | Literal["auto"] = Field(
+        "auto",
+        description="Whether CSV/TSV files start with a header row. `auto`: yes when columns are named; "
+        "when they are given by position, a first row whose label looks unlike the others is taken as a header.",
+    )
+    delimiter: str | None = Field(
+        None,
+        description="Field delimiter of delimited files. Defaults to `,` for CSV, tab for TSV.",
+    )
+    quoting: Literal["csv", "none"] = Field(
+        "csv",
+        description='`csv`: `"` quotes fields; `none`: quotes are ordinary text (SST-2 and GLUE TSVs).',
+    )
+    text_column: str | int = Field(
+        "text",
+        description="Column with the input text (a name, or a 0-based position); for token "
+        "classification from JSONL/Parquet, a list of words.",
+    )
+    text_pair_column: str | int | None = Field(
+        None,
+        description="Column with the second text of sentence-pair tasks (paraphrase, NLI, similarity).",
+    )
+    label_column: str | int = Field(
+        "label",
+        description="Column with the target: a label (classification), a list or delimited string "
+        "of labels (multi_label), a number (regression), or a list of tags (token_classification).",
+    )
+    label_delimiter: str | None = Field(
+        None, description="For multi_label: the separator of labels given as one string, e.g. `|`."
+    )
     labels: list[str] | None = Field(
         None,
-        description="Label vocabulary in id order. Defaults to the sorted labels of the training "
+        description="Label (or tag) vocabulary in id order. Defaults to the sorted labels of the training "
         "split (numerically when they are all integers).",
+    )
+    empty_text: Literal["drop", "error"] = Field(
+        "drop", description="Rows with empty text are dropped (with a count) or rejected."
+    )
+    class_weights: Literal["none", "balanced"] = Field(
+        "none",
+        description="`balanced` weighs each class inversely to its training frequency (classification).",
     )
     validation_split: float = Field(
         0.1,
@@ -78,6 +116,11 @@ class DataConfig(_Section):
     )
     shuffle_buffer: int = Field(
         10_000, ge=1, description="Shuffle buffer size for the training set."
+    )
+    cache_dir: str | None = Field(
+        ".cache/kerasft",
+        description="Token ids are cached here, keyed by data, tokenizer and max length, so a second run "
+        "skips tokenization; null turns the cache off.",
     )
 
     @model_validator(mode="after")
@@ -163,8 +206,10 @@ class Config(_Section):
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
         description="Name of the experiment; names the run and export folders.",
     )
-    task: Literal["classification"] = Field(
-        "classification", description="What the head predicts: one label per text."
+    task: Literal["classification", "multi_label", "regression", "token_classification"] = Field(
+        "classification",
+        description="What is predicted: one label per text (or text pair), any number of labels, a number, "
+        "or one tag per word.",
     )
     data: DataConfig
     model: ModelConfig = ModelConfig()
@@ -296,5 +341,21 @@ def reference() -> str:
     return "\n".join(rows)
 
 
+def update_readme(path: str | Path) -> None:
+    """Rewrites the config reference between the README's `config-reference` markers."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    start = text.index("<!-- config-reference:start -->\n") + len(
+        "<!-- config-reference:start -->\n"
+    )
+    end = text.index("\n<!-- config-reference:end -->")
+    path.write_text(text[:start] + reference() + text[end:], encoding="utf-8")
+
+
 if __name__ == "__main__":
-    print(reference())
+    import sys
+
+    if sys.argv[1:2] == ["--update-readme"]:
+        update_readme(sys.argv[2] if len(sys.argv) > 2 else "README.md")
+    else:
+        print(reference())

@@ -20,12 +20,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
+
 from kerasft import config as config_lib
 from kerasft._compat import keras, tf
 from kerasft.callbacks import StepProgress, ValidationMetrics
 from kerasft.config import Config
 from kerasft.data import encode, eval_dataset, load_splits, steps_per_epoch, train_dataset
-from kerasft.errors import KerasftError
+from kerasft.errors import ConfigError, KerasftError
 from kerasft.export import export_classifier
 from kerasft.metrics import classification_metrics, predict_split
 from kerasft.models import build_classifier, load_backbone, load_tokenizer, resolve_backbone
@@ -40,26 +42,33 @@ class RunResult:
     model: keras.Model  # the trained model, holding the best epoch's weights
 
 
-def run(cfg: Config, *, verbose: int | None = None) -> RunResult:
+def run(
+    cfg: Config, *, verbose: int | None = None, frames: dict[str, pd.DataFrame] | None = None
+) -> RunResult:
     """Trains, evaluates and exports one experiment described by `cfg`.
 
     Args:
         cfg: the validated config.
         verbose: Keras `fit` verbosity. Defaults to a progress bar on a
-            terminal and one line per epoch otherwise.
+            terminal and progress lines otherwise.
+        frames: DataFrames standing in for `data.train`/`validation`/`test`. Defaults to none.
     """
+    if cfg.task != "classification":
+        raise ConfigError(
+            f"`task: {cfg.task}`: kerasft reads and tokenizes data for this task, but trains only "
+            "`classification` so far."
+        )
     keras.utils.set_random_seed(cfg.training.seed)
     keras.mixed_precision.set_global_policy(cfg.training.precision)
 
     directory = resolve_backbone(cfg.model.backbone)
     tokenizer = load_tokenizer(directory)
-    splits = load_splits(cfg.data, cfg.training.seed)
+    splits = load_splits(cfg.data, cfg.training.seed, cfg.task, frames)
     max_length = min(
-        cfg.data.max_length,
-        getattr(tokenizer, "model_max_length", cfg.data.max_length) or cfg.data.max_length,
+        cfg.data.max_length, getattr(tokenizer, "model_max_length", None) or cfg.data.max_length
     )
     encoded = {
-        name: encode(tokenizer, getattr(splits, name), max_length)
+        name: encode(tokenizer, getattr(splits, name), max_length, cfg.task, cfg.data.cache_dir)
         for name in ("train", "validation", "test")
     }
     backbone = load_backbone(directory, tokenizer)
@@ -136,7 +145,13 @@ def _fit_evaluate_export(
     if verbose == 2:  # no live progress bar in a log file: print progress lines instead
         callbacks.append(StepProgress(steps, cfg.training.batch_size))
     start = time.perf_counter()
-    history = model.fit(train_ds, epochs=cfg.training.epochs, callbacks=callbacks, verbose=verbose)
+    history = model.fit(
+        train_ds,
+        epochs=cfg.training.epochs,
+        callbacks=callbacks,
+        verbose=verbose,
+        class_weight=splits.class_weights,
+    )
     wall = time.perf_counter() - start
     epochs_run = len(history.history.get("loss", []))
 

@@ -142,6 +142,7 @@ def tiny_config(tmp_path, tiny_bert_dir, tiny_csv) -> dict:
             "validation_split": 0.2,
             "test_split": 0.2,
             "max_length": 16,
+            "cache_dir": str(tmp_path / "cache"),
         },
         "model": {"backbone": str(tiny_bert_dir), "dropout": 0.0},
         "training": {

@@ -131,6 +131,10 @@ def test_reference_documents_every_key():
 
 def test_readme_config_reference_is_current():
     readme = (REPO / "README.md").read_text(encoding="utf-8")
-    start = readme.index("<!-- config-reference:start -->\n") + len("<!-- config-reference:start -->\n")
+    start = readme.index("<!-- config-reference:start -->\n") + len(
+        "<!-- config-reference:start -->\n"
+    )
     end = readme.index("\n<!-- config-reference:end -->")
-    assert readme[start:end] == config_lib.reference(), "regenerate with `python -m kerasft.config`"
+    assert readme[start:end] == config_lib.reference(), (
+        "regenerate with `python -m kerasft.config --update-readme`"
+    )

@@ -11,7 +11,7 @@ from kerasft.data import (
     encode,
     eval_dataset,
     load_splits,
-    read_table,
+    read_source,
     resolve_path,
     steps_per_epoch,
     train_dataset,
@@ -22,6 +22,10 @@ from kerasft.models import load_tokenizer
 
 def cfg(path, **kw) -> DataConfig:
     return DataConfig(train=str(path), **kw)
+
+
+def read_table(path, data_cfg, task="classification"):
+    return read_source(str(path), data_cfg, task)[0]
 
 
 def write(tmp_path, text: str, name="d.csv", encoding="utf-8"):
@@ -103,7 +107,7 @@ def test_splits_are_stratified_and_seeded(tmp_path):
     path = write(tmp_path, "text,label\n" + rows + "\n")
     splits = load_splits(cfg(path, validation_split=0.1, test_split=0.2), seed=1)
     assert (len(splits.train), len(splits.validation), len(splits.test)) == (140, 20, 40)
-    assert np.bincount(splits.test.labels).tolist() == [30, 10]  # 3:1 like the file
+    assert np.bincount(splits.test.targets).tolist() == [30, 10]  # 3:1 like the file
     again = load_splits(cfg(path, validation_split=0.1, test_split=0.2), seed=1)
     assert again.test.texts == splits.test.texts
     all_texts = splits.train.texts + splits.validation.texts + splits.test.texts

@@ -26,6 +26,7 @@ def test_quickstart_config_on_a_few_hundred_tweets(tmp_path):
             "training.epochs=2",
             f"training.output_dir={tmp_path / 'runs'}",
             f"export.dir={tmp_path / 'exports'}",
+            f"data.cache_dir={tmp_path / 'cache'}",
         ],
     )
     result = run(cfg, verbose=0)

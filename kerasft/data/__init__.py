@@ -1,0 +1,35 @@
+"""Data: sources → cleaned splits and label vocabulary → token ids → tf.data.
+
+`load_splits` reads the configured sources (files, `datasets` folders, hub
+names, or DataFrames) into `Splits`; `encode` tokenizes a split (cached);
+`train_dataset` / `eval_dataset` batch the ids for Keras.
+"""
+
+from kerasft.data.labels import IGNORE_INDEX, LabelVocab
+from kerasft.data.pipeline import (
+    bucket_boundaries,
+    eval_dataset,
+    eval_order,
+    steps_per_epoch,
+    train_dataset,
+)
+from kerasft.data.readers import read_source, resolve_path
+from kerasft.data.splits import Split, Splits, load_splits
+from kerasft.data.tokenize import Encoded, encode
+
+__all__ = [
+    "IGNORE_INDEX",
+    "Encoded",
+    "LabelVocab",
+    "Split",
+    "Splits",
+    "bucket_boundaries",
+    "encode",
+    "eval_dataset",
+    "eval_order",
+    "load_splits",
+    "read_source",
+    "resolve_path",
+    "steps_per_epoch",
+    "train_dataset",
+]

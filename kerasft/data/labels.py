@@ -1,0 +1,114 @@
+"""Label vocabularies and the numeric targets of each task."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections import Counter
+from collections.abc import Iterable
+
+import numpy as np
+import pandas as pd
+
+from kerasft.errors import DataError
+
+IGNORE_INDEX = -100  # sub-tokens and special tokens: no loss, no metric (Hugging Face's convention)
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelVocab:
+    """Label (or tag) names in id order; saved with every run and export."""
+
+    names: tuple[str, ...]
+
+    @classmethod
+    def from_labels(cls, labels: Iterable[str]) -> LabelVocab:
+        unique = sorted(set(labels))
+        if all(_is_int(v) for v in unique):
+            unique = sorted(unique, key=int)
+        return cls(tuple(unique))
+
+    @classmethod
+    def for_task(cls, labels: pd.Series, task: str) -> LabelVocab:
+        """The vocabulary of a training split's labels (lists of labels or tags are flattened)."""
+        if task in ("multi_label", "token_classification"):
+            return cls.from_labels(v for row in labels for v in row)
+        return cls.from_labels(labels)
+
+    def index(self) -> dict[str, int]:
+        return {name: i for i, name in enumerate(self.names)}
+
+    def to_json(self) -> str:
+        return json.dumps({"labels": list(self.names)}, indent=2)
+
+
+def targets(
+    frame: pd.DataFrame, vocab: LabelVocab, task: str, source: str
+) -> np.ndarray | list[np.ndarray]:
+    """The numeric targets of a split.
+
+    Returns:
+        int32 ids `[N]` (classification), float32 multi-hot `[N, C]` (multi_label),
+        float32 `[N]` (regression) or a list of int32 tag ids per word (token_classification).
+
+    Raises:
+        DataError: a label is not in the vocabulary; the message names it and `source`.
+    """
+    if task == "regression":
+        return frame["label"].to_numpy(dtype=np.float32)
+    index = vocab.index()
+    seen = (
+        frame["label"] if task == "classification" else (v for row in frame["label"] for v in row)
+    )
+    unknown = sorted(set(seen) - index.keys())
+    if unknown:
+        raise DataError(
+            f"{source}: label {unknown[0]!r} is not in the label vocabulary {list(vocab.names)} taken from "
+            "the training data. Add it to `data.labels`, or remove those rows."
+        )
+    if task == "classification":
+        return frame["label"].map(index).to_numpy(dtype=np.int32)
+    if task == "multi_label":
+        hot = np.zeros((len(frame), len(vocab.names)), np.float32)
+        for row, labels in enumerate(frame["label"]):
+            hot[row, [index[v] for v in labels]] = 1.0
+        return hot
+    return [np.array([index[v] for v in row], np.int32) for row in frame["label"]]
+
+
+def class_counts(target: np.ndarray | list[np.ndarray], n_classes: int, task: str) -> np.ndarray:
+    """Examples (or words, for tags) per class."""
+    if task == "multi_label":
+        return target.sum(axis=0).astype(np.int64)
+    if task == "token_classification":
+        flat = np.concatenate(target) if len(target) else np.zeros(0, np.int32)
+        return np.bincount(flat, minlength=n_classes)
+    return np.bincount(target, minlength=n_classes)
+
+
+def balanced_class_weights(counts: np.ndarray) -> dict[int, float]:
+    """scikit-learn's `balanced` weights, n / (k * count), for classes that occur."""
+    total, present = counts.sum(), int((counts > 0).sum())
+    return {i: float(total / (present * c)) for i, c in enumerate(counts) if c > 0}
+
+
+def describe(target: np.ndarray | list[np.ndarray], vocab: LabelVocab, task: str) -> str:
+    """A one-line class distribution (or target summary, for regression)."""
+    if task == "regression":
+        if len(target) == 0:
+            return "no targets"
+        return f"target mean {target.mean():.3f}, std {target.std():.3f}, range {target.min():g}..{target.max():g}"
+    counts = class_counts(target, len(vocab.names), task)
+    shown = Counter(dict(zip(vocab.names, counts.tolist(), strict=True)))
+    items = shown.most_common(12)
+    more = f", +{len(shown) - 12} more" if len(shown) > 12 else ""
+    unit = " words" if task == "token_classification" else ""
+    return ", ".join(f"{name} {count}" for name, count in items) + more + unit
+
+
+def _is_int(value: str) -> bool:
+    try:
+        int(value)
+    except ValueError:
+        return False
+    return True

@@ -1,0 +1,419 @@
+"""Readers: every supported source → one pandas frame with `text`, `text_pair`, `label` and `line`.
+
+`line` is where the row starts in the source (1-based; a row number for
+Parquet and `datasets`), so later checks can name it. All problems raise
+`DataError` naming the file and, where there is one, the line.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from kerasft.config import DataConfig
+from kerasft.errors import DataError
+
+EXTENSIONS = {
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".jsonl": "jsonl",
+    ".json": "jsonl",
+    ".parquet": "parquet",
+    ".conll": "conll",
+    ".txt": "conll",
+}
+_DOCSTART = "-DOCSTART-"
+
+
+def resolve_path(spec: str, key: str = "data.train") -> Path:
+    """Turns a config path into a file path; `pkg:<package>/<path>` looks inside an installed package.
+
+    Raises:
+        DataError: the file does not exist.
+    """
+    if spec.startswith("pkg:"):
+        package, _, inner = spec[4:].partition("/")
+        found = importlib.util.find_spec(package) if package else None
+        if found is None or not found.submodule_search_locations:
+            raise DataError(
+                f"`{key}`: package `{package}` named in `{spec}` is not installed. "
+                f"Install it (`make install` does for the demo data) or point `{key}` at a file."
+            )
+        path = Path(next(iter(found.submodule_search_locations))) / inner
+    else:
+        path = Path(spec).expanduser()
+    if not path.exists():
+        raise DataError(
+            f"`{key}`: data file not found: {path}. Check the path (relative paths start at {Path.cwd()})."
+        )
+    return path
+
+
+def read_source(
+    spec: str | pd.DataFrame,
+    cfg: DataConfig,
+    task: str,
+    key: str = "data.train",
+    split: str = "train",
+):
+    """Reads one split's data (a path spec, or a DataFrame from the Python API) into a normalised frame.
+
+    Returns:
+        (frame, source) where frame has columns text, text_pair (when configured), label, line and
+        source is the file named in messages.
+    """
+    if isinstance(spec, pd.DataFrame):
+        raw, source, header_known = spec.reset_index(drop=True), f"<{split} DataFrame>", True
+        raw.insert(len(raw.columns), "__line__", np.arange(1, len(raw) + 1))
+    else:
+        raw, source, header_known = _read_raw(spec, cfg, task, key, split)
+    if task == "token_classification" and "__conll__" in raw.attrs:
+        return _check(raw, cfg, task, source), source
+    frame = pd.DataFrame({"line": raw["__line__"].to_numpy()})
+    columns = [c for c in raw.columns if c != "__line__"]
+    for field, spec_col, cfg_key in (
+        ("text", cfg.text_column, "data.text_column"),
+        ("text_pair", cfg.text_pair_column, "data.text_pair_column"),
+        ("label", cfg.label_column, "data.label_column"),
+    ):
+        if spec_col is None:
+            continue
+        frame[field] = raw[_column(columns, spec_col, cfg_key, source, header_known)].to_numpy()
+    return _check(frame, cfg, task, source), source
+
+
+def _read_raw(
+    spec: str, cfg: DataConfig, task: str, key: str, split: str
+) -> tuple[pd.DataFrame, str, bool]:
+    if spec.startswith("hf:"):
+        return _read_datasets(spec, cfg, task, key, split)
+    name, _, at = spec.partition("@") if "@" in spec and not Path(spec).exists() else (spec, "", "")
+    path = resolve_path(name, key)
+    fmt = cfg.format
+    if fmt == "auto":
+        fmt = "datasets" if path.is_dir() else EXTENSIONS.get(path.suffix.lower())
+    if fmt is None:
+        raise DataError(
+            f"{path}: cannot tell the format from the extension `{path.suffix}`. "
+            "Set `data.format` to csv, tsv, jsonl, parquet, conll or datasets."
+        )
+    if fmt == "datasets":
+        return _read_datasets(spec, cfg, task, key, split)
+    if path.is_dir():
+        raise DataError(f"`{key}`: {path} is a folder; `data.format: {fmt}` needs a file.")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: the file is empty.")
+    try:
+        if fmt in ("csv", "tsv"):
+            frame, header_known = _read_delimited(path, cfg, fmt, task)
+        elif fmt == "jsonl":
+            frame, header_known = _read_jsonl(path, cfg), True
+        elif fmt == "conll":
+            frame, header_known = _read_conll(path, cfg), True
+        else:
+            frame = pd.read_parquet(path)
+            frame["__line__"] = np.arange(1, len(frame) + 1)
+            header_known = True
+    except UnicodeDecodeError as exc:
+        line = _first_undecodable_line(path, cfg.encoding)
+        raise DataError(
+            f"{path}:{line}: bytes that are not valid {cfg.encoding} ({exc.reason}). "
+            "Set `data.encoding` to the file's encoding, e.g. `latin-1` or `cp1252`."
+        ) from None
+    except LookupError:
+        raise DataError(
+            f"`data.encoding`: unknown encoding `{cfg.encoding}`. Use e.g. `utf-8` or `latin-1`."
+        ) from None
+    except (pd.errors.ParserError, ValueError, OSError) as exc:
+        if isinstance(exc, DataError):
+            raise
+        detail = str(exc).strip().splitlines()[-1]
+        raise DataError(
+            f"{path}: cannot parse as {fmt}: {detail}. Check `data.format`, `data.delimiter` and `data.quoting`."
+        ) from None
+    if frame.empty:
+        raise DataError(
+            f"{path}: the file has a header but no rows." if header_known else f"{path}: no rows."
+        )
+    return frame, str(path), header_known
+
+
+def _encoding(cfg: DataConfig) -> str:
+    # utf-8-sig reads plain UTF-8 too, and drops a byte-order mark that would otherwise stick to the first column.
+    return (
+        "utf-8-sig" if cfg.encoding.lower().replace("_", "-") in ("utf-8", "utf8") else cfg.encoding
+    )
+
+
+def _read_delimited(path: Path, cfg: DataConfig, fmt: str, task: str) -> tuple[pd.DataFrame, bool]:
+    frame = pd.read_csv(
+        path,
+        sep=cfg.delimiter or ("," if fmt == "csv" else "\t"),
+        encoding=_encoding(cfg),
+        header=None,
+        dtype=str,
+        keep_default_na=False,
+        quoting=csv.QUOTE_NONE if cfg.quoting == "none" else csv.QUOTE_MINIMAL,
+        skip_blank_lines=True,
+        engine="c",
+    )
+    header = cfg.header
+    by_name = any(
+        isinstance(c, str) for c in (cfg.text_column, cfg.text_pair_column, cfg.label_column)
+    )
+    if header == "auto":
+        header = by_name or _looks_like_header(frame, cfg.label_column, task)
+    frame["__line__"] = np.arange(1, len(frame) + 1)
+    if header:
+        names = [str(v).strip() for v in frame.iloc[0, :-1]]
+        frame = frame.iloc[1:].reset_index(drop=True)
+        frame.columns = [*names, "__line__"]
+    elif by_name:
+        raise DataError(
+            f"{path}: `data.header: false`, so columns must be given by position (0-based), "
+            "e.g. `data.text_column: 1`."
+        )
+    return frame, bool(header)
+
+
+def _looks_like_header(frame: pd.DataFrame, label_column: Any, task: str) -> bool:
+    if not isinstance(label_column, int) or label_column >= frame.shape[1] or len(frame) < 2:
+        return False
+    first, rest = frame.iloc[0, label_column], frame.iloc[1:1001, label_column]
+    if task == "regression" or all(_is_float(v) for v in rest):
+        return not _is_float(first) and all(_is_float(v) for v in rest)
+    # String labels: a header is a value never seen again among labels that do repeat.
+    distinct = set(rest)
+    return first not in distinct and len(rest) >= 10 and len(distinct) <= len(rest) / 2
+
+
+def _read_jsonl(path: Path, cfg: DataConfig) -> pd.DataFrame:
+    rows, lines = [], []
+    with path.open(encoding=_encoding(cfg)) as handle:
+        for number, text in enumerate(handle, start=1):
+            if not text.strip():
+                continue
+            try:
+                row = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise DataError(
+                    f"{path}:{number}: invalid JSON ({exc.msg}). Each line must be one JSON object."
+                ) from None
+            if not isinstance(row, dict):
+                raise DataError(
+                    f"{path}:{number}: expected a JSON object, got {type(row).__name__}."
+                )
+            rows.append(row)
+            lines.append(number)
+    frame = pd.DataFrame(rows)
+    frame["__line__"] = lines
+    return frame
+
+
+def _read_conll(path: Path, cfg: DataConfig) -> pd.DataFrame:
+    """`token ... TAG` per line, a blank line between sentences, -DOCSTART- lines skipped."""
+    sentences, tags, starts = [], [], []
+    words: list[str] = []
+    labels: list[str] = []
+    start = 0
+    with path.open(encoding=_encoding(cfg)) as handle:
+        for number, text in enumerate(handle, start=1):
+            fields = text.split()
+            if not fields or fields[0] == _DOCSTART:
+                if words:
+                    sentences.append(words), tags.append(labels), starts.append(start)
+                words, labels = [], []
+                continue
+            if len(fields) < 2:
+                raise DataError(
+                    f"{path}:{number}: expected `token TAG`, got {len(fields)} field ({text.strip()!r}). "
+                    "Every non-blank line needs a token and its tag."
+                )
+            if not words:
+                start = number
+            words.append(fields[0])
+            labels.append(fields[-1])
+    if words:
+        sentences.append(words), tags.append(labels), starts.append(start)
+    frame = pd.DataFrame({"text": sentences, "label": tags, "line": starts, "__line__": starts})
+    frame.attrs["__conll__"] = True
+    return frame
+
+
+def _read_datasets(
+    spec: str, cfg: DataConfig, task: str, key: str, split: str
+) -> tuple[pd.DataFrame, str, bool]:
+    import datasets
+
+    body, _, split_name = spec.rpartition("@") if "@" in spec else (spec, "", "")
+    split_name = split_name or split
+    datasets.disable_progress_bars()
+    try:
+        if body.startswith("hf:"):
+            name, _, config_name = body[3:].partition(":")
+            try:
+                ds = datasets.load_dataset(name, config_name or None, split=split_name)
+            except Exception as exc:  # noqa: BLE001 - every hub failure gets the same advice
+                raise DataError(
+                    f"`{key}`: cannot load `{name}` split `{split_name}` from the Hugging Face Hub "
+                    f"({type(exc).__name__}: unknown name or no network). On a machine with network access "
+                    f"save it with `datasets.load_dataset(...).save_to_disk(DIR)` and set `{key}: DIR@{split_name}`."
+                ) from None
+        else:
+            loaded = datasets.load_from_disk(str(resolve_path(body, key)))
+            if isinstance(loaded, datasets.DatasetDict):
+                if split_name not in loaded:
+                    raise DataError(
+                        f"`{key}`: {body} has no split `{split_name}`; it has {', '.join(loaded)}. "
+                        f"Write `{body}@<split>`."
+                    )
+                loaded = loaded[split_name]
+            ds = loaded
+    except FileNotFoundError as exc:
+        raise DataError(f"`{key}`: {body} is not a `datasets` folder ({exc}).") from None
+    frame = ds.to_pandas()
+    # Integer class ids stored as ClassLabel become their names, as users see them on the hub.
+    for column, feature in ds.features.items():
+        names = getattr(feature, "names", None) or getattr(
+            getattr(feature, "feature", None), "names", None
+        )
+        if names and column in frame:
+            if hasattr(feature, "names"):
+                frame[column] = [names[int(v)] if int(v) >= 0 else "" for v in frame[column]]
+            else:
+                frame[column] = [[names[int(v)] for v in row] for row in frame[column]]
+    if frame.empty:
+        raise DataError(f"`{key}`: {spec} has no rows.")
+    frame["__line__"] = np.arange(1, len(frame) + 1)
+    return frame, f"{body}@{split_name}", True
+
+
+def _column(columns: list, spec: str | int, key: str, source: str, header_known: bool) -> Any:
+    if isinstance(spec, int):
+        if not 0 <= spec < len(columns):
+            raise DataError(
+                f"{source}: `{key}: {spec}` is past the last column; the data has {len(columns)} columns (0-based)."
+            )
+        return columns[spec]
+    if spec not in columns:
+        present = ", ".join(str(c) for c in columns)
+        raise DataError(
+            f"{source}: no column `{spec}` (set by `{key}`). Columns present: {present}."
+        )
+    return spec
+
+
+def _check(frame: pd.DataFrame, cfg: DataConfig, task: str, source: str) -> pd.DataFrame:
+    """Cleans texts and validates labels for `task`; drops (or rejects) empty texts."""
+    if task == "token_classification":
+        frame["text"], frame["label"] = _token_rows(frame, source)
+        empty = frame["text"].map(len) == 0
+    else:
+        frame["text"] = frame["text"].map(_as_text).str.strip()
+        empty = frame["text"] == ""
+        if "text_pair" in frame:
+            frame["text_pair"] = frame["text_pair"].map(_as_text).str.strip()
+            empty |= frame["text_pair"] == ""
+    if empty.any():
+        first = int(frame["line"][empty].iloc[0])
+        if cfg.empty_text == "error":
+            raise DataError(
+                f"{source}:{first}: empty text ({int(empty.sum())} rows in all). Fill them in, or set "
+                "`data.empty_text: drop`."
+            )
+        print(
+            f"{Path(source).name}: dropped {int(empty.sum())} rows with empty text (first at line {first})"
+        )
+        frame = frame[~empty].reset_index(drop=True)
+
+    labels = frame["label"]
+    if task == "classification":
+        frame["label"] = labels.map(_as_text).str.strip()
+        bad = frame["label"] == ""
+        what = "empty label"
+    elif task == "multi_label":
+        frame["label"] = labels.map(lambda v: _label_list(v, cfg.label_delimiter))
+        bad = pd.Series(False, index=frame.index)
+        what = ""
+    elif task == "regression":
+        frame["label"] = labels.map(_as_float)
+        bad = pd.Series(~np.isfinite(frame["label"].to_numpy(dtype=np.float64)), index=frame.index)
+        what = "target that is not a finite number"
+    else:
+        bad = pd.Series(False, index=frame.index)
+        what = ""
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        raise DataError(
+            f"{source}:{int(frame['line'].iloc[row])}: {what} in column `{cfg.label_column}` "
+            f"(got {labels.iloc[row]!r}; {int(bad.sum())} rows in all). Fix or remove those rows."
+        )
+    return frame
+
+
+def _token_rows(frame: pd.DataFrame, source: str) -> tuple[list[list[str]], list[list[str]]]:
+    words, tags = [], []
+    for text, label, line in zip(frame["text"], frame["label"], frame["line"], strict=True):
+        w, t = _as_list(text), _as_list(label)
+        if w is None or t is None:
+            raise DataError(
+                f"{source}:{line}: token classification needs a list of words and a list of tags."
+            )
+        if len(w) != len(t):
+            raise DataError(
+                f"{source}:{line}: {len(w)} words but {len(t)} tags; every word needs one tag."
+            )
+        words.append([str(x) for x in w])
+        tags.append([str(x) for x in t])
+    return words, tags
+
+
+def _as_list(value: Any) -> list | None:
+    if isinstance(value, list | tuple | np.ndarray):
+        return list(value)
+    return None
+
+
+def _label_list(value: Any, delimiter: str | None) -> list[str]:
+    listed = _as_list(value)
+    if listed is not None:
+        return [str(v).strip() for v in listed if str(v).strip()]
+    text = _as_text(value).strip()
+    if not text:
+        return []
+    parts = text.split(delimiter) if delimiter else [text]
+    return [p.strip() for p in parts if p.strip()]
+
+
+def _as_text(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return str(value)
+
+
+def _as_float(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _is_float(value: Any) -> bool:
+    return math.isfinite(_as_float(value))
+
+
+def _first_undecodable_line(path: Path, encoding: str) -> int:
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                raw.decode(encoding)
+            except UnicodeDecodeError:
+                return number
+    return 1

@@ -1,0 +1,152 @@
+"""Train/validation/test splits: given files, or seeded (stratified) carve-outs of the training data."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from kerasft.config import DataConfig
+from kerasft.data.labels import LabelVocab, balanced_class_weights, class_counts, describe, targets
+from kerasft.data.readers import read_source
+from kerasft.errors import DataError
+
+SPLITS = ("train", "validation", "test")
+
+
+@dataclasses.dataclass
+class Split:
+    """One split: texts (word lists for token classification), optional text pairs, targets, origin."""
+
+    texts: list
+    targets: np.ndarray | list[np.ndarray]
+    source: str
+    pairs: list[str] | None = None
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+@dataclasses.dataclass
+class Splits:
+    train: Split
+    validation: Split
+    test: Split
+    vocab: LabelVocab
+    task: str = "classification"
+    class_weights: dict[int, float] | None = None
+
+
+def load_splits(
+    cfg: DataConfig,
+    seed: int,
+    task: str = "classification",
+    frames: dict[str, pd.DataFrame] | None = None,
+) -> Splits:
+    """Reads the configured data and returns the three splits and the label vocabulary.
+
+    Args:
+        cfg: the `data` section.
+        seed: seed of the carve-outs and of the `max_*_examples` samples.
+        task: the config's task; decides how labels are read. Defaults to `classification`.
+        frames: DataFrames that stand in for `data.train`/`validation`/`test` (Python API).
+            Defaults to none.
+
+    Raises:
+        DataError: missing or malformed data, an unknown label, a single class, no validation data.
+    """
+    frames = frames or {}
+    specs = {name: frames.get(name, getattr(cfg, name)) for name in SPLITS}
+    tables, sources = {}, {}
+    for name in SPLITS:
+        if specs[name] is not None:
+            tables[name], sources[name] = read_source(specs[name], cfg, task, f"data.{name}", name)
+
+    # Carve missing splits from the training data, stratified and seeded, so the held-out
+    # sets stay the same whatever `max_train_examples` is.
+    n_file = len(tables["train"])
+    stratify = task == "classification"
+    for name in ("test", "validation"):
+        if name in tables:
+            continue
+        share = cfg.test_split if name == "test" else cfg.validation_split
+        if share == 0:
+            tables[name] = tables["train"].iloc[:0]
+        else:
+            tables["train"], tables[name] = _carve(
+                tables["train"], max(1, round(share * n_file)), seed, stratify
+            )
+        sources[name] = f"{sources['train']} ({name} split)"
+
+    caps = {
+        "train": cfg.max_train_examples,
+        "validation": cfg.max_eval_examples,
+        "test": cfg.max_eval_examples,
+    }
+    for name, cap in caps.items():
+        if cap and len(tables[name]) > cap:
+            tables[name] = _carve(tables[name], len(tables[name]) - cap, seed, stratify)[0]
+
+    if task == "regression":
+        vocab = LabelVocab(())
+    elif cfg.labels is not None:
+        vocab = LabelVocab(tuple(cfg.labels))
+    else:
+        vocab = LabelVocab.for_task(tables["train"]["label"], task)
+    if task != "regression" and len(vocab.names) < 2:
+        where = (
+            "`data.labels` lists"
+            if cfg.labels is not None
+            else f"{sources['train']}: the labels have"
+        )
+        raise DataError(f"{where} a single class {list(vocab.names)}; {task} needs at least two.")
+
+    splits = {}
+    for name in SPLITS:
+        table = tables[name]
+        splits[name] = Split(
+            texts=table["text"].tolist(),
+            targets=targets(table, vocab, task, sources[name]),
+            source=sources[name],
+            pairs=table["text_pair"].tolist() if "text_pair" in table else None,
+        )
+        print(
+            f"{name}: {len(table)} examples ({describe(splits[name].targets, vocab, task)})",
+            flush=True,
+        )
+    if len(splits["validation"]) == 0:
+        raise DataError(
+            "No validation data: give `data.validation` or a `data.validation_split` above 0 "
+            "(early stopping and the best checkpoint need it)."
+        )
+    weights = None
+    if cfg.class_weights == "balanced" and task == "classification":
+        weights = balanced_class_weights(
+            class_counts(splits["train"].targets, len(vocab.names), task)
+        )
+        print(
+            "class weights: " + ", ".join(f"{vocab.names[i]} {w:.3f}" for i, w in weights.items())
+        )
+    return Splits(splits["train"], splits["validation"], splits["test"], vocab, task, weights)
+
+
+def _carve(
+    table: pd.DataFrame, n_take: int, seed: int, stratify: bool
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Splits `n_take` rows off `table`, stratified by label where every class has at least two rows."""
+    from sklearn.model_selection import train_test_split
+
+    labels = table["label"] if stratify else None
+    if labels is not None:
+        counts = labels.value_counts()
+        if counts.min() < 2 or n_take < len(counts) or len(table) - n_take < len(counts):
+            labels = None
+    if n_take >= len(table):
+        raise DataError(
+            f"{Path(str(table.attrs.get('source', 'data'))).name}: only {len(table)} rows, too few to hold out "
+            f"{n_take}. Give separate validation/test files or lower the split shares."
+        )
+    kept, taken = train_test_split(table, test_size=n_take, random_state=seed, stratify=labels)
+    return kept.reset_index(drop=True), taken.reset_index(drop=True)

@@ -1,0 +1,150 @@
+"""Tokenization with the backbone's fast tokenizer, through `datasets.map`, cached on disk.
+
+The cache key covers the texts, the tokenizer (its full serialised form) and the
+max length, so a second run on the same data skips tokenization and a change to
+any of them tokenizes afresh.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kerasft.data.labels import IGNORE_INDEX
+from kerasft.data.splits import Split
+from kerasft.errors import ModelError
+
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+@dataclasses.dataclass
+class Encoded:
+    """Token ids of one split as flat arrays plus row lengths (cheap to hold, fast to slice).
+
+    `targets` is per example (`[N]` or `[N, C]`), except for token classification,
+    where it is flat and per token like the features (`token_targets` is then True).
+    """
+
+    features: dict[str, np.ndarray]
+    lengths: np.ndarray
+    targets: np.ndarray
+    token_targets: bool = False
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+
+def encode(
+    tokenizer: Any,
+    split: Split,
+    max_length: int,
+    task: str = "classification",
+    cache_dir: str | Path | None = None,
+) -> Encoded:
+    """Tokenizes a split, truncating to `max_length`; tags are aligned to the first sub-token of each word.
+
+    Args:
+        tokenizer: the backbone's Hugging Face tokenizer.
+        split: texts (word lists for token classification), optional pairs and targets.
+        max_length: longest sequence kept, special tokens included.
+        task: the config's task. Defaults to `classification`.
+        cache_dir: folder of the token-id cache; None turns caching off. Defaults to None.
+    """
+    import datasets
+
+    names = [n for n in tokenizer.model_input_names if n in MODEL_INPUTS]
+    token_targets = task == "token_classification"
+    if token_targets and not getattr(tokenizer, "is_fast", False):
+        raise ModelError(
+            "token_classification needs a fast (Rust) tokenizer to align tags to sub-tokens."
+        )
+    if len(split) == 0:
+        empty = np.zeros(0, np.int32)
+        return Encoded(
+            dict.fromkeys(names, empty),
+            np.zeros(0, np.int64),
+            np.asarray(split.targets),
+            token_targets,
+        )
+
+    columns: dict[str, list] = {"text": split.texts}
+    if split.pairs is not None:
+        columns["text_pair"] = split.pairs
+    if token_targets:
+        columns["tags"] = [t.tolist() for t in split.targets]
+
+    def tokenize(batch: dict[str, list]) -> dict[str, list]:
+        if token_targets:
+            out = tokenizer(
+                batch["text"], is_split_into_words=True, truncation=True, max_length=max_length
+            )
+            out["labels"] = [_align(out.word_ids(i), tags) for i, tags in enumerate(batch["tags"])]
+        else:
+            out = tokenizer(
+                batch["text"], batch.get("text_pair"), truncation=True, max_length=max_length
+            )
+        return {k: out[k] for k in (*names, *(["labels"] if token_targets else []))}
+
+    datasets.disable_caching()  # only our explicit, content-keyed cache file
+    table = datasets.Dataset.from_dict(columns)
+    cache_file = None
+    if cache_dir is not None:
+        Path(cache_dir).mkdir(parents=True, exist_ok=True)
+        cache_file = str(
+            Path(cache_dir) / f"tokens-{_cache_key(tokenizer, columns, max_length)}.arrow"
+        )
+    done = table.map(
+        tokenize,
+        batched=True,
+        batch_size=1000,
+        remove_columns=list(columns),
+        cache_file_name=cache_file,
+        load_from_cache_file=cache_file is not None,
+        desc=f"tokenizing {Path(split.source).name}",
+    )
+    arrow = done.data.table
+    features, lengths = {}, None
+    for name in (*names, *(["labels"] if token_targets else [])):
+        column = arrow.column(name).combine_chunks()
+        features[name] = column.flatten().to_numpy(zero_copy_only=False).astype(np.int32)
+        lengths = column.value_lengths().to_numpy(zero_copy_only=False).astype(np.int64)
+    targets = features.pop("labels") if token_targets else np.asarray(split.targets)
+    truncated = int((lengths >= max_length).sum())
+    if truncated:
+        print(
+            f"{Path(split.source).name}: {truncated} of {len(split)} examples "
+            f"({100 * truncated / len(split):.1f}%) reach max_length {max_length} and are truncated"
+        )
+    return Encoded(features, lengths, targets, token_targets)
+
+
+def _align(word_ids: list[int | None], tags: list[int]) -> list[int]:
+    """The first sub-token of each word carries its tag; other sub-tokens and special tokens are ignored."""
+    out, previous = [], None
+    for word in word_ids:
+        out.append(IGNORE_INDEX if word is None or word == previous else tags[word])
+        previous = word
+    return out
+
+
+def _cache_key(tokenizer: Any, columns: dict[str, list], max_length: int) -> str:
+    digest = hashlib.sha256()
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        # Truncation and padding settings change as the tokenizer is used; they are not its identity.
+        state = json.loads(backend.to_str())
+        state["truncation"] = state["padding"] = None
+        identity = json.dumps(state, sort_keys=True)
+    else:
+        identity = json.dumps(sorted(tokenizer.get_vocab().items()))
+    digest.update(f"{type(tokenizer).__name__}|{max_length}|".encode())
+    digest.update(identity.encode())
+    for name in sorted(columns):
+        digest.update(name.encode())
+        digest.update(json.dumps(columns[name], ensure_ascii=False).encode())
+    return digest.hexdigest()[:24]
