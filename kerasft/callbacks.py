@@ -5,37 +5,46 @@ from __future__ import annotations
 import time
 
 from kerasft._compat import keras, tf
-from kerasft.metrics import classification_metrics, predict_split
+from kerasft.tasks import collect, evaluate
 
 
 class ValidationMetrics(keras.callbacks.Callback):
-    """Scores the validation split once per epoch and adds `val_loss`, `val_accuracy`, `val_macro_f1` to the logs.
+    """Scores the validation split once per epoch and adds its metrics to the logs as `val_<name>`.
 
     kerasft does not pass `validation_data` to `fit`: this callback's single
-    pass gives Keras' numbers and scikit-learn's macro-F1 together. It must come
-    before the callbacks that read those keys (early stopping, checkpoints).
+    pass gives the loss and the task's metrics (macro-F1, Pearson, entity F1, ...)
+    together. It must come before the callbacks that read those keys (early
+    stopping, checkpoints, TensorBoard).
 
     Args:
         dataset: an (x, y) dataset of the validation split.
-        label_names: class names in id order.
+        task: the config's task.
+        label_names: class, label or tag names in id order.
+        scaling: `(mean, std)` of standardised regression targets. Defaults to none.
     """
 
-    def __init__(self, dataset: tf.data.Dataset, label_names: tuple[str, ...]):
+    def __init__(
+        self, dataset: tf.data.Dataset, task: str, label_names: tuple[str, ...], scaling=None
+    ):
         super().__init__()
         self.dataset = dataset
+        self.task = task
         self.label_names = label_names
+        self.scaling = scaling
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if logs is None:
             return
         start = time.perf_counter()
-        probs, labels = predict_split(self.model, self.dataset)
-        scores = classification_metrics(probs, labels, self.label_names)
-        for key in ("loss", "accuracy", "macro_f1"):
-            logs[f"val_{key}"] = scores[key]
+        outputs, targets = collect(self.model, self.dataset, self.task)
+        scores = evaluate(self.task, outputs, targets, self.label_names, scaling=self.scaling)
+        shown = {k: v for k, v in scores.items() if isinstance(v, float)}
+        for key, value in shown.items():
+            logs[f"val_{key}"] = value
+        summary = "  ".join(f"{k} {v:.4f}" for k, v in shown.items())
         print(
-            f"epoch {epoch + 1} validation: loss {scores['loss']:.4f}  accuracy {scores['accuracy']:.4f}  "
-            f"macro_f1 {scores['macro_f1']:.4f}  ({scores['examples']} examples, {time.perf_counter() - start:.1f}s)",
+            f"epoch {epoch + 1} validation: {summary}  ({scores['examples']} examples, "
+            f"{time.perf_counter() - start:.1f}s)",
             flush=True,
         )
 

@@ -17,6 +17,20 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from kerasft.errors import ConfigError
 
+# Per task: the monitor used when `training.monitor` is not set, and every key it may name.
+MONITORS = {
+    "classification": ("val_macro_f1", ("val_loss", "val_accuracy", "val_macro_f1", "val_f1")),
+    "multi_label": (
+        "val_micro_f1",
+        ("val_loss", "val_micro_f1", "val_macro_f1", "val_subset_accuracy"),
+    ),
+    "regression": ("val_pearson", ("val_loss", "val_pearson", "val_spearman", "val_mse")),
+    "token_classification": (
+        "val_f1",
+        ("val_f1", "val_precision", "val_recall", "val_token_accuracy"),
+    ),
+}
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
@@ -117,6 +131,11 @@ class DataConfig(_Section):
     shuffle_buffer: int = Field(
         10_000, ge=1, description="Shuffle buffer size for the training set."
     )
+    target_scaling: Literal["none", "standard"] = Field(
+        "none",
+        description="Regression: `standard` trains on (target - mean) / std of the training split; "
+        "the export undoes it, so predictions come out on the original scale.",
+    )
     cache_dir: str | None = Field(
         ".cache/kerasft",
         description="Token ids are cached here, keyed by data, tokenizer and max length, so a second run "
@@ -175,8 +194,11 @@ class TrainingConfig(_Section):
         le=1.0,
         description="Share of all steps spent warming the learning rate up linearly.",
     )
-    monitor: Literal["val_loss", "val_accuracy", "val_macro_f1"] = Field(
-        "val_macro_f1", description="Validation metric for early stopping and the best checkpoint."
+    monitor: str | None = Field(
+        None,
+        description="Validation metric for early stopping and the best checkpoint, e.g. `val_macro_f1`. "
+        "Defaults per task: val_macro_f1, val_micro_f1 (multi_label), val_pearson (regression), "
+        "val_f1 (token_classification, entity-level).",
     )
     patience: int = Field(
         2, ge=0, description="Epochs without improvement of `monitor` before training stops early."
@@ -215,6 +237,23 @@ class Config(_Section):
     model: ModelConfig = ModelConfig()
     training: TrainingConfig = TrainingConfig()
     export: ExportConfig = ExportConfig()
+
+    @model_validator(mode="after")
+    def _monitor_fits_task(self) -> Config:
+        allowed = MONITORS[self.task][1]
+        if self.training.monitor is not None and self.training.monitor not in allowed:
+            close = difflib.get_close_matches(self.training.monitor, allowed, n=1)
+            hint = f" Did you mean `{close[0]}`?" if close else ""
+            raise ValueError(
+                f"`training.monitor: {self.training.monitor}` is not reported for task `{self.task}`.{hint} "
+                f"Allowed: {', '.join(allowed)}"
+            )
+        return self
+
+    @property
+    def monitor(self) -> str:
+        """`training.monitor`, or the task's default."""
+        return self.training.monitor or MONITORS[self.task][0]
 
 
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:

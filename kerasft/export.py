@@ -19,38 +19,66 @@ from kerasft._compat import keras, tf
 LABELS_ASSET = "labels.txt"
 
 
-class ClassifierServingModule(tf.Module):
-    """Serving signatures for a text classifier over token ids.
+class ServingModule(tf.Module):
+    """Serving signatures over token ids, with outputs per task.
+
+    | task | outputs |
+    | --- | --- |
+    | classification | `probabilities` [B, C], `label_id` [B], `label` [B] |
+    | multi_label | `probabilities` [B, C], `predicted` [B, C] (bool, per-label thresholds), `thresholds` [C] |
+    | regression | `score` [B], on the original scale of the targets |
+    | token_classification | `probabilities` [B, T, C], `tag_id` [B, T], `tag` [B, T] (per sub-token) |
 
     Args:
-        model: the trained Keras model (dict of int32 token-id inputs → logits).
-        label_names: class names in id order.
+        model: the trained Keras model (dict of int32 token-id inputs → task outputs).
+        task: the config's task.
+        label_names: class, label or tag names in id order (empty for regression).
         input_names: the model's input names, e.g. `input_ids`, `attention_mask`.
         labels_file: a text file with one label per line, copied into `assets/`.
+        thresholds: per-label decision thresholds (multi_label). Defaults to 0.5 each.
+        scaling: `(mean, std)` of standardised regression targets. Defaults to none.
     """
 
     def __init__(
-        self,
-        model: keras.Model,
-        label_names: tuple[str, ...],
-        input_names: tuple[str, ...],
-        labels_file: Path,
+        self, model, task, label_names, input_names, labels_file, thresholds=None, scaling=None
     ):
         super().__init__(name="kerasft_serving")
         self.model = model
+        self.task = task
+        self.input_names = tuple(input_names)
         self.labels_asset = tf.saved_model.Asset(str(labels_file))
-        self._label_names = tf.constant(list(label_names))
-        self.input_names = input_names
+        self._label_names = tf.constant(list(label_names) or [""])
+        n = max(len(label_names), 1)
+        self._thresholds = tf.constant(
+            [0.5] * n if thresholds is None else [float(t) for t in thresholds], tf.float32
+        )
+        mean, std = scaling if scaling is not None else (0.0, 1.0)
+        self._scale = tf.constant([mean, std], tf.float32)
 
     def predict_ids(self, **features: tf.Tensor) -> dict[str, tf.Tensor]:
         features = {k: tf.cast(v, tf.int32) for k, v in features.items()}
-        logits = tf.cast(self.model(features, training=False), tf.float32)
-        probabilities = tf.nn.softmax(logits, axis=-1)
-        label_id = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
+        out = tf.cast(self.model(features, training=False), tf.float32)
+        if self.task == "regression":
+            return {"score": out * self._scale[1] + self._scale[0]}
+        if self.task == "multi_label":
+            probabilities = tf.sigmoid(out)
+            return {
+                "probabilities": probabilities,
+                "predicted": probabilities >= self._thresholds,
+                "thresholds": tf.identity(self._thresholds),
+            }
+        probabilities = tf.nn.softmax(out, axis=-1)
+        ids = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
+        if self.task == "token_classification":
+            return {
+                "probabilities": probabilities,
+                "tag_id": ids,
+                "tag": tf.gather(self._label_names, ids),
+            }
         return {
             "probabilities": probabilities,
-            "label_id": label_id,
-            "label": tf.gather(self._label_names, label_id),
+            "label_id": ids,
+            "label": tf.gather(self._label_names, ids),
         }
 
     def signatures(self) -> dict[str, tf.types.experimental.ConcreteFunction]:
@@ -69,12 +97,15 @@ def next_version(model_dir: Path) -> int:
     return max(versions, default=0) + 1
 
 
-def export_classifier(
+def export_model(
     model: keras.Model,
+    task: str,
     label_names: tuple[str, ...],
     input_names: tuple[str, ...],
     export_root: Path,
     name: str,
+    thresholds=None,
+    scaling=None,
 ) -> Path:
     """Writes a new version of `name` under `export_root` and returns its directory."""
     model_dir = Path(export_root) / name
@@ -83,8 +114,10 @@ def export_classifier(
     try:
         (staging / "src").mkdir()
         labels_file = staging / "src" / LABELS_ASSET
-        labels_file.write_text("\n".join(label_names) + "\n", encoding="utf-8")
-        module = ClassifierServingModule(model, label_names, input_names, labels_file)
+        labels_file.write_text("".join(f"{n}\n" for n in label_names), encoding="utf-8")
+        module = ServingModule(
+            model, task, label_names, input_names, labels_file, thresholds, scaling
+        )
         saved = staging / "saved_model"
         tf.saved_model.save(module, str(saved), signatures=module.signatures())
         while True:
@@ -98,3 +131,8 @@ def export_classifier(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def export_classifier(model, label_names, input_names, export_root, name) -> Path:
+    """`export_model` for single-label classification."""
+    return export_model(model, "classification", label_names, input_names, export_root, name)

@@ -200,42 +200,61 @@ class MaskedMeanPooling(keras.layers.Layer):
         )
 
 
-def build_classifier(
-    backbone: Backbone, num_labels: int, pooling: str = "mean", dropout: float = 0.1
+def build_model(
+    backbone: Backbone,
+    task: str,
+    num_outputs: int,
+    pooling: str = "mean",
+    dropout: float = 0.1,
 ) -> keras.Model:
-    """A Keras model: dict of token-id inputs → backbone → pooling → dropout → float32 logits.
+    """A Keras model: dict of token-id inputs → backbone → task head → float32 outputs.
 
     Args:
         backbone: the loaded backbone.
-        num_labels: number of classes.
-        pooling: `mean`, `cls` or `pooler`. Defaults to `mean`.
+        task: `classification` and `multi_label` give logits `[batch, num_outputs]`,
+            `regression` a score `[batch]`, `token_classification` logits
+            `[batch, length, num_outputs]`.
+        num_outputs: classes, labels or tags (ignored for regression).
+        pooling: `mean`, `cls` or `pooler`, for the sequence-level tasks. Defaults to `mean`.
         dropout: dropout rate before the dense layer. Defaults to 0.1.
     """
     main_layer = getattr(backbone.model, backbone.model.base_model_prefix, None)
     pooler_layer = getattr(main_layer, "pooler", None)
-    if pooler_layer is not None and pooling != "pooler":
+    if pooler_layer is not None and (pooling != "pooler" or task == "token_classification"):
         pooler_layer.trainable = False  # unused: no gradient would reach it
     inputs = {
         name: keras.Input((None,), dtype=tf.int32, name=name) for name in backbone.input_names
     }
-    outputs = backbone.model({k: v for k, v in inputs.items()})
-    if pooling == "pooler":
+    outputs = backbone.model(dict(inputs))
+    if task == "token_classification":
+        features = keras.layers.Activation("linear", dtype="float32", name="to_float32")(outputs[0])
+    elif pooling == "pooler":
         if len(outputs) < 2 or outputs[1] is None:
             raise ModelError(
                 f"`model.pooling: pooler`: the {backbone.model.config.model_type} backbone has no pooler; "
                 "use `mean` or `cls`."
             )
-        pooled = outputs[1]
+        features = outputs[1]
     elif pooling == "cls":
-        pooled = outputs[0][:, 0, :]
+        features = outputs[0][:, 0, :]
     else:
         mask = inputs.get("attention_mask")
         if mask is None:
             mask = tf.cast(tf.not_equal(inputs["input_ids"], backbone.pad_id), tf.int32)
-        pooled = MaskedMeanPooling(name="mean_pooling")(outputs[0], mask)
-    pooled = keras.layers.Dropout(dropout, name="head_dropout")(pooled)
+        features = MaskedMeanPooling(name="mean_pooling")(outputs[0], mask)
+    features = keras.layers.Dropout(dropout, name="head_dropout")(features)
     initializer = keras.initializers.TruncatedNormal(stddev=backbone.model.config.initializer_range)
+    width = 1 if task == "regression" else num_outputs
     logits = keras.layers.Dense(
-        num_labels, kernel_initializer=initializer, dtype="float32", name="classifier"
-    )(pooled)
-    return keras.Model(inputs, logits, name="kerasft_classifier")
+        width, kernel_initializer=initializer, dtype="float32", name="head"
+    )(features)
+    if task == "regression":
+        logits = keras.layers.Reshape((), name="score")(logits)
+    return keras.Model(inputs, logits, name=f"kerasft_{task}")
+
+
+def build_classifier(
+    backbone: Backbone, num_labels: int, pooling: str = "mean", dropout: float = 0.1
+) -> keras.Model:
+    """`build_model` for single-label classification."""
+    return build_model(backbone, "classification", num_labels, pooling, dropout)

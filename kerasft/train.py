@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from kerasft import config as config_lib
@@ -27,11 +28,11 @@ from kerasft._compat import keras, tf
 from kerasft.callbacks import StepProgress, ValidationMetrics
 from kerasft.config import Config
 from kerasft.data import encode, eval_dataset, load_splits, steps_per_epoch, train_dataset
-from kerasft.errors import ConfigError, KerasftError
-from kerasft.export import export_classifier
-from kerasft.metrics import classification_metrics, predict_split
-from kerasft.models import build_classifier, load_backbone, load_tokenizer, resolve_backbone
+from kerasft.errors import KerasftError
+from kerasft.export import export_model
+from kerasft.models import build_model, load_backbone, load_tokenizer, resolve_backbone
 from kerasft.optim import build_optimizer
+from kerasft.tasks import collect, evaluate, fit_metrics, loss_for, monitor_mode, tune_thresholds
 
 
 @dataclass
@@ -53,11 +54,6 @@ def run(
             terminal and progress lines otherwise.
         frames: DataFrames standing in for `data.train`/`validation`/`test`. Defaults to none.
     """
-    if cfg.task != "classification":
-        raise ConfigError(
-            f"`task: {cfg.task}`: kerasft reads and tokenizes data for this task, but trains only "
-            "`classification` so far."
-        )
     keras.utils.set_random_seed(cfg.training.seed)
     keras.mixed_precision.set_global_policy(cfg.training.precision)
 
@@ -67,45 +63,49 @@ def run(
     max_length = min(
         cfg.data.max_length, getattr(tokenizer, "model_max_length", None) or cfg.data.max_length
     )
+    scaling = None
+    if cfg.task == "regression" and cfg.data.target_scaling == "standard":
+        target = splits.train.targets
+        scaling = (float(target.mean()), float(target.std()) or 1.0)
+        for split in (splits.train, splits.validation, splits.test):
+            split.targets = ((split.targets - scaling[0]) / scaling[1]).astype(np.float32)
+        print(f"regression targets standardised: mean {scaling[0]:.4f}, std {scaling[1]:.4f}")
     encoded = {
         name: encode(tokenizer, getattr(splits, name), max_length, cfg.task, cfg.data.cache_dir)
         for name in ("train", "validation", "test")
     }
     backbone = load_backbone(directory, tokenizer)
-    model = build_classifier(
-        backbone, len(splits.vocab.names), cfg.model.pooling, cfg.model.dropout
+    model = build_model(
+        backbone, cfg.task, len(splits.vocab.names), cfg.model.pooling, cfg.model.dropout
     )
 
     batch = cfg.training.batch_size
     steps = steps_per_epoch(encoded["train"], batch, cfg.data.bucketing, max_length)
-    train_ds = train_dataset(
-        encoded["train"],
-        batch,
-        backbone.pad_id,
-        bucketing=cfg.data.bucketing,
-        max_length=max_length,
-        shuffle_buffer=cfg.data.shuffle_buffer,
-        seed=cfg.training.seed,
-    )
-    val_ds = eval_dataset(encoded["validation"], batch * 2, backbone.pad_id)
-    test_ds = eval_dataset(encoded["test"], batch * 2, backbone.pad_id)
-
+    datasets = {
+        "train": train_dataset(
+            encoded["train"],
+            batch,
+            backbone.pad_id,
+            bucketing=cfg.data.bucketing,
+            max_length=max_length,
+            shuffle_buffer=cfg.data.shuffle_buffer,
+            seed=cfg.training.seed,
+        ),
+        "validation": eval_dataset(encoded["validation"], batch * 2, backbone.pad_id),
+        "test": eval_dataset(encoded["test"], batch * 2, backbone.pad_id),
+    }
     optimizer = build_optimizer(
         cfg.training.learning_rate,
         cfg.training.weight_decay,
         steps * cfg.training.epochs,
         cfg.training.warmup_ratio,
     )
-    model.compile(
-        optimizer=optimizer,
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-    )
+    model.compile(optimizer=optimizer, loss=loss_for(cfg.task), metrics=fit_metrics(cfg.task))
 
     run_dir = _new_run_dir(Path(cfg.training.output_dir) / cfg.name)
     try:
         return _fit_evaluate_export(
-            cfg, run_dir, model, backbone, splits, train_ds, val_ds, test_ds, steps, verbose
+            cfg, run_dir, model, backbone, splits, datasets, steps, verbose, scaling
         )
     except KerasftError:
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -113,31 +113,28 @@ def run(
 
 
 def _fit_evaluate_export(
-    cfg, run_dir, model, backbone, splits, train_ds, val_ds, test_ds, steps, verbose
+    cfg, run_dir, model, backbone, splits, datasets, steps, verbose, scaling
 ) -> RunResult:
+    names = splits.vocab.names
     (run_dir / "config.yaml").write_text(config_lib.dump_config(cfg), encoding="utf-8")
     (run_dir / "labels.json").write_text(splits.vocab.to_json(), encoding="utf-8")
     best_path = run_dir / "checkpoints" / "best.weights.h5"
     best_path.parent.mkdir()
-    mode = "min" if cfg.training.monitor == "val_loss" else "max"
+    monitor, mode = cfg.monitor, monitor_mode(cfg.monitor)
     callbacks = [
-        ValidationMetrics(val_ds, splits.vocab.names),  # first: the others read its val_* logs
+        # first: the callbacks after it read its val_* logs
+        ValidationMetrics(datasets["validation"], cfg.task, names, scaling),
         keras.callbacks.ModelCheckpoint(
-            str(best_path),
-            monitor=cfg.training.monitor,
-            mode=mode,
-            save_best_only=True,
-            save_weights_only=True,
+            str(best_path), monitor=monitor, mode=mode, save_best_only=True, save_weights_only=True
         ),
-        keras.callbacks.EarlyStopping(
-            monitor=cfg.training.monitor, mode=mode, patience=cfg.training.patience
-        ),
+        keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=cfg.training.patience),
         keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs"), profile_batch=0),
     ]
     trainable = sum(int(tf.size(v)) for v in model.trainable_variables)
     print(
-        f"training {cfg.name}: {len(splits.train)} examples, {steps} steps/epoch, up to {cfg.training.epochs} epochs, "
-        f"batch {cfg.training.batch_size}, {trainable:,} trainable parameters, precision {cfg.training.precision}",
+        f"training {cfg.name} ({cfg.task}): {len(splits.train)} examples, {steps} steps/epoch, "
+        f"up to {cfg.training.epochs} epochs, batch {cfg.training.batch_size}, {trainable:,} trainable "
+        f"parameters, precision {cfg.training.precision}, monitoring {monitor}",
         flush=True,
     )
     if verbose is None:
@@ -146,7 +143,7 @@ def _fit_evaluate_export(
         callbacks.append(StepProgress(steps, cfg.training.batch_size))
     start = time.perf_counter()
     history = model.fit(
-        train_ds,
+        datasets["train"],
         epochs=cfg.training.epochs,
         callbacks=callbacks,
         verbose=verbose,
@@ -157,33 +154,47 @@ def _fit_evaluate_export(
 
     # EarlyStopping only restores weights when it stops early; the checkpoint holds the best epoch either way.
     model.load_weights(str(best_path))
+    outputs = {name: collect(model, datasets[name], cfg.task) for name in ("validation", "test")}
+    thresholds = None
+    if cfg.task == "multi_label":
+        thresholds = tune_thresholds(*outputs["validation"])
+        print(
+            "decision thresholds tuned on validation: "
+            + ", ".join(f"{n} {t:.2f}" for n, t in zip(names, thresholds, strict=True))
+        )
     metrics = {
-        "validation": classification_metrics(*predict_split(model, val_ds), splits.vocab.names),
-        "test": classification_metrics(*predict_split(model, test_ds), splits.vocab.names),
-        "train": {
-            "examples": len(splits.train),
-            "epochs": epochs_run,
-            "wall_seconds": round(wall, 2),
-            "examples_per_second": round(len(splits.train) * epochs_run / wall, 2),
-            "best_epoch": _best_epoch(history.history.get(cfg.training.monitor, []), mode),
-            "history": {
-                k: [round(float(v), 6) for v in vals] for k, vals in history.history.items()
-            },
-        },
+        name: evaluate(cfg.task, *outputs[name], names, thresholds=thresholds, scaling=scaling)
+        for name in ("validation", "test")
+    }
+    metrics["train"] = {
+        "examples": len(splits.train),
+        "epochs": epochs_run,
+        "wall_seconds": round(wall, 2),
+        "examples_per_second": round(len(splits.train) * epochs_run / wall, 2),
+        "best_epoch": _best_epoch(history.history.get(monitor, []), mode),
+        "history": {k: [round(float(v), 6) for v in vals] for k, vals in history.history.items()},
     }
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
     for split in ("validation", "test"):
         m = metrics[split]
         if m["examples"]:
-            print(
-                f"{split}: accuracy {m['accuracy']:.4f}  macro_f1 {m['macro_f1']:.4f}  ({m['examples']} examples)"
+            shown = "  ".join(
+                f"{k} {v:.4f}" for k, v in m.items() if isinstance(v, float) and k != "loss"
             )
+            print(f"{split}: {shown}  ({m['examples']} examples)")
     print(f"train: {metrics['train']['examples_per_second']} examples/s, {wall:.1f}s")
 
     export_dir = None
     if cfg.export.enabled:
-        export_dir = export_classifier(
-            model, splits.vocab.names, backbone.input_names, Path(cfg.export.dir), cfg.name
+        export_dir = export_model(
+            model,
+            cfg.task,
+            names,
+            backbone.input_names,
+            Path(cfg.export.dir),
+            cfg.name,
+            thresholds=thresholds,
+            scaling=scaling,
         )
     return RunResult(run_dir, export_dir, metrics, model)
 

@@ -69,6 +69,8 @@ def read_source(
         (frame, source) where frame has columns text, text_pair (when configured), label, line and
         source is the file named in messages.
     """
+    if isinstance(spec, list):  # a list of row dicts from the Python API
+        spec = pd.DataFrame(spec)
     if isinstance(spec, pd.DataFrame):
         raw, source, header_known = spec.reset_index(drop=True), f"<{split} DataFrame>", True
         raw.insert(len(raw.columns), "__line__", np.arange(1, len(raw) + 1))

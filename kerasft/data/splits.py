@@ -51,8 +51,8 @@ def load_splits(
         cfg: the `data` section.
         seed: seed of the carve-outs and of the `max_*_examples` samples.
         task: the config's task; decides how labels are read. Defaults to `classification`.
-        frames: DataFrames that stand in for `data.train`/`validation`/`test` (Python API).
-            Defaults to none.
+        frames: DataFrames (or lists of row dicts) that stand in for
+            `data.train`/`validation`/`test` (Python API). Defaults to none.
 
     Raises:
         DataError: missing or malformed data, an unknown label, a single class, no validation data.
