@@ -1,0 +1,58 @@
+"""Each task's shipped config trained on the embedded MiniLM within a fixed budget, next to published BERT-base.
+
+    .venv/bin/python bench/tasks.py [--epochs 1] [--max-train N]
+
+Runs `python -m kerasft.train` once per config (configs/mrpc.yaml, stsb.yaml,
+conll2003.yaml), each in its own process, and reads the test metrics from the
+run's metrics.json. Needs ../shared/data. Last line:
+mrpc_acc=… mrpc_f1=… stsb_pearson=… conll_entity_f1=…
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+REFERENCE = {"mrpc": "BERT-base 86-88 acc / 89-90 F1", "stsb": "BERT-base 88-89 Pearson",
+             "conll2003": "BERT-base 91-92 entity F1"}
+
+
+def train(config: str, overrides: list[str]) -> tuple[dict, float]:
+    start = time.perf_counter()
+    cmd = [sys.executable, "-m", "kerasft.train", "--config", f"configs/{config}.yaml", *overrides]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.exit(f"error: {config} failed:\n{proc.stderr[-3000:]}")
+    run_dir = next(line.split("=", 1)[1] for line in proc.stdout.splitlines() if line.startswith("run_dir="))
+    return json.loads((REPO / run_dir / "metrics.json").read_text()), time.perf_counter() - start
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--epochs", type=int, default=2, help="epochs per task (default 2)")
+    p.add_argument("--max-train", type=int, default=None, help="cap on training examples per task")
+    args = p.parse_args()
+    common = [f"--set=training.epochs={args.epochs}", "--set=export.enabled=false"]
+    if args.max_train:
+        common.append(f"--set=data.max_train_examples={args.max_train}")
+    results = {}
+    for config in ("mrpc", "stsb", "conll2003"):
+        metrics, seconds = train(config, common)
+        test = metrics["test"]
+        results[config] = test
+        shown = {k: round(v, 4) for k, v in test.items() if isinstance(v, float)}
+        print(f"{config}: {shown} in {seconds:.0f}s ({metrics['train']['examples']} training examples, "
+              f"{metrics['train']['examples_per_second']} ex/s); published: {REFERENCE[config]}", flush=True)
+    print(
+        f"mrpc_acc={results['mrpc']['accuracy']:.4f} mrpc_f1={results['mrpc']['f1']:.4f} "
+        f"stsb_pearson={results['stsb']['pearson']:.4f} conll_entity_f1={results['conll2003']['f1']:.4f}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""Each task trains a tiny random BERT end to end, writes its metrics and exports a model that reloads."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from kerasft._compat import tf
+from kerasft.config import config_from_dict
+from kerasft.tasks import evaluate, tune_thresholds
+from kerasft.train import run
+from tests.conftest import NEGATIVE, POSITIVE
+
+IDS = {
+    "input_ids": tf.constant([[2, 5, 6, 3, 0], [2, 8, 9, 10, 3]]),
+    "attention_mask": tf.constant([[1, 1, 1, 1, 0], [1, 1, 1, 1, 1]]),
+    "token_type_ids": tf.zeros((2, 5), tf.int32),
+}
+
+
+def config(tiny_config, task, data, **training):
+    tiny_config["task"] = task
+    tiny_config["data"].update(data)
+    tiny_config["training"].update(training)
+    return config_from_dict(tiny_config)
+
+
+def serve(export_dir):
+    return tf.saved_model.load(str(export_dir)).signatures["serving_default"](**IDS)
+
+
+def test_sentence_pairs(tiny_config, tmp_path):
+    rows = [f"{p},{n},diff" for p, n in zip(POSITIVE, NEGATIVE, strict=True)]
+    rows += [f"{p},{q},same" for p, q in zip(POSITIVE, POSITIVE[1:] + POSITIVE[:1], strict=True)]
+    (tmp_path / "pairs.csv").write_text("\n".join(["a,b,label", *rows, *rows]) + "\n")
+    cfg = config(tiny_config, "classification",
+                 {"train": str(tmp_path / "pairs.csv"), "text_column": "a", "text_pair_column": "b"})
+    result = run(cfg, verbose=0)
+    assert {"accuracy", "f1", "macro_f1"} <= set(result.metrics["test"])
+    assert serve(result.export_dir)["probabilities"].shape == (2, 2)
+
+
+def test_multi_label(tiny_config, tmp_path):
+    lines = [json.dumps({"text": t, "label": ["pos", "movie"] if "movie" in t else ["pos"]}) for t in POSITIVE]
+    lines += [json.dumps({"text": t, "label": ["movie"] if "movie" in t else []}) for t in NEGATIVE]
+    (tmp_path / "ml.jsonl").write_text("\n".join(lines * 2) + "\n")
+    result = run(config(tiny_config, "multi_label", {"train": str(tmp_path / "ml.jsonl")}), verbose=0)
+    test = result.metrics["test"]
+    assert {"micro_f1", "macro_f1", "subset_accuracy", "per_label"} <= set(test)
+    thresholds = [test["per_label"][n]["threshold"] for n in ("movie", "pos")]
+    out = serve(result.export_dir)
+    np.testing.assert_allclose(out["thresholds"].numpy(), thresholds)
+    assert out["predicted"].dtype == tf.bool
+    np.testing.assert_array_equal(out["predicted"].numpy(), out["probabilities"].numpy() >= np.array(thresholds))
+
+
+def test_regression_with_target_scaling(tiny_config, tmp_path):
+    rows = [f"{t},{4.0 + i / 10}" for i, t in enumerate(POSITIVE)]
+    rows += [f"{t},{1.0 + i / 10}" for i, t in enumerate(NEGATIVE)]
+    (tmp_path / "reg.csv").write_text("\n".join(["text,score", *rows, *rows]) + "\n")
+    cfg = config(tiny_config, "regression",
+                 {"train": str(tmp_path / "reg.csv"), "label_column": "score", "target_scaling": "standard"})
+    result = run(cfg, verbose=0)
+    assert {"pearson", "spearman", "mse"} <= set(result.metrics["test"])
+    # The export undoes the scaling: score = model output * std + mean of the training targets.
+    scores = serve(result.export_dir)["score"].numpy()
+    raw = result.model(IDS, training=False).numpy()
+    mean_std = scores - raw
+    assert scores.shape == (2,) and not np.allclose(scores, raw)
+    assert np.ptp(mean_std) < 1.0  # an affine map, not the identity
+
+
+CONLL = """good O
+film B-X
+was O
+
+the O
+movie B-X
+plot I-X
+was O
+fun O
+"""
+
+
+def test_token_classification(tiny_config, tmp_path):
+    (tmp_path / "ner.conll").write_text((CONLL + "\n") * 12)
+    cfg = config(tiny_config, "token_classification", {"train": str(tmp_path / "ner.conll")},
+                 epochs=3, learning_rate=5e-3)
+    result = run(cfg, verbose=0)
+    test = result.metrics["test"]
+    assert {"precision", "recall", "f1", "per_type", "token_accuracy"} <= set(test)
+    assert test["f1"] > 0.5  # entities this regular are learnt even by a tiny model
+    out = serve(result.export_dir)
+    assert out["probabilities"].shape == (2, 5, 3)
+    assert {t.decode() for t in out["tag"].numpy().ravel()} <= {"B-X", "I-X", "O"}
+
+
+def test_monitor_must_fit_the_task(tiny_config):
+    from kerasft.errors import ConfigError
+
+    tiny_config["task"] = "regression"
+    tiny_config["training"]["monitor"] = "val_pearsn"
+    with pytest.raises(ConfigError, match=r"not reported for task `regression`. Did you mean `val_pearson`"):
+        config_from_dict(tiny_config)
+
+
+def test_thresholds_maximise_per_label_f1():
+    probs = np.array([[0.9, 0.2], [0.7, 0.35], [0.2, 0.3], [0.1, 0.8]])
+    hot = np.array([[1, 0], [1, 1], [0, 1], [0, 1]])
+    thresholds = tune_thresholds(probs, hot)
+    assert 0.2 < thresholds[0] <= 0.7 and thresholds[1] <= 0.3
+    assert evaluate("multi_label", probs, hot, ("a", "b"), thresholds=thresholds)["micro_f1"] == 1.0
+
+
+def test_regression_metrics_on_original_scale():
+    scores = evaluate("regression", np.array([0.0, 1.0, -1.0]), np.array([0.0, 1.0, -1.0]), (), scaling=(3.0, 2.0))
+    assert scores["pearson"] == pytest.approx(1.0) and scores["mse"] == 0.0
+    off = evaluate("regression", np.array([0.5, 0.5, 0.5]), np.array([0.0, 0.0, 0.0]), (), scaling=(3.0, 2.0))
+    assert off["mse"] == pytest.approx(1.0)  # 0.5 * std 2 = 1 on the original scale
