@@ -39,16 +39,26 @@ def padding_efficiency(ds: tf.data.Dataset) -> tuple[float, int]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--examples", type=int, default=None, help="cap on training examples (default: all 60k)")
+    p.add_argument(
+        "--examples", type=int, default=None, help="cap on training examples (default: all 60k)"
+    )
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-length", type=int, default=128)
-    p.add_argument("--train-steps", type=int, default=20, help="MiniLM training steps timed for comparison")
+    p.add_argument(
+        "--train-steps", type=int, default=20, help="MiniLM training steps timed for comparison"
+    )
     args = p.parse_args()
     if not SST2.is_file():
         sys.exit(f"error: {SST2} is absent; this benchmark needs ../shared/data")
 
-    cfg = DataConfig(train=str(SST2), text_column="sentence", quoting="none", validation_split=0.0001,
-                     test_split=0.0, max_train_examples=args.examples)
+    cfg = DataConfig(
+        train=str(SST2),
+        text_column="sentence",
+        quoting="none",
+        validation_split=0.0001,
+        test_split=0.0,
+        max_train_examples=args.examples,
+    )
     splits = load_splits(cfg, seed=0)
     train = splits.train
     tokenizer = load_tokenizer(resolve_backbone("minilm-l6"))
@@ -65,7 +75,9 @@ def main() -> None:
         print(f"tokenize (cached):    {cached:.3f}s, {first / cached:.1f}x faster")
 
     kw = dict(max_length=args.max_length, shuffle_buffer=10_000, seed=0)
-    plain_eff, _ = padding_efficiency(train_dataset(encoded, args.batch_size, 0, bucketing=False, **kw))
+    plain_eff, _ = padding_efficiency(
+        train_dataset(encoded, args.batch_size, 0, bucketing=False, **kw)
+    )
     print(f"padding efficiency, plain per-batch padding: {plain_eff:.3f}")
     bucketed = train_dataset(encoded, args.batch_size, 0, bucketing=True, **kw)
     bucket_eff, _ = padding_efficiency(bucketed)
@@ -77,7 +89,9 @@ def main() -> None:
     print(f"pipeline alone (bucketed epoch): {pipe:.0f} examples/s")
 
     model = build_classifier(load_backbone(resolve_backbone("minilm-l6"), tokenizer), 2)
-    model.compile(keras.optimizers.Adam(1e-5), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(
+        keras.optimizers.Adam(1e-5), keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
     batches = list(bucketed.take(args.train_steps + 3))
     for x, y in batches[:3]:  # trace the train function before timing
         model.train_on_batch(x, y)

@@ -18,8 +18,11 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-REFERENCE = {"mrpc": "BERT-base 86-88 acc / 89-90 F1", "stsb": "BERT-base 88-89 Pearson",
-             "conll2003": "BERT-base 91-92 entity F1"}
+REFERENCE = {
+    "mrpc": "BERT-base 86-88 acc / 89-90 F1",
+    "stsb": "BERT-base 88-89 Pearson",
+    "conll2003": "BERT-base 91-92 entity F1",
+}
 
 
 def train(config: str, overrides: list[str]) -> tuple[dict, float]:
@@ -28,7 +31,9 @@ def train(config: str, overrides: list[str]) -> tuple[dict, float]:
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     if proc.returncode != 0:
         sys.exit(f"error: {config} failed:\n{proc.stderr[-3000:]}")
-    run_dir = next(line.split("=", 1)[1] for line in proc.stdout.splitlines() if line.startswith("run_dir="))
+    run_dir = next(
+        line.split("=", 1)[1] for line in proc.stdout.splitlines() if line.startswith("run_dir=")
+    )
     return json.loads((REPO / run_dir / "metrics.json").read_text()), time.perf_counter() - start
 
 
@@ -46,8 +51,11 @@ def main() -> None:
         test = metrics["test"]
         results[config] = test
         shown = {k: round(v, 4) for k, v in test.items() if isinstance(v, float)}
-        print(f"{config}: {shown} in {seconds:.0f}s ({metrics['train']['examples']} training examples, "
-              f"{metrics['train']['examples_per_second']} ex/s); published: {REFERENCE[config]}", flush=True)
+        print(
+            f"{config}: {shown} in {seconds:.0f}s ({metrics['train']['examples']} training examples, "
+            f"{metrics['train']['examples_per_second']} ex/s); published: {REFERENCE[config]}",
+            flush=True,
+        )
     print(
         f"mrpc_acc={results['mrpc']['accuracy']:.4f} mrpc_f1={results['mrpc']['f1']:.4f} "
         f"stsb_pearson={results['stsb']['pearson']:.4f} conll_entity_f1={results['conll2003']['f1']:.4f}"

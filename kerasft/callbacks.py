@@ -80,3 +80,32 @@ class StepProgress(keras.callbacks.Callback):
             f"epoch {self._epoch + 1} step {done}/{self.steps}  loss {loss:.4f}  {rate:.1f} examples/s  eta {eta:.0f}s",
             flush=True,
         )
+
+
+class TrainingBudget(keras.callbacks.Callback):
+    """Stops training after `max_steps` steps or `max_seconds` of training, whichever comes first.
+
+    The epoch in progress still ends normally, so its validation metrics are computed.
+
+    Args:
+        max_steps: step budget. Defaults to none.
+        max_seconds: time budget. Defaults to none.
+    """
+
+    def __init__(self, max_steps: int | None = None, max_seconds: float | None = None):
+        super().__init__()
+        self.max_steps = max_steps
+        self.max_seconds = max_seconds
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self._steps = 0
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        self._steps += 1
+        over_steps = self.max_steps is not None and self._steps >= self.max_steps
+        over_time = (
+            self.max_seconds is not None and time.perf_counter() - self._start >= self.max_seconds
+        )
+        if over_steps or over_time:
+            self.model.stop_training = True

@@ -9,6 +9,7 @@ of range raise `ConfigError` naming the file and the dotted key.
 from __future__ import annotations
 
 import difflib
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -188,6 +189,14 @@ class TrainingConfig(_Section):
         ge=0.0,
         description="Decoupled weight decay; biases and LayerNorm weights are excluded.",
     )
+    layerwise_lr_decay: float = Field(
+        1.0,
+        gt=0.0,
+        le=1.0,
+        description="Layer-wise learning-rate decay: encoder layer i (of L) learns at "
+        "`learning_rate * decay^(L - i)`, embeddings at `decay^(L + 1)`, the head at the full rate. "
+        "1.0 turns it off; 0.8-0.95 is usual.",
+    )
     warmup_ratio: float = Field(
         0.1,
         ge=0.0,
@@ -208,6 +217,16 @@ class TrainingConfig(_Section):
         description="Keras mixed-precision policy. `mixed_bfloat16` is faster on CPUs with "
         "AVX-512 BF16 and on TPUs, `mixed_float16` on NVIDIA GPUs.",
     )
+    max_steps: int | None = Field(
+        None,
+        ge=1,
+        description="Stop after this many training steps in all (a budget; the schedule fits it).",
+    )
+    max_seconds: float | None = Field(
+        None,
+        gt=0,
+        description="Stop at the end of the step during which this much training time has passed.",
+    )
     seed: int = Field(42, description="Seed for splits, sampling, shuffling and initialisation.")
     output_dir: str = Field("runs", description="Runs go to `<output_dir>/<name>/<timestamp>/`.")
 
@@ -218,6 +237,71 @@ class ExportConfig(_Section):
     enabled: bool = Field(True, description="Export a SavedModel after training.")
     dir: str = Field(
         "saved_models", description="Exports go to `<dir>/<name>/<version>/` (TF Serving layout)."
+    )
+
+
+class SearchDimension(_Section):
+    """One dimension of a hyperparameter search."""
+
+    type: Literal["float", "int", "choice"] = Field(description="`float`, `int` or `choice`.")
+    min: float | None = Field(None, description="Lowest value (float, int).")
+    max: float | None = Field(None, description="Highest value (float, int).")
+    step: float | None = Field(None, gt=0, description="Grid step (int: defaults to 1).")
+    sampling: Literal["linear", "log"] = Field(
+        "linear", description="`log` for scale-like values such as learning rates."
+    )
+    values: list[Any] | None = Field(None, description="The candidates of a `choice`.")
+
+    @model_validator(mode="after")
+    def _complete(self) -> SearchDimension:
+        if self.type == "choice":
+            if not self.values:
+                raise ValueError("a `choice` needs a non-empty `values` list")
+            return self
+        if self.min is None or self.max is None:
+            raise ValueError(f"a `{self.type}` dimension needs `min` and `max`")
+        if self.min > self.max:
+            raise ValueError(f"minimum {self.min:g} is above maximum {self.max:g}")
+        if self.sampling == "log" and self.min <= 0:
+            raise ValueError(f"`sampling: log` needs `min` above 0, got {self.min:g}")
+        return self
+
+
+class TuningConfig(_Section):
+    """A keras-tuner search over config keys (`python -m kerasft.tune`)."""
+
+    space: dict[str, SearchDimension] = Field(
+        description="Dotted config keys to search, e.g. `training.learning_rate: {type: float, min: 1e-5, "
+        "max: 1e-4, sampling: log}`."
+    )
+    oracle: Literal["random", "bayesian", "hyperband"] = Field(
+        "random", description="The search algorithm."
+    )
+    max_trials: int = Field(10, ge=1, description="Trials to run (random, bayesian).")
+    executions_per_trial: int = Field(
+        1,
+        ge=1,
+        description="Trainings per trial, with seeds seed, seed+1, ...; their objective is averaged.",
+    )
+    objective: str | None = Field(
+        None,
+        description="Validation metric to optimise, e.g. `val_accuracy`. Defaults to the task's monitor.",
+    )
+    direction: Literal["auto", "max", "min"] = Field(
+        "auto", description="`auto`: minimise losses and errors, maximise the rest."
+    )
+    max_steps_per_trial: int | None = Field(
+        None, ge=1, description="Per-trial step budget (sets `training.max_steps`)."
+    )
+    max_seconds_per_trial: float | None = Field(
+        None, gt=0, description="Per-trial time budget (sets `training.max_seconds`)."
+    )
+    directory: str | None = Field(
+        None,
+        description="Search state and results. Defaults to `<training.output_dir>/<name>/tuning`.",
+    )
+    export_best: bool = Field(
+        False, description="Retrain the best config at the end and export it."
     )
 
 
@@ -237,6 +321,9 @@ class Config(_Section):
     model: ModelConfig = ModelConfig()
     training: TrainingConfig = TrainingConfig()
     export: ExportConfig = ExportConfig()
+    tuning: TuningConfig | None = Field(
+        None, description="Hyperparameter search; used by `kerasft.tune` only."
+    )
 
     @model_validator(mode="after")
     def _monitor_fits_task(self) -> Config:
@@ -248,6 +335,19 @@ class Config(_Section):
                 f"`training.monitor: {self.training.monitor}` is not reported for task `{self.task}`.{hint} "
                 f"Allowed: {', '.join(allowed)}"
             )
+        if self.tuning is not None:
+            leaves = set(_leaf_keys(Config)) - {"name"}
+            for key in self.tuning.space:
+                if key not in leaves or key.startswith("tuning."):
+                    close = difflib.get_close_matches(key, sorted(leaves), n=1)
+                    hint = f" Did you mean `{close[0]}`?" if close else ""
+                    raise ValueError(f"`tuning.space.{key}` is not a config key.{hint}")
+            objective = self.tuning.objective
+            if objective is not None and objective not in allowed:
+                raise ValueError(
+                    f"`tuning.objective: {objective}` is never reported for task `{self.task}`. "
+                    f"Use one of {', '.join(allowed)}"
+                )
         return self
 
     @property
@@ -352,11 +452,39 @@ def _describe(error: dict[str, Any], raw: dict[str, Any], source: str) -> str:
 def _allowed_keys(loc: list[str]) -> list[str]:
     model: type[BaseModel] = Config
     for part in loc:
+        if part not in model.model_fields:  # a free-form key, e.g. under tuning.space
+            if model is TuningConfig or model is Config:
+                return []
+            continue
         annotation = model.model_fields[part].annotation
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+        section = _section(annotation) or _section(
+            typing.get_args(annotation)[-1] if typing.get_args(annotation) else None
+        )
+        if section is None:
             return []
-        model = annotation
+        model = section
     return list(model.model_fields)
+
+
+def _section(annotation: Any) -> type[BaseModel] | None:
+    """The config section class an annotation holds (`X` or `X | None`), else None."""
+    if typing.get_origin(annotation) is dict:
+        return None
+    for candidate in (annotation, *typing.get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+def _leaf_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    keys = []
+    for name, field in model.model_fields.items():
+        section = _section(field.annotation)
+        if section is not None:
+            keys += _leaf_keys(section, f"{prefix}{name}.")
+        else:
+            keys.append(f"{prefix}{name}")
+    return keys
 
 
 def reference() -> str:
@@ -365,9 +493,13 @@ def reference() -> str:
 
     def walk(model: type[BaseModel], prefix: str) -> None:
         for name, field in model.model_fields.items():
-            annotation = field.annotation
-            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-                walk(annotation, f"{prefix}{name}.")
+            section = _section(field.annotation)
+            if section is not None:
+                walk(section, f"{prefix}{name}.")
+                continue
+            if typing.get_origin(field.annotation) is dict:
+                rows.append(f"| `{prefix}{name}` | required | {field.description} |")
+                walk(typing.get_args(field.annotation)[1], f"{prefix}{name}.<key>.")
                 continue
             default = (
                 "required"

@@ -6,31 +6,6 @@ from typing import Any
 
 import numpy as np
 
-from kerasft._compat import keras, tf
-
-
-def predict_split(model: keras.Model, dataset: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
-    """Class probabilities and true labels for every example of an (x, y) dataset."""
-    step = _predict_function(model)
-    probs, labels = [], []
-    for features, y in dataset:
-        probs.append(step(features).numpy())
-        labels.append(y.numpy())
-    if not probs:
-        return np.zeros((0, model.output_shape[-1]), np.float32), np.zeros(0, np.int32)
-    return np.concatenate(probs), np.concatenate(labels)
-
-
-def _predict_function(model: keras.Model):
-    fn = getattr(model, "_kerasft_predict", None)
-    if fn is None:
-        fn = tf.function(
-            lambda x: tf.nn.softmax(tf.cast(model(x, training=False), tf.float32)),
-            reduce_retracing=True,
-        )
-        model._kerasft_predict = fn
-    return fn
-
 
 def classification_metrics(
     probs: np.ndarray, labels: np.ndarray, names: tuple[str, ...]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from kerasft._compat import keras, tf
 
 # Decoupled weight decay is not applied to these (BERT's original recipe).
@@ -45,12 +47,104 @@ class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
 
 
 def build_optimizer(
-    learning_rate: float, weight_decay: float, total_steps: int, warmup_ratio: float
+    learning_rate: float,
+    weight_decay: float,
+    total_steps: int,
+    warmup_ratio: float,
+    lr_multipliers: dict[str, float] | None = None,
 ):
-    """AdamW with decoupled weight decay (biases and LayerNorm excluded) on a warmup-then-linear schedule."""
+    """AdamW with decoupled weight decay (biases and LayerNorm excluded) on a warmup-then-linear schedule.
+
+    Args:
+        lr_multipliers: per-variable learning-rate multipliers (layer-wise decay). Defaults to none.
+    """
     schedule = WarmupLinearDecay(learning_rate, total_steps, round(warmup_ratio * total_steps))
-    optimizer = keras.optimizers.AdamW(
-        learning_rate=schedule, weight_decay=weight_decay, beta_1=0.9, beta_2=0.999, epsilon=1e-6
-    )
+    kwargs = {
+        "learning_rate": schedule,
+        "weight_decay": weight_decay,
+        "beta_1": 0.9,
+        "beta_2": 0.999,
+        "epsilon": 1e-6,
+    }
+    if lr_multipliers:
+        optimizer = LayerwiseAdamW(lr_multipliers=lr_multipliers, **kwargs)
+    else:
+        optimizer = keras.optimizers.AdamW(**kwargs)
     optimizer.exclude_from_weight_decay(var_names=NO_DECAY)
     return optimizer
+
+
+_LAYER = re.compile(r"/layer_\._(\d+)/")
+
+
+def layer_depths(model: keras.Model) -> dict[str, int]:
+    """Depth of every trainable variable: 0 for embeddings, i+1 for encoder layer i, top for the rest.
+
+    Layers are found by Hugging Face's TF naming (`.../layer_._<i>/...`), which BERT, RoBERTa,
+    DistilBERT, ELECTRA, XLM-R and MiniLM share; everything that is neither embedding nor
+    encoder layer (pooler, task head) sits on top.
+    """
+    names = [v.name for v in model.trainable_variables]
+    layers = [int(m.group(1)) for n in names if (m := _LAYER.search(n))]
+    top = (max(layers) + 2) if layers else 1
+    depths = {}
+    for name in names:
+        match = _LAYER.search(name)
+        if match:
+            depths[name] = int(match.group(1)) + 1
+        elif "embeddings" in name:
+            depths[name] = 0
+        else:
+            depths[name] = top
+    return depths
+
+
+def layerwise_multipliers(model: keras.Model, decay: float) -> dict[str, float]:
+    """Learning-rate multipliers `decay ** (top - depth)`: the head at the full rate, lower layers less."""
+    depths = layer_depths(model)
+    top = max(depths.values(), default=0)
+    return {name: float(decay ** (top - depth)) for name, depth in depths.items()}
+
+
+@keras.utils.register_keras_serializable(package="kerasft")
+class LayerwiseAdamW(keras.optimizers.AdamW):
+    """AdamW whose learning rate (and so decoupled weight decay) is scaled per variable.
+
+    Args:
+        lr_multipliers: variable name → multiplier of the learning rate; others get 1.
+        **kwargs: `keras.optimizers.AdamW` arguments.
+    """
+
+    def __init__(self, lr_multipliers: dict[str, float] | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.lr_multipliers = dict(lr_multipliers or {})
+        self._scale = 1.0  # set per variable while its update is traced
+
+    @property
+    def learning_rate(self):
+        rate = keras.optimizers.AdamW.learning_rate.fget(self)
+        return rate * self._scale if self._scale != 1.0 else rate
+
+    @learning_rate.setter
+    def learning_rate(self, value):
+        keras.optimizers.AdamW.learning_rate.fset(self, value)
+
+    def update_step(self, gradient, variable):
+        self._scale = self.lr_multipliers.get(variable.name, 1.0)
+        try:
+            return super().update_step(gradient, variable)
+        finally:
+            self._scale = 1.0
+
+    def _apply_weight_decay(self, variables):
+        if self.weight_decay is None:
+            return
+        for variable in variables:
+            if self._use_weight_decay(variable):
+                lr = tf.cast(self.learning_rate, variable.dtype) * self.lr_multipliers.get(
+                    variable.name, 1.0
+                )
+                variable.assign_sub(variable * tf.cast(self.weight_decay, variable.dtype) * lr)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "lr_multipliers": self.lr_multipliers}

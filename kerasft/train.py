@@ -25,13 +25,13 @@ import pandas as pd
 
 from kerasft import config as config_lib
 from kerasft._compat import keras, tf
-from kerasft.callbacks import StepProgress, ValidationMetrics
+from kerasft.callbacks import StepProgress, TrainingBudget, ValidationMetrics
 from kerasft.config import Config
 from kerasft.data import encode, eval_dataset, load_splits, steps_per_epoch, train_dataset
 from kerasft.errors import KerasftError
 from kerasft.export import export_model
 from kerasft.models import build_model, load_backbone, load_tokenizer, resolve_backbone
-from kerasft.optim import build_optimizer
+from kerasft.optim import build_optimizer, layerwise_multipliers
 from kerasft.tasks import collect, evaluate, fit_metrics, loss_for, monitor_mode, tune_thresholds
 
 
@@ -94,11 +94,19 @@ def run(
         "validation": eval_dataset(encoded["validation"], batch * 2, backbone.pad_id),
         "test": eval_dataset(encoded["test"], batch * 2, backbone.pad_id),
     }
+    multipliers = None
+    if cfg.training.layerwise_lr_decay < 1.0:
+        multipliers = layerwise_multipliers(model, cfg.training.layerwise_lr_decay)
+        print(
+            f"layer-wise learning-rate decay {cfg.training.layerwise_lr_decay}: multipliers from "
+            f"{min(multipliers.values()):.3g} (embeddings) to 1 (head)"
+        )
     optimizer = build_optimizer(
         cfg.training.learning_rate,
         cfg.training.weight_decay,
-        steps * cfg.training.epochs,
+        min(steps * cfg.training.epochs, cfg.training.max_steps or steps * cfg.training.epochs),
         cfg.training.warmup_ratio,
+        multipliers,
     )
     model.compile(optimizer=optimizer, loss=loss_for(cfg.task), metrics=fit_metrics(cfg.task))
 
@@ -137,6 +145,8 @@ def _fit_evaluate_export(
         f"parameters, precision {cfg.training.precision}, monitoring {monitor}",
         flush=True,
     )
+    if cfg.training.max_steps or cfg.training.max_seconds:
+        callbacks.append(TrainingBudget(cfg.training.max_steps, cfg.training.max_seconds))
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
     if verbose == 2:  # no live progress bar in a log file: print progress lines instead

@@ -8,8 +8,8 @@ import pytest
 from kerasft._compat import tf
 from kerasft.config import load_config
 from kerasft.data import encode, eval_dataset, load_splits
-from kerasft.metrics import predict_split
 from kerasft.models import load_tokenizer, resolve_backbone
+from kerasft.tasks import collect
 from kerasft.train import run
 from tests.conftest import REPO, read_json
 
@@ -41,7 +41,7 @@ def test_quickstart_config_on_a_few_hundred_tweets(tmp_path):
     tokenizer = load_tokenizer(resolve_backbone("minilm-l6"))
     splits = load_splits(cfg.data, cfg.training.seed)
     dataset = eval_dataset(encode(tokenizer, splits.test, 48), 32, tokenizer.pad_token_id)
-    expected, _ = predict_split(result.model, dataset)
+    expected, _ = collect(result.model, dataset, "classification")
     serve = tf.saved_model.load(str(result.export_dir)).signatures["serving_default"]
     got = np.concatenate([serve(**features)["probabilities"].numpy() for features, _ in dataset])
     np.testing.assert_allclose(got, expected, atol=1e-5)

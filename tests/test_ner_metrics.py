@@ -12,7 +12,10 @@ from kerasft.ner_metrics import entity_scores, spans
     [
         (["B-PER", "I-PER", "O"], [("PER", 0, 2)]),
         (["O", "I-PER", "I-PER"], [("PER", 1, 3)]),  # I- after O starts an entity
-        (["B-PER", "I-LOC"], [("PER", 0, 1), ("LOC", 1, 2)]),  # a type change ends one, starts another
+        (
+            ["B-PER", "I-LOC"],
+            [("PER", 0, 1), ("LOC", 1, 2)],
+        ),  # a type change ends one, starts another
         (["B-PER", "B-PER"], [("PER", 0, 1), ("PER", 1, 2)]),
         (["O", "B-ORG", "I-ORG"], [("ORG", 1, 3)]),  # entity at sentence end
         (["B-MISC"], [("MISC", 0, 1)]),

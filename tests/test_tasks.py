@@ -35,33 +35,46 @@ def test_sentence_pairs(tiny_config, tmp_path):
     rows = [f"{p},{n},diff" for p, n in zip(POSITIVE, NEGATIVE, strict=True)]
     rows += [f"{p},{q},same" for p, q in zip(POSITIVE, POSITIVE[1:] + POSITIVE[:1], strict=True)]
     (tmp_path / "pairs.csv").write_text("\n".join(["a,b,label", *rows, *rows]) + "\n")
-    cfg = config(tiny_config, "classification",
-                 {"train": str(tmp_path / "pairs.csv"), "text_column": "a", "text_pair_column": "b"})
+    cfg = config(
+        tiny_config,
+        "classification",
+        {"train": str(tmp_path / "pairs.csv"), "text_column": "a", "text_pair_column": "b"},
+    )
     result = run(cfg, verbose=0)
     assert {"accuracy", "f1", "macro_f1"} <= set(result.metrics["test"])
     assert serve(result.export_dir)["probabilities"].shape == (2, 2)
 
 
 def test_multi_label(tiny_config, tmp_path):
-    lines = [json.dumps({"text": t, "label": ["pos", "movie"] if "movie" in t else ["pos"]}) for t in POSITIVE]
+    lines = [
+        json.dumps({"text": t, "label": ["pos", "movie"] if "movie" in t else ["pos"]})
+        for t in POSITIVE
+    ]
     lines += [json.dumps({"text": t, "label": ["movie"] if "movie" in t else []}) for t in NEGATIVE]
     (tmp_path / "ml.jsonl").write_text("\n".join(lines * 2) + "\n")
-    result = run(config(tiny_config, "multi_label", {"train": str(tmp_path / "ml.jsonl")}), verbose=0)
+    result = run(
+        config(tiny_config, "multi_label", {"train": str(tmp_path / "ml.jsonl")}), verbose=0
+    )
     test = result.metrics["test"]
     assert {"micro_f1", "macro_f1", "subset_accuracy", "per_label"} <= set(test)
     thresholds = [test["per_label"][n]["threshold"] for n in ("movie", "pos")]
     out = serve(result.export_dir)
     np.testing.assert_allclose(out["thresholds"].numpy(), thresholds)
     assert out["predicted"].dtype == tf.bool
-    np.testing.assert_array_equal(out["predicted"].numpy(), out["probabilities"].numpy() >= np.array(thresholds))
+    np.testing.assert_array_equal(
+        out["predicted"].numpy(), out["probabilities"].numpy() >= np.array(thresholds)
+    )
 
 
 def test_regression_with_target_scaling(tiny_config, tmp_path):
     rows = [f"{t},{4.0 + i / 10}" for i, t in enumerate(POSITIVE)]
     rows += [f"{t},{1.0 + i / 10}" for i, t in enumerate(NEGATIVE)]
     (tmp_path / "reg.csv").write_text("\n".join(["text,score", *rows, *rows]) + "\n")
-    cfg = config(tiny_config, "regression",
-                 {"train": str(tmp_path / "reg.csv"), "label_column": "score", "target_scaling": "standard"})
+    cfg = config(
+        tiny_config,
+        "regression",
+        {"train": str(tmp_path / "reg.csv"), "label_column": "score", "target_scaling": "standard"},
+    )
     result = run(cfg, verbose=0)
     assert {"pearson", "spearman", "mse"} <= set(result.metrics["test"])
     # The export undoes the scaling: score = model output * std + mean of the training targets.
@@ -86,8 +99,13 @@ fun O
 
 def test_token_classification(tiny_config, tmp_path):
     (tmp_path / "ner.conll").write_text((CONLL + "\n") * 12)
-    cfg = config(tiny_config, "token_classification", {"train": str(tmp_path / "ner.conll")},
-                 epochs=3, learning_rate=5e-3)
+    cfg = config(
+        tiny_config,
+        "token_classification",
+        {"train": str(tmp_path / "ner.conll")},
+        epochs=3,
+        learning_rate=5e-3,
+    )
     result = run(cfg, verbose=0)
     test = result.metrics["test"]
     assert {"precision", "recall", "f1", "per_type", "token_accuracy"} <= set(test)
@@ -102,7 +120,9 @@ def test_monitor_must_fit_the_task(tiny_config):
 
     tiny_config["task"] = "regression"
     tiny_config["training"]["monitor"] = "val_pearsn"
-    with pytest.raises(ConfigError, match=r"not reported for task `regression`. Did you mean `val_pearson`"):
+    with pytest.raises(
+        ConfigError, match=r"not reported for task `regression`. Did you mean `val_pearson`"
+    ):
         config_from_dict(tiny_config)
 
 
@@ -115,7 +135,35 @@ def test_thresholds_maximise_per_label_f1():
 
 
 def test_regression_metrics_on_original_scale():
-    scores = evaluate("regression", np.array([0.0, 1.0, -1.0]), np.array([0.0, 1.0, -1.0]), (), scaling=(3.0, 2.0))
+    scores = evaluate(
+        "regression", np.array([0.0, 1.0, -1.0]), np.array([0.0, 1.0, -1.0]), (), scaling=(3.0, 2.0)
+    )
     assert scores["pearson"] == pytest.approx(1.0) and scores["mse"] == 0.0
-    off = evaluate("regression", np.array([0.5, 0.5, 0.5]), np.array([0.0, 0.0, 0.0]), (), scaling=(3.0, 2.0))
+    off = evaluate(
+        "regression", np.array([0.5, 0.5, 0.5]), np.array([0.0, 0.0, 0.0]), (), scaling=(3.0, 2.0)
+    )
     assert off["mse"] == pytest.approx(1.0)  # 0.5 * std 2 = 1 on the original scale
+
+
+def test_tag_words_gives_word_tags_and_character_spans(tiny_bert_dir):
+    from kerasft.models import load_tokenizer
+    from kerasft.predict import tag_words
+
+    tokenizer = load_tokenizer(tiny_bert_dir)
+    names = ("B-X", "I-X", "O")
+    vocab = tokenizer.get_vocab()
+    # A stand-in model: "movie" and "film" start an entity, "plot" continues one, the rest is O.
+    table = {vocab["movie"]: 0, vocab["film"]: 0, vocab["plot"]: 1}
+
+    def predict(x):
+        return np.vectorize(lambda i: table.get(int(i), 2))(x["input_ids"])
+
+    text = "the  movie plot, was fun film"
+    (result,) = tag_words([text], tokenizer, predict, names)
+    assert result["tags"] == ["O", "B-X", "I-X", "O", "O", "B-X"]
+    assert [(e["type"], e["text"]) for e in result["entities"]] == [
+        ("X", "movie plot,"),
+        ("X", "film"),
+    ]
+    first = result["entities"][0]
+    assert text[first["start"] : first["end"]] == "movie plot,"

@@ -1,0 +1,149 @@
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from kerasft.config import load_config
+from kerasft.errors import ConfigError
+from kerasft.train import run
+from kerasft.tune import main, tune
+from tests.conftest import REPO, write_yaml
+
+SPACE = {
+    "training.learning_rate": {"type": "float", "min": 1e-4, "max": 3e-3, "sampling": "log"},
+    "training.batch_size": {"type": "choice", "values": [4, 8]},
+}
+
+
+@pytest.fixture
+def tune_config(tiny_config, tmp_path):
+    tiny_config["training"]["epochs"] = 1
+    tiny_config["tuning"] = {
+        "oracle": "random",
+        "max_trials": 3,
+        "space": SPACE,
+        "directory": str(tmp_path / "search"),
+    }
+    return tiny_config
+
+
+def test_random_search_writes_results_and_a_trainable_best_config(tune_config, tmp_path):
+    path = write_yaml(tmp_path / "tune.yaml", tune_config)
+    best = tune(str(path), [], verbose=0)
+    root = tmp_path / "search"
+    with (root / "trials.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 3
+    scores = [float(r["val_macro_f1"]) for r in rows]
+    assert scores == sorted(scores, reverse=True)
+    assert (root / "trials.md").read_text().count("\n") == 5
+    assert any((root / "hparams").rglob("events.out.tfevents.*"))
+
+    # The best config trains unchanged and reproduces the best trial's metric with the same seed.
+    cfg = load_config(best)
+    assert cfg.tuning is None and cfg.export.dir == tune_config["export"]["dir"]
+    lr = float(rows[0]["training.learning_rate"])
+    assert cfg.training.learning_rate == pytest.approx(lr)
+    again = run(cfg, verbose=0)
+    assert again.metrics["validation"]["macro_f1"] == pytest.approx(scores[0], abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("space", "message"),
+    [
+        (
+            {"training.learnig_rate": {"type": "float", "min": 0.1, "max": 0.2}},
+            r"`tuning.space.training.learnig_rate` is not a config key. Did you mean `training.learning_rate`",
+        ),
+        ({"training.batch_size": {"type": "choice", "values": []}}, r"non-empty `values`"),
+        (
+            {"training.learning_rate": {"type": "float", "min": 0.2, "max": 0.1}},
+            r"minimum 0.2 is above maximum 0.1",
+        ),
+        (
+            {"training.epochs": {"type": "int", "min": 0, "max": 2}},
+            r"`tuning.space.training.epochs` allows 0, which the config rejects",
+        ),
+    ],
+)
+def test_bad_search_spaces_fail_before_any_trial(tune_config, tmp_path, space, message):
+    tune_config["tuning"]["space"] = space
+    path = write_yaml(tmp_path / "tune.yaml", tune_config)
+    with pytest.raises(ConfigError, match=message):
+        tune(str(path), [])
+    assert not (tmp_path / "search" / "trials").exists()
+
+
+def test_objective_never_reported_is_rejected(tune_config, tmp_path, capsys):
+    tune_config["tuning"]["objective"] = "val_pearson"
+    path = write_yaml(tmp_path / "tune.yaml", tune_config)
+    assert main(["--config", str(path)]) == 2
+    assert (
+        "`tuning.objective: val_pearson` is never reported for task `classification`"
+        in capsys.readouterr().err
+    )
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as handle:
+        return next(int(line.split()[1]) for line in handle if line.startswith("VmRSS")) / 1024
+
+
+def test_memory_stays_flat_over_trials(tune_config, tmp_path):
+    tune_config["tuning"]["max_trials"] = 2
+    path = write_yaml(tmp_path / "tune.yaml", tune_config)
+    tune(str(path), [], verbose=0)  # warm-up: imports, first traces, caches
+    before = _rss_mb()
+    tune(str(path), ["tuning.max_trials=5"], verbose=0)  # resumes: three more trials
+    growth = _rss_mb() - before
+    # Three tiny-BERT trials; a leak of the models or graphs of earlier trials would
+    # show as tens of MB each. 60 MB allows allocator noise.
+    assert growth < 60, f"RSS grew {growth:.0f} MB over 3 trials"
+
+
+def test_killed_search_resumes_without_redoing_finished_trials(tune_config, tmp_path):
+    tune_config["tuning"]["max_trials"] = 3
+    tune_config["training"]["epochs"] = 2
+    path = write_yaml(tmp_path / "tune.yaml", tune_config)
+    cmd = [sys.executable, "-m", "kerasft.tune", "--config", str(path)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+    )
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if line.startswith("=== trial 2 (id"):
+            time.sleep(3)
+            proc.kill()
+            break
+    proc.wait(timeout=60)
+    finished = sorted(p.parent.name for p in (tmp_path / "search" / "trials").glob("*/trial.json"))
+    assert len(finished) == 1, "".join(seen)[-2000:]
+
+    rerun = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    started = [
+        line for line in rerun.stdout.splitlines() if line.startswith("=== trial") and "(id" in line
+    ]
+    assert (
+        len(started) == 2
+    )  # the interrupted trial and the last one; the finished one is not redone
+    assert not any(f"(id {finished[0]})" in line for line in started)
+    assert rerun.stdout.strip().splitlines()[-1].startswith("best_config=")
+    assert len(list((tmp_path / "search" / "trials").glob("*/trial.json"))) == 3
+
+
+def test_shipped_tune_config_is_valid():
+    cfg = load_config(REPO / "configs" / "tune_quickstart.yaml")
+    assert cfg.tuning.max_trials == 3 and set(cfg.tuning.space) >= {"training.learning_rate"}
+    assert (
+        yaml.safe_load((REPO / "configs" / "tune_quickstart.yaml").read_text())["tuning"]["oracle"]
+        == "random"
+    )
