@@ -1,10 +1,17 @@
 """SavedModel export in the TensorFlow Serving layout: `<dir>/<name>/<version>/`.
 
 The serving module is a `tf.Module` separate from the training model, so the
-export holds only what serving needs: the weights, the signature and the label
-names (as an asset and as a constant the signature returns). Versions are
+export holds only what serving needs: the weights, the in-graph tokenizer, the
+signatures, and the label names and tokenizer files as assets. Versions are
 integers counting up; each is written to a temporary folder and renamed into
 place, so a reader never sees half an export and no version is overwritten.
+
+Signatures:
+- `serving_default`: raw UTF-8 strings `text` (and `text_pair` for pair models),
+  tokenized in the graph with tensorflow-text exactly as in training. Backbones
+  whose tokenizer has no in-graph equivalent (byte-level BPE, SentencePiece for
+  now) get the token-ids signature here instead, and the export says so.
+- `predict_ids`: int32 token ids for clients that tokenize themselves.
 """
 
 from __future__ import annotations
@@ -13,14 +20,16 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from kerasft._compat import keras, tf
+from kerasft.graph_tokenizer import UnsupportedTokenizer, graph_tokenizer_for
 
 LABELS_ASSET = "labels.txt"
 
 
 class ServingModule(tf.Module):
-    """Serving signatures over token ids, with outputs per task.
+    """Serving signatures with outputs per task.
 
     | task | outputs |
     | --- | --- |
@@ -34,23 +43,36 @@ class ServingModule(tf.Module):
         task: the config's task.
         label_names: class, label or tag names in id order (empty for regression).
         input_names: the model's input names, e.g. `input_ids`, `attention_mask`.
-        labels_file: a text file with one label per line, copied into `assets/`.
+        assets: files to ship in `assets/` (label names, tokenizer files).
+        tokenizer: the in-graph tokenizer, or None for an ids-only export. Defaults to None.
+        pair: whether the model reads text pairs. Defaults to False.
         thresholds: per-label decision thresholds (multi_label). Defaults to 0.5 each.
         scaling: `(mean, std)` of standardised regression targets. Defaults to none.
     """
 
     def __init__(
-        self, model, task, label_names, input_names, labels_file, thresholds=None, scaling=None
+        self,
+        model,
+        task,
+        label_names,
+        input_names,
+        assets,
+        tokenizer=None,
+        pair=False,
+        thresholds=None,
+        scaling=None,
     ):
         super().__init__(name="kerasft_serving")
         self.model = model
         self.task = task
         self.input_names = tuple(input_names)
-        self.labels_asset = tf.saved_model.Asset(str(labels_file))
+        self.assets = [tf.saved_model.Asset(str(path)) for path in assets]
+        self.tokenizer = tokenizer
+        self.pair = pair
         self._label_names = tf.constant(list(label_names) or [""])
         n = max(len(label_names), 1)
         self._thresholds = tf.constant(
-            [0.5] * n if thresholds is None else [float(t) for t in thresholds], tf.float32
+            [0.5] * n if thresholds is None else [float(t) for t in thresholds]
         )
         mean, std = scaling if scaling is not None else (0.0, 1.0)
         self._scale = tf.constant([mean, std], tf.float32)
@@ -81,12 +103,29 @@ class ServingModule(tf.Module):
             "label": tf.gather(self._label_names, ids),
         }
 
-    def signatures(self) -> dict[str, tf.types.experimental.ConcreteFunction]:
+    def predict_text(
+        self, text: tf.Tensor, text_pair: tf.Tensor | None = None
+    ) -> dict[str, tf.Tensor]:
+        return self.predict_ids(**self.tokenizer(text, text_pair))
+
+    def signatures(self) -> dict[str, Any]:
         specs = {
             name: tf.TensorSpec([None, None], tf.int32, name=name) for name in self.input_names
         }
-        fn = tf.function(self.predict_ids).get_concrete_function(**specs)
-        return {"serving_default": fn, "predict_ids": fn}
+        ids_fn = tf.function(self.predict_ids).get_concrete_function(**specs)
+        if self.tokenizer is None:
+            return {"serving_default": ids_fn, "predict_ids": ids_fn}
+        text = tf.TensorSpec([None], tf.string, name="text")
+        if self.pair:
+            pair = tf.TensorSpec([None], tf.string, name="text_pair")
+            text_fn = tf.function(self.predict_text).get_concrete_function(
+                text=text, text_pair=pair
+            )
+        else:
+            text_fn = tf.function(lambda text: self.predict_text(text)).get_concrete_function(
+                text=text
+            )
+        return {"serving_default": text_fn, "predict_ids": ids_fn}
 
 
 def next_version(model_dir: Path) -> int:
@@ -104,19 +143,42 @@ def export_model(
     input_names: tuple[str, ...],
     export_root: Path,
     name: str,
+    *,
+    tokenizer: Any = None,
+    max_length: int = 128,
+    pair: bool = False,
     thresholds=None,
     scaling=None,
 ) -> Path:
-    """Writes a new version of `name` under `export_root` and returns its directory."""
+    """Writes a new version of `name` under `export_root` and returns its directory.
+
+    Args:
+        tokenizer: the Hugging Face tokenizer used in training; with it the export
+            takes raw text (when the tokenizer can run in-graph). Defaults to None (ids only).
+        max_length: the training max length, for in-graph truncation. Defaults to 128.
+        pair: whether the model reads text pairs. Defaults to False.
+    """
     model_dir = Path(export_root) / name
     model_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".tmp-export-", dir=model_dir))
     try:
-        (staging / "src").mkdir()
-        labels_file = staging / "src" / LABELS_ASSET
-        labels_file.write_text("".join(f"{n}\n" for n in label_names), encoding="utf-8")
+        src = staging / "src"
+        src.mkdir()
+        (src / LABELS_ASSET).write_text("".join(f"{n}\n" for n in label_names), encoding="utf-8")
+        assets = [src / LABELS_ASSET]
+        graph = None
+        if tokenizer is not None:
+            tokenizer.save_pretrained(str(src / "tokenizer"))
+            assets += sorted((src / "tokenizer").iterdir())
+            try:
+                graph = graph_tokenizer_for(tokenizer, max_length, input_names)
+            except UnsupportedTokenizer as exc:
+                print(
+                    f"export: the backbone's tokenizer cannot run in the graph ({exc}); "
+                    "serving_default takes token ids, tokenize with the files in assets/"
+                )
         module = ServingModule(
-            model, task, label_names, input_names, labels_file, thresholds, scaling
+            model, task, label_names, input_names, assets, graph, pair, thresholds, scaling
         )
         saved = staging / "saved_model"
         tf.saved_model.save(module, str(saved), signatures=module.signatures())
@@ -133,6 +195,8 @@ def export_model(
     return target
 
 
-def export_classifier(model, label_names, input_names, export_root, name) -> Path:
+def export_classifier(model, label_names, input_names, export_root, name, **kwargs) -> Path:
     """`export_model` for single-label classification."""
-    return export_model(model, "classification", label_names, input_names, export_root, name)
+    return export_model(
+        model, "classification", label_names, input_names, export_root, name, **kwargs
+    )

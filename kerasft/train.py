@@ -113,7 +113,7 @@ def run(
     run_dir = _new_run_dir(Path(cfg.training.output_dir) / cfg.name)
     try:
         return _fit_evaluate_export(
-            cfg, run_dir, model, backbone, splits, datasets, steps, verbose, scaling
+            cfg, run_dir, model, backbone, splits, datasets, steps, verbose, scaling, max_length
         )
     except KerasftError:
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -121,7 +121,7 @@ def run(
 
 
 def _fit_evaluate_export(
-    cfg, run_dir, model, backbone, splits, datasets, steps, verbose, scaling
+    cfg, run_dir, model, backbone, splits, datasets, steps, verbose, scaling, max_length
 ) -> RunResult:
     names = splits.vocab.names
     (run_dir / "config.yaml").write_text(config_lib.dump_config(cfg), encoding="utf-8")
@@ -203,6 +203,9 @@ def _fit_evaluate_export(
             backbone.input_names,
             Path(cfg.export.dir),
             cfg.name,
+            tokenizer=backbone.tokenizer,
+            max_length=max_length,
+            pair=splits.train.pairs is not None,
             thresholds=thresholds,
             scaling=scaling,
         )

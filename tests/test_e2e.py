@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -42,6 +47,37 @@ def test_quickstart_config_on_a_few_hundred_tweets(tmp_path):
     splits = load_splits(cfg.data, cfg.training.seed)
     dataset = eval_dataset(encode(tokenizer, splits.test, 48), 32, tokenizer.pad_token_id)
     expected, _ = collect(result.model, dataset, "classification")
-    serve = tf.saved_model.load(str(result.export_dir)).signatures["serving_default"]
+    serve = tf.saved_model.load(str(result.export_dir)).signatures["predict_ids"]
     got = np.concatenate([serve(**features)["probabilities"].numpy() for features, _ in dataset])
     np.testing.assert_allclose(got, expected, atol=1e-5)
+
+    # Standalone proof: a fresh process where only tensorflow and tensorflow_text can be imported
+    # feeds raw tweets to serving_default and gets the trained model's probabilities.
+    texts = splits.test.texts[:64] + ["", "É" * 300, "東京 😀 https://x.y/z"]
+    ids = tokenizer(texts, truncation=True, max_length=48, padding=True, return_tensors="np")
+    reference = tf.nn.softmax(
+        result.model({k: tf.constant(v) for k, v in ids.items()}, training=False)
+    ).numpy()
+    (tmp_path / "texts.json").write_text(json.dumps(texts))
+    script = f"""
+import json, sys
+for blocked in ("kerasft", "transformers", "tf_keras", "tokenizers"):
+    sys.modules[blocked] = None
+import tensorflow as tf, tensorflow_text  # noqa: F401  (registers the tokenizer ops)
+texts = json.load(open({str(tmp_path / "texts.json")!r}))
+serve = tf.saved_model.load({str(result.export_dir)!r}).signatures["serving_default"]
+out = serve(text=tf.constant(texts))
+print(json.dumps({{"p": out["probabilities"].numpy().tolist(), "label": [s.decode() for s in out["label"].numpy()]}}))
+"""
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    np.testing.assert_allclose(np.array(out["p"]), reference, atol=1e-4)
+    names = splits.vocab.names
+    assert out["label"] == [names[i] for i in reference.argmax(-1)]

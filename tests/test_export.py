@@ -30,8 +30,62 @@ def test_export_reloads_with_the_same_probabilities_and_counts_versions(tiny_ber
     assert (first / "assets" / "labels.txt").read_text().split() == list(names)
 
     loaded = tf.saved_model.load(str(first))
-    out = loaded.signatures["serving_default"](**IDS)
+    out = loaded.signatures["predict_ids"](**IDS)
     np.testing.assert_allclose(out["probabilities"].numpy(), expected, atol=1e-6)
     assert out["label_id"].numpy().tolist() == expected.argmax(-1).tolist()
     assert [s.decode() for s in out["label"].numpy()] == [names[i] for i in expected.argmax(-1)]
     assert set(loaded.signatures) == {"serving_default", "predict_ids"}
+
+
+def test_raw_text_signature_equals_model_on_hugging_face_ids(tiny_bert_dir, tmp_path):
+    from kerasft.models import load_tokenizer
+
+    backbone = load_backbone(tiny_bert_dir)
+    tokenizer = load_tokenizer(tiny_bert_dir)
+    model = build_classifier(backbone, num_labels=2)
+    texts = ["good movie", "the plot was very boring .", "", "ÁWFUL film!!", "fun " * 40]
+    export = export_classifier(
+        model,
+        ("neg", "pos"),
+        backbone.input_names,
+        tmp_path,
+        "m",
+        tokenizer=tokenizer,
+        max_length=16,
+    )
+    assert {"vocab.txt", "tokenizer.json", "labels.txt"} <= {
+        p.name for p in (export / "assets").iterdir()
+    }
+    serve = tf.saved_model.load(str(export)).signatures["serving_default"]
+    got = serve(text=tf.constant(texts))["probabilities"].numpy()
+    ids = tokenizer(texts, truncation=True, max_length=16, padding=True, return_tensors="np")
+    expected = tf.nn.softmax(
+        model({k: tf.constant(v) for k, v in ids.items()}, training=False)
+    ).numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+
+
+def test_pair_model_takes_text_and_text_pair(tiny_bert_dir, tmp_path):
+    from kerasft.models import load_tokenizer
+
+    backbone = load_backbone(tiny_bert_dir)
+    tokenizer = load_tokenizer(tiny_bert_dir)
+    model = build_classifier(backbone, num_labels=2)
+    export = export_classifier(
+        model,
+        ("diff", "same"),
+        backbone.input_names,
+        tmp_path,
+        "m",
+        tokenizer=tokenizer,
+        max_length=12,
+        pair=True,
+    )
+    serve = tf.saved_model.load(str(export)).signatures["serving_default"]
+    a, b = ["good movie", "the plot was fun fun fun fun fun fun"], ["bad film", "boring"]
+    got = serve(text=tf.constant(a), text_pair=tf.constant(b))["probabilities"].numpy()
+    ids = tokenizer(a, b, truncation=True, max_length=12, padding=True, return_tensors="np")
+    expected = tf.nn.softmax(
+        model({k: tf.constant(v) for k, v in ids.items()}, training=False)
+    ).numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-6)

@@ -28,7 +28,7 @@ def config(tiny_config, task, data, **training):
 
 
 def serve(export_dir):
-    return tf.saved_model.load(str(export_dir)).signatures["serving_default"](**IDS)
+    return tf.saved_model.load(str(export_dir)).signatures["predict_ids"](**IDS)
 
 
 def test_sentence_pairs(tiny_config, tmp_path):

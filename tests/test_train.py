@@ -33,7 +33,7 @@ def test_run_trains_evaluates_and_exports(tiny_config, tmp_path):
 
     assert result.export_dir == tmp_path / "saved_models" / "tiny" / "1"
     loaded = tf.saved_model.load(str(result.export_dir))
-    out = loaded.signatures["serving_default"](
+    out = loaded.signatures["predict_ids"](
         input_ids=tf.constant([[2, 5, 6, 3]]),
         attention_mask=tf.ones((1, 4), tf.int32),
         token_type_ids=tf.zeros((1, 4), tf.int32),
