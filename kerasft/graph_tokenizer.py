@@ -152,7 +152,7 @@ def _longest_first(len_a: tf.Tensor, len_b: tf.Tensor, budget: int) -> tuple[tf.
     len_a, len_b = tf.cast(len_a, tf.int64), tf.cast(len_b, tf.int64)
     budget = tf.constant(budget, tf.int64)
     fits = len_a + len_b <= budget
-    short, long_ = tf.minimum(len_a, len_b), tf.maximum(len_a, len_b)
+    short = tf.minimum(len_a, len_b)
     short_keep = tf.where(short <= budget - short, short, budget // 2)
     long_keep = tf.where(short <= budget - short, budget - short, budget - budget // 2)
     a_longer = len_a > len_b
