@@ -16,6 +16,8 @@ Signatures:
 
 from __future__ import annotations
 
+import datetime
+import json
 import os
 import shutil
 import tempfile
@@ -24,6 +26,7 @@ from typing import Any
 
 from kerasft._compat import keras, tf
 from kerasft.graph_tokenizer import UnsupportedTokenizer, graph_tokenizer_for
+from kerasft.model_card import write_card, write_meta, write_warmup
 
 LABELS_ASSET = "labels.txt"
 
@@ -149,6 +152,8 @@ def export_model(
     pair: bool = False,
     thresholds=None,
     scaling=None,
+    info: dict[str, Any] | None = None,
+    warmup: tuple[list[str], list[str] | None] | None = None,
 ) -> Path:
     """Writes a new version of `name` under `export_root` and returns its directory.
 
@@ -157,6 +162,9 @@ def export_model(
             takes raw text (when the tokenizer can run in-graph). Defaults to None (ids only).
         max_length: the training max length, for in-graph truncation. Defaults to 128.
         pair: whether the model reads text pairs. Defaults to False.
+        info: what the model card shows (backbone, data, run, config, metrics). Defaults to none:
+            no card.
+        warmup: texts (and pairs) for TF Serving warmup requests. Defaults to none.
     """
     model_dir = Path(export_root) / name
     model_dir.mkdir(parents=True, exist_ok=True)
@@ -181,7 +189,26 @@ def export_model(
             model, task, label_names, input_names, assets, graph, pair, thresholds, scaling
         )
         saved = staging / "saved_model"
-        tf.saved_model.save(module, str(saved), signatures=module.signatures())
+        signatures = module.signatures()
+        tf.saved_model.save(module, str(saved), signatures=signatures)
+        if warmup is not None and graph is not None:
+            write_warmup(saved, name, *warmup)
+        if info is not None:
+            outputs = sorted(signatures["predict_ids"].structured_outputs)
+            write_meta(
+                saved,
+                {
+                    **info,
+                    "task": task,
+                    "labels": list(label_names),
+                    "max_length": max_length,
+                    "pair": pair,
+                    "input_names": list(input_names),
+                    "outputs": outputs,
+                    "signature": "text" if graph is not None else "ids",
+                    "created": datetime.datetime.now().isoformat(timespec="seconds"),
+                },
+            )
         while True:
             target = model_dir / str(next_version(model_dir))
             try:
@@ -192,7 +219,83 @@ def export_model(
                     raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    if info is not None:
+        write_card(model_dir, name)
     return target
+
+
+def export_run(run_dir: Path, model: keras.Model, backbone: Any, cfg: Any) -> Path:
+    """Exports a run's model (holding its best weights) with what the run recorded in export.json."""
+    info = json.loads((Path(run_dir) / "export.json").read_text(encoding="utf-8"))
+    labels = tuple(json.loads((Path(run_dir) / "labels.json").read_text())["labels"])
+    return export_model(
+        model,
+        cfg.task,
+        labels,
+        backbone.input_names,
+        Path(cfg.export.dir),
+        cfg.name,
+        tokenizer=backbone.tokenizer,
+        max_length=info["max_length"],
+        pair=info["pair"],
+        thresholds=info["thresholds"],
+        scaling=None if info["scaling"] is None else tuple(info["scaling"]),
+        info=info["card"],
+        warmup=(info["warmup_texts"], info["warmup_pairs"]),
+    )
+
+
+def reexport(run_dir: str | Path, export_dir: str | None = None) -> Path:
+    """Rebuilds a finished run's model from its config and best checkpoint and exports a new version.
+
+    Raises:
+        ConfigError: `run_dir` is not a finished kerasft run.
+    """
+    from kerasft import config as config_lib
+    from kerasft.errors import ConfigError
+    from kerasft.models import build_model, load_backbone, load_tokenizer, resolve_backbone
+
+    run_dir = Path(run_dir)
+    needed = ["config.yaml", "labels.json", "export.json", "checkpoints/best.weights.h5"]
+    missing = [n for n in needed if not (run_dir / n).is_file()]
+    if missing:
+        raise ConfigError(
+            f"{run_dir} is not a finished kerasft run (no {', '.join(missing)}). Pass a directory printed as run_dir=."
+        )
+    cfg = config_lib.load_config(
+        run_dir / "config.yaml", [f"export.dir={export_dir}"] if export_dir else []
+    )
+    directory = resolve_backbone(cfg.model.backbone)
+    backbone = load_backbone(directory, load_tokenizer(directory))
+    labels = json.loads((run_dir / "labels.json").read_text())["labels"]
+    model = build_model(backbone, cfg.task, len(labels), cfg.model.pooling, cfg.model.dropout)
+    model.load_weights(str(run_dir / "checkpoints" / "best.weights.h5"))
+    return export_run(run_dir, model, backbone, cfg)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import sys
+
+    from kerasft.errors import KerasftError
+
+    p = argparse.ArgumentParser(
+        prog="python -m kerasft.export",
+        description="Re-export a finished run's best checkpoint as a new SavedModel version.",
+        epilog="The last output line is export_dir=<path>. Exit status 2: not a finished run.",
+    )
+    p.add_argument(
+        "--run", required=True, help="a run directory, as printed by kerasft.train (run_dir=...)"
+    )
+    p.add_argument("--dir", default=None, help="export root instead of the run's export.dir")
+    args = p.parse_args(argv)
+    try:
+        target = reexport(args.run, args.dir)
+    except KerasftError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"export_dir={target}")
+    return 0
 
 
 def export_classifier(model, label_names, input_names, export_root, name, **kwargs) -> Path:
@@ -200,3 +303,7 @@ def export_classifier(model, label_names, input_names, export_root, name, **kwar
     return export_model(
         model, "classification", label_names, input_names, export_root, name, **kwargs
     )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

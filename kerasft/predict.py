@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -77,3 +78,235 @@ def tag_words(
             }
         )
     return results
+
+
+def resolve_export(path: str | Path) -> Path:
+    """A version directory, or the newest version under a model directory.
+
+    Raises:
+        DataError: no SavedModel there.
+    """
+    from kerasft.errors import DataError
+
+    path = Path(path)
+    if (path / "saved_model.pb").is_file():
+        return path
+    versions = (
+        sorted((int(p.name) for p in path.iterdir() if p.name.isdigit()), reverse=True)
+        if path.is_dir()
+        else []
+    )
+    for version in versions:
+        if (path / str(version) / "saved_model.pb").is_file():
+            return path / str(version)
+    raise DataError(
+        f"{path}: no SavedModel here. Pass an export_dir= printed by kerasft.train, or its parent."
+    )
+
+
+def _rows(path: Path, fmt: str, encoding: str, chunk: int):
+    """Yields lists of row dicts, `chunk` rows at a time, without reading the whole file."""
+    import json as _json
+
+    import pandas as pd
+
+    if fmt == "jsonl":
+        batch = []
+        with path.open(encoding=encoding) as handle:
+            for line in handle:
+                if line.strip():
+                    batch.append(_json.loads(line))
+                if len(batch) == chunk:
+                    yield batch
+                    batch = []
+        if batch:
+            yield batch
+        return
+    reader = pd.read_csv(
+        path,
+        sep="\t" if fmt == "tsv" else ",",
+        dtype=str,
+        keep_default_na=False,
+        encoding="utf-8-sig" if encoding.lower() in ("utf-8", "utf8") else encoding,
+        chunksize=chunk,
+    )
+    for frame in reader:
+        yield frame.to_dict("records")
+
+
+def predict_file(
+    model_path: str | Path,
+    input_path: str | Path,
+    output_path: str | Path,
+    *,
+    text_column: str = "text",
+    text_pair_column: str | None = None,
+    encoding: str = "utf-8",
+    batch_size: int = 64,
+    keep_columns: bool = True,
+) -> int:
+    """Streams a CSV/TSV/JSONL file through an exported model's raw-text signature into CSV or JSONL.
+
+    Returns:
+        The number of rows written.
+
+    Raises:
+        DataError: the export takes no raw text, a path is wrong, or a column is missing.
+    """
+    import csv
+    import json as _json
+
+    from tqdm import tqdm
+
+    from kerasft._compat import tf
+    from kerasft.errors import DataError
+
+    version = resolve_export(model_path)
+    loaded = tf.saved_model.load(str(version))
+    serve = loaded.signatures["serving_default"]
+    inputs = set(serve.structured_input_signature[1])
+    if "text" not in inputs:
+        raise DataError(
+            f"{version}: this export takes token ids, not text; tokenize with the files in its assets/."
+        )
+    labels = (version / "assets" / "labels.txt").read_text(encoding="utf-8").splitlines()
+    input_path, output_path = Path(input_path), Path(output_path)
+    if not input_path.is_file():
+        raise DataError(f"--input: file not found: {input_path}")
+    fmt = {".jsonl": "jsonl", ".json": "jsonl", ".tsv": "tsv"}.get(input_path.suffix.lower(), "csv")
+    out_fmt = "jsonl" if output_path.suffix.lower() in (".jsonl", ".json") else "csv"
+    total = sum(1 for _ in input_path.open("rb")) - (0 if fmt == "jsonl" else 1)
+    tagger = None
+    if "text_pair" not in inputs and "tag" in serve.structured_outputs:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(version / "assets"))
+        ids_fn = loaded.signatures["predict_ids"]
+        tagger = lambda texts: tag_words(  # noqa: E731
+            texts,
+            tokenizer,
+            lambda x: ids_fn(**{k: tf.constant(v) for k, v in x.items()})["tag_id"].numpy(),
+            labels,
+        )
+
+    tmp = output_path.with_name(output_path.name + ".partial")
+    written = 0
+    try:
+        with (
+            tmp.open("w", encoding="utf-8", newline="") as handle,
+            tqdm(total=max(total, 0), unit="rows", desc=f"predicting {input_path.name}") as bar,
+        ):
+            writer = None
+            for rows in _rows(input_path, fmt, encoding, batch_size):
+                if text_column not in rows[0] or (
+                    text_pair_column and text_pair_column not in rows[0]
+                ):
+                    missing = text_column if text_column not in rows[0] else text_pair_column
+                    raise DataError(
+                        f"{input_path}: no column `{missing}`. Columns present: {', '.join(rows[0])}."
+                    )
+                texts = [str(r[text_column]) for r in rows]
+                records = _predict(
+                    serve,
+                    tagger,
+                    texts,
+                    [str(r[text_pair_column]) for r in rows] if text_pair_column else None,
+                    labels,
+                )
+                for row, record in zip(rows, records, strict=True):
+                    full = {**(row if keep_columns else {}), **record}
+                    if out_fmt == "jsonl":
+                        handle.write(_json.dumps(full, ensure_ascii=False) + "\n")
+                    else:
+                        flat = {
+                            k: (
+                                _json.dumps(v, ensure_ascii=False)
+                                if isinstance(v, list | dict)
+                                else v
+                            )
+                            for k, v in full.items()
+                        }
+                        if writer is None:
+                            writer = csv.DictWriter(handle, fieldnames=list(flat))
+                            writer.writeheader()
+                        writer.writerow(flat)
+                written += len(rows)
+                bar.update(len(rows))
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # never leave half a predictions file behind
+        raise
+    tmp.replace(output_path)
+    return written
+
+
+def _predict(serve, tagger, texts, pairs, labels) -> list[dict[str, Any]]:
+    from kerasft._compat import tf
+
+    if tagger is not None:
+        return [{"tags": r["tags"], "entities": r["entities"]} for r in tagger(texts)]
+    feed = {"text": tf.constant(texts)}
+    if pairs is not None:
+        feed["text_pair"] = tf.constant(pairs)
+    out = {k: v.numpy() for k, v in serve(**feed).items()}
+    if "score" in out:
+        return [{"score": float(s)} for s in out["score"]]
+    if "predicted" in out:
+        return [
+            {
+                "labels": [labels[j] for j in np.flatnonzero(hit)],
+                "probabilities": {labels[j]: round(float(p), 6) for j, p in enumerate(probs)},
+            }
+            for hit, probs in zip(out["predicted"], out["probabilities"], strict=True)
+        ]
+    return [
+        {
+            "label": label.decode(),
+            "probabilities": {labels[j]: round(float(p), 6) for j, p in enumerate(probs)},
+        }
+        for label, probs in zip(out["label"], out["probabilities"], strict=True)
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import sys
+
+    from kerasft.errors import KerasftError
+
+    p = argparse.ArgumentParser(
+        prog="python -m kerasft.predict",
+        description="Batch prediction with an exported model: CSV/TSV/JSONL in, CSV or JSONL out (by extension).",
+        epilog="Streams the input in batches, so memory stays flat on large files. The output is written to "
+        "<output>.partial and renamed when complete. Exit status 2: a bad path, column or export.",
+    )
+    p.add_argument(
+        "--model", required=True, help="an export version directory, or its parent (newest version)"
+    )
+    p.add_argument("--input", required=True, help="CSV, TSV or JSONL file with a text column")
+    p.add_argument("--output", required=True, help="predictions file: .csv or .jsonl")
+    p.add_argument("--text-column", default="text", help="column with the text (default: text)")
+    p.add_argument(
+        "--text-pair-column", default=None, help="column with the second text, for pair models"
+    )
+    p.add_argument("--encoding", default="utf-8", help="input encoding (default: utf-8)")
+    p.add_argument("--batch-size", type=int, default=64, help="rows per model call (default: 64)")
+    args = p.parse_args(argv)
+    try:
+        n = predict_file(
+            args.model,
+            args.input,
+            args.output,
+            text_column=args.text_column,
+            text_pair_column=args.text_pair_column,
+            encoding=args.encoding,
+            batch_size=args.batch_size,
+        )
+    except (KerasftError, UnicodeDecodeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"predictions={args.output} rows={n}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -29,7 +29,7 @@ from kerasft.callbacks import StepProgress, TrainingBudget, ValidationMetrics
 from kerasft.config import Config
 from kerasft.data import encode, eval_dataset, load_splits, steps_per_epoch, train_dataset
 from kerasft.errors import KerasftError
-from kerasft.export import export_model
+from kerasft.export import export_run
 from kerasft.models import build_model, load_backbone, load_tokenizer, resolve_backbone
 from kerasft.optim import build_optimizer, layerwise_multipliers
 from kerasft.tasks import collect, evaluate, fit_metrics, loss_for, monitor_mode, tune_thresholds
@@ -194,22 +194,44 @@ def _fit_evaluate_export(
             print(f"{split}: {shown}  ({m['examples']} examples)")
     print(f"train: {metrics['train']['examples_per_second']} examples/s, {wall:.1f}s")
 
-    export_dir = None
-    if cfg.export.enabled:
-        export_dir = export_model(
-            model,
-            cfg.task,
-            names,
-            backbone.input_names,
-            Path(cfg.export.dir),
-            cfg.name,
-            tokenizer=backbone.tokenizer,
-            max_length=max_length,
-            pair=splits.train.pairs is not None,
-            thresholds=thresholds,
-            scaling=scaling,
-        )
+    # Everything a later re-export (`python -m kerasft.export`) needs besides the weights.
+    export_info = {
+        "max_length": max_length,
+        "pair": splits.train.pairs is not None,
+        "thresholds": None if thresholds is None else [float(t) for t in thresholds],
+        "scaling": None if scaling is None else list(scaling),
+        "warmup_texts": splits.validation.texts[:8],
+        "warmup_pairs": splits.validation.pairs[:8] if splits.validation.pairs else None,
+        "card": card_info(cfg, run_dir, backbone, splits, metrics),
+    }
+    (run_dir / "export.json").write_text(json.dumps(export_info, indent=2), encoding="utf-8")
+    export_dir = export_run(run_dir, model, backbone, cfg) if cfg.export.enabled else None
     return RunResult(run_dir, export_dir, metrics, model)
+
+
+def card_info(cfg: Config, run_dir: Path, backbone, splits, metrics: dict) -> dict:
+    """What the model card says about the run."""
+    scalar = [k for k, v in metrics["test"].items() if isinstance(v, float) and k != "loss"]
+    if not scalar:
+        scalar = [
+            k for k, v in metrics["validation"].items() if isinstance(v, float) and k != "loss"
+        ]
+    return {
+        "backbone": f"{cfg.model.backbone} ({backbone.model.config.model_type}, {backbone.directory})",
+        "data": {
+            "train": splits.train.source,
+            "train_examples": len(splits.train),
+            "validation": f"{splits.validation.source} ({len(splits.validation)})",
+            "test": f"{splits.test.source} ({len(splits.test)})",
+        },
+        "run_dir": str(run_dir),
+        "config": config_lib.dump_config(cfg),
+        "metrics": {
+            k: {n: v for n, v in metrics[k].items() if isinstance(v, float | int)}
+            for k in ("validation", "test")
+        },
+        "metric_names": scalar,
+    }
 
 
 def _best_epoch(values: list[float], mode: str) -> int | None:

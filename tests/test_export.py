@@ -89,3 +89,29 @@ def test_pair_model_takes_text_and_text_pair(tiny_bert_dir, tmp_path):
         model({k: tf.constant(v) for k, v in ids.items()}, training=False)
     ).numpy()
     np.testing.assert_allclose(got, expected, atol=1e-6)
+
+
+def test_run_export_has_card_meta_and_warmup_that_replays_like_tf_serving(tiny_config):
+    """Loads the export the way TF Serving does (TF1 session, `serve` tag) and replays its warmup requests."""
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    from kerasft.config import config_from_dict
+    from kerasft.train import run
+
+    result = run(config_from_dict(tiny_config), verbose=0)
+    export = result.export_dir
+    card = (export.parent / "README.md").read_text()
+    assert "# tiny" in card and ":predict" in card and "| test |" in card and "Latest version: **1**" in card
+    records = list(tf.data.TFRecordDataset(str(export / "assets.extra" / "tf_serving_warmup_requests")))
+    assert len(records) == 2
+    with tf.Graph().as_default(), tf.compat.v1.Session() as sess:
+        meta = tf.compat.v1.saved_model.loader.load(sess, ["serve"], str(export))
+        signature = meta.signature_def["serving_default"]
+        for record in records:
+            log = prediction_log_pb2.PredictionLog.FromString(record.numpy())
+            request = log.predict_log.request
+            feed = {signature.inputs[k].name: tf.make_ndarray(v) for k, v in request.inputs.items()}
+            out = sess.run({k: v.name for k, v in signature.outputs.items()}, feed_dict=feed)
+            n = len(tf.make_ndarray(request.inputs["text"]))
+            assert out["probabilities"].shape == (n, 2)
+            np.testing.assert_allclose(out["probabilities"].sum(axis=1), 1.0, rtol=1e-5)

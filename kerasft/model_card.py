@@ -1,0 +1,168 @@
+"""The model card (`<export dir>/<name>/README.md`) and TF Serving warmup requests of an export."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from kerasft._compat import tf
+
+META = "kerasft.json"  # per version, in assets.extra/ (TF Serving ignores it)
+
+
+def write_warmup(version_dir: Path, name: str, texts: list[str], pairs: list[str] | None) -> int:
+    """Writes `assets.extra/tf_serving_warmup_requests`: PredictionLog records TF Serving replays at load."""
+    from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
+
+    texts = [t for t in texts if t][:8] or ["warm up"]
+    batches = [
+        texts[:1],
+        texts,
+    ]  # batch 1 and a small batch: both shapes are traced before the first client
+    extra = version_dir / "assets.extra"
+    extra.mkdir(exist_ok=True)
+    with tf.io.TFRecordWriter(str(extra / "tf_serving_warmup_requests")) as writer:
+        for batch in batches:
+            request = predict_pb2.PredictRequest()
+            request.model_spec.name = name
+            request.model_spec.signature_name = "serving_default"
+            request.inputs["text"].CopyFrom(tf.make_tensor_proto(batch, dtype=tf.string))
+            if pairs is not None:
+                request.inputs["text_pair"].CopyFrom(
+                    tf.make_tensor_proto((pairs or texts)[: len(batch)], dtype=tf.string)
+                )
+            log = prediction_log_pb2.PredictionLog(
+                predict_log=prediction_log_pb2.PredictLog(request=request)
+            )
+            writer.write(log.SerializeToString())
+    return len(batches)
+
+
+def write_meta(version_dir: Path, meta: dict[str, Any]) -> None:
+    extra = version_dir / "assets.extra"
+    extra.mkdir(exist_ok=True)
+    (extra / META).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+
+
+def write_card(model_dir: Path, name: str) -> Path:
+    """Regenerates the model card from every version's metadata; the newest version is described in full."""
+    versions = sorted((int(p.name) for p in model_dir.iterdir() if p.name.isdigit()), reverse=True)
+    metas = {}
+    for v in versions:
+        path = model_dir / str(v) / "assets.extra" / META
+        if path.is_file():
+            metas[v] = json.loads(path.read_text())
+    if not metas:
+        return model_dir / "README.md"
+    latest, meta = next(iter(metas.items()))
+    raw_text = meta["signature"] == "text"
+    example = {
+        "instances": [
+            {
+                "text": "an example sentence",
+                **({"text_pair": "a second one"} if meta["pair"] else {}),
+            }
+        ]
+    }
+    if not raw_text:
+        example = {"instances": [{"input_ids": [101, 2019, 102], "attention_mask": [1, 1, 1]}]}
+    lines = [
+        f"# {name}",
+        "",
+        f"Fine-tuned with kerasft. Latest version: **{latest}** ({meta['created']}). "
+        f"Serve this folder with TensorFlow Serving (`--model_base_path=$(pwd)`); it loads the highest version.",
+        "",
+        "| | |",
+        "| --- | --- |",
+        f"| task | `{meta['task']}` |",
+        f"| backbone | `{meta['backbone']}` |",
+        f"| labels | {', '.join(f'`{n}`' for n in meta['labels']) or '(regression score)'} |",
+        f"| max length | {meta['max_length']} tokens |",
+        f"| training data | {meta['data']['train']} ({meta['data']['train_examples']} examples) |",
+        f"| validation / test | {meta['data']['validation']} / {meta['data']['test']} |",
+        f"| run | `{meta['run_dir']}` |",
+        "",
+        "## Metrics",
+        "",
+        "| split | " + " | ".join(meta["metric_names"]) + " |",
+        "| --- |" + " --- |" * len(meta["metric_names"]),
+    ]
+    for split in ("validation", "test"):
+        values = meta["metrics"].get(split, {})
+        lines.append(
+            f"| {split} | " + " | ".join(_num(values.get(k)) for k in meta["metric_names"]) + " |"
+        )
+    if meta.get("tflite"):
+        t = meta["tflite"]
+        lines += [
+            "",
+            "## TFLite",
+            "",
+            f"`tflite/{latest}/model.tflite` (token ids in, dynamic-range int8 weights): {t['mb']:.1f} MB, "
+            f"{t['size_ratio']:.2f} of the SavedModel's variables; on the test split its top label agrees "
+            f"with the float model on {100 * t['agreement']:.1f}% of examples and accuracy changes by "
+            f"{t['accuracy_change']:+.4f}; largest probability change {t['max_abs_diff']:.3f}.",
+        ]
+    lines += [
+        "",
+        "## Signatures",
+        "",
+        "- `serving_default`: "
+        + (
+            "raw UTF-8 strings `text`"
+            + (" and `text_pair`" if meta["pair"] else "")
+            + " `[batch]`, tokenized in "
+            "the graph exactly as in training (needs TF Serving built with TF Text ops, as the official images are)."
+            if raw_text
+            else "token ids (the backbone's tokenizer cannot run in the graph; tokenize with the files "
+            "in `assets/`)."
+        ),
+        "- `predict_ids`: int32 `input_ids`, `attention_mask`"
+        + (", `token_type_ids`" if "token_type_ids" in meta["input_names"] else "")
+        + " `[batch, length]`, for clients that tokenize themselves.",
+        f"- outputs: {', '.join(f'`{o}`' for o in meta['outputs'])}.",
+        "",
+        "REST:",
+        "",
+        "```",
+        f"curl -d '{json.dumps(example)}' http://localhost:8501/v1/models/{name}:predict",
+        "```",
+        "",
+        "gRPC (Python, `tensorflow-serving-api`):",
+        "",
+        "```python",
+        "import grpc, tensorflow as tf",
+        "from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc",
+        "stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel('localhost:8500'))",
+        "request = predict_pb2.PredictRequest()",
+        f"request.model_spec.name = '{name}'",
+        "request.model_spec.signature_name = 'serving_default'",
+        "request.inputs['text'].CopyFrom(tf.make_tensor_proto(['an example sentence']))",
+        "print(stub.Predict(request, 10.0).outputs)",
+        "```",
+        "",
+        "`assets.extra/tf_serving_warmup_requests` holds warmup requests TF Serving replays when it loads a version.",
+        "",
+        "## Versions",
+        "",
+        "| version | created | run | "
+        + " | ".join(f"test {k}" for k in meta["metric_names"][:2])
+        + " |",
+        "| --- | --- | --- |" + " --- |" * len(meta["metric_names"][:2]),
+    ]
+    for v, m in metas.items():
+        test = m["metrics"].get("test", {})
+        lines.append(
+            f"| {v} | {m['created']} | `{m['run_dir']}` | "
+            + " | ".join(_num(test.get(k)) for k in meta["metric_names"][:2])
+            + " |"
+        )
+    lines += ["", "## Config", "", "```yaml", meta["config"].rstrip(), "```", ""]
+    card = model_dir / "README.md"
+    card.write_text("\n".join(lines), encoding="utf-8")
+    return card
+
+
+def _num(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else ("" if value is None else str(value))

@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from kerasft._compat import tf
+from kerasft.config import config_from_dict
+from kerasft.errors import DataError
+from kerasft.export import main as export_main
+from kerasft.predict import predict_file
+from kerasft.train import run
+from tests.conftest import REPO
+
+TEXTS = ["good movie", "the plot was boring", "", "very great fun film"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_bert_dir):
+    from tests.conftest import NEGATIVE, POSITIVE
+
+    root = tmp_path_factory.mktemp("trained")
+    (root / "d.csv").write_text("text,label\n" + "".join(f"{t},pos\n" for t in POSITIVE * 2)
+                                + "".join(f"{t},neg\n" for t in NEGATIVE * 2))
+    cfg = config_from_dict({
+        "name": "tiny", "data": {"train": str(root / "d.csv"), "max_length": 16, "cache_dir": str(root / "cache"),
+                                 "validation_split": 0.2, "test_split": 0.2},
+        "model": {"backbone": str(tiny_bert_dir)},
+        "training": {"epochs": 1, "batch_size": 8, "output_dir": str(root / "runs")},
+        "export": {"dir": str(root / "exports")},
+    })
+    return run(cfg, verbose=0)
+
+
+def probabilities(export_dir, texts):
+    serve = tf.saved_model.load(str(export_dir)).signatures["serving_default"]
+    return serve(text=tf.constant(texts))["probabilities"].numpy()
+
+
+def test_reexport_writes_a_new_version_with_the_same_answers(trained, capsys):
+    assert export_main(["--run", str(trained.run_dir)]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    second = line.removeprefix("export_dir=")
+    assert second.endswith("/2")
+    np.testing.assert_allclose(probabilities(second, TEXTS), probabilities(trained.export_dir, TEXTS), atol=1e-6)
+    card = (trained.export_dir.parent / "README.md").read_text()
+    assert "Latest version: **2**" in card and "| 1 |" in card
+
+
+def test_reexport_of_something_else_is_a_one_line_error(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "kerasft.export", "--run", str(tmp_path)], capture_output=True,
+                          text=True, cwd=REPO)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"error: {tmp_path} is not a finished kerasft run")
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
+def test_predict_streams_a_file_into_labels_and_probabilities(trained, tmp_path, suffix):
+    source = tmp_path / "in.csv"
+    rows = [{"id": str(i), "text": TEXTS[i % len(TEXTS)]} for i in range(23)]
+    with source.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["id", "text"])
+        writer.writeheader()
+        writer.writerows(rows)
+    out = tmp_path / f"out{suffix}"
+    n = predict_file(trained.export_dir.parent, source, out, batch_size=5)  # 5 chunks: streaming
+    assert n == 23 and not (tmp_path / f"out{suffix}.partial").exists()
+    if suffix == ".jsonl":
+        records = [json.loads(line) for line in out.read_text().splitlines()]
+    else:
+        with out.open() as handle:
+            records = [{**r, "probabilities": json.loads(r["probabilities"])} for r in csv.DictReader(handle)]
+    assert [r["id"] for r in records] == [str(i) for i in range(23)]
+    expected = probabilities(trained.export_dir, [r["text"] for r in rows])
+    got = np.array([[r["probabilities"]["neg"], r["probabilities"]["pos"]] for r in records])
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    assert [r["label"] for r in records] == [("neg", "pos")[i] for i in expected.argmax(-1)]
+
+
+def test_predict_names_a_missing_column(trained, tmp_path):
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"sentence": "good"}\n')
+    with pytest.raises(DataError, match=r"no column `text`. Columns present: sentence"):
+        predict_file(trained.export_dir, source, tmp_path / "out.jsonl")
+    assert list(tmp_path.glob("out.jsonl*")) == []
