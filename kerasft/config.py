@@ -235,6 +235,11 @@ class ExportConfig(_Section):
     """The SavedModel written after training."""
 
     enabled: bool = Field(True, description="Export a SavedModel after training.")
+    tflite: bool = Field(
+        False,
+        description="Also write `<dir>/<name>/tflite/<version>.tflite` (token ids in, int8 weights) and record "
+        "its size and its agreement with the float model on the test split in the model card.",
+    )
     dir: str = Field(
         "saved_models", description="Exports go to `<dir>/<name>/<version>/` (TF Serving layout)."
     )

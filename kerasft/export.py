@@ -154,6 +154,8 @@ def export_model(
     scaling=None,
     info: dict[str, Any] | None = None,
     warmup: tuple[list[str], list[str] | None] | None = None,
+    tflite_check: tf.data.Dataset | None = None,
+    tflite: bool = False,
 ) -> Path:
     """Writes a new version of `name` under `export_root` and returns its directory.
 
@@ -165,6 +167,8 @@ def export_model(
         info: what the model card shows (backbone, data, run, config, metrics). Defaults to none:
             no card.
         warmup: texts (and pairs) for TF Serving warmup requests. Defaults to none.
+        tflite: also write a dynamic-range quantised TFLite model. Defaults to False.
+        tflite_check: an (x, y) dataset (the test split) to compare it with the float model on.
     """
     model_dir = Path(export_root) / name
     model_dir.mkdir(parents=True, exist_ok=True)
@@ -193,6 +197,26 @@ def export_model(
         tf.saved_model.save(module, str(saved), signatures=signatures)
         if warmup is not None and graph is not None:
             write_warmup(saved, name, *warmup)
+        lite_info = None
+        if tflite:
+            from kerasft import tflite as tflite_lib
+
+            mb = tflite_lib.convert(model, tuple(input_names), task, staging / "model.tflite")
+            variables = sum(p.stat().st_size for p in (saved / "variables").iterdir()) / 1e6
+            lite_info = {"mb": mb, "size_ratio": mb / variables}
+            if tflite_check is not None:
+                lite_info.update(
+                    tflite_lib.compare(staging / "model.tflite", model, tflite_check, task)
+                )
+            print(
+                f"tflite: {mb:.1f} MB ({lite_info['size_ratio']:.2f} of the float variables)"
+                + (
+                    f", top label agrees on {100 * lite_info['agreement']:.1f}% of "
+                    f"{lite_info['examples']} test examples"
+                    if "agreement" in lite_info
+                    else ""
+                )
+            )
         if info is not None:
             outputs = sorted(signatures["predict_ids"].structured_outputs)
             write_meta(
@@ -206,6 +230,7 @@ def export_model(
                     "input_names": list(input_names),
                     "outputs": outputs,
                     "signature": "text" if graph is not None else "ids",
+                    "tflite": lite_info,
                     "created": datetime.datetime.now().isoformat(timespec="seconds"),
                 },
             )
@@ -213,6 +238,11 @@ def export_model(
             target = model_dir / str(next_version(model_dir))
             try:
                 os.rename(saved, target)
+                if tflite:
+                    (model_dir / "tflite").mkdir(exist_ok=True)
+                    os.replace(
+                        staging / "model.tflite", model_dir / "tflite" / f"{target.name}.tflite"
+                    )
                 break
             except OSError:
                 if not target.exists():
@@ -224,7 +254,7 @@ def export_model(
     return target
 
 
-def export_run(run_dir: Path, model: keras.Model, backbone: Any, cfg: Any) -> Path:
+def export_run(run_dir: Path, model: keras.Model, backbone: Any, cfg: Any, test_data=None) -> Path:
     """Exports a run's model (holding its best weights) with what the run recorded in export.json."""
     info = json.loads((Path(run_dir) / "export.json").read_text(encoding="utf-8"))
     labels = tuple(json.loads((Path(run_dir) / "labels.json").read_text())["labels"])
@@ -242,6 +272,8 @@ def export_run(run_dir: Path, model: keras.Model, backbone: Any, cfg: Any) -> Pa
         scaling=None if info["scaling"] is None else tuple(info["scaling"]),
         info=info["card"],
         warmup=(info["warmup_texts"], info["warmup_pairs"]),
+        tflite=cfg.export.tflite,
+        tflite_check=test_data,
     )
 
 

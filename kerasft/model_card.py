@@ -95,15 +95,22 @@ def write_card(model_dir: Path, name: str) -> Path:
         )
     if meta.get("tflite"):
         t = meta["tflite"]
-        lines += [
-            "",
-            "## TFLite",
-            "",
-            f"`tflite/{latest}/model.tflite` (token ids in, dynamic-range int8 weights): {t['mb']:.1f} MB, "
-            f"{t['size_ratio']:.2f} of the SavedModel's variables; on the test split its top label agrees "
-            f"with the float model on {100 * t['agreement']:.1f}% of examples and accuracy changes by "
-            f"{t['accuracy_change']:+.4f}; largest probability change {t['max_abs_diff']:.3f}.",
-        ]
+        lite = (
+            f"`tflite/{latest}.tflite` (token ids in, dynamic-range int8 weights): {t['mb']:.1f} MB, "
+            f"{t['size_ratio']:.2f} of the SavedModel's variables."
+        )
+        if "examples" in t:
+            lite += (
+                f" On {t['examples']} test examples its largest output change against the float model is "
+                f"{t['max_abs_diff']:.4f}"
+            )
+            if t["agreement"] is not None:  # classification
+                lite += (
+                    f"; the top label agrees on {100 * t['agreement']:.1f}% and accuracy changes by "
+                    f"{t['accuracy_change']:+.4f}"
+                )
+            lite += "."
+        lines += ["", "## TFLite", "", lite]
     lines += [
         "",
         "## Signatures",

@@ -194,7 +194,7 @@ class MaskedMeanPooling(keras.layers.Layer):
 
     def call(self, hidden: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
         hidden = tf.cast(hidden, tf.float32)
-        weights = tf.cast(mask, tf.float32)[:, :, None]
+        weights = tf.expand_dims(tf.cast(mask, tf.float32), -1)
         return tf.reduce_sum(hidden * weights, axis=1) / tf.maximum(
             tf.reduce_sum(weights, axis=1), 1.0
         )

@@ -205,7 +205,9 @@ def _fit_evaluate_export(
         "card": card_info(cfg, run_dir, backbone, splits, metrics),
     }
     (run_dir / "export.json").write_text(json.dumps(export_info, indent=2), encoding="utf-8")
-    export_dir = export_run(run_dir, model, backbone, cfg) if cfg.export.enabled else None
+    export_dir = None
+    if cfg.export.enabled:
+        export_dir = export_run(run_dir, model, backbone, cfg, test_data=datasets["test"])
     return RunResult(run_dir, export_dir, metrics, model)
 
 

@@ -115,3 +115,18 @@ def test_run_export_has_card_meta_and_warmup_that_replays_like_tf_serving(tiny_c
             n = len(tf.make_ndarray(request.inputs["text"]))
             assert out["probabilities"].shape == (n, 2)
             np.testing.assert_allclose(out["probabilities"].sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_tflite_export_is_smaller_and_agrees(tiny_config):
+    from kerasft.config import config_from_dict
+    from kerasft.train import run
+
+    tiny_config["export"]["tflite"] = True
+    result = run(config_from_dict(tiny_config), verbose=0)
+    lite = result.export_dir.parent / "tflite" / f"{result.export_dir.name}.tflite"
+    assert lite.is_file()
+    import json
+
+    meta = json.loads((result.export_dir / "assets.extra" / "kerasft.json").read_text())["tflite"]
+    assert meta["examples"] == 8 and meta["agreement"] >= 0.75 and meta["max_abs_diff"] < 0.1
+    assert "## TFLite" in (result.export_dir.parent / "README.md").read_text()

@@ -1,0 +1,80 @@
+"""Optional TFLite export of the token-ids model, with dynamic-range int8 weights, and its accuracy check."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kerasft._compat import tf
+
+
+def convert(model: Any, input_names: tuple[str, ...], task: str, path: Path) -> float:
+    """Writes `path` (a .tflite flatbuffer) and returns its size in MB.
+
+    The TFLite model takes int32 token ids of any `[batch, length]` and returns the
+    task's float output: probabilities (classification, multi_label, tags) or the
+    raw score (regression, before any target scaling).
+    """
+    activation = {
+        "classification": tf.nn.softmax,
+        "multi_label": tf.sigmoid,
+        "token_classification": tf.nn.softmax,
+    }.get(task, tf.identity)
+
+    @tf.function
+    def forward(**features):
+        return {"output": activation(tf.cast(model(features, training=False), tf.float32))}
+
+    specs = {name: tf.TensorSpec([None, None], tf.int32, name=name) for name in input_names}
+    concrete = forward.get_concrete_function(**specs)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], model)
+    converter.optimizations = [
+        tf.lite.Optimize.DEFAULT
+    ]  # dynamic-range: int8 weights, float activations
+    path.write_bytes(converter.convert())
+    return path.stat().st_size / 1e6
+
+
+def compare(
+    path: Path, model: Any, dataset: tf.data.Dataset, task: str, limit: int = 500
+) -> dict[str, float]:
+    """Runs the TFLite model and the float model on up to `limit` examples of an (x, y) dataset, one at a time.
+
+    Returns:
+        examples, max_abs_diff of the outputs, and for classification the top-label agreement and the
+        accuracy change (None for other tasks).
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        interpreter = tf.lite.Interpreter(model_path=str(path))
+    runner = interpreter.get_signature_runner()
+    float_out, lite_out, labels = [], [], []
+    for features, y in dataset.unbatch().take(limit):
+        length = (
+            int(tf.reduce_sum(features["attention_mask"])) if "attention_mask" in features else None
+        )
+        single = {k: v.numpy()[None, :length] for k, v in features.items()}
+        lite_out.append(runner(**single)["output"][0])
+        float_out.append(
+            model({k: tf.constant(v) for k, v in single.items()}, training=False).numpy()[0]
+        )
+        labels.append(y.numpy())
+    lite, ref = np.array(lite_out), np.array(float_out)
+    if task == "classification":
+        ref = tf.nn.softmax(ref).numpy()
+        agree = float((lite.argmax(-1) == ref.argmax(-1)).mean())
+        truth = np.array(labels)
+        change = float((lite.argmax(-1) == truth).mean() - (ref.argmax(-1) == truth).mean())
+    else:
+        agree, change = None, None
+    if task == "multi_label":
+        ref = tf.sigmoid(ref).numpy()
+    return {
+        "examples": len(lite),
+        "agreement": agree,
+        "accuracy_change": change,
+        "max_abs_diff": float(np.max(np.abs(lite - ref))) if len(lite) else 0.0,
+    }
