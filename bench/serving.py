@@ -48,8 +48,15 @@ def main() -> None:
     tokenizer = load_tokenizer(directory)
     backbone = load_backbone(directory, tokenizer)
     model = build_classifier(backbone, 2)
-    export = export_classifier(model, ("0", "1"), backbone.input_names, Path(tempfile.mkdtemp()), "bench",
-                               tokenizer=tokenizer, max_length=128)
+    export = export_classifier(
+        model,
+        ("0", "1"),
+        backbone.input_names,
+        Path(tempfile.mkdtemp()),
+        "bench",
+        tokenizer=tokenizer,
+        max_length=128,
+    )
     serve = tf.saved_model.load(str(export)).signatures["serving_default"]
     forward = tf.function(lambda x: tf.nn.softmax(model(x, training=False)), reduce_retracing=True)
 
@@ -63,7 +70,9 @@ def main() -> None:
     rng = np.random.default_rng(0)
     batches = [list(rng.choice(sentences, 64)) for _ in range(args.batches)]
     singles = [[s] for s in rng.choice(sentences, args.singles)]
-    np.testing.assert_allclose(exported(batches[0]), in_memory(batches[0]), atol=1e-4)  # same answers
+    np.testing.assert_allclose(
+        exported(batches[0]), in_memory(batches[0]), atol=1e-4
+    )  # same answers
     results = {}
     for name, fn in (("inmemory", in_memory), ("export", exported)):
         for warm in batches[:3] + singles[:10]:  # trace every shape class once before timing
@@ -71,8 +80,11 @@ def main() -> None:
         b64 = timed(fn, batches)
         b1 = timed(fn, singles) * 1000
         results[name] = (64 * len(b64) / b64.sum(), np.percentile(b1, 50), np.percentile(b1, 99))
-        print(f"{name}: batch 64 {results[name][0]:.1f} examples/s; batch 1 p50 {results[name][1]:.1f} ms, "
-              f"p99 {results[name][2]:.1f} ms", flush=True)
+        print(
+            f"{name}: batch 64 {results[name][0]:.1f} examples/s; batch 1 p50 {results[name][1]:.1f} ms, "
+            f"p99 {results[name][2]:.1f} ms",
+            flush=True,
+        )
     print(
         f"inmemory_b64_ex_per_s={results['inmemory'][0]:.1f} export_b64_ex_per_s={results['export'][0]:.1f} "
         f"inmemory_b1_p50_ms={results['inmemory'][1]:.2f} export_b1_p50_ms={results['export'][1]:.2f} "

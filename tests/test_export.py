@@ -101,8 +101,15 @@ def test_run_export_has_card_meta_and_warmup_that_replays_like_tf_serving(tiny_c
     result = run(config_from_dict(tiny_config), verbose=0)
     export = result.export_dir
     card = (export.parent / "README.md").read_text()
-    assert "# tiny" in card and ":predict" in card and "| test |" in card and "Latest version: **1**" in card
-    records = list(tf.data.TFRecordDataset(str(export / "assets.extra" / "tf_serving_warmup_requests")))
+    assert (
+        "# tiny" in card
+        and ":predict" in card
+        and "| test |" in card
+        and "Latest version: **1**" in card
+    )
+    records = list(
+        tf.data.TFRecordDataset(str(export / "assets.extra" / "tf_serving_warmup_requests"))
+    )
     assert len(records) == 2
     with tf.Graph().as_default(), tf.compat.v1.Session() as sess:
         meta = tf.compat.v1.saved_model.loader.load(sess, ["serve"], str(export))

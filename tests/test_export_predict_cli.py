@@ -24,15 +24,26 @@ def trained(tmp_path_factory, tiny_bert_dir):
     from tests.conftest import NEGATIVE, POSITIVE
 
     root = tmp_path_factory.mktemp("trained")
-    (root / "d.csv").write_text("text,label\n" + "".join(f"{t},pos\n" for t in POSITIVE * 2)
-                                + "".join(f"{t},neg\n" for t in NEGATIVE * 2))
-    cfg = config_from_dict({
-        "name": "tiny", "data": {"train": str(root / "d.csv"), "max_length": 16, "cache_dir": str(root / "cache"),
-                                 "validation_split": 0.2, "test_split": 0.2},
-        "model": {"backbone": str(tiny_bert_dir)},
-        "training": {"epochs": 1, "batch_size": 8, "output_dir": str(root / "runs")},
-        "export": {"dir": str(root / "exports")},
-    })
+    (root / "d.csv").write_text(
+        "text,label\n"
+        + "".join(f"{t},pos\n" for t in POSITIVE * 2)
+        + "".join(f"{t},neg\n" for t in NEGATIVE * 2)
+    )
+    cfg = config_from_dict(
+        {
+            "name": "tiny",
+            "data": {
+                "train": str(root / "d.csv"),
+                "max_length": 16,
+                "cache_dir": str(root / "cache"),
+                "validation_split": 0.2,
+                "test_split": 0.2,
+            },
+            "model": {"backbone": str(tiny_bert_dir)},
+            "training": {"epochs": 1, "batch_size": 8, "output_dir": str(root / "runs")},
+            "export": {"dir": str(root / "exports")},
+        }
+    )
     return run(cfg, verbose=0)
 
 
@@ -46,16 +57,26 @@ def test_reexport_writes_a_new_version_with_the_same_answers(trained, capsys):
     line = capsys.readouterr().out.strip().splitlines()[-1]
     second = line.removeprefix("export_dir=")
     assert second.endswith("/2")
-    np.testing.assert_allclose(probabilities(second, TEXTS), probabilities(trained.export_dir, TEXTS), atol=1e-6)
+    np.testing.assert_allclose(
+        probabilities(second, TEXTS), probabilities(trained.export_dir, TEXTS), atol=1e-6
+    )
     card = (trained.export_dir.parent / "README.md").read_text()
     assert "Latest version: **2**" in card and "| 1 |" in card
 
 
 def test_reexport_of_something_else_is_a_one_line_error(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "kerasft.export", "--run", str(tmp_path)], capture_output=True,
-                          text=True, cwd=REPO)
+    proc = subprocess.run(
+        [sys.executable, "-m", "kerasft.export", "--run", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines()[-1].startswith(f"error: {tmp_path} is not a finished kerasft run")
+    assert (
+        proc.stderr.strip()
+        .splitlines()[-1]
+        .startswith(f"error: {tmp_path} is not a finished kerasft run")
+    )
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
@@ -73,7 +94,10 @@ def test_predict_streams_a_file_into_labels_and_probabilities(trained, tmp_path,
         records = [json.loads(line) for line in out.read_text().splitlines()]
     else:
         with out.open() as handle:
-            records = [{**r, "probabilities": json.loads(r["probabilities"])} for r in csv.DictReader(handle)]
+            records = [
+                {**r, "probabilities": json.loads(r["probabilities"])}
+                for r in csv.DictReader(handle)
+            ]
     assert [r["id"] for r in records] == [str(i) for i in range(23)]
     expected = probabilities(trained.export_dir, [r["text"] for r in rows])
     got = np.array([[r["probabilities"]["neg"], r["probabilities"]["pos"]] for r in records])

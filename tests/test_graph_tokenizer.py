@@ -76,3 +76,108 @@ def test_byte_level_bpe_is_reported_unsupported():
     bpe = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.BPE()))
     with pytest.raises(UnsupportedTokenizer, match=r"BPE tokenizer has no in-graph equivalent"):
         graph_tokenizer_for(bpe, 16, ("input_ids",))
+
+
+@pytest.fixture(scope="module")
+def spm_model(tmp_path_factory):
+    """A small SentencePiece Unigram model trained here on the parity corpus (no downloads)."""
+    spm = pytest.importorskip("sentencepiece")
+    root = tmp_path_factory.mktemp("spm")
+    lines = [t.replace("\n", " ").strip() for t in parity_corpus(560)]
+    (root / "train.txt").write_text("\n".join(t for t in lines if t) + "\n", encoding="utf-8")
+    spm.SentencePieceTrainer.train(
+        input=str(root / "train.txt"),
+        model_prefix=str(root / "spiece"),
+        vocab_size=800,
+        model_type="unigram",
+        character_coverage=0.9995,
+        pad_id=0,
+        unk_id=1,
+        bos_id=2,
+        eos_id=3,
+        user_defined_symbols=["[CLS]", "[SEP]", "[MASK]"],
+        minloglevel=2,
+    )
+    return root / "spiece.model"
+
+
+def sentencepiece_tokenizer(family, model_file):
+    import transformers
+
+    cls = {
+        "albert": transformers.AlbertTokenizerFast,
+        "xlm-roberta": transformers.XLMRobertaTokenizerFast,
+        "t5": transformers.T5TokenizerFast,
+    }[family]
+    return cls(vocab_file=str(model_file))
+
+
+@pytest.mark.parametrize("family", ["albert", "xlm-roberta", "t5"])
+def test_sentencepiece_families_match_hugging_face(spm_model, family):
+    """Ids equal Hugging Face's but for Viterbi ties: the same pieces in another order (e.g. '!!!' '!')."""
+    from collections import Counter
+
+    hf = sentencepiece_tokenizer(family, spm_model)
+    names = tuple(
+        n for n in hf.model_input_names if n in ("input_ids", "attention_mask", "token_type_ids")
+    )
+    graph = graph_tokenizer_for(hf, 64, names)
+    corpus = parity_corpus(560)
+    got = graph_ids(graph, corpus)["input_ids"]
+    expected = hf(corpus, truncation=True, max_length=64)["input_ids"]
+    differ = [i for i in range(len(corpus)) if got[i] != expected[i]]
+    assert len(differ) <= 6, f"{len(differ)} of {len(corpus)} differ"
+    for i in differ:
+        assert Counter(got[i]) == Counter(expected[i]), corpus[i]
+
+
+def test_sentencepiece_pairs_match(spm_model):
+    hf = sentencepiece_tokenizer("albert", spm_model)
+    graph = graph_tokenizer_for(hf, 24, ("input_ids", "token_type_ids", "attention_mask"))
+    firsts = ["hello world", "a much longer first sentence that will need truncating", "", "x"]
+    seconds = ["short", "and a second one that is also long enough to cut", "only second", "y z"]
+    assert mismatches(hf, graph, firsts, seconds, max_length=24) == []
+
+
+def test_albert_export_takes_raw_text(spm_model, tmp_path):
+    from transformers import AlbertConfig, TFAlbertModel
+
+    from kerasft.export import export_classifier
+    from kerasft.models import build_classifier, load_backbone
+
+    hf = sentencepiece_tokenizer("albert", spm_model)
+    directory = tmp_path / "tiny-albert"
+    config = AlbertConfig(
+        vocab_size=len(hf),
+        embedding_size=16,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=37,
+        max_position_embeddings=64,
+    )
+    model = TFAlbertModel(config)
+    model(model.dummy_inputs)
+    model.save_pretrained(str(directory))
+    hf.save_pretrained(str(directory))
+    backbone = load_backbone(directory)
+    classifier = build_classifier(backbone, 2)
+    export = export_classifier(
+        classifier,
+        ("a", "b"),
+        backbone.input_names,
+        tmp_path / "out",
+        "albert",
+        tokenizer=backbone.tokenizer,
+        max_length=32,
+    )
+    texts = ["Hello world!", "naïve café", "", "東京"]
+    serve = tf.saved_model.load(str(export)).signatures["serving_default"]
+    got = serve(text=tf.constant(texts))["probabilities"].numpy()
+    ids = backbone.tokenizer(
+        texts, truncation=True, max_length=32, padding=True, return_tensors="np"
+    )
+    expected = tf.nn.softmax(
+        classifier({k: tf.constant(v) for k, v in ids.items()}, training=False)
+    ).numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-6)
