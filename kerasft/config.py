@@ -172,7 +172,19 @@ class ModelConfig(_Section):
         "backbone), the `cls` token vector, or BERT's `pooler` output.",
     )
     dropout: float = Field(
-        0.1, ge=0.0, lt=1.0, description="Dropout before the classification layer."
+        0.1, ge=0.0, lt=1.0, description="Dropout before the task head's dense layer."
+    )
+    hidden_dropout: float | None = Field(
+        None,
+        ge=0.0,
+        lt=1.0,
+        description="Override the backbone's hidden-layer dropout. Defaults to its own.",
+    )
+    attention_dropout: float | None = Field(
+        None,
+        ge=0.0,
+        lt=1.0,
+        description="Override the backbone's attention dropout. Defaults to its own.",
     )
 
 
@@ -196,6 +208,30 @@ class TrainingConfig(_Section):
         description="Layer-wise learning-rate decay: encoder layer i (of L) learns at "
         "`learning_rate * decay^(L - i)`, embeddings at `decay^(L + 1)`, the head at the full rate. "
         "1.0 turns it off; 0.8-0.95 is usual.",
+    )
+    schedule: Literal["linear", "cosine", "constant"] = Field(
+        "linear",
+        description="Learning-rate shape after warmup: down to 0 linearly or on a cosine, or constant.",
+    )
+    warmup_steps: int | None = Field(
+        None, ge=0, description="Warmup length in steps; overrides `warmup_ratio`."
+    )
+    clipnorm: float | None = Field(None, gt=0.0, description="Clip gradients to this global norm.")
+    label_smoothing: float = Field(
+        0.0, ge=0.0, lt=1.0, description="Label smoothing of the classification loss."
+    )
+    loss: Literal["cross_entropy", "focal"] = Field(
+        "cross_entropy",
+        description="Classification loss; `focal` down-weights easy examples (imbalanced data).",
+    )
+    focal_gamma: float = Field(2.0, ge=0.0, description="Focusing parameter of the focal loss.")
+    freeze_embeddings: bool = Field(False, description="Keep the backbone's embeddings fixed.")
+    freeze_layers: int = Field(0, ge=0, description="Keep the bottom N encoder layers fixed.")
+    unfreeze_every_epochs: int | None = Field(
+        None,
+        ge=1,
+        description="Gradual unfreezing: train the head alone first, then unfreeze one more encoder layer "
+        "from the top every N epochs (the embeddings last).",
     )
     warmup_ratio: float = Field(
         0.1,
@@ -332,6 +368,19 @@ class Config(_Section):
 
     @model_validator(mode="after")
     def _monitor_fits_task(self) -> Config:
+        t = self.training
+        if t.unfreeze_every_epochs and (t.freeze_layers or t.freeze_embeddings):
+            raise ValueError(
+                "`training.unfreeze_every_epochs` unfreezes every block in turn; drop `freeze_layers` and "
+                "`freeze_embeddings`, or gradual unfreezing"
+            )
+        if self.task not in ("classification", "multi_label") and (
+            t.loss == "focal" or t.label_smoothing
+        ):
+            raise ValueError(
+                f"`training.loss: focal` and `training.label_smoothing` apply to classification tasks, "
+                f"not `{self.task}`"
+            )
         allowed = MONITORS[self.task][1]
         if self.training.monitor is not None and self.training.monitor not in allowed:
             close = difflib.get_close_matches(self.training.monitor, allowed, n=1)

@@ -3,8 +3,8 @@
 `resolve_backbone` turns `model.backbone` into a local Hugging Face model
 directory (the embedded MiniLM, a user's directory, or a hub download);
 `load_backbone` builds the TF model from it without PyTorch;
-`build_classifier` puts a head on top: named token-id inputs → backbone →
-pooling → dropout → dense logits (always float32).
+`build_model` puts the task's head on top: named token-id inputs → backbone →
+pooling (sequence tasks) → dropout → dense outputs (always float32).
 """
 
 from __future__ import annotations
@@ -110,13 +110,25 @@ def load_tokenizer(directory: Path) -> Any:
         ) from None
 
 
-def load_backbone(directory: Path, tokenizer: Any = None) -> Backbone:
+_DROPOUT_KEYS = {
+    "hidden": ("hidden_dropout_prob", "dropout", "hidden_dropout"),
+    "attention": ("attention_probs_dropout_prob", "attention_dropout"),
+}
+
+
+def load_backbone(
+    directory: Path, tokenizer: Any = None, dropout: dict[str, float] | None = None
+) -> Backbone:
     """Builds the TF backbone from `directory` and loads its pretrained weights, without PyTorch.
 
     Weights may be `tf_model.h5`, TF-format safetensors, or PyTorch-format
     (possibly sharded) safetensors, which transformers' own TF loader cannot
     read: those are converted in memory. Missing encoder weights are an error;
     unexpected weights (an old head, buffers) are reported and ignored.
+
+    Args:
+        dropout: `{"hidden": rate, "attention": rate}` overrides of the backbone's config
+            (whichever of its dropout fields exist). Defaults to none.
     """
     import transformers
     from transformers import AutoConfig, TFAutoModel
@@ -126,13 +138,19 @@ def load_backbone(directory: Path, tokenizer: Any = None) -> Backbone:
         config = AutoConfig.from_pretrained(str(directory))
     except (OSError, ValueError, json.JSONDecodeError) as exc:
         raise ModelError(f"{directory}/config.json: {str(exc).splitlines()[0]}") from None
+    for kind, rate in (dropout or {}).items():
+        for key in _DROPOUT_KEYS[kind]:
+            if hasattr(config, key):
+                setattr(config, key, rate)
     tokenizer = tokenizer or load_tokenizer(directory)
     input_names = tuple(n for n in tokenizer.model_input_names if n in INPUT_NAMES)
 
     state_files = _pytorch_safetensors(directory)
     try:
         if state_files is None:
-            model, info = TFAutoModel.from_pretrained(str(directory), output_loading_info=True)
+            model, info = TFAutoModel.from_pretrained(
+                str(directory), config=config, output_loading_info=True
+            )
         else:
             from safetensors.numpy import load_file
             from transformers.modeling_tf_pytorch_utils import load_pytorch_state_dict_in_tf2_model

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 from kerasft._compat import keras, tf
@@ -11,38 +12,51 @@ NO_DECAY = ["bias", "LayerNorm", "layer_norm", "LayerNormalization"]
 
 
 @keras.utils.register_keras_serializable(package="kerasft")
-class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
-    """Linear warmup from 0 to `peak` over `warmup_steps`, then linear decay to 0 at `total_steps`.
+class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warmup from 0 to `peak` over `warmup_steps`, then `decay` down to 0 at `total_steps`.
 
     Args:
         peak: the learning rate at the end of warmup.
+        total_steps: step at which the rate reaches 0 (linear, cosine).
         warmup_steps: steps of linear warmup. Defaults to 0.
-        total_steps: step at which the rate reaches 0.
+        decay: `linear`, `cosine` or `constant` (stays at `peak`). Defaults to `linear`.
     """
 
-    def __init__(self, peak: float, total_steps: int, warmup_steps: int = 0):
+    def __init__(self, peak: float, total_steps: int, warmup_steps: int = 0, decay: str = "linear"):
         super().__init__()
         if total_steps < 1:
             raise ValueError(
                 f"Invalid value for `total_steps`. Received: total_steps={total_steps}. Expected >= 1."
             )
+        if decay not in ("linear", "cosine", "constant"):
+            raise ValueError(
+                f"Invalid value for `decay`. Received: decay={decay!r}. Expected 'linear', 'cosine' or 'constant'."
+            )
         self.peak = float(peak)
         self.total_steps = int(total_steps)
         self.warmup_steps = int(min(max(warmup_steps, 0), total_steps))
+        self.decay = decay
 
     def __call__(self, step):
         step = tf.cast(step, tf.float32)
         warm = tf.cast(max(self.warmup_steps, 1), tf.float32)
         rise = self.peak * (step + 1.0) / warm
-        decay_span = tf.cast(max(self.total_steps - self.warmup_steps, 1), tf.float32)
-        fall = self.peak * tf.maximum(0.0, (self.total_steps - step) / decay_span)
-        return tf.where(step < self.warmup_steps, rise, tf.minimum(fall, self.peak))
+        span = tf.cast(max(self.total_steps - self.warmup_steps, 1), tf.float32)
+        progress = tf.clip_by_value((step - self.warmup_steps) / span, 0.0, 1.0)
+        if self.decay == "linear":
+            after = self.peak * tf.maximum(0.0, (self.total_steps - step) / span)
+        elif self.decay == "cosine":
+            after = self.peak * 0.5 * (1.0 + tf.cos(math.pi * progress))
+        else:
+            after = tf.constant(self.peak)
+        return tf.where(step < self.warmup_steps, rise, tf.minimum(after, self.peak))
 
     def get_config(self) -> dict:
         return {
             "peak": self.peak,
             "total_steps": self.total_steps,
             "warmup_steps": self.warmup_steps,
+            "decay": self.decay,
         }
 
 
@@ -52,19 +66,27 @@ def build_optimizer(
     total_steps: int,
     warmup_ratio: float,
     lr_multipliers: dict[str, float] | None = None,
+    *,
+    warmup_steps: int | None = None,
+    schedule: str = "linear",
+    clipnorm: float | None = None,
 ):
-    """AdamW with decoupled weight decay (biases and LayerNorm excluded) on a warmup-then-linear schedule.
+    """AdamW with decoupled weight decay (biases and LayerNorm excluded) on a warmup-then-decay schedule.
 
     Args:
         lr_multipliers: per-variable learning-rate multipliers (layer-wise decay). Defaults to none.
+        warmup_steps: warmup length in steps; overrides `warmup_ratio`. Defaults to none.
+        schedule: `linear`, `cosine` or `constant` after warmup. Defaults to `linear`.
+        clipnorm: clip gradients to this global norm. Defaults to none.
     """
-    schedule = WarmupLinearDecay(learning_rate, total_steps, round(warmup_ratio * total_steps))
+    warmup = warmup_steps if warmup_steps is not None else round(warmup_ratio * total_steps)
     kwargs = {
-        "learning_rate": schedule,
+        "learning_rate": WarmupDecay(learning_rate, total_steps, warmup, schedule),
         "weight_decay": weight_decay,
         "beta_1": 0.9,
         "beta_2": 0.999,
         "epsilon": 1e-6,
+        "global_clipnorm": clipnorm,
     }
     if lr_multipliers:
         optimizer = LayerwiseAdamW(lr_multipliers=lr_multipliers, **kwargs)

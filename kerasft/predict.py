@@ -232,6 +232,11 @@ def predict_file(
                         writer.writerow(flat)
                 written += len(rows)
                 bar.update(len(rows))
+    except UnicodeDecodeError as exc:
+        tmp.unlink(missing_ok=True)
+        raise DataError(
+            f"{input_path}: bytes that are not valid {encoding} ({exc.reason}). Pass --encoding, e.g. latin-1."
+        ) from None
     except BaseException:
         tmp.unlink(missing_ok=True)  # never leave half a predictions file behind
         raise
@@ -301,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
             encoding=args.encoding,
             batch_size=args.batch_size,
         )
-    except (KerasftError, UnicodeDecodeError) as exc:
+    except KerasftError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"predictions={args.output} rows={n}")

@@ -35,11 +35,64 @@ def masked_token_loss(y_true: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
     return tf.reduce_sum(losses * weights) / tf.maximum(tf.reduce_sum(weights), 1.0)
 
 
-def loss_for(task: str) -> Any:
+@keras.utils.register_keras_serializable(package="kerasft")
+class SparseFocalCrossentropy(keras.losses.Loss):
+    """Cross-entropy on integer labels with optional label smoothing and focal weighting.
+
+    loss = -sum_c q_c (1 - p_c)^gamma log p_c, where q is the (smoothed) one-hot
+    target and p the softmax of the logits; gamma 0 and no smoothing is plain
+    cross-entropy.
+
+    Args:
+        num_classes: number of classes.
+        label_smoothing: share of the target mass spread evenly over all classes. Defaults to 0.
+        gamma: focusing parameter. Defaults to 0.
+    """
+
+    def __init__(
+        self, num_classes: int, label_smoothing: float = 0.0, gamma: float = 0.0, **kwargs
+    ):
+        super().__init__(**kwargs)
+        self.num_classes = int(num_classes)
+        self.label_smoothing = float(label_smoothing)
+        self.gamma = float(gamma)
+
+    def call(self, y_true, logits):
+        target = tf.one_hot(tf.cast(tf.reshape(y_true, [-1]), tf.int32), self.num_classes)
+        target = target * (1.0 - self.label_smoothing) + self.label_smoothing / self.num_classes
+        log_p = tf.nn.log_softmax(tf.cast(logits, tf.float32))
+        weight = tf.pow(1.0 - tf.exp(log_p), self.gamma) if self.gamma else 1.0
+        return -tf.reduce_sum(target * weight * log_p, axis=-1)
+
+    def get_config(self) -> dict:
+        return {
+            **super().get_config(),
+            "num_classes": self.num_classes,
+            "label_smoothing": self.label_smoothing,
+            "gamma": self.gamma,
+        }
+
+
+def loss_for(
+    task: str, num_classes: int = 0, label_smoothing: float = 0.0, focal_gamma: float | None = None
+):
+    """The training loss of a task.
+
+    Args:
+        num_classes: classes (for smoothing and focal weighting). Defaults to 0.
+        label_smoothing: classification and multi_label. Defaults to 0.
+        focal_gamma: use the focal loss with this gamma (classification, multi_label). Defaults to none.
+    """
     if task == "classification":
+        if label_smoothing or focal_gamma is not None:
+            return SparseFocalCrossentropy(num_classes, label_smoothing, focal_gamma or 0.0)
         return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     if task == "multi_label":
-        return keras.losses.BinaryCrossentropy(from_logits=True)
+        if focal_gamma is not None:
+            return keras.losses.BinaryFocalCrossentropy(
+                gamma=focal_gamma, from_logits=True, label_smoothing=label_smoothing
+            )
+        return keras.losses.BinaryCrossentropy(from_logits=True, label_smoothing=label_smoothing)
     if task == "regression":
         return keras.losses.MeanSquaredError()
     return masked_token_loss

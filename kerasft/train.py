@@ -30,6 +30,7 @@ from kerasft.config import Config
 from kerasft.data import encode, eval_dataset, load_splits, steps_per_epoch, train_dataset
 from kerasft.errors import KerasftError
 from kerasft.export import export_run
+from kerasft.freezing import GradualUnfreezing, freeze
 from kerasft.models import build_model, load_backbone, load_tokenizer, resolve_backbone
 from kerasft.optim import build_optimizer, layerwise_multipliers
 from kerasft.tasks import collect, evaluate, fit_metrics, loss_for, monitor_mode, tune_thresholds
@@ -74,7 +75,10 @@ def run(
         name: encode(tokenizer, getattr(splits, name), max_length, cfg.task, cfg.data.cache_dir)
         for name in ("train", "validation", "test")
     }
-    backbone = load_backbone(directory, tokenizer)
+    dropout = {"hidden": cfg.model.hidden_dropout, "attention": cfg.model.attention_dropout}
+    backbone = load_backbone(
+        directory, tokenizer, {k: v for k, v in dropout.items() if v is not None}
+    )
     model = build_model(
         backbone, cfg.task, len(splits.vocab.names), cfg.model.pooling, cfg.model.dropout
     )
@@ -101,14 +105,29 @@ def run(
             f"layer-wise learning-rate decay {cfg.training.layerwise_lr_decay}: multipliers from "
             f"{min(multipliers.values()):.3g} (embeddings) to 1 (head)"
         )
+    t = cfg.training
     optimizer = build_optimizer(
-        cfg.training.learning_rate,
-        cfg.training.weight_decay,
-        min(steps * cfg.training.epochs, cfg.training.max_steps or steps * cfg.training.epochs),
-        cfg.training.warmup_ratio,
+        t.learning_rate,
+        t.weight_decay,
+        min(steps * t.epochs, t.max_steps or steps * t.epochs),
+        t.warmup_ratio,
         multipliers,
+        warmup_steps=t.warmup_steps,
+        schedule=t.schedule,
+        clipnorm=t.clipnorm,
     )
-    model.compile(optimizer=optimizer, loss=loss_for(cfg.task), metrics=fit_metrics(cfg.task))
+    if t.unfreeze_every_epochs:
+        # Slots for every variable now, while all are trainable, so blocks unfrozen later
+        # get Adam state and the ones already training keep theirs.
+        optimizer.build(model.trainable_variables)
+    freeze(model, t.freeze_embeddings, t.freeze_layers)
+    loss = loss_for(
+        cfg.task,
+        len(splits.vocab.names),
+        t.label_smoothing,
+        t.focal_gamma if t.loss == "focal" else None,
+    )
+    model.compile(optimizer=optimizer, loss=loss, metrics=fit_metrics(cfg.task))
 
     run_dir = _new_run_dir(Path(cfg.training.output_dir) / cfg.name)
     try:
@@ -145,6 +164,8 @@ def _fit_evaluate_export(
         f"parameters, precision {cfg.training.precision}, monitoring {monitor}",
         flush=True,
     )
+    if cfg.training.unfreeze_every_epochs:
+        callbacks.append(GradualUnfreezing(cfg.training.unfreeze_every_epochs))
     if cfg.training.max_steps or cfg.training.max_seconds:
         callbacks.append(TrainingBudget(cfg.training.max_steps, cfg.training.max_seconds))
     if verbose is None:

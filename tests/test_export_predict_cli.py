@@ -111,3 +111,11 @@ def test_predict_names_a_missing_column(trained, tmp_path):
     with pytest.raises(DataError, match=r"no column `text`. Columns present: sentence"):
         predict_file(trained.export_dir, source, tmp_path / "out.jsonl")
     assert list(tmp_path.glob("out.jsonl*")) == []
+
+
+def test_predict_names_a_wrong_encoding(trained, tmp_path):
+    source = tmp_path / "in.csv"
+    source.write_bytes("text\ncaf\xe9\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"in.csv: bytes that are not valid utf-8.*--encoding"):
+        predict_file(trained.export_dir, source, tmp_path / "out.csv")
+    assert predict_file(trained.export_dir, source, tmp_path / "out.csv", encoding="latin-1") == 1

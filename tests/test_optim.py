@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 
 from kerasft._compat import keras, tf
-from kerasft.optim import WarmupLinearDecay, build_optimizer
+from kerasft.optim import WarmupDecay, build_optimizer
 
 
 def test_schedule_warms_up_then_decays_linearly_to_zero():
-    schedule = WarmupLinearDecay(1.0, total_steps=110, warmup_steps=10)
+    schedule = WarmupDecay(1.0, total_steps=110, warmup_steps=10)
     values = np.array([float(schedule(s)) for s in range(111)])
     np.testing.assert_allclose(values[:10], np.arange(1, 11) / 10, atol=1e-6)
     assert values[10] == pytest.approx(1.0)
@@ -17,8 +17,8 @@ def test_schedule_warms_up_then_decays_linearly_to_zero():
 
 
 def test_schedule_round_trips_through_config():
-    schedule = WarmupLinearDecay(3e-5, total_steps=50, warmup_steps=5)
-    clone = WarmupLinearDecay.from_config(schedule.get_config())
+    schedule = WarmupDecay(3e-5, total_steps=50, warmup_steps=5)
+    clone = WarmupDecay.from_config(schedule.get_config())
     assert [float(clone(s)) for s in (0, 4, 5, 30)] == [float(schedule(s)) for s in (0, 4, 5, 30)]
 
 
@@ -93,3 +93,21 @@ def test_layerwise_optimizer_round_trips_its_config():
     opt = LayerwiseAdamW(lr_multipliers={"a:0": 0.5}, learning_rate=1e-3)
     clone = LayerwiseAdamW.from_config(opt.get_config())
     assert clone.lr_multipliers == {"a:0": 0.5}
+
+
+def test_cosine_and_constant_schedules():
+    cosine = WarmupDecay(1.0, total_steps=110, warmup_steps=10, decay="cosine")
+    assert float(cosine(10)) == pytest.approx(1.0)
+    assert float(cosine(60)) == pytest.approx(0.5, abs=1e-6)  # halfway through the decay
+    assert float(cosine(110)) == pytest.approx(0.0, abs=1e-6)
+    constant = WarmupDecay(1.0, total_steps=110, warmup_steps=10, decay="constant")
+    assert [float(constant(s)) for s in (4, 10, 109)] == pytest.approx([0.5, 1.0, 1.0])
+
+
+def test_gradient_clipping_by_global_norm():
+    opt = build_optimizer(1.0, 0.0, 10, 0.0, clipnorm=1.0)
+    v = tf.Variable([0.0, 0.0])
+    opt.apply_gradients(
+        [(tf.constant([30.0, 40.0]), v)]
+    )  # norm 50 → clipped to 1: Adam's step is unchanged
+    assert opt.global_clipnorm == 1.0

@@ -156,3 +156,11 @@ def test_help_describes_the_command():
         [sys.executable, "-m", "kerasft.train", "--help"], capture_output=True, text=True, cwd=REPO
     )
     assert proc.returncode == 0 and "--set" in proc.stdout and "run_dir=" in proc.stdout
+
+
+def test_kerasft_command_dispatches_and_rejects_unknown_commands(capsys):
+    from kerasft.cli import main as cli_main
+
+    assert cli_main(["--help"]) == 0 and "kerasft train" in capsys.readouterr().out
+    assert cli_main(["frobnicate"]) == 2
+    assert "unknown command `frobnicate`" in capsys.readouterr().err

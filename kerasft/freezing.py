@@ -1,0 +1,89 @@
+"""Freezing parts of the backbone, and gradual unfreezing as a Keras callback.
+
+Blocks are found by Hugging Face's TF layer names, shared by BERT, RoBERTa,
+DistilBERT, ELECTRA, XLM-R and MiniLM: the `embeddings` layer and the encoder
+layers `layer_._0` ... `layer_._{L-1}` (bottom to top).
+"""
+
+from __future__ import annotations
+
+import re
+
+from kerasft._compat import keras
+from kerasft.errors import ConfigError
+
+_BLOCK = re.compile(r"layer_\._(\d+)")
+
+
+def backbone_blocks(
+    model: keras.Model,
+) -> tuple[keras.layers.Layer | None, list[keras.layers.Layer]]:
+    """The embeddings layer and the encoder layers (bottom first) inside a kerasft model."""
+    embeddings, layers = None, {}
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if layer.name == "embeddings" and embeddings is None:
+            embeddings = layer
+        match = _BLOCK.fullmatch(layer.name)
+        if match:
+            layers.setdefault(int(match.group(1)), layer)
+    return embeddings, [layers[i] for i in sorted(layers)]
+
+
+def freeze(model: keras.Model, embeddings: bool, bottom_layers: int) -> None:
+    """Makes the embeddings and/or the bottom encoder layers non-trainable.
+
+    Raises:
+        ConfigError: more layers asked for than the backbone has.
+    """
+    emb, layers = backbone_blocks(model)
+    if bottom_layers > len(layers):
+        raise ConfigError(
+            f"`training.freeze_layers: {bottom_layers}`: the backbone has {len(layers)} separate encoder layers."
+        )
+    if embeddings and emb is not None:
+        emb.trainable = False
+    for layer in layers[:bottom_layers]:
+        layer.trainable = False
+
+
+class GradualUnfreezing(keras.callbacks.Callback):
+    """Starts with only the head trainable and unfreezes one more block, top down, every `every` epochs.
+
+    The order is encoder layer L-1, ..., 0, then the embeddings. The optimizer must
+    already hold slots for every variable (build it while all are trainable), so
+    blocks that were training keep their Adam state; the train function is retraced
+    after each change, since Keras would otherwise keep using the old variable list.
+
+    Args:
+        every: epochs between two unfreezings.
+    """
+
+    def __init__(self, every: int):
+        super().__init__()
+        if every < 1:
+            raise ValueError(
+                f"Invalid value for `every`. Received: every={every}. Expected an integer >= 1."
+            )
+        self.every = every
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        emb, layers = backbone_blocks(self.model)
+        self._order = [*reversed(layers), *([emb] if emb is not None else [])]
+        self._unfrozen = 0
+        for block in self._order:
+            block.trainable = False
+        self._retrace()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if (epoch + 1) % self.every or self._unfrozen >= len(self._order):
+            return
+        block = self._order[self._unfrozen]
+        block.trainable = True
+        self._unfrozen += 1
+        self._retrace()
+        print(
+            f"gradual unfreezing: {block.name} now trains ({self._unfrozen} of {len(self._order)} blocks)"
+        )
+
+    def _retrace(self) -> None:
+        self.model.train_function = self.model.make_train_function(force=True)

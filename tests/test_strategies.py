@@ -1,0 +1,157 @@
+"""Freezing, gradual unfreezing, dropout overrides, label smoothing and focal loss, checked numerically."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kerasft._compat import keras, tf
+from kerasft.config import config_from_dict
+from kerasft.errors import ConfigError
+from kerasft.freezing import GradualUnfreezing, backbone_blocks, freeze
+from kerasft.models import build_classifier, load_backbone
+from kerasft.optim import build_optimizer
+from kerasft.tasks import SparseFocalCrossentropy, loss_for
+
+X = {
+    "input_ids": tf.constant([[2, 5, 6, 3], [2, 8, 9, 3], [2, 10, 11, 3], [2, 12, 7, 3]]),
+    "attention_mask": tf.ones((4, 4), tf.int32),
+    "token_type_ids": tf.zeros((4, 4), tf.int32),
+}
+Y = tf.constant([0, 1, 0, 1])
+
+
+def snapshot(layer):
+    return [w.numpy().copy() for w in layer.weights]
+
+
+def changed(layer, before):
+    return any(not np.array_equal(w.numpy(), b) for w, b in zip(layer.weights, before, strict=True))
+
+
+def head(model):
+    return model.get_layer("head")
+
+
+def compiled(tiny_bert_dir, **freezing):
+    model = build_classifier(load_backbone(tiny_bert_dir), 2, dropout=0.0)
+    optimizer = build_optimizer(1e-2, 0.0, 100, 0.0)
+    if not freezing:
+        optimizer.build(model.trainable_variables)
+    else:
+        freeze(model, **freezing)
+    model.compile(optimizer=optimizer, loss=loss_for("classification"))
+    return model
+
+
+def test_blocks_are_found_bottom_up(tiny_bert_dir):
+    model = build_classifier(load_backbone(tiny_bert_dir), 2)
+    embeddings, layers = backbone_blocks(model)
+    assert embeddings.name == "embeddings" and [layer.name for layer in layers] == [
+        "layer_._0",
+        "layer_._1",
+    ]
+
+
+def test_frozen_blocks_do_not_change(tiny_bert_dir):
+    model = compiled(tiny_bert_dir, embeddings=True, bottom_layers=1)
+    embeddings, layers = backbone_blocks(model)
+    before = {id(b): snapshot(b) for b in (embeddings, *layers, head(model))}
+    model.fit(X, Y, epochs=2, batch_size=4, verbose=0)
+    assert not changed(embeddings, before[id(embeddings)])
+    assert not changed(layers[0], before[id(layers[0])])
+    assert changed(layers[1], before[id(layers[1])]) and changed(
+        head(model), before[id(head(model))]
+    )
+
+
+def test_too_many_frozen_layers_is_a_config_error(tiny_bert_dir):
+    model = build_classifier(load_backbone(tiny_bert_dir), 2)
+    with pytest.raises(
+        ConfigError,
+        match=r"`training.freeze_layers: 5`: the backbone has 2 separate encoder layers",
+    ):
+        freeze(model, embeddings=False, bottom_layers=5)
+
+
+class Record(keras.callbacks.Callback):
+    """Which blocks changed during each epoch."""
+
+    def __init__(self, blocks):
+        super().__init__()
+        self.blocks, self.moved = blocks, []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._before = [snapshot(b) for b in self.blocks]
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.moved.append([changed(b, s) for b, s in zip(self.blocks, self._before, strict=True)])
+
+
+def test_gradual_unfreezing_releases_one_block_per_epoch_from_the_top(tiny_bert_dir):
+    model = compiled(tiny_bert_dir)
+    embeddings, (bottom, top) = backbone_blocks(model)
+    # Record first: it sees each epoch's changes before the unfreezing callback acts on them.
+    record = Record([head(model), top, bottom, embeddings])
+    model.fit(
+        X, Y, epochs=4, batch_size=2, verbose=0, callbacks=[record, GradualUnfreezing(every=1)]
+    )
+    assert record.moved == [
+        [True, False, False, False],  # head alone
+        [True, True, False, False],  # + top layer; the head keeps training
+        [True, True, True, False],  # + bottom layer
+        [True, True, True, True],  # + embeddings
+    ]
+
+
+def test_dropout_overrides_reach_the_backbone(tiny_bert_dir):
+    backbone = load_backbone(tiny_bert_dir, dropout={"hidden": 0.3, "attention": 0.2})
+    assert backbone.model.config.hidden_dropout_prob == 0.3
+    assert backbone.model.config.attention_probs_dropout_prob == 0.2
+
+
+def test_label_smoothing_and_focal_loss_values():
+    logits = tf.constant([[2.0, 0.0, -1.0], [0.5, 0.5, 0.0]])
+    y = tf.constant([0, 2])
+    log_p = tf.nn.log_softmax(logits).numpy()
+    plain = SparseFocalCrossentropy(3)(y, logits).numpy()
+    assert plain == pytest.approx(-(log_p[0, 0] + log_p[1, 2]) / 2, rel=1e-6)
+    assert plain == pytest.approx(
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True)(y, logits).numpy()
+    )
+    smooth = SparseFocalCrossentropy(3, label_smoothing=0.3)(y, logits).numpy()
+    q = np.full((2, 3), 0.1)
+    q[0, 0] = q[1, 2] = 0.8
+    assert smooth == pytest.approx(-(q * log_p).sum(axis=1).mean(), rel=1e-6)
+    focal = SparseFocalCrossentropy(3, gamma=2.0)(y, logits).numpy()
+    p = np.exp(log_p)
+    assert focal == pytest.approx(
+        -((1 - p[0, 0]) ** 2 * log_p[0, 0] + (1 - p[1, 2]) ** 2 * log_p[1, 2]) / 2, rel=1e-6
+    )
+
+
+def test_strategy_options_train_end_to_end(tiny_config):
+    tiny_config["training"].update(
+        schedule="cosine",
+        warmup_steps=1,
+        clipnorm=1.0,
+        label_smoothing=0.1,
+        loss="focal",
+        unfreeze_every_epochs=1,
+    )
+    tiny_config["model"].update(hidden_dropout=0.0, attention_dropout=0.0)
+    tiny_config["export"]["enabled"] = False
+    result = run_config(tiny_config)
+    assert result.metrics["train"]["epochs"] == 2
+
+
+def run_config(raw):
+    from kerasft.train import run
+
+    return run(config_from_dict(raw), verbose=0)
+
+
+def test_conflicting_options_are_rejected(tiny_config):
+    tiny_config["training"].update(unfreeze_every_epochs=1, freeze_layers=1)
+    with pytest.raises(ConfigError, match=r"drop `freeze_layers`"):
+        config_from_dict(tiny_config)
