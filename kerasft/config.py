@@ -158,6 +158,19 @@ class DataConfig(_Section):
         return self
 
 
+class LoraConfig(_Section):
+    """LoRA adapters: train low-rank updates of some dense layers instead of the whole backbone."""
+
+    rank: int = Field(8, ge=1, description="Rank of each update.")
+    alpha: float = Field(16.0, gt=0.0, description="Updates are scaled by alpha / rank.")
+    dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the adapters' input.")
+    targets: list[str] = Field(
+        ["query", "value"],
+        min_length=1,
+        description="Names of the dense layers to adapt (BERT-style: query, key, value, dense).",
+    )
+
+
 class ModelConfig(_Section):
     """The pretrained backbone and the task head on top of it."""
 
@@ -173,6 +186,11 @@ class ModelConfig(_Section):
     )
     dropout: float = Field(
         0.1, ge=0.0, lt=1.0, description="Dropout before the task head's dense layer."
+    )
+    lora: LoraConfig | None = Field(
+        None,
+        description="LoRA adapters (`{rank: 8}` is enough): only the adapters and the head train; the "
+        "adapters are merged into the weights at export.",
     )
     hidden_dropout: float | None = Field(
         None,
@@ -225,6 +243,12 @@ class TrainingConfig(_Section):
         description="Classification loss; `focal` down-weights easy examples (imbalanced data).",
     )
     focal_gamma: float = Field(2.0, ge=0.0, description="Focusing parameter of the focal loss.")
+    gradient_accumulation_steps: int = Field(
+        1,
+        ge=1,
+        description="Apply the mean gradient of this many batches at once: an effective batch "
+        "`batch_size * gradient_accumulation_steps` in the memory of one batch.",
+    )
     freeze_embeddings: bool = Field(False, description="Keep the backbone's embeddings fixed.")
     freeze_layers: int = Field(0, ge=0, description="Keep the bottom N encoder layers fixed.")
     unfreeze_every_epochs: int | None = Field(

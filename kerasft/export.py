@@ -258,6 +258,12 @@ def export_run(run_dir: Path, model: keras.Model, backbone: Any, cfg: Any, test_
     """Exports a run's model (holding its best weights) with what the run recorded in export.json."""
     info = json.loads((Path(run_dir) / "export.json").read_text(encoding="utf-8"))
     labels = tuple(json.loads((Path(run_dir) / "labels.json").read_text())["labels"])
+    if cfg.model.lora:
+        from kerasft.lora import merge_lora
+
+        print(
+            f"LoRA: merged {merge_lora(model, cfg.model.lora.targets)} adapters into the weights for export"
+        )
     return export_model(
         model,
         cfg.task,
@@ -301,6 +307,12 @@ def reexport(run_dir: str | Path, export_dir: str | None = None) -> Path:
     backbone = load_backbone(directory, load_tokenizer(directory))
     labels = json.loads((run_dir / "labels.json").read_text())["labels"]
     model = build_model(backbone, cfg.task, len(labels), cfg.model.pooling, cfg.model.dropout)
+    if cfg.model.lora:  # the checkpoint holds the adapters: rebuild them before loading
+        from kerasft.lora import apply_lora
+
+        lora = cfg.model.lora
+        example = {name: tf.ones((1, 4), tf.int32) for name in backbone.input_names}
+        apply_lora(model, lora.rank, lora.alpha, lora.dropout, lora.targets, example)
     model.load_weights(str(run_dir / "checkpoints" / "best.weights.h5"))
     return export_run(run_dir, model, backbone, cfg)
 

@@ -70,6 +70,7 @@ def build_optimizer(
     warmup_steps: int | None = None,
     schedule: str = "linear",
     clipnorm: float | None = None,
+    accumulation_steps: int = 1,
 ):
     """AdamW with decoupled weight decay (biases and LayerNorm excluded) on a warmup-then-decay schedule.
 
@@ -78,6 +79,8 @@ def build_optimizer(
         warmup_steps: warmup length in steps; overrides `warmup_ratio`. Defaults to none.
         schedule: `linear`, `cosine` or `constant` after warmup. Defaults to `linear`.
         clipnorm: clip gradients to this global norm. Defaults to none.
+        accumulation_steps: apply the mean gradient of this many micro-batches at once; call
+            `optimizer.prepare_accumulation(variables, steps)` before training. Defaults to 1.
     """
     warmup = warmup_steps if warmup_steps is not None else round(warmup_ratio * total_steps)
     kwargs = {
@@ -88,10 +91,12 @@ def build_optimizer(
         "epsilon": 1e-6,
         "global_clipnorm": clipnorm,
     }
+    cls = LayerwiseAdamW if lr_multipliers else keras.optimizers.AdamW
     if lr_multipliers:
-        optimizer = LayerwiseAdamW(lr_multipliers=lr_multipliers, **kwargs)
-    else:
-        optimizer = keras.optimizers.AdamW(**kwargs)
+        kwargs["lr_multipliers"] = lr_multipliers
+    if accumulation_steps > 1:
+        cls = accumulating(cls)
+    optimizer = cls(**kwargs)
     optimizer.exclude_from_weight_decay(var_names=NO_DECAY)
     return optimizer
 
@@ -170,3 +175,62 @@ class LayerwiseAdamW(keras.optimizers.AdamW):
 
     def get_config(self) -> dict:
         return {**super().get_config(), "lr_multipliers": self.lr_multipliers}
+
+
+class _Accumulating:
+    """Mixin: sums gradients over `accumulation_steps` calls of `apply_gradients`, then applies their mean once.
+
+    The optimizer's step counter (and so the schedule) advances once per applied
+    update, and weight decay is applied once per update, exactly as with one batch
+    `accumulation_steps` times larger.
+    """
+
+    def prepare_accumulation(self, variables, steps: int) -> None:
+        with tf.init_scope():
+            self.accumulation_steps = int(steps)
+            self._micro_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="micro_step")
+            self._accumulators = {
+                self._var_key(v): tf.Variable(
+                    tf.zeros_like(v), trainable=False, name="accumulated_gradient"
+                )
+                for v in variables
+            }
+
+    def apply_gradients(self, grads_and_vars, *args, **kwargs):
+        grads_and_vars = [(g, v) for g, v in grads_and_vars if g is not None]
+        scale = 1.0 / self.accumulation_steps
+        for gradient, variable in grads_and_vars:
+            self._accumulators[self._var_key(variable)].assign_add(
+                tf.convert_to_tensor(gradient) * scale
+            )
+        self._micro_step.assign_add(1)
+
+        def apply():
+            pairs = [
+                (self._accumulators[self._var_key(v)].read_value(), v) for _, v in grads_and_vars
+            ]
+            with tf.control_dependencies(
+                [super(_Accumulating, self).apply_gradients(pairs, *args, **kwargs)]
+            ):
+                resets = [
+                    self._accumulators[self._var_key(v)].assign(tf.zeros_like(v))
+                    for _, v in grads_and_vars
+                ]
+            with tf.control_dependencies(resets):
+                return tf.identity(self.iterations)
+
+        return tf.cond(
+            self._micro_step % self.accumulation_steps == 0,
+            apply,
+            lambda: tf.identity(self.iterations),
+        )
+
+
+_ACCUMULATING: dict[type, type] = {}
+
+
+def accumulating(cls: type) -> type:
+    """The optimizer class `cls` with gradient accumulation (call `prepare_accumulation` before training)."""
+    if cls not in _ACCUMULATING:
+        _ACCUMULATING[cls] = type(f"Accumulating{cls.__name__}", (_Accumulating, cls), {})
+    return _ACCUMULATING[cls]

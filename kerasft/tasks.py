@@ -134,7 +134,7 @@ def collect(model: keras.Model, dataset: tf.data.Dataset, task: str) -> tuple[An
 
 def _forward(model: keras.Model, task: str):
     fn = getattr(model, "_kerasft_forward", None)
-    if fn is None:
+    if fn is None:  # cached per model; LoRA merging resets it
         activation = {"classification": tf.nn.softmax, "multi_label": tf.sigmoid}.get(
             task, tf.identity
         )

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import math
 import shutil
 import sys
 import time
@@ -31,6 +32,7 @@ from kerasft.data import encode, eval_dataset, load_splits, steps_per_epoch, tra
 from kerasft.errors import KerasftError
 from kerasft.export import export_run
 from kerasft.freezing import GradualUnfreezing, freeze
+from kerasft.lora import apply_lora
 from kerasft.models import build_model, load_backbone, load_tokenizer, resolve_backbone
 from kerasft.optim import build_optimizer, layerwise_multipliers
 from kerasft.tasks import collect, evaluate, fit_metrics, loss_for, monitor_mode, tune_thresholds
@@ -83,6 +85,14 @@ def run(
         backbone, cfg.task, len(splits.vocab.names), cfg.model.pooling, cfg.model.dropout
     )
 
+    if cfg.model.lora:
+        lora = cfg.model.lora
+        example = {name: tf.ones((1, 4), tf.int32) for name in backbone.input_names}
+        adapted = apply_lora(model, lora.rank, lora.alpha, lora.dropout, lora.targets, example)
+        print(
+            f"LoRA: rank {lora.rank} adapters on {adapted} layers ({', '.join(lora.targets)}); the rest of the backbone is frozen"
+        )
+
     batch = cfg.training.batch_size
     steps = steps_per_epoch(encoded["train"], batch, cfg.data.bucketing, max_length)
     datasets = {
@@ -106,16 +116,22 @@ def run(
             f"{min(multipliers.values()):.3g} (embeddings) to 1 (head)"
         )
     t = cfg.training
+    updates = math.ceil(
+        min(steps * t.epochs, t.max_steps or steps * t.epochs) / t.gradient_accumulation_steps
+    )
     optimizer = build_optimizer(
         t.learning_rate,
         t.weight_decay,
-        min(steps * t.epochs, t.max_steps or steps * t.epochs),
+        updates,
         t.warmup_ratio,
         multipliers,
         warmup_steps=t.warmup_steps,
         schedule=t.schedule,
         clipnorm=t.clipnorm,
+        accumulation_steps=t.gradient_accumulation_steps,
     )
+    if t.gradient_accumulation_steps > 1:
+        optimizer.prepare_accumulation(model.trainable_variables, t.gradient_accumulation_steps)
     if t.unfreeze_every_epochs:
         # Slots for every variable now, while all are trainable, so blocks unfrozen later
         # get Adam state and the ones already training keep theirs.
@@ -158,10 +174,11 @@ def _fit_evaluate_export(
         keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs"), profile_batch=0),
     ]
     trainable = sum(int(tf.size(v)) for v in model.trainable_variables)
+    total = sum(int(tf.size(v)) for v in model.variables)
     print(
         f"training {cfg.name} ({cfg.task}): {len(splits.train)} examples, {steps} steps/epoch, "
-        f"up to {cfg.training.epochs} epochs, batch {cfg.training.batch_size}, {trainable:,} trainable "
-        f"parameters, precision {cfg.training.precision}, monitoring {monitor}",
+        f"up to {cfg.training.epochs} epochs, batch {cfg.training.batch_size}, {trainable:,} of {total:,} parameters trainable "
+        f"({100 * trainable / total:.2f}%), precision {cfg.training.precision}, monitoring {monitor}",
         flush=True,
     )
     if cfg.training.unfreeze_every_epochs:
@@ -221,7 +238,10 @@ def _fit_evaluate_export(
         "pair": splits.train.pairs is not None,
         "thresholds": None if thresholds is None else [float(t) for t in thresholds],
         "scaling": None if scaling is None else list(scaling),
-        "warmup_texts": splits.validation.texts[:8],
+        # Raw strings, as clients send them (word lists are joined for token classification).
+        "warmup_texts": [
+            t if isinstance(t, str) else " ".join(t) for t in splits.validation.texts[:8]
+        ],
         "warmup_pairs": splits.validation.pairs[:8] if splits.validation.pairs else None,
         "card": card_info(cfg, run_dir, backbone, splits, metrics),
     }

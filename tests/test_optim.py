@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from kerasft._compat import keras, tf
-from kerasft.optim import WarmupDecay, build_optimizer
+from kerasft.optim import WarmupDecay, accumulating, build_optimizer
 
 
 def test_schedule_warms_up_then_decays_linearly_to_zero():
@@ -111,3 +111,51 @@ def test_gradient_clipping_by_global_norm():
         [(tf.constant([30.0, 40.0]), v)]
     )  # norm 50 → clipped to 1: Adam's step is unchanged
     assert opt.global_clipnorm == 1.0
+
+
+def test_four_micro_batches_of_8_equal_one_batch_of_32(tiny_bert_dir):
+    from kerasft.models import build_classifier, load_backbone
+
+    rng = np.random.default_rng(0)
+    x = {
+        "input_ids": tf.constant(rng.integers(5, 20, (32, 6)), tf.int32),
+        "attention_mask": tf.ones((32, 6), tf.int32),
+        "token_type_ids": tf.zeros((32, 6), tf.int32),
+    }
+    y = tf.constant(rng.integers(0, 2, 32))
+    backbone = load_backbone(tiny_bert_dir)
+    start = build_classifier(backbone, 2, dropout=0.0).get_weights()
+
+    def trained(batch_size, accumulation):
+        # Plain SGD: the update is linear in the gradient, so equal gradients give equal weights.
+        # (Adam's first step is lr * sign(g), which flips on gradients within float noise of 0.)
+        no_dropout = {"hidden": 0.0, "attention": 0.0}
+        model = build_classifier(load_backbone(tiny_bert_dir, dropout=no_dropout), 2, dropout=0.0)
+        model.set_weights(start)
+        cls = accumulating(keras.optimizers.SGD) if accumulation > 1 else keras.optimizers.SGD
+        optimizer = cls(learning_rate=0.5)
+        if accumulation > 1:
+            optimizer.prepare_accumulation(model.trainable_variables, accumulation)
+        model.compile(
+            optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        )
+        model.fit(x, y, batch_size=batch_size, epochs=1, shuffle=False, verbose=0)
+        assert int(optimizer.iterations) == 1  # one update either way
+        return model.get_weights()
+
+    big, accumulated = trained(32, 1), trained(8, 4)
+    moved = max(np.abs(b - s).max() for b, s in zip(big, start, strict=True))
+    assert moved > 1e-4  # the step did something
+    for b, a in zip(big, accumulated, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_adamw_with_accumulation_applies_once_per_four_micro_batches():
+    opt = build_optimizer(0.1, 0.0, 10, 0.0, accumulation_steps=4)
+    v = tf.Variable([1.0])
+    opt.prepare_accumulation([v], 4)
+    for _ in range(3):
+        opt.apply_gradients([(tf.constant([1.0]), v)])
+    assert float(v[0]) == 1.0 and int(opt.iterations) == 0
+    opt.apply_gradients([(tf.constant([1.0]), v)])
+    assert float(v[0]) < 1.0 and int(opt.iterations) == 1
