@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 from kerasft._compat import keras, tf
@@ -109,3 +110,38 @@ class TrainingBudget(keras.callbacks.Callback):
         )
         if over_steps or over_time:
             self.model.stop_training = True
+
+
+class EpochCounter(keras.callbacks.Callback):
+    """Counts finished epochs in a variable that the backup saves and the data order reads.
+
+    Must come before `BackupAndRestore` in the callback list, so the count is
+    updated before the backup is written.
+
+    Args:
+        counter: an int64 `tf.Variable` tracked by the model (so it is checkpointed).
+    """
+
+    def __init__(self, counter: tf.Variable):
+        super().__init__()
+        self.counter = counter
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.counter.assign(epoch + 1)
+
+
+class EpochLog(keras.callbacks.Callback):
+    """Appends each epoch's logs to a JSON-lines file, so an interrupted run's history survives.
+
+    Args:
+        path: the file (`history.jsonl` in the run directory).
+    """
+
+    def __init__(self, path):
+        super().__init__()
+        self.path = path
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        record = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}}
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")

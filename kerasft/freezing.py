@@ -56,10 +56,13 @@ class GradualUnfreezing(keras.callbacks.Callback):
 
     Args:
         every: epochs between two unfreezings.
+        epochs_done: a variable holding the epochs already trained (a resumed run
+            starts with the blocks it had unfrozen). Defaults to none: from scratch.
     """
 
-    def __init__(self, every: int):
+    def __init__(self, every: int, epochs_done=None):
         super().__init__()
+        self.epochs_done = epochs_done
         if every < 1:
             raise ValueError(
                 f"Invalid value for `every`. Received: every={every}. Expected an integer >= 1."
@@ -69,9 +72,10 @@ class GradualUnfreezing(keras.callbacks.Callback):
     def on_train_begin(self, logs: dict | None = None) -> None:
         emb, layers = backbone_blocks(self.model)
         self._order = [*reversed(layers), *([emb] if emb is not None else [])]
-        self._unfrozen = 0
-        for block in self._order:
-            block.trainable = False
+        done = int(self.epochs_done.numpy()) if self.epochs_done is not None else 0
+        self._unfrozen = min(done // self.every, len(self._order))
+        for i, block in enumerate(self._order):
+            block.trainable = i < self._unfrozen
         self._retrace()
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:

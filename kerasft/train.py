@@ -26,7 +26,13 @@ import pandas as pd
 
 from kerasft import config as config_lib
 from kerasft._compat import keras, tf
-from kerasft.callbacks import StepProgress, TrainingBudget, ValidationMetrics
+from kerasft.callbacks import (
+    EpochCounter,
+    EpochLog,
+    StepProgress,
+    TrainingBudget,
+    ValidationMetrics,
+)
 from kerasft.config import Config
 from kerasft.data import encode, eval_dataset, load_splits, steps_per_epoch, train_dataset
 from kerasft.errors import KerasftError
@@ -47,7 +53,11 @@ class RunResult:
 
 
 def run(
-    cfg: Config, *, verbose: int | None = None, frames: dict[str, pd.DataFrame] | None = None
+    cfg: Config,
+    *,
+    verbose: int | None = None,
+    frames: dict[str, pd.DataFrame] | None = None,
+    resume_dir: Path | None = None,
 ) -> RunResult:
     """Trains, evaluates and exports one experiment described by `cfg`.
 
@@ -56,6 +66,8 @@ def run(
         verbose: Keras `fit` verbosity. Defaults to a progress bar on a
             terminal and progress lines otherwise.
         frames: DataFrames standing in for `data.train`/`validation`/`test`. Defaults to none.
+        resume_dir: an interrupted run of the same config to continue from its last
+            backup (end of the last finished epoch). Defaults to a new run.
     """
     keras.utils.set_random_seed(cfg.training.seed)
     keras.mixed_precision.set_global_policy(cfg.training.precision)
@@ -93,6 +105,11 @@ def run(
             f"LoRA: rank {lora.rank} adapters on {adapted} layers ({', '.join(lora.targets)}); the rest of the backbone is frozen"
         )
 
+    # Finished epochs: saved with every backup, and it seeds each epoch's data order, so a
+    # resumed run sees the same batches as an uninterrupted one.
+    epochs_done = tf.Variable(0, dtype=tf.int64, trainable=False, name="epochs_done")
+    model.kerasft_epochs_done = epochs_done
+
     batch = cfg.training.batch_size
     steps = steps_per_epoch(encoded["train"], batch, cfg.data.bucketing, max_length)
     datasets = {
@@ -104,6 +121,7 @@ def run(
             max_length=max_length,
             shuffle_buffer=cfg.data.shuffle_buffer,
             seed=cfg.training.seed,
+            epoch=epochs_done,
         ),
         "validation": eval_dataset(encoded["validation"], batch * 2, backbone.pad_id),
         "test": eval_dataset(encoded["test"], batch * 2, backbone.pad_id),
@@ -145,13 +163,14 @@ def run(
     )
     model.compile(optimizer=optimizer, loss=loss, metrics=fit_metrics(cfg.task))
 
-    run_dir = _new_run_dir(Path(cfg.training.output_dir) / cfg.name)
+    run_dir = resume_dir or _new_run_dir(Path(cfg.training.output_dir) / cfg.name)
     try:
         return _fit_evaluate_export(
             cfg, run_dir, model, backbone, splits, datasets, steps, verbose, scaling, max_length
         )
     except KerasftError:
-        shutil.rmtree(run_dir, ignore_errors=True)
+        if resume_dir is None:
+            shutil.rmtree(run_dir, ignore_errors=True)
         raise
 
 
@@ -162,16 +181,32 @@ def _fit_evaluate_export(
     (run_dir / "config.yaml").write_text(config_lib.dump_config(cfg), encoding="utf-8")
     (run_dir / "labels.json").write_text(splits.vocab.to_json(), encoding="utf-8")
     best_path = run_dir / "checkpoints" / "best.weights.h5"
-    best_path.parent.mkdir()
+    best_path.parent.mkdir(exist_ok=True)
     monitor, mode = cfg.monitor, monitor_mode(cfg.monitor)
+    history_file = run_dir / "history.jsonl"
+    earlier = read_history(history_file)  # epochs finished before an interruption
+    best_so_far = [e[monitor] for e in earlier if monitor in e]
     callbacks = [
         # first: the callbacks after it read its val_* logs
         ValidationMetrics(datasets["validation"], cfg.task, names, scaling),
         keras.callbacks.ModelCheckpoint(
-            str(best_path), monitor=monitor, mode=mode, save_best_only=True, save_weights_only=True
+            str(best_path),
+            monitor=monitor,
+            mode=mode,
+            save_best_only=True,
+            save_weights_only=True,
+            initial_value_threshold=(min if mode == "min" else max)(best_so_far)
+            if best_so_far
+            else None,
         ),
         keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=cfg.training.patience),
         keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs"), profile_batch=0),
+        EpochLog(history_file),
+        EpochCounter(model.kerasft_epochs_done),
+        # last of the epoch-end writers: the backup holds everything the ones above updated
+        keras.callbacks.BackupAndRestore(
+            str(run_dir / "backup"), save_freq="epoch", delete_checkpoint=True
+        ),
     ]
     trainable = sum(int(tf.size(v)) for v in model.trainable_variables)
     total = sum(int(tf.size(v)) for v in model.variables)
@@ -181,8 +216,10 @@ def _fit_evaluate_export(
         f"({100 * trainable / total:.2f}%), precision {cfg.training.precision}, monitoring {monitor}",
         flush=True,
     )
-    if cfg.training.unfreeze_every_epochs:
-        callbacks.append(GradualUnfreezing(cfg.training.unfreeze_every_epochs))
+    if cfg.training.unfreeze_every_epochs:  # after the restore: it reads the restored epoch count
+        callbacks.append(
+            GradualUnfreezing(cfg.training.unfreeze_every_epochs, model.kerasft_epochs_done)
+        )
     if cfg.training.max_steps or cfg.training.max_seconds:
         callbacks.append(TrainingBudget(cfg.training.max_steps, cfg.training.max_seconds))
     if verbose is None:
@@ -190,7 +227,7 @@ def _fit_evaluate_export(
     if verbose == 2:  # no live progress bar in a log file: print progress lines instead
         callbacks.append(StepProgress(steps, cfg.training.batch_size))
     start = time.perf_counter()
-    history = model.fit(
+    model.fit(
         datasets["train"],
         epochs=cfg.training.epochs,
         callbacks=callbacks,
@@ -198,7 +235,9 @@ def _fit_evaluate_export(
         class_weight=splits.class_weights,
     )
     wall = time.perf_counter() - start
-    epochs_run = len(history.history.get("loss", []))
+    shutil.rmtree(run_dir / "backup", ignore_errors=True)  # finished: nothing left to resume
+    full_history = read_history(history_file)
+    epochs_run = len(full_history)
 
     # EarlyStopping only restores weights when it stops early; the checkpoint holds the best epoch either way.
     model.load_weights(str(best_path))
@@ -219,8 +258,12 @@ def _fit_evaluate_export(
         "epochs": epochs_run,
         "wall_seconds": round(wall, 2),
         "examples_per_second": round(len(splits.train) * epochs_run / wall, 2),
-        "best_epoch": _best_epoch(history.history.get(monitor, []), mode),
-        "history": {k: [round(float(v), 6) for v in vals] for k, vals in history.history.items()},
+        "best_epoch": _best_epoch([e.get(monitor) for e in full_history], mode),
+        "history": {
+            k: [round(float(e[k]), 6) for e in full_history]
+            for k in (full_history or [{}])[-1]
+            if k != "epoch"
+        },
     }
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
     for split in ("validation", "test"):
@@ -277,11 +320,41 @@ def card_info(cfg: Config, run_dir: Path, backbone, splits, metrics: dict) -> di
     }
 
 
-def _best_epoch(values: list[float], mode: str) -> int | None:
-    if not values:
+def read_history(path: Path) -> list[dict]:
+    """Per-epoch logs of a run, one per epoch (the last record wins if an epoch was redone)."""
+    if not path.is_file():
+        return []
+    by_epoch = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            record = json.loads(line)
+            by_epoch[record["epoch"]] = record
+    return [by_epoch[e] for e in sorted(by_epoch)]
+
+
+def _best_epoch(values: list[float | None], mode: str) -> int | None:
+    known = [v for v in values if v is not None]
+    if not known:
         return None
     pick = min if mode == "min" else max
-    return values.index(pick(values)) + 1
+    return values.index(pick(known)) + 1
+
+
+def unfinished_run(cfg: Config) -> Path | None:
+    """The newest run of this exact config that was interrupted (a backup and no metrics.json)."""
+    parent = Path(cfg.training.output_dir) / cfg.name
+    if not parent.is_dir():
+        return None
+    resolved = config_lib.dump_config(cfg)
+    for run_dir in sorted((p for p in parent.iterdir() if p.is_dir()), reverse=True):
+        backup = run_dir / "backup"
+        complete = (run_dir / "metrics.json").exists()
+        same = (run_dir / "config.yaml").is_file() and (
+            run_dir / "config.yaml"
+        ).read_text() == resolved
+        if same and not complete and backup.is_dir() and any(backup.rglob("checkpoint")):
+            return run_dir
+    return None
 
 
 def _new_run_dir(parent: Path) -> Path:
@@ -308,6 +381,11 @@ def parser() -> argparse.ArgumentParser:
         "--config", required=True, help="the experiment's YAML file, e.g. configs/quickstart.yaml"
     )
     p.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start a new run even if an interrupted run of the same config could be resumed",
+    )
+    p.add_argument(
         "--set",
         dest="overrides",
         action="append",
@@ -322,7 +400,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         cfg = config_lib.load_config(args.config, args.overrides)
-        result = run(cfg)
+        resume = None if args.fresh else unfinished_run(cfg)
+        if resume is not None:
+            print(
+                f"resuming the interrupted run {resume} from its last backup (--fresh starts over)"
+            )
+        result = run(cfg, resume_dir=resume)
     except KerasftError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -43,12 +43,30 @@ def train_dataset(
     max_length: int,
     shuffle_buffer: int,
     seed: int,
+    epoch: tf.Variable | None = None,
 ) -> tf.data.Dataset:
-    """Shuffled training batches, padded per batch (or per length bucket) rather than to `max_length`."""
-    ds = _examples(encoded, np.arange(len(encoded)))
-    ds = ds.shuffle(
-        max(1, min(shuffle_buffer, len(encoded))), seed=seed, reshuffle_each_iteration=True
-    )
+    """Shuffled training batches, padded per batch (or per length bucket) rather than to `max_length`.
+
+    Args:
+        epoch: an int64 variable holding the number of finished epochs. When given, each
+            epoch's order depends only on `seed` and that number, so a run resumed from a
+            backup sees the same batches as an uninterrupted one. Defaults to none
+            (a fresh order every pass).
+    """
+    base = _examples(encoded, np.arange(len(encoded)))
+    buffer = max(1, min(shuffle_buffer, len(encoded)))
+    if epoch is None:
+        ds = base.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+    else:
+
+        @tf.autograph.experimental.do_not_convert
+        def epoch_order(_):
+            # Read when the epoch's iterator starts, after a restore has set the counter.
+            return base.shuffle(
+                buffer, seed=tf.constant(seed, tf.int64) * 1000003 + epoch.read_value()
+            )
+
+        ds = tf.data.Dataset.from_tensors(tf.constant(0, tf.int64)).flat_map(epoch_order)
     padding = _padding_values(encoded, pad_id)
     if bucketing:
         boundaries = bucket_boundaries(max_length)
