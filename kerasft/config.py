@@ -219,6 +219,15 @@ class TrainingConfig(_Section):
         ge=0.0,
         description="Decoupled weight decay; biases and LayerNorm weights are excluded.",
     )
+    optimizer: Literal["adamw", "sgd"] = Field(
+        "adamw", description="`adamw`, or `sgd` with `momentum`."
+    )
+    momentum: float = Field(0.0, ge=0.0, lt=1.0, description="Momentum of `sgd`.")
+    group_learning_rates: dict[str, float] | None = Field(
+        None,
+        description="Explicit learning rates per group (`embeddings`, `layer_0` ... `layer_<L-1>`, `head`); "
+        "groups left out use `learning_rate`.",
+    )
     layerwise_lr_decay: float = Field(
         1.0,
         gt=0.0,
@@ -393,6 +402,10 @@ class Config(_Section):
     @model_validator(mode="after")
     def _monitor_fits_task(self) -> Config:
         t = self.training
+        if t.group_learning_rates and t.layerwise_lr_decay < 1.0:
+            raise ValueError(
+                "use either `training.group_learning_rates` or `training.layerwise_lr_decay`, not both"
+            )
         if t.unfreeze_every_epochs and (t.freeze_layers or t.freeze_embeddings):
             raise ValueError(
                 "`training.unfreeze_every_epochs` unfreezes every block in turn; drop `freeze_layers` and "

@@ -71,6 +71,8 @@ def build_optimizer(
     schedule: str = "linear",
     clipnorm: float | None = None,
     accumulation_steps: int = 1,
+    optimizer: str = "adamw",
+    momentum: float = 0.0,
 ):
     """AdamW with decoupled weight decay (biases and LayerNorm excluded) on a warmup-then-decay schedule.
 
@@ -79,6 +81,7 @@ def build_optimizer(
         warmup_steps: warmup length in steps; overrides `warmup_ratio`. Defaults to none.
         schedule: `linear`, `cosine` or `constant` after warmup. Defaults to `linear`.
         clipnorm: clip gradients to this global norm. Defaults to none.
+        optimizer: `adamw`, or `sgd` (with `momentum`). Defaults to `adamw`.
         accumulation_steps: apply the mean gradient of this many micro-batches at once; call
             `optimizer.prepare_accumulation(variables, steps)` before training. Defaults to 1.
     """
@@ -91,14 +94,23 @@ def build_optimizer(
         "epsilon": 1e-6,
         "global_clipnorm": clipnorm,
     }
-    cls = LayerwiseAdamW if lr_multipliers else keras.optimizers.AdamW
+    if optimizer == "sgd":
+        kwargs = {
+            "learning_rate": kwargs["learning_rate"],
+            "momentum": momentum,
+            "global_clipnorm": clipnorm,
+            "weight_decay": weight_decay or None,
+        }
+        cls = LayerwiseSGD if lr_multipliers else keras.optimizers.SGD
+    else:
+        cls = LayerwiseAdamW if lr_multipliers else keras.optimizers.AdamW
     if lr_multipliers:
         kwargs["lr_multipliers"] = lr_multipliers
     if accumulation_steps > 1:
         cls = accumulating(cls)
-    optimizer = cls(**kwargs)
-    optimizer.exclude_from_weight_decay(var_names=NO_DECAY)
-    return optimizer
+    built = cls(**kwargs)
+    built.exclude_from_weight_decay(var_names=NO_DECAY)
+    return built
 
 
 _LAYER = re.compile(r"/layer_\._(\d+)/")
@@ -133,13 +145,15 @@ def layerwise_multipliers(model: keras.Model, decay: float) -> dict[str, float]:
     return {name: float(decay ** (top - depth)) for name, depth in depths.items()}
 
 
-@keras.utils.register_keras_serializable(package="kerasft")
-class LayerwiseAdamW(keras.optimizers.AdamW):
-    """AdamW whose learning rate (and so decoupled weight decay) is scaled per variable.
+class _Layerwise:
+    """Mixin: scales the optimizer's learning rate (and so decoupled weight decay) per variable.
+
+    Keras optimizers read `self.learning_rate` inside `update_step`; while a
+    variable's update is traced, the property returns the rate times that
+    variable's multiplier. Works for any tf_keras optimizer built on `update_step`.
 
     Args:
         lr_multipliers: variable name → multiplier of the learning rate; others get 1.
-        **kwargs: `keras.optimizers.AdamW` arguments.
     """
 
     def __init__(self, lr_multipliers: dict[str, float] | None = None, **kwargs):
@@ -149,12 +163,12 @@ class LayerwiseAdamW(keras.optimizers.AdamW):
 
     @property
     def learning_rate(self):
-        rate = keras.optimizers.AdamW.learning_rate.fget(self)
-        return rate * self._scale if self._scale != 1.0 else rate
+        rate = super().learning_rate
+        return rate * self._scale if getattr(self, "_scale", 1.0) != 1.0 else rate
 
     @learning_rate.setter
     def learning_rate(self, value):
-        keras.optimizers.AdamW.learning_rate.fset(self, value)
+        super(_Layerwise, type(self)).learning_rate.fset(self, value)
 
     def update_step(self, gradient, variable):
         self._scale = self.lr_multipliers.get(variable.name, 1.0)
@@ -168,13 +182,49 @@ class LayerwiseAdamW(keras.optimizers.AdamW):
             return
         for variable in variables:
             if self._use_weight_decay(variable):
-                lr = tf.cast(self.learning_rate, variable.dtype) * self.lr_multipliers.get(
-                    variable.name, 1.0
-                )
+                scale = self.lr_multipliers.get(variable.name, 1.0)
+                lr = tf.cast(self.learning_rate, variable.dtype) * scale
                 variable.assign_sub(variable * tf.cast(self.weight_decay, variable.dtype) * lr)
 
     def get_config(self) -> dict:
         return {**super().get_config(), "lr_multipliers": self.lr_multipliers}
+
+
+@keras.utils.register_keras_serializable(package="kerasft")
+class LayerwiseAdamW(_Layerwise, keras.optimizers.AdamW):
+    """AdamW with a learning-rate multiplier per variable (layer-wise decay, per-group rates)."""
+
+
+@keras.utils.register_keras_serializable(package="kerasft")
+class LayerwiseSGD(_Layerwise, keras.optimizers.SGD):
+    """SGD with a learning-rate multiplier per variable (layer-wise decay, per-group rates)."""
+
+
+def group_of(depth: int, top: int) -> str:
+    """The name of a depth group: `embeddings`, `layer_<i>` or `head`."""
+    return "embeddings" if depth == 0 else "head" if depth == top else f"layer_{depth - 1}"
+
+
+def group_multipliers(model: keras.Model, rates: dict[str, float], base: float) -> dict[str, float]:
+    """Multipliers that give each named group its own learning rate (others keep `base`).
+
+    Raises:
+        ConfigError: a group name the model does not have.
+    """
+    from kerasft.errors import ConfigError
+
+    depths = layer_depths(model)
+    top = max(depths.values(), default=0)
+    names = sorted(
+        {group_of(d, top) for d in depths.values()},
+        key=lambda g: (g != "embeddings", g == "head", g),
+    )
+    unknown = sorted(set(rates) - set(names))
+    if unknown:
+        raise ConfigError(
+            f"`training.group_learning_rates`: no group `{unknown[0]}` in this model; groups: {', '.join(names)}."
+        )
+    return {name: rates.get(group_of(d, top), base) / base for name, d in depths.items()}
 
 
 class _Accumulating:

@@ -40,7 +40,7 @@ from kerasft.export import export_run
 from kerasft.freezing import GradualUnfreezing, freeze
 from kerasft.lora import apply_lora
 from kerasft.models import build_model, load_backbone, load_tokenizer, resolve_backbone
-from kerasft.optim import build_optimizer, layerwise_multipliers
+from kerasft.optim import build_optimizer, group_multipliers, layerwise_multipliers
 from kerasft.tasks import collect, evaluate, fit_metrics, loss_for, monitor_mode, tune_thresholds
 
 
@@ -127,6 +127,14 @@ def run(
         "test": eval_dataset(encoded["test"], batch * 2, backbone.pad_id),
     }
     multipliers = None
+    if cfg.training.group_learning_rates:
+        multipliers = group_multipliers(
+            model, cfg.training.group_learning_rates, cfg.training.learning_rate
+        )
+        print(
+            "learning rates per group: "
+            + ", ".join(f"{g} {r:g}" for g, r in cfg.training.group_learning_rates.items())
+        )
     if cfg.training.layerwise_lr_decay < 1.0:
         multipliers = layerwise_multipliers(model, cfg.training.layerwise_lr_decay)
         print(
@@ -147,6 +155,8 @@ def run(
         schedule=t.schedule,
         clipnorm=t.clipnorm,
         accumulation_steps=t.gradient_accumulation_steps,
+        optimizer=t.optimizer,
+        momentum=t.momentum,
     )
     if t.gradient_accumulation_steps > 1:
         optimizer.prepare_accumulation(model.trainable_variables, t.gradient_accumulation_steps)

@@ -159,3 +159,44 @@ def test_adamw_with_accumulation_applies_once_per_four_micro_batches():
     assert float(v[0]) == 1.0 and int(opt.iterations) == 0
     opt.apply_gradients([(tf.constant([1.0]), v)])
     assert float(v[0]) < 1.0 and int(opt.iterations) == 1
+
+
+def test_plain_sgd_step_is_each_groups_rate_times_its_gradient(tiny_bert_dir):
+    from kerasft.models import build_classifier, load_backbone
+    from kerasft.optim import LayerwiseSGD, layerwise_multipliers
+
+    model = build_classifier(load_backbone(tiny_bert_dir), 2, dropout=0.0)
+    multipliers = layerwise_multipliers(model, 0.5)
+    optimizer = LayerwiseSGD(lr_multipliers=multipliers, learning_rate=0.1)
+    x = {
+        "input_ids": tf.constant([[2, 5, 6, 3], [2, 8, 9, 3]]),
+        "attention_mask": tf.ones((2, 4), tf.int32),
+        "token_type_ids": tf.zeros((2, 4), tf.int32),
+    }
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(tf.square(model(x, training=False)))
+    variables = model.trainable_variables
+    grads = [tf.convert_to_tensor(g) for g in tape.gradient(loss, variables)]
+    before = [v.numpy().copy() for v in variables]
+    optimizer.apply_gradients(zip(grads, variables, strict=True))
+    for v, g, old in zip(variables, grads, before, strict=True):
+        expected = old - 0.1 * multipliers[v.name] * g.numpy()
+        np.testing.assert_allclose(v.numpy(), expected, rtol=0, atol=1e-6, err_msg=v.name)
+    factors = sorted({round(m, 6) for m in multipliers.values()})
+    assert factors == [0.125, 0.25, 0.5, 1.0]  # embeddings, layer 0, layer 1, head
+
+
+def test_group_learning_rates(tiny_bert_dir):
+    from kerasft.errors import ConfigError
+    from kerasft.models import build_classifier, load_backbone
+    from kerasft.optim import group_multipliers
+
+    model = build_classifier(load_backbone(tiny_bert_dir), 2)
+    multipliers = group_multipliers(model, {"embeddings": 1e-5, "head": 1e-3}, base=1e-4)
+    assert all(m == pytest.approx(0.1) for n, m in multipliers.items() if "embeddings" in n)
+    assert multipliers["head/kernel:0"] == pytest.approx(10.0)
+    assert {m for n, m in multipliers.items() if "layer_._0/" in n} == {1.0}
+    with pytest.raises(
+        ConfigError, match=r"no group `layer_7`.*groups: embeddings, layer_0, layer_1, head"
+    ):
+        group_multipliers(model, {"layer_7": 1e-5}, base=1e-4)
