@@ -281,10 +281,11 @@ class TrainingConfig(_Section):
     patience: int = Field(
         2, ge=0, description="Epochs without improvement of `monitor` before training stops early."
     )
-    precision: Literal["float32", "mixed_bfloat16", "mixed_float16"] = Field(
+    precision: Literal["auto", "float32", "mixed_bfloat16", "mixed_float16"] = Field(
         "float32",
-        description="Keras mixed-precision policy. `mixed_bfloat16` is faster on CPUs with "
-        "AVX-512 BF16 and on TPUs, `mixed_float16` on NVIDIA GPUs.",
+        description="Keras mixed-precision policy. `auto` picks mixed_float16 on NVIDIA GPUs of compute "
+        "capability 7.0+, mixed_bfloat16 on TPUs and CPUs with native bfloat16 (AVX-512 BF16, AMX), else "
+        "float32, and prints why. Logits, losses and metrics stay float32.",
     )
     max_steps: int | None = Field(
         None,

@@ -38,6 +38,7 @@ from kerasft.data import encode, eval_dataset, load_splits, steps_per_epoch, tra
 from kerasft.errors import KerasftError
 from kerasft.export import export_run
 from kerasft.freezing import GradualUnfreezing, freeze
+from kerasft.hardware import resolve_precision
 from kerasft.lora import apply_lora
 from kerasft.models import build_model, load_backbone, load_tokenizer, resolve_backbone
 from kerasft.optim import build_optimizer, group_multipliers, layerwise_multipliers
@@ -70,7 +71,10 @@ def run(
             backup (end of the last finished epoch). Defaults to a new run.
     """
     keras.utils.set_random_seed(cfg.training.seed)
-    keras.mixed_precision.set_global_policy(cfg.training.precision)
+    policy, why = resolve_precision(cfg.training.precision)
+    keras.mixed_precision.set_global_policy(policy)
+    if cfg.training.precision == "auto":
+        print(f"precision: {policy} ({why})")
 
     directory = resolve_backbone(cfg.model.backbone)
     tokenizer = load_tokenizer(directory)
@@ -223,7 +227,7 @@ def _fit_evaluate_export(
     print(
         f"training {cfg.name} ({cfg.task}): {len(splits.train)} examples, {steps} steps/epoch, "
         f"up to {cfg.training.epochs} epochs, batch {cfg.training.batch_size}, {trainable:,} of {total:,} parameters trainable "
-        f"({100 * trainable / total:.2f}%), precision {cfg.training.precision}, monitoring {monitor}",
+        f"({100 * trainable / total:.2f}%), precision {keras.mixed_precision.global_policy().name}, monitoring {monitor}",
         flush=True,
     )
     if cfg.training.unfreeze_every_epochs:  # after the restore: it reads the restored epoch count

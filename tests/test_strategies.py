@@ -155,3 +155,20 @@ def test_conflicting_options_are_rejected(tiny_config):
     tiny_config["training"].update(unfreeze_every_epochs=1, freeze_layers=1)
     with pytest.raises(ConfigError, match=r"drop `freeze_layers`"):
         config_from_dict(tiny_config)
+
+
+def test_bfloat16_run_has_finite_loss_float32_outputs_and_exports(tiny_config):
+    from kerasft.hardware import cpu_flags, resolve_precision
+
+    tiny_config["training"]["precision"] = "mixed_bfloat16"
+    try:
+        result = run_config(tiny_config)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert all(np.isfinite(result.metrics["train"]["history"]["loss"]))
+    assert result.model(X, training=False).dtype == tf.float32
+    out = tf.saved_model.load(str(result.export_dir)).signatures["predict_ids"](**X)
+    assert out["probabilities"].dtype == tf.float32
+    policy, why = resolve_precision("auto")
+    if cpu_flags() & {"avx512_bf16", "amx_bf16"} and not tf.config.list_physical_devices("GPU"):
+        assert policy == "mixed_bfloat16" and "native bfloat16" in why

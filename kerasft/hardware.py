@@ -1,0 +1,40 @@
+"""What the machine offers, for choices made with `auto`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kerasft._compat import tf
+
+
+def cpu_flags() -> set[str]:
+    """The CPU feature flags the kernel reports (empty where /proc/cpuinfo does not exist)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def resolve_precision(setting: str) -> tuple[str, str]:
+    """The Keras policy for `training.precision`, and why it was chosen."""
+    if setting != "auto":
+        return setting, "set in the config"
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        capability = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability")
+        if capability and tuple(capability) >= (7, 0):
+            return (
+                "mixed_float16",
+                f"NVIDIA GPU of compute capability {capability[0]}.{capability[1]}",
+            )
+        return "float32", "GPU without fast float16 (compute capability below 7.0)"
+    if tf.config.list_logical_devices("TPU"):
+        return "mixed_bfloat16", "TPU"
+    native = cpu_flags() & {"avx512_bf16", "amx_bf16"}
+    if native:
+        return "mixed_bfloat16", f"CPU with native bfloat16 ({', '.join(sorted(native))})"
+    return "float32", "no GPU, TPU or CPU with native 16-bit floats"
