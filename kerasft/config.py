@@ -206,6 +206,15 @@ class ModelConfig(_Section):
     )
 
 
+class GroupOptimizerConfig(_Section):
+    """The optimizer of one layer group."""
+
+    optimizer: Literal["adamw", "sgd"] = Field("adamw", description="`adamw` or `sgd`.")
+    learning_rate: float = Field(gt=0.0, le=1.0, description="Peak learning rate of this group.")
+    momentum: float = Field(0.0, ge=0.0, lt=1.0, description="Momentum (sgd).")
+    weight_decay: float = Field(0.0, ge=0.0, description="Decoupled weight decay.")
+
+
 class TrainingConfig(_Section):
     """The optimiser, the schedule and when to stop."""
 
@@ -227,6 +236,12 @@ class TrainingConfig(_Section):
         None,
         description="Explicit learning rates per group (`embeddings`, `layer_0` ... `layer_<L-1>`, `head`); "
         "groups left out use `learning_rate`.",
+    )
+    group_optimizers: dict[str, GroupOptimizerConfig] | None = Field(
+        None,
+        description="A separate optimizer per group (`embeddings`, `layer_<i>`, `head`), e.g. "
+        "`{head: {learning_rate: 1.0e-3}, embeddings: {optimizer: sgd, learning_rate: 1.0e-5}}`; "
+        "other groups use the main optimizer.",
     )
     layerwise_lr_decay: float = Field(
         1.0,
@@ -260,6 +275,11 @@ class TrainingConfig(_Section):
     )
     freeze_embeddings: bool = Field(False, description="Keep the backbone's embeddings fixed.")
     freeze_layers: int = Field(0, ge=0, description="Keep the bottom N encoder layers fixed.")
+    unfreeze_every_steps: int | None = Field(
+        None,
+        ge=1,
+        description="Gradual unfreezing, one more block every N training steps instead of epochs.",
+    )
     unfreeze_every_epochs: int | None = Field(
         None,
         ge=1,
@@ -407,7 +427,17 @@ class Config(_Section):
             raise ValueError(
                 "use either `training.group_learning_rates` or `training.layerwise_lr_decay`, not both"
             )
-        if t.unfreeze_every_epochs and (t.freeze_layers or t.freeze_embeddings):
+        if t.group_optimizers and t.gradient_accumulation_steps > 1:
+            raise ValueError(
+                "`training.group_optimizers` does not combine with `gradient_accumulation_steps` yet"
+            )
+        if t.unfreeze_every_epochs and t.unfreeze_every_steps:
+            raise ValueError(
+                "give `training.unfreeze_every_epochs` or `unfreeze_every_steps`, not both"
+            )
+        if (t.unfreeze_every_epochs or t.unfreeze_every_steps) and (
+            t.freeze_layers or t.freeze_embeddings
+        ):
             raise ValueError(
                 "`training.unfreeze_every_epochs` unfreezes every block in turn; drop `freeze_layers` and "
                 "`freeze_embeddings`, or gradual unfreezing"

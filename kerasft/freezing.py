@@ -47,7 +47,7 @@ def freeze(model: keras.Model, embeddings: bool, bottom_layers: int) -> None:
 
 
 class GradualUnfreezing(keras.callbacks.Callback):
-    """Starts with only the head trainable and unfreezes one more block, top down, every `every` epochs.
+    """Starts with only the head trainable and unfreezes one more block, top down, every `every` epochs or steps.
 
     The order is encoder layer L-1, ..., 0, then the embeddings. The optimizer must
     already hold slots for every variable (build it while all are trainable), so
@@ -55,31 +55,46 @@ class GradualUnfreezing(keras.callbacks.Callback):
     after each change, since Keras would otherwise keep using the old variable list.
 
     Args:
-        every: epochs between two unfreezings.
+        every: epochs (or steps) between two unfreezings.
         epochs_done: a variable holding the epochs already trained (a resumed run
             starts with the blocks it had unfrozen). Defaults to none: from scratch.
+        unit: `epoch` or `step`. Defaults to `epoch`.
     """
 
-    def __init__(self, every: int, epochs_done=None):
+    def __init__(self, every: int, epochs_done=None, unit: str = "epoch"):
         super().__init__()
-        self.epochs_done = epochs_done
         if every < 1:
             raise ValueError(
                 f"Invalid value for `every`. Received: every={every}. Expected an integer >= 1."
             )
-        self.every = every
+        if unit not in ("epoch", "step"):
+            raise ValueError(
+                f"Invalid value for `unit`. Received: unit={unit!r}. Expected 'epoch' or 'step'."
+            )
+        self.every, self.epochs_done, self.unit = every, epochs_done, unit
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         emb, layers = backbone_blocks(self.model)
         self._order = [*reversed(layers), *([emb] if emb is not None else [])]
         done = int(self.epochs_done.numpy()) if self.epochs_done is not None else 0
-        self._unfrozen = min(done // self.every, len(self._order))
+        self._steps = done * (self.params.get("steps") or 0)
+        elapsed = done if self.unit == "epoch" else self._steps
+        self._unfrozen = min(elapsed // self.every, len(self._order))
         for i, block in enumerate(self._order):
             block.trainable = i < self._unfrozen
         self._retrace()
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        if (epoch + 1) % self.every or self._unfrozen >= len(self._order):
+        if self.unit == "epoch" and (epoch + 1) % self.every == 0:
+            self._unfreeze_next()
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        self._steps += 1
+        if self.unit == "step" and self._steps % self.every == 0:
+            self._unfreeze_next()
+
+    def _unfreeze_next(self) -> None:
+        if self._unfrozen >= len(self._order):
             return
         block = self._order[self._unfrozen]
         block.trainable = True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from typing import Any
 
 from kerasft._compat import keras, tf
 
@@ -284,3 +285,103 @@ def accumulating(cls: type) -> type:
     if cls not in _ACCUMULATING:
         _ACCUMULATING[cls] = type(f"Accumulating{cls.__name__}", (_Accumulating, cls), {})
     return _ACCUMULATING[cls]
+
+
+class GroupedOptimizer(keras.optimizers.Optimizer):
+    """One optimizer per layer group: each variable's gradient goes to its group's optimizer.
+
+    Every sub-optimizer keeps its own slots, schedule and step counter; all are
+    tracked, so checkpoints and backups hold every group's state.
+
+    Args:
+        optimizers: group name → optimizer (a `default` entry handles unlisted groups).
+        assignment: variable name → group name.
+    """
+
+    def __init__(
+        self,
+        optimizers: dict[str, Any],
+        assignment: dict[str, str],
+        name: str = "grouped",
+        **kwargs,
+    ):
+        super().__init__(name=name, jit_compile=False, **kwargs)
+        self.optimizers = dict(optimizers)
+        self.assignment = dict(assignment)
+
+    def _group(self, variable) -> str:
+        group = self.assignment.get(variable.name, "default")
+        return group if group in self.optimizers else "default"
+
+    @property
+    def learning_rate(self):
+        return self.optimizers["default"].learning_rate
+
+    @learning_rate.setter
+    def learning_rate(self, value):
+        self.optimizers["default"].learning_rate = value
+
+    def build(self, var_list):
+        super().build(var_list)
+        for group, optimizer in self.optimizers.items():
+            optimizer.build([v for v in var_list if self._group(v) == group])
+
+    def apply_gradients(
+        self, grads_and_vars, name=None, skip_gradients_aggregation=False, **kwargs
+    ):
+        split: dict[str, list] = {group: [] for group in self.optimizers}
+        for gradient, variable in grads_and_vars:
+            if gradient is not None:
+                split[self._group(variable)].append((gradient, variable))
+        for group, pairs in split.items():
+            if pairs:
+                self.optimizers[group].apply_gradients(
+                    pairs, skip_gradients_aggregation=skip_gradients_aggregation
+                )
+        return self.iterations.assign_add(1)
+
+    def update_step(self, gradient, variable):  # never called: apply_gradients delegates
+        raise NotImplementedError
+
+    def get_config(self) -> dict:
+        return {
+            "name": self.name,
+            "assignment": self.assignment,
+            "optimizers": {g: keras.optimizers.serialize(o) for g, o in self.optimizers.items()},
+        }
+
+
+def grouped_optimizer(
+    model: keras.Model, per_group: dict[str, dict], default, total_steps: int, warmup_ratio: float
+) -> GroupedOptimizer:
+    """A `GroupedOptimizer` with `default` for unlisted groups and one optimizer per entry of `per_group`.
+
+    Args:
+        per_group: group (`embeddings`, `layer_<i>`, `head`) → `{optimizer, learning_rate, momentum,
+            weight_decay}`.
+
+    Raises:
+        ConfigError: a group name the model does not have.
+    """
+    from kerasft.errors import ConfigError
+
+    depths = layer_depths(model)
+    top = max(depths.values(), default=0)
+    assignment = {name: group_of(depth, top) for name, depth in depths.items()}
+    known = sorted(set(assignment.values()))
+    unknown = sorted(set(per_group) - set(known))
+    if unknown:
+        raise ConfigError(
+            f"`training.group_optimizers`: no group `{unknown[0]}` in this model; groups: {', '.join(known)}."
+        )
+    optimizers = {"default": default}
+    for group, spec in per_group.items():
+        optimizers[group] = build_optimizer(
+            spec["learning_rate"],
+            spec.get("weight_decay", 0.0),
+            total_steps,
+            warmup_ratio,
+            optimizer=spec.get("optimizer", "adamw"),
+            momentum=spec.get("momentum", 0.0),
+        )
+    return GroupedOptimizer(optimizers, assignment)

@@ -41,7 +41,12 @@ from kerasft.freezing import GradualUnfreezing, freeze
 from kerasft.hardware import resolve_precision
 from kerasft.lora import apply_lora
 from kerasft.models import build_model, load_backbone, load_tokenizer, resolve_backbone
-from kerasft.optim import build_optimizer, group_multipliers, layerwise_multipliers
+from kerasft.optim import (
+    build_optimizer,
+    group_multipliers,
+    grouped_optimizer,
+    layerwise_multipliers,
+)
 from kerasft.tasks import collect, evaluate, fit_metrics, loss_for, monitor_mode, tune_thresholds
 
 
@@ -164,7 +169,14 @@ def run(
     )
     if t.gradient_accumulation_steps > 1:
         optimizer.prepare_accumulation(model.trainable_variables, t.gradient_accumulation_steps)
-    if t.unfreeze_every_epochs:
+    if t.group_optimizers:
+        specs = {g: spec.model_dump() for g, spec in t.group_optimizers.items()}
+        optimizer = grouped_optimizer(model, specs, optimizer, updates, t.warmup_ratio)
+        print(
+            "separate optimizers: "
+            + ", ".join(f"{g} {s['optimizer']} lr {s['learning_rate']:g}" for g, s in specs.items())
+        )
+    if t.unfreeze_every_epochs or t.unfreeze_every_steps:
         # Slots for every variable now, while all are trainable, so blocks unfrozen later
         # get Adam state and the ones already training keep theirs.
         optimizer.build(model.trainable_variables)
@@ -230,9 +242,15 @@ def _fit_evaluate_export(
         f"({100 * trainable / total:.2f}%), precision {keras.mixed_precision.global_policy().name}, monitoring {monitor}",
         flush=True,
     )
-    if cfg.training.unfreeze_every_epochs:  # after the restore: it reads the restored epoch count
+    t = cfg.training
+    # After the restore in BackupAndRestore.on_train_begin: it reads the restored epoch count.
+    if t.unfreeze_every_epochs:
         callbacks.append(
-            GradualUnfreezing(cfg.training.unfreeze_every_epochs, model.kerasft_epochs_done)
+            GradualUnfreezing(t.unfreeze_every_epochs, model.kerasft_epochs_done, "epoch")
+        )
+    elif t.unfreeze_every_steps:
+        callbacks.append(
+            GradualUnfreezing(t.unfreeze_every_steps, model.kerasft_epochs_done, "step")
         )
     if cfg.training.max_steps or cfg.training.max_seconds:
         callbacks.append(TrainingBudget(cfg.training.max_steps, cfg.training.max_seconds))

@@ -200,3 +200,48 @@ def test_group_learning_rates(tiny_bert_dir):
         ConfigError, match=r"no group `layer_7`.*groups: embeddings, layer_0, layer_1, head"
     ):
         group_multipliers(model, {"layer_7": 1e-5}, base=1e-4)
+
+
+def test_separate_optimizer_per_group(tiny_bert_dir):
+    from kerasft.models import build_classifier, load_backbone
+    from kerasft.optim import grouped_optimizer
+
+    model = build_classifier(load_backbone(tiny_bert_dir), 2, dropout=0.0)
+    default = build_optimizer(1e-3, 0.0, 10, 0.0)
+    optimizer = grouped_optimizer(
+        model,
+        {"embeddings": {"optimizer": "sgd", "learning_rate": 0.1}, "head": {"learning_rate": 1e-2}},
+        default,
+        total_steps=10,
+        warmup_ratio=0.0,
+    )
+    x = {
+        "input_ids": tf.constant([[2, 5, 6, 3], [2, 8, 9, 3]]),
+        "attention_mask": tf.ones((2, 4), tf.int32),
+        "token_type_ids": tf.zeros((2, 4), tf.int32),
+    }
+    model.compile(
+        optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
+    with tf.GradientTape() as tape:
+        loss = model.compute_loss(x, tf.constant([0, 1]), model(x, training=True))
+    grads = tape.gradient(loss, model.trainable_variables)
+    before = {v.name: v.numpy().copy() for v in model.trainable_variables}
+    optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+    word = next(v for v in model.trainable_variables if "word_embeddings" in v.name)
+    g = tf.convert_to_tensor(
+        next(g for g, v in zip(grads, model.trainable_variables, strict=True) if v is word)
+    )
+    np.testing.assert_allclose(
+        word.numpy(), before[word.name] - 0.1 * g.numpy(), atol=1e-6
+    )  # plain SGD here
+    head = model.get_layer("head").kernel
+    moved = np.abs(head.numpy() - before[head.name])
+    # Adam's first step is about lr * sign(g) (a bit less where |g| nears epsilon): the head's 1e-2, not 1e-3.
+    assert 0.009 < moved[moved > 0].min() and moved.max() <= 0.01 + 1e-6
+    assert int(optimizer.iterations) == 1
+    assert {g: int(o.iterations) for g, o in optimizer.optimizers.items()} == {
+        "default": 1,
+        "embeddings": 1,
+        "head": 1,
+    }

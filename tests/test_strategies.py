@@ -172,3 +172,25 @@ def test_bfloat16_run_has_finite_loss_float32_outputs_and_exports(tiny_config):
     policy, why = resolve_precision("auto")
     if cpu_flags() & {"avx512_bf16", "amx_bf16"} and not tf.config.list_physical_devices("GPU"):
         assert policy == "mixed_bfloat16" and "native bfloat16" in why
+
+
+def test_group_optimizers_train_and_resume_state_is_checkpointed(tiny_config):
+    tiny_config["training"]["group_optimizers"] = {
+        "head": {"learning_rate": 1e-2}, "embeddings": {"optimizer": "sgd", "learning_rate": 1e-3, "momentum": 0.9},
+    }
+    tiny_config["export"]["enabled"] = False
+    result = run_config(tiny_config)
+    optimizer = result.model.optimizer
+    assert set(optimizer.optimizers) == {"default", "head", "embeddings"}
+    checkpoint = tf.train.Checkpoint(optimizer=optimizer)
+    names = [n for n, _ in tf.train.list_variables(checkpoint.save(str(result.run_dir / "opt" / "ckpt")))]
+    assert any("optimizers/head" in n for n in names) and any("optimizers/embeddings" in n for n in names)
+
+
+def test_gradual_unfreezing_by_steps(tiny_bert_dir):
+    model = compiled(tiny_bert_dir)
+    embeddings, (bottom, top) = backbone_blocks(model)
+    record = Record([head(model), top, bottom, embeddings])
+    # 2 steps per epoch; one block more every 2 steps: the same schedule as one per epoch.
+    model.fit(X, Y, epochs=3, batch_size=2, verbose=0, callbacks=[record, GradualUnfreezing(2, unit="step")])
+    assert record.moved == [[True, False, False, False], [True, True, False, False], [True, True, True, False]]
