@@ -117,7 +117,6 @@ def run(
     # Finished epochs: saved with every backup, and it seeds each epoch's data order, so a
     # resumed run sees the same batches as an uninterrupted one.
     epochs_done = tf.Variable(0, dtype=tf.int64, trainable=False, name="epochs_done")
-    model.kerasft_epochs_done = epochs_done
 
     batch = cfg.training.batch_size
     steps = steps_per_epoch(encoded["train"], batch, cfg.data.bucketing, max_length)
@@ -188,6 +187,8 @@ def run(
         t.focal_gamma if t.loss == "focal" else None,
     )
     model.compile(optimizer=optimizer, loss=loss, metrics=fit_metrics(cfg.task))
+    # On the optimizer, the counter is part of every backup but not of the weight files.
+    model.optimizer.kerasft_epochs_done = epochs_done
 
     run_dir = resume_dir or _new_run_dir(Path(cfg.training.output_dir) / cfg.name)
     try:
@@ -228,7 +229,7 @@ def _fit_evaluate_export(
         keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=cfg.training.patience),
         keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs"), profile_batch=0),
         EpochLog(history_file),
-        EpochCounter(model.kerasft_epochs_done),
+        EpochCounter(model.optimizer.kerasft_epochs_done),
         # last of the epoch-end writers: the backup holds everything the ones above updated
         keras.callbacks.BackupAndRestore(
             str(run_dir / "backup"), save_freq="epoch", delete_checkpoint=True
@@ -246,11 +247,11 @@ def _fit_evaluate_export(
     # After the restore in BackupAndRestore.on_train_begin: it reads the restored epoch count.
     if t.unfreeze_every_epochs:
         callbacks.append(
-            GradualUnfreezing(t.unfreeze_every_epochs, model.kerasft_epochs_done, "epoch")
+            GradualUnfreezing(t.unfreeze_every_epochs, model.optimizer.kerasft_epochs_done, "epoch")
         )
     elif t.unfreeze_every_steps:
         callbacks.append(
-            GradualUnfreezing(t.unfreeze_every_steps, model.kerasft_epochs_done, "step")
+            GradualUnfreezing(t.unfreeze_every_steps, model.optimizer.kerasft_epochs_done, "step")
         )
     if cfg.training.max_steps or cfg.training.max_seconds:
         callbacks.append(TrainingBudget(cfg.training.max_steps, cfg.training.max_seconds))

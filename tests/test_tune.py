@@ -4,7 +4,6 @@ import csv
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 import yaml
@@ -116,11 +115,11 @@ def test_killed_search_resumes_without_redoing_finished_trials(tune_config, tmp_
     proc = subprocess.Popen(
         cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
     )
-    seen = []
+    seen, in_trial_2 = [], False
     for line in proc.stdout:
         seen.append(line)
-        if line.startswith("=== trial 2 (id"):
-            time.sleep(3)
+        in_trial_2 |= line.startswith("=== trial 2 (id")
+        if in_trial_2 and line.startswith("epoch 1 step 1/"):  # mid-trial: trial 2 has started training
             proc.kill()
             break
     proc.wait(timeout=60)
