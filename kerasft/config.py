@@ -307,6 +307,11 @@ class TrainingConfig(_Section):
         "capability 7.0+, mixed_bfloat16 on TPUs and CPUs with native bfloat16 (AVX-512 BF16, AMX), else "
         "float32, and prints why. Logits, losses and metrics stay float32.",
     )
+    jit_compile: bool | Literal["auto"] = Field(
+        "auto",
+        description="Compile the train step with XLA. `auto`: on GPUs and TPUs only (on CPUs it was slower "
+        "here). With XLA, batches are padded to their length bucket's edge so few shapes are compiled.",
+    )
     max_steps: int | None = Field(
         None,
         ge=1,

@@ -38,3 +38,10 @@ def resolve_precision(setting: str) -> tuple[str, str]:
     if native:
         return "mixed_bfloat16", f"CPU with native bfloat16 ({', '.join(sorted(native))})"
     return "float32", "no GPU, TPU or CPU with native 16-bit floats"
+
+
+def resolve_jit(setting: bool | str) -> bool:
+    """Whether to compile with XLA for `training.jit_compile`."""
+    if setting != "auto":
+        return bool(setting)
+    return bool(tf.config.list_physical_devices("GPU") or tf.config.list_logical_devices("TPU"))

@@ -38,7 +38,7 @@ from kerasft.data import encode, eval_dataset, load_splits, steps_per_epoch, tra
 from kerasft.errors import KerasftError
 from kerasft.export import export_run
 from kerasft.freezing import GradualUnfreezing, freeze
-from kerasft.hardware import resolve_precision
+from kerasft.hardware import resolve_jit, resolve_precision
 from kerasft.lora import apply_lora
 from kerasft.models import build_model, load_backbone, load_tokenizer, resolve_backbone
 from kerasft.optim import (
@@ -117,6 +117,7 @@ def run(
     # Finished epochs: saved with every backup, and it seeds each epoch's data order, so a
     # resumed run sees the same batches as an uninterrupted one.
     epochs_done = tf.Variable(0, dtype=tf.int64, trainable=False, name="epochs_done")
+    jit = resolve_jit(cfg.training.jit_compile)
 
     batch = cfg.training.batch_size
     steps = steps_per_epoch(encoded["train"], batch, cfg.data.bucketing, max_length)
@@ -130,6 +131,7 @@ def run(
             shuffle_buffer=cfg.data.shuffle_buffer,
             seed=cfg.training.seed,
             epoch=epochs_done,
+            pad_to_bucket=jit,
         ),
         "validation": eval_dataset(encoded["validation"], batch * 2, backbone.pad_id),
         "test": eval_dataset(encoded["test"], batch * 2, backbone.pad_id),
@@ -186,7 +188,7 @@ def run(
         t.label_smoothing,
         t.focal_gamma if t.loss == "focal" else None,
     )
-    model.compile(optimizer=optimizer, loss=loss, metrics=fit_metrics(cfg.task))
+    model.compile(optimizer=optimizer, loss=loss, metrics=fit_metrics(cfg.task), jit_compile=jit)
     # On the optimizer, the counter is part of every backup but not of the weight files.
     model.optimizer.kerasft_epochs_done = epochs_done
 
@@ -240,7 +242,7 @@ def _fit_evaluate_export(
     print(
         f"training {cfg.name} ({cfg.task}): {len(splits.train)} examples, {steps} steps/epoch, "
         f"up to {cfg.training.epochs} epochs, batch {cfg.training.batch_size}, {trainable:,} of {total:,} parameters trainable "
-        f"({100 * trainable / total:.2f}%), precision {keras.mixed_precision.global_policy().name}, monitoring {monitor}",
+        f"({100 * trainable / total:.2f}%), precision {keras.mixed_precision.global_policy().name}, XLA {'on' if model._jit_compile else 'off'}, monitoring {monitor}",
         flush=True,
     )
     t = cfg.training

@@ -176,15 +176,20 @@ def test_bfloat16_run_has_finite_loss_float32_outputs_and_exports(tiny_config):
 
 def test_group_optimizers_train_and_resume_state_is_checkpointed(tiny_config):
     tiny_config["training"]["group_optimizers"] = {
-        "head": {"learning_rate": 1e-2}, "embeddings": {"optimizer": "sgd", "learning_rate": 1e-3, "momentum": 0.9},
+        "head": {"learning_rate": 1e-2},
+        "embeddings": {"optimizer": "sgd", "learning_rate": 1e-3, "momentum": 0.9},
     }
     tiny_config["export"]["enabled"] = False
     result = run_config(tiny_config)
     optimizer = result.model.optimizer
     assert set(optimizer.optimizers) == {"default", "head", "embeddings"}
     checkpoint = tf.train.Checkpoint(optimizer=optimizer)
-    names = [n for n, _ in tf.train.list_variables(checkpoint.save(str(result.run_dir / "opt" / "ckpt")))]
-    assert any("optimizers/head" in n for n in names) and any("optimizers/embeddings" in n for n in names)
+    names = [
+        n for n, _ in tf.train.list_variables(checkpoint.save(str(result.run_dir / "opt" / "ckpt")))
+    ]
+    assert any("optimizers/head" in n for n in names) and any(
+        "optimizers/embeddings" in n for n in names
+    )
 
 
 def test_gradual_unfreezing_by_steps(tiny_bert_dir):
@@ -192,5 +197,46 @@ def test_gradual_unfreezing_by_steps(tiny_bert_dir):
     embeddings, (bottom, top) = backbone_blocks(model)
     record = Record([head(model), top, bottom, embeddings])
     # 2 steps per epoch; one block more every 2 steps: the same schedule as one per epoch.
-    model.fit(X, Y, epochs=3, batch_size=2, verbose=0, callbacks=[record, GradualUnfreezing(2, unit="step")])
-    assert record.moved == [[True, False, False, False], [True, True, False, False], [True, True, True, False]]
+    model.fit(
+        X,
+        Y,
+        epochs=3,
+        batch_size=2,
+        verbose=0,
+        callbacks=[record, GradualUnfreezing(2, unit="step")],
+    )
+    assert record.moved == [
+        [True, False, False, False],
+        [True, True, False, False],
+        [True, True, True, False],
+    ]
+
+
+def test_xla_run_pads_to_bucket_edges_and_trains(tiny_config):
+    tiny_config["training"]["jit_compile"] = True
+    tiny_config["export"]["enabled"] = False
+    result = run_config(tiny_config)
+    assert result.model._jit_compile
+    assert all(np.isfinite(result.metrics["train"]["history"]["loss"]))
+    from kerasft.hardware import resolve_jit
+
+    assert resolve_jit("auto") == bool(tf.config.list_physical_devices("GPU"))
+
+
+def test_pad_to_bucket_gives_one_width_per_bucket(tiny_bert_dir):
+    from kerasft.data import Split, bucket_boundaries, encode, train_dataset
+    from kerasft.models import load_tokenizer
+
+    texts = [
+        "good",
+        "good movie",
+        "the plot was very boring",
+        "the movie was not very fun at all , very bad",
+    ] * 4
+    encoded = encode(load_tokenizer(tiny_bert_dir), Split(texts, np.zeros(16, np.int32), "mem"), 32)
+    ds = train_dataset(
+        encoded, 4, 0, bucketing=True, max_length=32, shuffle_buffer=16, seed=0, pad_to_bucket=True
+    )
+    widths = {edge - 1 for edge in [*bucket_boundaries(32), 33]}  # TF pads to an edge minus one
+    seen = {int(x["input_ids"].shape[1]) for x, _ in ds}
+    assert seen <= widths and len(seen) > 1

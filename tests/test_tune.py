@@ -119,7 +119,9 @@ def test_killed_search_resumes_without_redoing_finished_trials(tune_config, tmp_
     for line in proc.stdout:
         seen.append(line)
         in_trial_2 |= line.startswith("=== trial 2 (id")
-        if in_trial_2 and line.startswith("epoch 1 step 1/"):  # mid-trial: trial 2 has started training
+        if in_trial_2 and line.startswith(
+            "epoch 1 step 1/"
+        ):  # mid-trial: trial 2 has started training
             proc.kill()
             break
     proc.wait(timeout=60)

@@ -44,6 +44,7 @@ def train_dataset(
     shuffle_buffer: int,
     seed: int,
     epoch: tf.Variable | None = None,
+    pad_to_bucket: bool = False,
 ) -> tf.data.Dataset:
     """Shuffled training batches, padded per batch (or per length bucket) rather than to `max_length`.
 
@@ -52,6 +53,8 @@ def train_dataset(
             epoch's order depends only on `seed` and that number, so a run resumed from a
             backup sees the same batches as an uninterrupted one. Defaults to none
             (a fresh order every pass).
+        pad_to_bucket: pad each batch to its bucket's upper edge, so only one width per
+            bucket exists (for XLA, which compiles once per shape). Defaults to False.
     """
     base = _examples(encoded, np.arange(len(encoded)))
     buffer = max(1, min(shuffle_buffer, len(encoded)))
@@ -70,11 +73,16 @@ def train_dataset(
     padding = _padding_values(encoded, pad_id)
     if bucketing:
         boundaries = bucket_boundaries(max_length)
+        if (
+            pad_to_bucket
+        ):  # batches are padded to an edge minus one: the last bucket needs an edge too
+            boundaries = [*boundaries, max_length + 1]
         ds = ds.bucket_by_sequence_length(
             lambda x, y: tf.shape(x["input_ids"])[0],
             bucket_boundaries=boundaries,
             bucket_batch_sizes=[batch_size] * (len(boundaries) + 1),
             padding_values=padding,
+            pad_to_bucket_boundary=pad_to_bucket,
         )
     else:
         ds = ds.padded_batch(batch_size, padding_values=padding)
