@@ -307,6 +307,11 @@ class TrainingConfig(_Section):
         "capability 7.0+, mixed_bfloat16 on TPUs and CPUs with native bfloat16 (AVX-512 BF16, AMX), else "
         "float32, and prints why. Logits, losses and metrics stay float32.",
     )
+    distribution: Literal["auto", "none", "mirrored"] = Field(
+        "auto",
+        description="`auto`: MirroredStrategy when more than one GPU is visible, else one device. `mirrored` "
+        "mirrors over all GPUs (or all logical CPU devices). `batch_size` is the global batch, split across replicas.",
+    )
     jit_compile: bool | Literal["auto"] = Field(
         "auto",
         description="Compile the train step with XLA. `auto`: on GPUs and TPUs only (on CPUs it was slower "

@@ -294,7 +294,7 @@ def reexport(run_dir: str | Path, export_dir: str | None = None) -> Path:
     from kerasft.models import build_model, load_backbone, load_tokenizer, resolve_backbone
 
     run_dir = Path(run_dir)
-    needed = ["config.yaml", "labels.json", "export.json", "checkpoints/best.weights.h5"]
+    needed = ["config.yaml", "labels.json", "export.json", "checkpoints/best.index"]
     missing = [n for n in needed if not (run_dir / n).is_file()]
     if missing:
         raise ConfigError(
@@ -313,7 +313,7 @@ def reexport(run_dir: str | Path, export_dir: str | None = None) -> Path:
         lora = cfg.model.lora
         example = {name: tf.ones((1, 4), tf.int32) for name in backbone.input_names}
         apply_lora(model, lora.rank, lora.alpha, lora.dropout, lora.targets, example)
-    model.load_weights(str(run_dir / "checkpoints" / "best.weights.h5"))
+    model.load_weights(str(run_dir / "checkpoints" / "best"))
     return export_run(run_dir, model, backbone, cfg)
 
 

@@ -35,7 +35,8 @@ from kerasft.callbacks import (
 )
 from kerasft.config import Config
 from kerasft.data import encode, eval_dataset, load_splits, steps_per_epoch, train_dataset
-from kerasft.errors import KerasftError
+from kerasft.distribute import resolve_strategy
+from kerasft.errors import ConfigError, DataError, KerasftError
 from kerasft.export import export_run
 from kerasft.freezing import GradualUnfreezing, freeze
 from kerasft.hardware import resolve_jit, resolve_precision
@@ -98,99 +99,128 @@ def run(
         name: encode(tokenizer, getattr(splits, name), max_length, cfg.task, cfg.data.cache_dir)
         for name in ("train", "validation", "test")
     }
-    dropout = {"hidden": cfg.model.hidden_dropout, "attention": cfg.model.attention_dropout}
-    backbone = load_backbone(
-        directory, tokenizer, {k: v for k, v in dropout.items() if v is not None}
-    )
-    model = build_model(
-        backbone, cfg.task, len(splits.vocab.names), cfg.model.pooling, cfg.model.dropout
-    )
+    strategy, described = resolve_strategy(cfg.training.distribution)
+    replicas = strategy.num_replicas_in_sync
+    if replicas > 1:
+        print(
+            f"distribution: {described}; global batch {cfg.training.batch_size} = "
+            f"{cfg.training.batch_size // replicas} per replica"
+        )
+        if cfg.training.gradient_accumulation_steps > 1 or cfg.training.group_optimizers:
+            raise ConfigError(
+                "`training.gradient_accumulation_steps` and `training.group_optimizers` do not run under "
+                "a distribution strategy yet; set `training.distribution: none`."
+            )
+        if cfg.training.batch_size % replicas:
+            raise ConfigError(
+                f"`training.batch_size: {cfg.training.batch_size}` does not split evenly over {replicas} replicas."
+            )
+    with strategy.scope():  # model, optimizer and metrics live on every replica
+        dropout = {"hidden": cfg.model.hidden_dropout, "attention": cfg.model.attention_dropout}
+        backbone = load_backbone(
+            directory, tokenizer, {k: v for k, v in dropout.items() if v is not None}
+        )
+        model = build_model(
+            backbone, cfg.task, len(splits.vocab.names), cfg.model.pooling, cfg.model.dropout
+        )
 
-    if cfg.model.lora:
-        lora = cfg.model.lora
-        example = {name: tf.ones((1, 4), tf.int32) for name in backbone.input_names}
-        adapted = apply_lora(model, lora.rank, lora.alpha, lora.dropout, lora.targets, example)
-        print(
-            f"LoRA: rank {lora.rank} adapters on {adapted} layers ({', '.join(lora.targets)}); the rest of the backbone is frozen"
-        )
+        if cfg.model.lora:
+            lora = cfg.model.lora
+            example = {name: tf.ones((1, 4), tf.int32) for name in backbone.input_names}
+            adapted = apply_lora(model, lora.rank, lora.alpha, lora.dropout, lora.targets, example)
+            print(
+                f"LoRA: rank {lora.rank} adapters on {adapted} layers ({', '.join(lora.targets)}); the rest of the backbone is frozen"
+            )
 
-    # Finished epochs: saved with every backup, and it seeds each epoch's data order, so a
-    # resumed run sees the same batches as an uninterrupted one.
-    epochs_done = tf.Variable(0, dtype=tf.int64, trainable=False, name="epochs_done")
-    jit = resolve_jit(cfg.training.jit_compile)
+        # Finished epochs: saved with every backup, and it seeds each epoch's data order, so a
+        # resumed run sees the same batches as an uninterrupted one.
+        epochs_done = tf.Variable(0, dtype=tf.int64, trainable=False, name="epochs_done")
+        jit = resolve_jit(cfg.training.jit_compile)
 
-    batch = cfg.training.batch_size
-    steps = steps_per_epoch(encoded["train"], batch, cfg.data.bucketing, max_length)
-    datasets = {
-        "train": train_dataset(
-            encoded["train"],
-            batch,
-            backbone.pad_id,
-            bucketing=cfg.data.bucketing,
-            max_length=max_length,
-            shuffle_buffer=cfg.data.shuffle_buffer,
-            seed=cfg.training.seed,
-            epoch=epochs_done,
-            pad_to_bucket=jit,
-        ),
-        "validation": eval_dataset(encoded["validation"], batch * 2, backbone.pad_id),
-        "test": eval_dataset(encoded["test"], batch * 2, backbone.pad_id),
-    }
-    multipliers = None
-    if cfg.training.group_learning_rates:
-        multipliers = group_multipliers(
-            model, cfg.training.group_learning_rates, cfg.training.learning_rate
+        batch = cfg.training.batch_size
+        steps = steps_per_epoch(
+            encoded["train"], batch, cfg.data.bucketing, max_length, replicas > 1
         )
-        print(
-            "learning rates per group: "
-            + ", ".join(f"{g} {r:g}" for g, r in cfg.training.group_learning_rates.items())
+        if steps == 0:
+            raise DataError(
+                f"{splits.train.source}: {len(splits.train)} training examples make no full batch of "
+                f"{batch}; lower `training.batch_size`."
+            )
+        datasets = {
+            "train": train_dataset(
+                encoded["train"],
+                batch,
+                backbone.pad_id,
+                bucketing=cfg.data.bucketing,
+                max_length=max_length,
+                shuffle_buffer=cfg.data.shuffle_buffer,
+                seed=cfg.training.seed,
+                epoch=epochs_done,
+                pad_to_bucket=jit,
+                drop_remainder=replicas > 1,
+            ),
+            "validation": eval_dataset(encoded["validation"], batch * 2, backbone.pad_id),
+            "test": eval_dataset(encoded["test"], batch * 2, backbone.pad_id),
+        }
+        multipliers = None
+        if cfg.training.group_learning_rates:
+            multipliers = group_multipliers(
+                model, cfg.training.group_learning_rates, cfg.training.learning_rate
+            )
+            print(
+                "learning rates per group: "
+                + ", ".join(f"{g} {r:g}" for g, r in cfg.training.group_learning_rates.items())
+            )
+        if cfg.training.layerwise_lr_decay < 1.0:
+            multipliers = layerwise_multipliers(model, cfg.training.layerwise_lr_decay)
+            print(
+                f"layer-wise learning-rate decay {cfg.training.layerwise_lr_decay}: multipliers from "
+                f"{min(multipliers.values()):.3g} (embeddings) to 1 (head)"
+            )
+        t = cfg.training
+        updates = math.ceil(
+            min(steps * t.epochs, t.max_steps or steps * t.epochs) / t.gradient_accumulation_steps
         )
-    if cfg.training.layerwise_lr_decay < 1.0:
-        multipliers = layerwise_multipliers(model, cfg.training.layerwise_lr_decay)
-        print(
-            f"layer-wise learning-rate decay {cfg.training.layerwise_lr_decay}: multipliers from "
-            f"{min(multipliers.values()):.3g} (embeddings) to 1 (head)"
+        optimizer = build_optimizer(
+            t.learning_rate,
+            t.weight_decay,
+            updates,
+            t.warmup_ratio,
+            multipliers,
+            warmup_steps=t.warmup_steps,
+            schedule=t.schedule,
+            clipnorm=t.clipnorm,
+            accumulation_steps=t.gradient_accumulation_steps,
+            optimizer=t.optimizer,
+            momentum=t.momentum,
         )
-    t = cfg.training
-    updates = math.ceil(
-        min(steps * t.epochs, t.max_steps or steps * t.epochs) / t.gradient_accumulation_steps
-    )
-    optimizer = build_optimizer(
-        t.learning_rate,
-        t.weight_decay,
-        updates,
-        t.warmup_ratio,
-        multipliers,
-        warmup_steps=t.warmup_steps,
-        schedule=t.schedule,
-        clipnorm=t.clipnorm,
-        accumulation_steps=t.gradient_accumulation_steps,
-        optimizer=t.optimizer,
-        momentum=t.momentum,
-    )
-    if t.gradient_accumulation_steps > 1:
-        optimizer.prepare_accumulation(model.trainable_variables, t.gradient_accumulation_steps)
-    if t.group_optimizers:
-        specs = {g: spec.model_dump() for g, spec in t.group_optimizers.items()}
-        optimizer = grouped_optimizer(model, specs, optimizer, updates, t.warmup_ratio)
-        print(
-            "separate optimizers: "
-            + ", ".join(f"{g} {s['optimizer']} lr {s['learning_rate']:g}" for g, s in specs.items())
+        if t.gradient_accumulation_steps > 1:
+            optimizer.prepare_accumulation(model.trainable_variables, t.gradient_accumulation_steps)
+        if t.group_optimizers:
+            specs = {g: spec.model_dump() for g, spec in t.group_optimizers.items()}
+            optimizer = grouped_optimizer(model, specs, optimizer, updates, t.warmup_ratio)
+            print(
+                "separate optimizers: "
+                + ", ".join(
+                    f"{g} {s['optimizer']} lr {s['learning_rate']:g}" for g, s in specs.items()
+                )
+            )
+        if t.unfreeze_every_epochs or t.unfreeze_every_steps:
+            # Slots for every variable now, while all are trainable, so blocks unfrozen later
+            # get Adam state and the ones already training keep theirs.
+            optimizer.build(model.trainable_variables)
+        freeze(model, t.freeze_embeddings, t.freeze_layers)
+        loss = loss_for(
+            cfg.task,
+            len(splits.vocab.names),
+            t.label_smoothing,
+            t.focal_gamma if t.loss == "focal" else None,
         )
-    if t.unfreeze_every_epochs or t.unfreeze_every_steps:
-        # Slots for every variable now, while all are trainable, so blocks unfrozen later
-        # get Adam state and the ones already training keep theirs.
-        optimizer.build(model.trainable_variables)
-    freeze(model, t.freeze_embeddings, t.freeze_layers)
-    loss = loss_for(
-        cfg.task,
-        len(splits.vocab.names),
-        t.label_smoothing,
-        t.focal_gamma if t.loss == "focal" else None,
-    )
-    model.compile(optimizer=optimizer, loss=loss, metrics=fit_metrics(cfg.task), jit_compile=jit)
-    # On the optimizer, the counter is part of every backup but not of the weight files.
-    model.optimizer.kerasft_epochs_done = epochs_done
+        model.compile(
+            optimizer=optimizer, loss=loss, metrics=fit_metrics(cfg.task), jit_compile=jit
+        )
+        # On the optimizer, the counter is part of every backup but not of the weight files.
+        model.optimizer.kerasft_epochs_done = epochs_done
 
     run_dir = resume_dir or _new_run_dir(Path(cfg.training.output_dir) / cfg.name)
     try:
@@ -209,7 +239,8 @@ def _fit_evaluate_export(
     names = splits.vocab.names
     (run_dir / "config.yaml").write_text(config_lib.dump_config(cfg), encoding="utf-8")
     (run_dir / "labels.json").write_text(splits.vocab.to_json(), encoding="utf-8")
-    best_path = run_dir / "checkpoints" / "best.weights.h5"
+    # TensorFlow checkpoint format: it restores into mirrored variables too (HDF5 does not).
+    best_path = run_dir / "checkpoints" / "best"
     best_path.parent.mkdir(exist_ok=True)
     monitor, mode = cfg.monitor, monitor_mode(cfg.monitor)
     history_file = run_dir / "history.jsonl"

@@ -26,12 +26,22 @@ def bucket_boundaries(max_length: int) -> list[int]:
     return edges
 
 
-def steps_per_epoch(encoded: Encoded, batch_size: int, bucketing: bool, max_length: int) -> int:
+def steps_per_epoch(
+    encoded: Encoded,
+    batch_size: int,
+    bucketing: bool,
+    max_length: int,
+    drop_remainder: bool = False,
+) -> int:
     """Exact number of batches one epoch of `train_dataset` yields."""
+
+    def count(n: int) -> int:
+        return n // batch_size if drop_remainder else math.ceil(n / batch_size)
+
     if not bucketing:
-        return math.ceil(len(encoded) / batch_size)
+        return count(len(encoded))
     bucket = np.searchsorted(bucket_boundaries(max_length), encoded.lengths, side="right")
-    return int(sum(math.ceil(c / batch_size) for c in np.bincount(bucket) if c))
+    return int(sum(count(c) for c in np.bincount(bucket) if c))
 
 
 def train_dataset(
@@ -45,6 +55,7 @@ def train_dataset(
     seed: int,
     epoch: tf.Variable | None = None,
     pad_to_bucket: bool = False,
+    drop_remainder: bool = False,
 ) -> tf.data.Dataset:
     """Shuffled training batches, padded per batch (or per length bucket) rather than to `max_length`.
 
@@ -83,12 +94,13 @@ def train_dataset(
             bucket_batch_sizes=[batch_size] * (len(boundaries) + 1),
             padding_values=padding,
             pad_to_bucket_boundary=pad_to_bucket,
+            drop_remainder=drop_remainder,
         )
     else:
-        ds = ds.padded_batch(batch_size, padding_values=padding)
+        ds = ds.padded_batch(batch_size, padding_values=padding, drop_remainder=drop_remainder)
     # A known cardinality makes Keras restart the iterator every epoch and show a
     # true progress bar; the assertion also fails loudly if the count were wrong.
-    steps = steps_per_epoch(encoded, batch_size, bucketing, max_length)
+    steps = steps_per_epoch(encoded, batch_size, bucketing, max_length, drop_remainder)
     ds = ds.apply(tf.data.experimental.assert_cardinality(steps))
     return ds.prefetch(tf.data.AUTOTUNE)
 
