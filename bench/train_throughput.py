@@ -1,0 +1,167 @@
+"""Training throughput: the usual Hugging Face TF recipe against kerasft, same backbone, data and batch.
+
+    .venv/bin/python bench/train_throughput.py [--examples 4000] [--precision float32|auto]
+
+Each side runs in its own process on the same SST-2 training phrases
+(../shared/data/sst2/train.tsv), the embedded MiniLM-L6, batch 32, one epoch, and
+is scored on GLUE SST-2 dev:
+(a) Hugging Face: tokenizer → `model.prepare_tf_dataset` (padding per batch) →
+    `compile(Adam)` → `fit`, on TFBertForSequenceClassification;
+(b) kerasft with its defaults (`python -m kerasft.train` code path).
+Last line: hf_ex_per_s=… kerasft_ex_per_s=… ratio=… hf_acc=… kerasft_acc=… hf_rss_mb=… kerasft_rss_mb=…
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SST2 = Path(__file__).resolve().parents[2] / "shared" / "data" / "sst2"
+
+
+def read(path: Path, limit: int | None = None) -> tuple[list[str], list[int]]:
+    rows = [line.split("\t") for line in path.read_text(encoding="utf-8").splitlines()[1:]]
+    rows = rows[:limit] if limit else rows
+    return [r[0] for r in rows], [int(r[1]) for r in rows]
+
+
+def run_hf(examples: int) -> dict:
+    import datasets
+    import numpy as np
+    from safetensors.numpy import load_file
+    from transformers import AutoConfig, AutoTokenizer, TFAutoModelForSequenceClassification
+    from transformers.modeling_tf_pytorch_utils import load_pytorch_state_dict_in_tf2_model
+
+    from kerasft._compat import keras, tf
+    from kerasft.models import resolve_backbone
+
+    directory = resolve_backbone("minilm-l6")
+    tokenizer = AutoTokenizer.from_pretrained(str(directory))
+    model = TFAutoModelForSequenceClassification.from_config(
+        AutoConfig.from_pretrained(str(directory), num_labels=2)
+    )
+    model(model.dummy_inputs)
+    load_pytorch_state_dict_in_tf2_model(
+        model, load_file(str(directory / "model.safetensors")), allow_missing_keys=True
+    )
+    rng = np.random.default_rng(0)
+    texts, labels = read(SST2 / "train.tsv")
+    pick = rng.permutation(len(texts))[:examples]
+    train = datasets.Dataset.from_dict(
+        {"sentence": [texts[i] for i in pick], "label": [labels[i] for i in pick]}
+    )
+    train = train.map(
+        lambda b: tokenizer(b["sentence"], truncation=True, max_length=128), batched=True
+    )
+    tf_train = model.prepare_tf_dataset(train, batch_size=32, shuffle=True, tokenizer=tokenizer)
+    model.compile(optimizer=keras.optimizers.Adam(1e-4))
+    start = time.perf_counter()
+    model.fit(tf_train, epochs=1, verbose=0)
+    seconds = time.perf_counter() - start
+    dev_texts, dev_labels = read(SST2 / "glue_dev.tsv")
+    correct = 0
+    for i in range(0, len(dev_texts), 64):
+        ids = tokenizer(
+            dev_texts[i : i + 64],
+            truncation=True,
+            max_length=128,
+            padding=True,
+            return_tensors="tf",
+        )
+        correct += int(
+            (tf.argmax(model(ids).logits, -1).numpy() == np.array(dev_labels[i : i + 64])).sum()
+        )
+    return {"ex_per_s": examples / seconds, "acc": correct / len(dev_texts)}
+
+
+def run_kerasft(examples: int, precision: str) -> dict:
+    from kerasft.config import config_from_dict
+    from kerasft.train import run
+
+    work = Path(tempfile.mkdtemp())
+    cfg = config_from_dict(
+        {
+            "name": "throughput",
+            "data": {
+                "train": str(SST2 / "train.tsv"),
+                "validation": str(SST2 / "glue_dev.tsv"),
+                "test_split": 0.0,
+                "text_column": "sentence",
+                "quoting": "none",
+                "max_train_examples": examples,
+                "cache_dir": str(work / "cache"),
+            },
+            "training": {
+                "epochs": 1,
+                "batch_size": 32,
+                "learning_rate": 1e-4,
+                "precision": precision,
+                "output_dir": str(work / "runs"),
+            },
+            "export": {"enabled": False},
+        }
+    )
+    result = run(cfg, verbose=0)
+    return {
+        "ex_per_s": result.metrics["train"]["examples_per_second"],
+        "acc": result.metrics["validation"]["accuracy"],
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--examples", type=int, default=4000, help="training phrases (one epoch)")
+    p.add_argument(
+        "--precision", default="float32", help="kerasft's training.precision (default: its default)"
+    )
+    p.add_argument("--side", choices=["hf", "kerasft"], help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if not SST2.is_dir():
+        sys.exit(f"error: {SST2} is absent; this benchmark needs ../shared/data")
+    if args.side:
+        out = (
+            run_hf(args.examples)
+            if args.side == "hf"
+            else run_kerasft(args.examples, args.precision)
+        )
+        out["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print("RESULT " + json.dumps(out))
+        return
+    results = {}
+    for side in ("hf", "kerasft"):
+        cmd = [
+            sys.executable,
+            __file__,
+            "--side",
+            side,
+            "--examples",
+            str(args.examples),
+            "--precision",
+            args.precision,
+        ]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
+        if line is None:
+            sys.exit(f"error: the {side} run failed:\n{proc.stderr[-3000:]}")
+        results[side] = json.loads(line[7:])
+        r = results[side]
+        print(
+            f"{side}: {r['ex_per_s']:.1f} train examples/s, GLUE-dev accuracy {r['acc']:.4f}, "
+            f"peak RSS {r['rss_mb']:.0f} MB",
+            flush=True,
+        )
+    hf, kf = results["hf"], results["kerasft"]
+    print(
+        f"hf_ex_per_s={hf['ex_per_s']:.1f} kerasft_ex_per_s={kf['ex_per_s']:.1f} ratio={kf['ex_per_s'] / hf['ex_per_s']:.2f} "
+        f"hf_acc={hf['acc']:.4f} kerasft_acc={kf['acc']:.4f} hf_rss_mb={hf['rss_mb']:.0f} kerasft_rss_mb={kf['rss_mb']:.0f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
