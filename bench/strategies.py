@@ -12,16 +12,16 @@ from __future__ import annotations
 
 import argparse
 import io
-import sys
 import tempfile
 from contextlib import redirect_stdout
 from pathlib import Path
+
+from sst2 import require_sst2, sst2_data
 
 from kerasft._compat import keras
 from kerasft.config import config_from_dict
 from kerasft.train import run
 
-SST2 = Path(__file__).resolve().parents[2] / "shared" / "data" / "sst2"
 STRATEGIES = {
     "full": ({"learning_rate": 1e-4}, {}),
     "llrd": ({"learning_rate": 2e-4, "layerwise_lr_decay": 0.8}, {}),
@@ -35,8 +35,7 @@ def main() -> None:
     p.add_argument("--train", type=int, default=3000, help="training phrases")
     p.add_argument("--epochs", type=int, default=3)
     args = p.parse_args()
-    if not SST2.is_dir():
-        sys.exit(f"error: {SST2} is absent; this benchmark needs ../shared/data")
+    require_sst2()
     work = Path(tempfile.mkdtemp(prefix="kerasft-strategies-"))
     results = {}
     for name, (training, model) in STRATEGIES.items():
@@ -44,16 +43,7 @@ def main() -> None:
         cfg = config_from_dict(
             {
                 "name": f"sst2_{name}",
-                "data": {
-                    "train": str(SST2 / "train.tsv"),
-                    "validation": str(SST2 / "glue_dev.tsv"),
-                    "test_split": 0.0,
-                    "text_column": "sentence",
-                    "quoting": "none",
-                    "max_train_examples": args.train,
-                    "max_length": 64,
-                    "cache_dir": str(work / "cache"),
-                },
+                "data": sst2_data(args.train, work / "cache", max_length=64),
                 "model": {"backbone": "minilm-l6", **model},
                 "training": {
                     "epochs": args.epochs,

@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-SST2 = Path(__file__).resolve().parents[2] / "shared" / "data" / "sst2"
+from sst2 import SST2, require_sst2, sst2_data
 
 
 def read(path: Path, limit: int | None = None) -> tuple[list[str], list[int]]:
@@ -88,15 +88,7 @@ def run_kerasft(examples: int, precision: str) -> dict:
     cfg = config_from_dict(
         {
             "name": "throughput",
-            "data": {
-                "train": str(SST2 / "train.tsv"),
-                "validation": str(SST2 / "glue_dev.tsv"),
-                "test_split": 0.0,
-                "text_column": "sentence",
-                "quoting": "none",
-                "max_train_examples": examples,
-                "cache_dir": str(work / "cache"),
-            },
+            "data": sst2_data(examples, work / "cache"),
             "training": {
                 "epochs": 1,
                 "batch_size": 32,
@@ -122,8 +114,7 @@ def main() -> None:
     )
     p.add_argument("--side", choices=["hf", "kerasft"], help=argparse.SUPPRESS)
     args = p.parse_args()
-    if not SST2.is_dir():
-        sys.exit(f"error: {SST2} is absent; this benchmark needs ../shared/data")
+    require_sst2()
     if args.side:
         out = (
             run_hf(args.examples)

@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import argparse
 import csv
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import yaml
+from sst2 import require_sst2, sst2_data
 
 from kerasft.tune import tune
-
-SST2 = Path(__file__).resolve().parents[2] / "shared" / "data" / "sst2"
 
 
 def main() -> None:
@@ -29,21 +27,11 @@ def main() -> None:
     p.add_argument("--trials", type=int, default=8)
     p.add_argument("--train", type=int, default=2000, help="training phrases per trial")
     args = p.parse_args()
-    if not SST2.is_dir():
-        sys.exit(f"error: {SST2} is absent; this benchmark needs ../shared/data")
+    require_sst2()
     work = Path(tempfile.mkdtemp(prefix="kerasft-tune-sst2-"))
     config = {
         "name": "tune_sst2",
-        "data": {
-            "train": str(SST2 / "train.tsv"),
-            "validation": str(SST2 / "glue_dev.tsv"),
-            "test_split": 0.0,
-            "text_column": "sentence",
-            "quoting": "none",
-            "max_train_examples": args.train,
-            "max_length": 64,
-            "cache_dir": str(work / "cache"),
-        },
+        "data": sst2_data(args.train, work / "cache", max_length=64),
         "training": {"epochs": 1, "batch_size": 32, "output_dir": str(work / "runs")},
         "export": {"enabled": False},
         "tuning": {
