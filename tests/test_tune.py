@@ -148,3 +148,12 @@ def test_shipped_tune_config_is_valid():
         yaml.safe_load((REPO / "configs" / "tune_quickstart.yaml").read_text())["tuning"]["oracle"]
         == "random"
     )
+
+
+def test_export_best_retrains_and_exports_the_best_config(tune_config, tmp_path, capsys):
+    tune_config["tuning"].update(max_trials=2, export_best=True)
+    path = write_yaml(tmp_path / "tune.yaml", tune_config)
+    tune(str(path), [], verbose=0)
+    out = capsys.readouterr().out
+    assert "best config retrained:" in out
+    assert (tmp_path / "saved_models" / "tiny" / "1" / "saved_model.pb").is_file()
