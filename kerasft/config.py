@@ -499,6 +499,15 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     Raises:
         ConfigError: the file is missing or invalid, or an override is malformed.
     """
+    return config_from_dict(load_raw(path, overrides), source=str(path))
+
+
+def load_raw(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
+    """The config file as a plain dict with the overrides applied, before validation.
+
+    Raises:
+        ConfigError: the file is missing, not YAML, or an override is malformed.
+    """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"Config file not found: {path}. Pass an existing YAML file to --config.")
@@ -519,7 +528,19 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         )
     for item in overrides:
         _apply_override(raw, item)
-    return config_from_dict(raw, source=str(path))
+    return raw
+
+
+def add_override_argument(parser: Any, example: str = "training.epochs=2") -> None:
+    """The `--set KEY=VALUE` option every command that reads a config shares."""
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"override a config key, e.g. --set {example} (repeatable; the value is read as YAML)",
+    )
 
 
 def config_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Config:

@@ -308,11 +308,9 @@ def reexport(run_dir: str | Path, export_dir: str | None = None) -> Path:
     labels = json.loads((run_dir / "labels.json").read_text())["labels"]
     model = build_model(backbone, cfg.task, len(labels), cfg.model.pooling, cfg.model.dropout)
     if cfg.model.lora:  # the checkpoint holds the adapters: rebuild them before loading
-        from kerasft.lora import apply_lora
+        from kerasft.lora import apply_lora_config
 
-        lora = cfg.model.lora
-        example = {name: tf.ones((1, 4), tf.int32) for name in backbone.input_names}
-        apply_lora(model, lora.rank, lora.alpha, lora.dropout, lora.targets, example)
+        apply_lora_config(model, cfg.model.lora, backbone.input_names)
     model.load_weights(str(run_dir / "checkpoints" / "best"))
     return export_run(run_dir, model, backbone, cfg)
 

@@ -72,6 +72,10 @@ class GradualUnfreezing(keras.callbacks.Callback):
                 f"Invalid value for `unit`. Received: unit={unit!r}. Expected 'epoch' or 'step'."
             )
         self.every, self.epochs_done, self.unit = every, epochs_done, unit
+        if unit == "epoch":
+            # Keras syncs the logs to Python after every step for callbacks with a batch hook;
+            # restoring the default hook keeps counting epochs off the train step's hot path.
+            self.on_train_batch_end = super().on_train_batch_end
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         emb, layers = backbone_blocks(self.model)

@@ -10,6 +10,8 @@ the original layers back, so the exported model costs nothing extra.
 
 from __future__ import annotations
 
+from typing import Any
+
 from kerasft._compat import keras, tf
 from kerasft.errors import ConfigError, ModelError
 
@@ -133,3 +135,9 @@ def merge_lora(model: keras.Model, targets: list[str]) -> int:
     model._kerasft_forward = None
     model.train_function = model.test_function = model.predict_function = None
     return merged
+
+
+def apply_lora_config(model: keras.Model, lora: Any, input_names: tuple[str, ...]) -> int:
+    """`apply_lora` with a `model.lora` config section; a one-row dummy batch builds the adapters."""
+    example = {name: tf.ones((1, 4), tf.int32) for name in input_names}
+    return apply_lora(model, lora.rank, lora.alpha, lora.dropout, lora.targets, example)

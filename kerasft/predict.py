@@ -175,7 +175,8 @@ def predict_file(
         raise DataError(f"--input: file not found: {input_path}")
     fmt = {".jsonl": "jsonl", ".json": "jsonl", ".tsv": "tsv"}.get(input_path.suffix.lower(), "csv")
     out_fmt = "jsonl" if output_path.suffix.lower() in (".jsonl", ".json") else "csv"
-    total = sum(1 for _ in input_path.open("rb")) - (0 if fmt == "jsonl" else 1)
+    with input_path.open("rb") as handle:  # one cheap pass for the progress bar's total
+        total = sum(1 for _ in handle) - (0 if fmt == "jsonl" else 1)
     tagger = None
     if "text_pair" not in inputs and "tag" in serve.structured_outputs:
         from transformers import AutoTokenizer

@@ -40,7 +40,7 @@ from kerasft.errors import ConfigError, DataError, KerasftError
 from kerasft.export import export_run
 from kerasft.freezing import GradualUnfreezing, freeze
 from kerasft.hardware import resolve_jit, resolve_precision
-from kerasft.lora import apply_lora
+from kerasft.lora import apply_lora_config
 from kerasft.models import build_model, load_backbone, load_tokenizer, resolve_backbone
 from kerasft.optim import (
     build_optimizer,
@@ -125,11 +125,9 @@ def run(
         )
 
         if cfg.model.lora:
-            lora = cfg.model.lora
-            example = {name: tf.ones((1, 4), tf.int32) for name in backbone.input_names}
-            adapted = apply_lora(model, lora.rank, lora.alpha, lora.dropout, lora.targets, example)
+            adapted = apply_lora_config(model, cfg.model.lora, backbone.input_names)
             print(
-                f"LoRA: rank {lora.rank} adapters on {adapted} layers ({', '.join(lora.targets)}); the rest of the backbone is frozen"
+                f"LoRA: rank {cfg.model.lora.rank} adapters on {adapted} layers; the rest of the backbone is frozen"
             )
 
         # Finished epochs: saved with every backup, and it seeds each epoch's data order, so a
@@ -451,14 +449,7 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="start a new run even if an interrupted run of the same config could be resumed",
     )
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config key, e.g. --set training.epochs=2 (repeatable; the value is read as YAML)",
-    )
+    config_lib.add_override_argument(p)
     return p
 
 

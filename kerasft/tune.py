@@ -272,9 +272,7 @@ def tune(config_path: str, overrides: list[str], verbose: int | None = None) -> 
     cfg = config_lib.load_config(config_path, overrides)
     if cfg.tuning is None:
         raise ConfigError(f"{source} has no `tuning:` section; see configs/tune_quickstart.yaml.")
-    raw = yaml.safe_load(Path(config_path).read_text(encoding="utf-8"))
-    for item in overrides:
-        config_lib._apply_override(raw, item)
+    raw = config_lib.load_raw(config_path, overrides)
     raw.pop("tuning")
     check_space(raw, cfg, source)
     root = search_directory(cfg)
@@ -327,14 +325,7 @@ def parser() -> argparse.ArgumentParser:
         "a problem with the config, data or backbone.",
     )
     p.add_argument("--config", required=True, help="a YAML config with a `tuning:` section")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config key, e.g. --set tuning.max_trials=5 (repeatable)",
-    )
+    config_lib.add_override_argument(p, "tuning.max_trials=5")
     return p
 
 

@@ -240,3 +240,9 @@ def test_pad_to_bucket_gives_one_width_per_bucket(tiny_bert_dir):
     widths = {edge - 1 for edge in [*bucket_boundaries(32), 33]}  # TF pads to an edge minus one
     seen = {int(x["input_ids"].shape[1]) for x, _ in ds}
     assert seen <= widths and len(seen) > 1
+
+
+def test_epoch_unfreezing_adds_no_per_step_hook():
+    # Keras converts the logs to Python after every step for callbacks with batch hooks.
+    assert not GradualUnfreezing(1)._implements_train_batch_hooks()
+    assert GradualUnfreezing(1, unit="step")._implements_train_batch_hooks()
