@@ -9,6 +9,34 @@ from kerasft._compat import keras, tf
 from kerasft.tasks import collect, evaluate
 
 
+class StepTimer(keras.callbacks.Callback):
+    """Seconds spent in training steps (tracing included) and the number of steps.
+
+    Put it first among the callbacks: the epoch-end work of the ones after it
+    (validation, checkpoints, backups) is then left out of `seconds`.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.seconds = 0.0
+        self.steps = 0
+        self._start = None
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        self.steps += 1
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.seconds += time.perf_counter() - self._start
+        self._start = None
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        if self._start is not None:  # stopped inside an epoch (step or time budget)
+            self.on_epoch_end(-1)
+
+
 class ValidationMetrics(keras.callbacks.Callback):
     """Scores the validation split once per epoch and adds its metrics to the logs as `val_<name>`.
 
@@ -134,7 +162,8 @@ class EpochLog(keras.callbacks.Callback):
     """Appends each epoch's logs to a JSON-lines file, so an interrupted run's history survives.
 
     Args:
-        path: the file (`history.jsonl` in the run directory).
+        path: the file (`history.jsonl` in the run directory), or None to write nothing
+            (a non-chief worker).
     """
 
     def __init__(self, path):
@@ -142,6 +171,8 @@ class EpochLog(keras.callbacks.Callback):
         self.path = path
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if self.path is None:
+            return
         record = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}}
         with open(self.path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")

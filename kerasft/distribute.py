@@ -1,37 +1,98 @@
-"""Distribution strategies: which one `training.distribution` means on this machine."""
+"""Distribution strategies: which one `training.distribution` means on this machine.
+
+| setting | strategy |
+|---|---|
+| `auto` | MultiWorkerMirroredStrategy when `TF_CONFIG` names a cluster of two or more tasks; else MirroredStrategy when more than one GPU is visible; else one device |
+| `none` | the default strategy (one device) |
+| `mirrored` | MirroredStrategy over every GPU or, with none, every logical CPU device |
+| `multi_worker` | MultiWorkerMirroredStrategy over the cluster in `TF_CONFIG` |
+| `tpu` | TPUStrategy on the TPU that `TPUClusterResolver` finds (`TPU_NAME`, or a TPU VM) |
+
+MultiWorkerMirroredStrategy must be created before TensorFlow's runtime starts:
+call `resolve_strategy` before any other TensorFlow work in the process.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 
 from kerasft._compat import tf
 from kerasft.errors import ConfigError
 
+_MULTI_WORKER: tf.distribute.Strategy | None = None  # one per process: it configures the runtime
 
-def resolve_strategy(setting: str) -> tuple[tf.distribute.Strategy, str]:
-    """The strategy for `training.distribution`, and a description of it.
 
-    `auto` uses MirroredStrategy when more than one GPU is visible and the default
-    (single-device) strategy otherwise. `mirrored` mirrors over every GPU or, with
-    none, over every logical CPU device (how tests and CPU-only machines exercise it).
+@dataclass(frozen=True)
+class Cluster:
+    """This process's place in a `TF_CONFIG` cluster."""
+
+    tasks: int  # chief and workers, the ones that train
+    kind: str  # "chief" or "worker"
+    index: int
+    has_chief: bool = False  # else worker 0 acts as the chief
+
+    @property
+    def is_chief(self) -> bool:
+        """The task that writes the run and the export: the chief, or worker 0 without one."""
+        return self.kind == "chief" or (
+            self.kind == "worker" and self.index == 0 and not self.has_chief
+        )
+
+
+def cluster_from_env() -> Cluster | None:
+    """The cluster `TF_CONFIG` describes, or None when it is unset or names no cluster.
 
     Raises:
-        ConfigError: a strategy this machine cannot run.
+        ConfigError: `TF_CONFIG` is not the JSON TensorFlow expects.
     """
-    gpus = tf.config.list_logical_devices("GPU")
+    raw = os.environ.get("TF_CONFIG", "").strip()
+    if not raw:
+        return None
+    try:
+        spec = json.loads(raw)
+        cluster = spec.get("cluster") or {}
+        task = spec.get("task") or {}
+    except (ValueError, AttributeError) as exc:
+        raise ConfigError(
+            f"TF_CONFIG is not valid JSON ({exc}); it should look like "
+            '{"cluster": {"worker": ["host1:port", "host2:port"]}, "task": {"type": "worker", "index": 0}}.'
+        ) from None
+    if not cluster:
+        return None
+    kind, index = task.get("type"), task.get("index")
+    if kind not in ("chief", "worker") or not isinstance(index, int):
+        raise ConfigError(
+            f'TF_CONFIG: task {task!r} should be {{"type": "chief" or "worker", "index": N}} for training.'
+        )
+    if index >= len(cluster.get(kind, [])):
+        raise ConfigError(
+            f"TF_CONFIG: task {kind} {index} is not in the cluster's {kind} list ({len(cluster.get(kind, []))} entries)."
+        )
+    tasks = len(cluster.get("chief", [])) + len(cluster.get("worker", []))
+    return Cluster(tasks, kind, index, has_chief=bool(cluster.get("chief")))
+
+
+def resolve_strategy(setting: str) -> tuple[tf.distribute.Strategy, str]:
+    """The strategy for `training.distribution` (see the module table), and a description of it.
+
+    Raises:
+        ConfigError: a strategy this machine or process cannot run.
+    """
+    cluster = cluster_from_env()
     if setting == "auto":
-        setting = "mirrored" if len(gpus) > 1 else "none"
-        if (
-            os.environ.get("TF_CONFIG")
-            and len(json.loads(os.environ["TF_CONFIG"]).get("cluster", {})) > 0
-        ):
-            raise ConfigError(
-                "TF_CONFIG names a cluster, but multi-worker training is not supported yet; unset TF_CONFIG "
-                "or set `training.distribution: none`."
-            )
+        if cluster is not None and cluster.tasks > 1:
+            setting = "multi_worker"
+        else:
+            setting = "mirrored" if len(tf.config.list_physical_devices("GPU")) > 1 else "none"
+    if setting == "multi_worker":
+        return _multi_worker(cluster)
+    if setting == "tpu":
+        return _tpu()
     if setting == "none":
         return tf.distribute.get_strategy(), "one device"
+    gpus = tf.config.list_logical_devices("GPU")
     devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
     if len(devices) < 2:
         raise ConfigError(
@@ -39,3 +100,59 @@ def resolve_strategy(setting: str) -> tuple[tf.distribute.Strategy, str]:
             "Use `auto` or `none`."
         )
     return tf.distribute.MirroredStrategy(devices), f"MirroredStrategy over {len(devices)} devices"
+
+
+def _multi_worker(cluster: Cluster | None) -> tuple[tf.distribute.Strategy, str]:
+    global _MULTI_WORKER
+    if cluster is None:
+        raise ConfigError(
+            "`training.distribution: multi_worker` needs TF_CONFIG naming the cluster and this task, e.g. "
+            '{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}}.'
+        )
+    if _MULTI_WORKER is None:
+        try:
+            _MULTI_WORKER = tf.distribute.MultiWorkerMirroredStrategy()
+        except (RuntimeError, ValueError) as exc:
+            raise ConfigError(
+                f"MultiWorkerMirroredStrategy could not start ({exc}); it must be created before TensorFlow "
+                "runs anything else, so start each worker as its own `python -m kerasft.train` process."
+            ) from None
+    role = f"{cluster.kind} {cluster.index}" + (
+        " (chief: writes the run and export)" if cluster.is_chief else ""
+    )
+    return (
+        _MULTI_WORKER,
+        f"MultiWorkerMirroredStrategy over {cluster.tasks} workers, "
+        f"{_MULTI_WORKER.num_replicas_in_sync} replicas; this is {role}",
+    )
+
+
+def _tpu() -> tuple[tf.distribute.Strategy, str]:
+    try:
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+    except (ValueError, RuntimeError, tf.errors.OpError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(
+            f"`training.distribution: tpu`: no TPU found ({first}); set TPU_NAME or run on a TPU VM, "
+            "or use `auto`."
+        ) from None
+    strategy = tf.distribute.TPUStrategy(resolver)
+    return strategy, f"TPUStrategy over {strategy.num_replicas_in_sync} TPU cores"
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """Whether this process writes run files and exports (always, unless it is a non-chief worker)."""
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return True
+    cluster = cluster_from_env()
+    return cluster is None or cluster.is_chief
+
+
+def barrier(strategy: tf.distribute.Strategy) -> None:
+    """Returns once every worker has reached it; a no-op outside multi-worker training."""
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        strategy.reduce(
+            tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.constant(1.0)), axis=None
+        )

@@ -283,8 +283,15 @@ def export_run(run_dir: Path, model: keras.Model, backbone: Any, cfg: Any, test_
     )
 
 
-def reexport(run_dir: str | Path, export_dir: str | None = None) -> Path:
-    """Rebuilds a finished run's model from its config and best checkpoint and exports a new version.
+def rebuild(run_dir: str | Path, export_dir: str | None = None):
+    """A finished run's model, rebuilt in float32 from its config and best checkpoint.
+
+    Float32 whatever precision it trained in (mixed precision keeps float32 master
+    weights): the export computes in full precision, runs on any CPU and converts
+    to TFLite.
+
+    Returns:
+        (model, backbone, cfg); `cfg.export.dir` is `export_dir` when given.
 
     Raises:
         ConfigError: `run_dir` is not a finished kerasft run.
@@ -304,15 +311,35 @@ def reexport(run_dir: str | Path, export_dir: str | None = None) -> Path:
         run_dir / "config.yaml", [f"export.dir={export_dir}"] if export_dir else []
     )
     directory = resolve_backbone(cfg.model.backbone)
-    backbone = load_backbone(directory, load_tokenizer(directory))
     labels = json.loads((run_dir / "labels.json").read_text())["labels"]
-    model = build_model(backbone, cfg.task, len(labels), cfg.model.pooling, cfg.model.dropout)
-    if cfg.model.lora:  # the checkpoint holds the adapters: rebuild them before loading
-        from kerasft.lora import apply_lora_config
+    policy = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        backbone = load_backbone(directory, load_tokenizer(directory))
+        model = build_model(backbone, cfg.task, len(labels), cfg.model.pooling, cfg.model.dropout)
+        if cfg.model.lora:  # the checkpoint holds the adapters: rebuild them before loading
+            from kerasft.lora import apply_lora_config
 
-        apply_lora_config(model, cfg.model.lora, backbone.input_names)
-    model.load_weights(str(run_dir / "checkpoints" / "best"))
-    return export_run(run_dir, model, backbone, cfg)
+            apply_lora_config(model, cfg.model.lora, backbone.input_names)
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
+    # The checkpoint also holds the optimizer's state, which an export does not need.
+    model.load_weights(str(run_dir / "checkpoints" / "best")).expect_partial()
+    return model, backbone, cfg
+
+
+def reexport(run_dir: str | Path, export_dir: str | None = None, test_data=None) -> Path:
+    """Exports a new version of a finished run from its best checkpoint, in float32 (see `rebuild`).
+
+    Args:
+        export_dir: overrides the config's `export.dir`. Defaults to the config's.
+        test_data: an (x, y) dataset for the TFLite agreement check. Defaults to none.
+
+    Raises:
+        ConfigError: `run_dir` is not a finished kerasft run.
+    """
+    model, backbone, cfg = rebuild(run_dir, export_dir)
+    return export_run(run_dir, model, backbone, cfg, test_data=test_data)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -132,7 +132,7 @@ def merge_lora(model: keras.Model, targets: list[str]) -> int:
             setattr(parent, attr, layer.base)
             merged += 1
     # Functions traced with the adapters would now add the update twice: drop them.
-    model._kerasft_forward = None
+    model.__dict__.pop("_kerasft_forward", None)
     model.train_function = model.test_function = model.predict_function = None
     return merged
 

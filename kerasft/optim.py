@@ -74,6 +74,7 @@ def build_optimizer(
     accumulation_steps: int = 1,
     optimizer: str = "adamw",
     momentum: float = 0.0,
+    lazy_sparse: bool = True,
 ):
     """AdamW with decoupled weight decay (biases and LayerNorm excluded) on a warmup-then-decay schedule.
 
@@ -83,6 +84,8 @@ def build_optimizer(
         schedule: `linear`, `cosine` or `constant` after warmup. Defaults to `linear`.
         clipnorm: clip gradients to this global norm. Defaults to none.
         optimizer: `adamw`, or `sgd` (with `momentum`). Defaults to `adamw`.
+        lazy_sparse: AdamW updates only the embedding rows a batch uses (see `_Lazy`).
+            Defaults to True.
         accumulation_steps: apply the mean gradient of this many micro-batches at once; call
             `optimizer.prepare_accumulation(variables, steps)` before training. Defaults to 1.
     """
@@ -104,7 +107,8 @@ def build_optimizer(
         }
         cls = LayerwiseSGD if lr_multipliers else keras.optimizers.SGD
     else:
-        cls = LayerwiseAdamW if lr_multipliers else keras.optimizers.AdamW
+        cls = LayerwiseAdamW if lr_multipliers else AdamW
+        kwargs["lazy_sparse"] = lazy_sparse
     if lr_multipliers:
         kwargs["lr_multipliers"] = lr_multipliers
     if accumulation_steps > 1:
@@ -191,8 +195,72 @@ class _Layerwise:
         return {**super().get_config(), "lr_multipliers": self.lr_multipliers}
 
 
+class _Lazy:
+    """Mixin for AdamW: sparse gradients (embedding lookups) update only the rows they touch.
+
+    Keras' AdamW decays both moments and moves every row of an embedding matrix
+    on every step, even rows of tokens absent from the batch: for a 30k x 384
+    vocabulary that dense work is about a third of a MiniLM training step on CPU.
+    Here, as in TF Addons' LazyAdam, a row's moments, weight decay and update are
+    applied only when the row's token is in the batch; dense gradients are
+    untouched. Rows of frequent tokens follow dense AdamW almost exactly.
+
+    Args:
+        lazy_sparse: update sparse gradients lazily. Defaults to True.
+    """
+
+    def __init__(self, lazy_sparse: bool = True, **kwargs):
+        super().__init__(**kwargs)
+        self.lazy_sparse = lazy_sparse
+        self._sparse_keys = frozenset()  # variables with sparse gradients in this step's trace
+
+    def apply_gradients(self, grads_and_vars, *args, **kwargs):
+        grads_and_vars = list(grads_and_vars)
+        if self.lazy_sparse:
+            self._sparse_keys = frozenset(
+                self._var_key(v) for g, v in grads_and_vars if isinstance(g, tf.IndexedSlices)
+            )
+        return super().apply_gradients(grads_and_vars, *args, **kwargs)
+
+    def _use_weight_decay(self, variable) -> bool:
+        # Sparse rows are decayed in update_step, with their update.
+        if self._var_key(variable) in getattr(self, "_sparse_keys", ()):
+            return False
+        return super()._use_weight_decay(variable)
+
+    def update_step(self, gradient, variable):
+        if not (self.lazy_sparse and isinstance(gradient, tf.IndexedSlices)):
+            return super().update_step(gradient, variable)
+        # Keras has merged duplicate indices by now (_deduplicate_sparse_grad).
+        rows, grad = gradient.indices, gradient.values
+        dtype = variable.dtype
+        lr = tf.cast(self.learning_rate, dtype)
+        step = tf.cast(self.iterations + 1, dtype)
+        beta_1, beta_2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
+        alpha = lr * tf.sqrt(1 - tf.pow(beta_2, step)) / (1 - tf.pow(beta_1, step))
+        index = self._index_dict[self._var_key(variable)]
+        m, v = self._momentums[index], self._velocities[index]
+        m_rows = tf.gather(m, rows) * beta_1 + grad * (1 - beta_1)
+        v_rows = tf.gather(v, rows) * beta_2 + tf.square(grad) * (1 - beta_2)
+        m.scatter_update(tf.IndexedSlices(m_rows, rows))
+        v.scatter_update(tf.IndexedSlices(v_rows, rows))
+        weights = tf.gather(variable, rows)
+        if self.weight_decay is not None and super()._use_weight_decay(variable):
+            weights -= weights * tf.cast(self.weight_decay, dtype) * lr
+        weights -= alpha * m_rows / (tf.sqrt(v_rows) + self.epsilon)
+        variable.scatter_update(tf.IndexedSlices(weights, rows))
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "lazy_sparse": self.lazy_sparse}
+
+
 @keras.utils.register_keras_serializable(package="kerasft")
-class LayerwiseAdamW(_Layerwise, keras.optimizers.AdamW):
+class AdamW(_Lazy, keras.optimizers.AdamW):
+    """Keras' AdamW whose sparse (embedding) gradients update only the rows they touch."""
+
+
+@keras.utils.register_keras_serializable(package="kerasft")
+class LayerwiseAdamW(_Layerwise, AdamW):
     """AdamW with a learning-rate multiplier per variable (layer-wise decay, per-group rates)."""
 
 

@@ -114,7 +114,7 @@ def collect(model: keras.Model, dataset: tf.data.Dataset, task: str) -> tuple[An
         targets [N] (regression); for token classification, lists of predicted and
         true tag ids per example at the labelled (first sub-token) positions.
     """
-    step = _forward(model, task)
+    step = _forward(model, task, dataset.element_spec[0])
     outputs, targets = [], []
     for features, y in dataset:
         out, y = step(features).numpy(), y.numpy()
@@ -132,18 +132,20 @@ def collect(model: keras.Model, dataset: tf.data.Dataset, task: str) -> tuple[An
     return np.concatenate(outputs), np.concatenate(targets)
 
 
-def _forward(model: keras.Model, task: str):
-    fn = getattr(model, "_kerasft_forward", None)
-    if fn is None:  # cached per model; LoRA merging resets it
+def _forward(model: keras.Model, task: str, spec):
+    # One trace per input structure: batches of every length share the [None, None]
+    # signature (reduce_retracing would trace two or three times, ~1.5 s each).
+    cache = model.__dict__.setdefault("_kerasft_forward", {})  # LoRA merging resets it
+    key = repr(spec)
+    if key not in cache:
         activation = {"classification": tf.nn.softmax, "multi_label": tf.sigmoid}.get(
             task, tf.identity
         )
-        fn = tf.function(
+        cache[key] = tf.function(
             lambda x: activation(tf.cast(model(x, training=False), tf.float32)),
-            reduce_retracing=True,
+            input_signature=[spec],
         )
-        model._kerasft_forward = fn
-    return fn
+    return cache[key]
 
 
 def evaluate(

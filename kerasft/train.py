@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import json
 import math
 import shutil
@@ -30,14 +31,15 @@ from kerasft.callbacks import (
     EpochCounter,
     EpochLog,
     StepProgress,
+    StepTimer,
     TrainingBudget,
     ValidationMetrics,
 )
 from kerasft.config import Config
 from kerasft.data import encode, eval_dataset, load_splits, steps_per_epoch, train_dataset
-from kerasft.distribute import resolve_strategy
+from kerasft.distribute import barrier, cluster_from_env, is_chief, resolve_strategy
 from kerasft.errors import ConfigError, DataError, KerasftError
-from kerasft.export import export_run
+from kerasft.export import export_run, reexport
 from kerasft.freezing import GradualUnfreezing, freeze
 from kerasft.hardware import resolve_jit, resolve_precision
 from kerasft.lora import apply_lora_config
@@ -76,6 +78,22 @@ def run(
         resume_dir: an interrupted run of the same config to continue from its last
             backup (end of the last finished epoch). Defaults to a new run.
     """
+    before = keras.mixed_precision.global_policy()
+    try:
+        return _run(cfg, verbose, frames, resume_dir)
+    finally:  # the run's precision is its own, not the caller's from now on
+        keras.mixed_precision.set_global_policy(before)
+
+
+def _run(cfg, verbose, frames, resume_dir) -> RunResult:
+    # First: MultiWorkerMirroredStrategy must be created before TensorFlow's runtime starts.
+    strategy, described = resolve_strategy(cfg.training.distribution)
+    multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+    if multi_worker and cfg.training.max_seconds:
+        raise ConfigError(
+            "`training.max_seconds` would stop workers at different steps under multi-worker training; "
+            "use `training.max_steps`."
+        )
     keras.utils.set_random_seed(cfg.training.seed)
     policy, why = resolve_precision(cfg.training.precision)
     keras.mixed_precision.set_global_policy(policy)
@@ -99,9 +117,8 @@ def run(
         name: encode(tokenizer, getattr(splits, name), max_length, cfg.task, cfg.data.cache_dir)
         for name in ("train", "validation", "test")
     }
-    strategy, described = resolve_strategy(cfg.training.distribution)
     replicas = strategy.num_replicas_in_sync
-    if replicas > 1:
+    if replicas > 1 or multi_worker:
         print(
             f"distribution: {described}; global batch {cfg.training.batch_size} = "
             f"{cfg.training.batch_size // replicas} per replica"
@@ -160,6 +177,14 @@ def run(
             "validation": eval_dataset(encoded["validation"], batch * 2, backbone.pad_id),
             "test": eval_dataset(encoded["test"], batch * 2, backbone.pad_id),
         }
+        if multi_worker:
+            # Every worker builds the same seeded stream of global batches; each takes its
+            # share of every batch, so all run the same number of steps.
+            options = tf.data.Options()
+            options.experimental_distribute.auto_shard_policy = (
+                tf.data.experimental.AutoShardPolicy.DATA
+            )
+            datasets["train"] = datasets["train"].with_options(options)
         multipliers = None
         if cfg.training.group_learning_rates:
             multipliers = group_multipliers(
@@ -191,6 +216,7 @@ def run(
             accumulation_steps=t.gradient_accumulation_steps,
             optimizer=t.optimizer,
             momentum=t.momentum,
+            lazy_sparse=t.lazy_embedding_updates,
         )
         if t.gradient_accumulation_steps > 1:
             optimizer.prepare_accumulation(model.trainable_variables, t.gradient_accumulation_steps)
@@ -220,23 +246,44 @@ def run(
         # On the optimizer, the counter is part of every backup but not of the weight files.
         model.optimizer.kerasft_epochs_done = epochs_done
 
-    run_dir = resume_dir or _new_run_dir(Path(cfg.training.output_dir) / cfg.name)
+    chief = is_chief(strategy)
+    if multi_worker:
+        run_dir, resume_dir = _multi_worker_run_dir(cfg)
+    else:
+        run_dir = resume_dir or _new_run_dir(Path(cfg.training.output_dir) / cfg.name)
     try:
         return _fit_evaluate_export(
-            cfg, run_dir, model, backbone, splits, datasets, steps, verbose, scaling, max_length
+            cfg,
+            run_dir,
+            model,
+            backbone,
+            splits,
+            datasets,
+            steps,
+            verbose,
+            scaling,
+            max_length,
+            chief,
         )
     except KerasftError:
-        if resume_dir is None:
+        if resume_dir is None and chief:
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
 
 
 def _fit_evaluate_export(
-    cfg, run_dir, model, backbone, splits, datasets, steps, verbose, scaling, max_length
+    cfg, run_dir, model, backbone, splits, datasets, steps, verbose, scaling, max_length, chief=True
 ) -> RunResult:
+    """Trains and, on the chief (every process but a non-chief worker), evaluates and exports.
+
+    Non-chief workers train in step with the chief and write nothing of their own:
+    Keras sends their checkpoints, backups and logs to temporary directories.
+    """
     names = splits.vocab.names
-    (run_dir / "config.yaml").write_text(config_lib.dump_config(cfg), encoding="utf-8")
-    (run_dir / "labels.json").write_text(splits.vocab.to_json(), encoding="utf-8")
+    multi_worker = isinstance(model.distribute_strategy, tf.distribute.MultiWorkerMirroredStrategy)
+    if chief:
+        (run_dir / "config.yaml").write_text(config_lib.dump_config(cfg), encoding="utf-8")
+        (run_dir / "labels.json").write_text(splits.vocab.to_json(), encoding="utf-8")
     # TensorFlow checkpoint format: it restores into mirrored variables too (HDF5 does not).
     best_path = run_dir / "checkpoints" / "best"
     best_path.parent.mkdir(exist_ok=True)
@@ -244,8 +291,10 @@ def _fit_evaluate_export(
     history_file = run_dir / "history.jsonl"
     earlier = read_history(history_file)  # epochs finished before an interruption
     best_so_far = [e[monitor] for e in earlier if monitor in e]
+    timer = StepTimer()
     callbacks = [
-        # first: the callbacks after it read its val_* logs
+        timer,  # first: it times the steps, not the epoch-end work of the others
+        # before the callbacks that read its val_* logs
         ValidationMetrics(datasets["validation"], cfg.task, names, scaling),
         keras.callbacks.ModelCheckpoint(
             str(best_path),
@@ -259,11 +308,15 @@ def _fit_evaluate_export(
         ),
         keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=cfg.training.patience),
         keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs"), profile_batch=0),
-        EpochLog(history_file),
+        EpochLog(history_file if chief else None),
         EpochCounter(model.optimizer.kerasft_epochs_done),
         # last of the epoch-end writers: the backup holds everything the ones above updated
         keras.callbacks.BackupAndRestore(
-            str(run_dir / "backup"), save_freq="epoch", delete_checkpoint=True
+            str(run_dir / "backup"),
+            save_freq="epoch",
+            # Multi-worker: the chief deletes it after every worker is done (below), not
+            # while another worker still writes its part under it.
+            delete_checkpoint=not multi_worker,
         ),
     ]
     trainable = sum(int(tf.size(v)) for v in model.trainable_variables)
@@ -299,6 +352,12 @@ def _fit_evaluate_export(
         class_weight=splits.class_weights,
     )
     wall = time.perf_counter() - start
+    barrier(model.distribute_strategy)
+    if not chief:
+        print(
+            f"worker done: {timer.steps} steps in {timer.seconds:.1f}s; the chief evaluates and exports"
+        )
+        return RunResult(run_dir, None, {}, model)
     shutil.rmtree(run_dir / "backup", ignore_errors=True)  # finished: nothing left to resume
     full_history = read_history(history_file)
     epochs_run = len(full_history)
@@ -321,7 +380,11 @@ def _fit_evaluate_export(
         "examples": len(splits.train),
         "epochs": epochs_run,
         "wall_seconds": round(wall, 2),
-        "examples_per_second": round(len(splits.train) * epochs_run / wall, 2),
+        # Training steps only (tracing included); wall_seconds adds validation and checkpoints.
+        "step_seconds": round(timer.seconds, 2),
+        "examples_per_second": round(
+            len(splits.train) * timer.steps / steps / max(timer.seconds, 1e-9), 2
+        ),
         "best_epoch": _best_epoch([e.get(monitor) for e in full_history], mode),
         "history": {
             k: [round(float(e[k]), 6) for e in full_history]
@@ -337,7 +400,10 @@ def _fit_evaluate_export(
                 f"{k} {v:.4f}" for k, v in m.items() if isinstance(v, float) and k != "loss"
             )
             print(f"{split}: {shown}  ({m['examples']} examples)")
-    print(f"train: {metrics['train']['examples_per_second']} examples/s, {wall:.1f}s")
+    print(
+        f"train: {metrics['train']['examples_per_second']} examples/s in training steps "
+        f"({timer.seconds:.1f}s); {wall:.1f}s with validation and checkpoints"
+    )
 
     # Everything a later re-export (`python -m kerasft.export`) needs besides the weights.
     export_info = {
@@ -354,7 +420,13 @@ def _fit_evaluate_export(
     }
     (run_dir / "export.json").write_text(json.dumps(export_info, indent=2), encoding="utf-8")
     export_dir = None
-    if cfg.export.enabled:
+    if cfg.export.enabled and (multi_worker or model.dtype_policy.name != "float32"):
+        # A float32 single-device copy of the best weights: it serves anywhere, converts to
+        # TFLite, and saving it needs none of the collectives a multi-worker model's
+        # sync-on-read variables would (the other workers have stopped).
+        print(f"export: rebuilding the model in float32 (trained in {model.dtype_policy.name})")
+        export_dir = reexport(run_dir, test_data=datasets["test"])
+    elif cfg.export.enabled:
         export_dir = export_run(run_dir, model, backbone, cfg, test_data=datasets["test"])
     return RunResult(run_dir, export_dir, metrics, model)
 
@@ -421,6 +493,36 @@ def unfinished_run(cfg: Config) -> Path | None:
     return None
 
 
+def _multi_worker_run_dir(cfg: Config) -> tuple[Path, Path | None]:
+    """The run directory every worker of a cluster agrees on, and whether it is being resumed.
+
+    Named after the config and the cluster, so a restarted cluster finds its backup
+    (on a filesystem all workers share, as Keras' BackupAndRestore expects).
+
+    Raises:
+        ConfigError: the run of this config on this cluster has already finished.
+    """
+    import os
+
+    cluster = json.loads(os.environ["TF_CONFIG"])["cluster"]
+    key = config_lib.dump_config(cfg) + json.dumps(cluster, sort_keys=True)
+    run_dir = (
+        Path(cfg.training.output_dir)
+        / cfg.name
+        / f"multi-worker-{hashlib.sha1(key.encode()).hexdigest()[:10]}"
+    )
+    if (run_dir / "metrics.json").exists():
+        raise ConfigError(
+            f"{run_dir} holds the finished run of this config on this cluster; change `name` "
+            "(or move that directory away) to train again."
+        )
+    resumed = run_dir if (run_dir / "backup").is_dir() else None
+    if resumed:
+        print(f"resuming the interrupted multi-worker run {run_dir} from its last backup")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir, resumed
+
+
 def _new_run_dir(parent: Path) -> Path:
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     parent.mkdir(parents=True, exist_ok=True)
@@ -457,7 +559,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         cfg = config_lib.load_config(args.config, args.overrides)
-        resume = None if args.fresh else unfinished_run(cfg)
+        if cluster_from_env() is not None and args.fresh:
+            raise ConfigError(
+                "--fresh does not apply to multi-worker runs (TF_CONFIG is set): their run directory "
+                "is named after the config and cluster; change `name` to start over."
+            )
+        # Multi-worker runs find their own run directory (all workers must agree on it).
+        resume = None if args.fresh or cluster_from_env() else unfinished_run(cfg)
         if resume is not None:
             print(
                 f"resuming the interrupted run {resume} from its last backup (--fresh starts over)"

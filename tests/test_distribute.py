@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -58,3 +62,64 @@ def test_mirrored_needs_two_devices_and_an_even_batch(tiny_config):
     assert resolve_strategy("none")[0].num_replicas_in_sync == 1
     tiny_config["training"]["distribution"] = "mirrored"
     assert config_from_dict(tiny_config).training.distribution == "mirrored"
+
+
+def _free_ports(n: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def _start_workers(config: Path, tmp_path: Path, extra_env: dict | None = None):
+    workers = [f"127.0.0.1:{p}" for p in _free_ports(2)]
+    procs = []
+    for index in range(2):
+        env = {
+            **os.environ,
+            **(extra_env or {}),
+            "TF_CONFIG": json.dumps(
+                {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+            ),
+        }
+        log = open(tmp_path / f"worker{index}.log", "w")
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "kerasft.train", "--config", str(config)],
+                cwd=REPO,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
+    return procs
+
+
+def test_two_worker_processes_train_and_only_the_chief_exports(tiny_config, tmp_path):
+    """`distribution: auto` with a TF_CONFIG cluster: MultiWorkerMirroredStrategy on 127.0.0.1."""
+    tiny_config["training"].update(batch_size=8, epochs=2)
+    config = write_yaml(tmp_path / "c.yaml", tiny_config)
+    procs = _start_workers(config, tmp_path)
+    codes = [p.wait(timeout=600) for p in procs]
+    logs = [(tmp_path / f"worker{i}.log").read_text() for i in range(2)]
+    assert codes == [0, 0], "\n\n".join(log[-3000:] for log in logs)
+    for i, log in enumerate(logs):
+        assert f"MultiWorkerMirroredStrategy over 2 workers, 2 replicas; this is worker {i}" in log
+        assert "global batch 8 = 4 per replica" in log
+    # The other worker ran every step of both epochs, in step with the chief.
+    per_epoch = int(re.search(r"(\d+) steps/epoch", logs[1]).group(1))
+    assert f"worker done: {2 * per_epoch} steps" in logs[1] and "worker done:" not in logs[0]
+    # Both trained the same steps in lockstep: the chief's history has every epoch.
+    run_dirs = list((tmp_path / "runs" / "tiny").iterdir())
+    assert len(run_dirs) == 1 and run_dirs[0].name.startswith("multi-worker-")
+    history = (run_dirs[0] / "history.jsonl").read_text().splitlines()
+    assert len(history) == 2
+    assert not list(run_dirs[0].rglob("workertemp_*"))  # the worker's scratch files are gone
+    exports = [p for p in (tmp_path / "saved_models" / "tiny").iterdir() if p.is_dir()]
+    assert [e.name for e in exports] == ["1"]  # one export, by the chief
+    assert f"export_dir={exports[0]}" in logs[0]
+    assert "export_dir=\n" in logs[1] or logs[1].rstrip().endswith("export_dir=")

@@ -245,3 +245,33 @@ def test_separate_optimizer_per_group(tiny_bert_dir):
         "embeddings": 1,
         "head": 1,
     }
+
+
+def test_lazy_adamw_updates_only_the_embedding_rows_in_the_batch():
+    """Rows used every step follow Keras' AdamW; unused rows stay put (no momentum, no decay)."""
+    from kerasft.optim import AdamW
+
+    def train(optimizer, batches):
+        table = tf.Variable(tf.reshape(tf.range(12, dtype=tf.float32), (6, 2)) / 10.0)
+        for ids in batches:
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_sum(tf.gather(table, ids) ** 2)
+            grad = tape.gradient(loss, table)
+            assert isinstance(grad, tf.IndexedSlices)
+            optimizer.apply_gradients([(grad, table)])
+        return table.numpy()
+
+    batches = [tf.constant([1, 3, 3]), tf.constant([3, 4])]
+    kwargs = {"learning_rate": 0.1, "weight_decay": 0.01, "epsilon": 1e-6}
+    lazy = train(AdamW(**kwargs), batches)
+    dense = train(keras.optimizers.AdamW(**kwargs), batches)
+    start = np.arange(12, dtype=np.float32).reshape(6, 2) / 10.0
+    np.testing.assert_allclose(lazy[3], dense[3], rtol=1e-5)  # in both batches: the same
+    np.testing.assert_allclose(lazy[4], dense[4], rtol=1e-5)  # first seen at step 2: the same
+    assert not np.allclose(lazy[3], start[3])
+    np.testing.assert_array_equal(lazy[[0, 2, 5]], start[[0, 2, 5]])  # never used: untouched
+    assert not np.allclose(dense[[0, 2, 5]], start[[0, 2, 5]])  # Keras' AdamW decays them
+    np.testing.assert_array_equal(lazy[1], train(AdamW(**kwargs), batches[:1])[1])  # not at step 2
+    assert not np.allclose(dense[1], train(keras.optimizers.AdamW(**kwargs), batches[:1])[1])
+    dense_again = train(AdamW(lazy_sparse=False, **kwargs), batches)
+    np.testing.assert_allclose(dense_again, dense, rtol=1e-5)
