@@ -158,6 +158,60 @@ class EpochCounter(keras.callbacks.Callback):
         self.counter.assign(epoch + 1)
 
 
+class Backup(keras.callbacks.BackupAndRestore):
+    """Keras' BackupAndRestore, every `every` training steps and at the end of every epoch.
+
+    Keras writes each backup as a new checkpoint and only then moves its pointer,
+    so a kill during a write leaves the previous backup intact. On restore, Keras
+    continues a mid-epoch backup at the next step but replays the epoch's data from
+    its first batch; this callback sets `skip` to the number of batches already
+    trained, for a pipeline that skips them (`train_dataset(skip=...)`), so the
+    resumed run sees exactly the batches an uninterrupted run would.
+
+    Args:
+        backup_dir: where the backups go (a directory all workers share).
+        every: steps between backups; None for epoch ends only.
+        skip: an int64 variable the training pipeline reads when an epoch starts.
+        steps_per_epoch: training steps in one epoch.
+        delete_checkpoint: delete the backup when training ends. Defaults to True.
+    """
+
+    def __init__(
+        self,
+        backup_dir: str,
+        every: int | None,
+        skip: tf.Variable,
+        steps_per_epoch: int,
+        delete_checkpoint: bool = True,
+    ):
+        super().__init__(
+            backup_dir, save_freq=every or "epoch", delete_checkpoint=delete_checkpoint
+        )
+        self.skip = skip
+        self.steps_per_epoch = steps_per_epoch
+        self._supports_tf_logs = True  # it never reads the logs: no per-step sync for them
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        super().on_train_begin(logs)  # restores the newest backup, if any
+        epoch, step = self.model._maybe_load_initial_counters_from_ckpt(self.steps_per_epoch, 0)
+        self.skip.assign(step)
+        if step:
+            print(
+                f"resumed from the backup at epoch {epoch + 1} step {step}/{self.steps_per_epoch}; "
+                f"continuing with step {step + 1}",
+                flush=True,
+            )
+        elif epoch:
+            print(f"resumed from the backup at the end of epoch {epoch}", flush=True)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.skip.assign(0)  # before the next epoch's iterator starts
+        if self.save_freq == "epoch":
+            super().on_epoch_end(epoch, logs)
+        else:  # as the epoch's last step: a restore continues with the next epoch
+            self._backup(epoch=epoch, batch=self.steps_per_epoch - 1)
+
+
 class EpochLog(keras.callbacks.Callback):
     """Appends each epoch's logs to a JSON-lines file, so an interrupted run's history survives.
 

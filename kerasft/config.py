@@ -325,6 +325,12 @@ class TrainingConfig(_Section):
         description="Compile the train step with XLA. `auto`: on GPUs and TPUs only (on CPUs it was slower "
         "here). With XLA, batches are padded to their length bucket's edge so few shapes are compiled.",
     )
+    backup_every_steps: int | None = Field(
+        500,
+        ge=1,
+        description="Back up the training state every N steps as well as at every epoch end; a run "
+        "killed mid-epoch resumes at its last backup step with the same data order. `null`: epoch ends only.",
+    )
     max_steps: int | None = Field(
         None,
         ge=1,

@@ -28,6 +28,7 @@ import pandas as pd
 from kerasft import config as config_lib
 from kerasft._compat import keras, tf
 from kerasft.callbacks import (
+    Backup,
     EpochCounter,
     EpochLog,
     StepProgress,
@@ -150,6 +151,8 @@ def _run(cfg, verbose, frames, resume_dir) -> RunResult:
         # Finished epochs: saved with every backup, and it seeds each epoch's data order, so a
         # resumed run sees the same batches as an uninterrupted one.
         epochs_done = tf.Variable(0, dtype=tf.int64, trainable=False, name="epochs_done")
+        # Batches of the current epoch to leave out: set by a mid-epoch restore (see Backup).
+        resume_skip = tf.Variable(0, dtype=tf.int64, trainable=False, name="resume_skip")
         jit = resolve_jit(cfg.training.jit_compile)
 
         batch = cfg.training.batch_size
@@ -171,6 +174,7 @@ def _run(cfg, verbose, frames, resume_dir) -> RunResult:
                 shuffle_buffer=cfg.data.shuffle_buffer,
                 seed=cfg.training.seed,
                 epoch=epochs_done,
+                skip=resume_skip,
                 pad_to_bucket=jit,
                 drop_remainder=replicas > 1,
             ),
@@ -264,6 +268,7 @@ def _run(cfg, verbose, frames, resume_dir) -> RunResult:
             scaling,
             max_length,
             chief,
+            resume_skip,
         )
     except KerasftError:
         if resume_dir is None and chief:
@@ -272,7 +277,18 @@ def _run(cfg, verbose, frames, resume_dir) -> RunResult:
 
 
 def _fit_evaluate_export(
-    cfg, run_dir, model, backbone, splits, datasets, steps, verbose, scaling, max_length, chief=True
+    cfg,
+    run_dir,
+    model,
+    backbone,
+    splits,
+    datasets,
+    steps,
+    verbose,
+    scaling,
+    max_length,
+    chief,
+    resume_skip,
 ) -> RunResult:
     """Trains and, on the chief (every process but a non-chief worker), evaluates and exports.
 
@@ -311,9 +327,11 @@ def _fit_evaluate_export(
         EpochLog(history_file if chief else None),
         EpochCounter(model.optimizer.kerasft_epochs_done),
         # last of the epoch-end writers: the backup holds everything the ones above updated
-        keras.callbacks.BackupAndRestore(
+        Backup(
             str(run_dir / "backup"),
-            save_freq="epoch",
+            cfg.training.backup_every_steps,
+            resume_skip,
+            steps,
             # Multi-worker: the chief deletes it after every worker is done (below), not
             # while another worker still writes its part under it.
             delete_checkpoint=not multi_worker,
@@ -328,7 +346,7 @@ def _fit_evaluate_export(
         flush=True,
     )
     t = cfg.training
-    # After the restore in BackupAndRestore.on_train_begin: it reads the restored epoch count.
+    # After the restore in Backup.on_train_begin: it reads the restored epoch count.
     if t.unfreeze_every_epochs:
         callbacks.append(
             GradualUnfreezing(t.unfreeze_every_epochs, model.optimizer.kerasft_epochs_done, "epoch")

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
+from kerasft._compat import tf
 from tests.conftest import REPO, write_yaml
 
 
@@ -74,3 +77,40 @@ def test_a_finished_run_is_never_resumed(deterministic_config, tmp_path):
     code, out = train(path)
     assert code == 0 and "resuming" not in out
     assert len(list((tmp_path / "runs" / "tiny").iterdir())) == 2
+
+
+def test_killed_mid_epoch_resumes_at_the_backup_step_with_the_same_result(
+    deterministic_config, tmp_path
+):
+    deterministic_config["training"].update(epochs=3, batch_size=4, backup_every_steps=2)
+    path = write_yaml(tmp_path / "c.yaml", deterministic_config)
+    code, out = train(path, kill_at="epoch 2 step 4/")
+    assert code == -signal.SIGKILL, out[-2000:]
+    (interrupted,) = list((tmp_path / "runs" / "tiny").iterdir())
+
+    code, out = train(path)
+    assert code == 0, out[-3000:]
+    resumed_at = re.search(r"resumed from the backup at epoch 2 step (\d+)/(\d+)", out)
+    assert resumed_at, out[-3000:]
+    step, per_epoch = map(int, resumed_at.groups())
+    assert 2 <= step <= 4 < per_epoch  # mid-epoch: not replayed from the epoch's start
+    assert f"epoch 2 step {step + 1}/{per_epoch}  loss" in out
+    assert f"epoch 2 step {step}/{per_epoch}  loss" not in out  # the steps done are not redone
+    assert "epoch 1 validation" not in out and "epoch 2 validation" in out
+
+    code, out = train(path, "--fresh")
+    assert code == 0 and "resumed from" not in out and "resuming" not in out
+    (fresh,) = [d for d in (tmp_path / "runs" / "tiny").iterdir() if d != interrupted]
+    resumed = json.loads((interrupted / "metrics.json").read_text())
+    straight = json.loads((fresh / "metrics.json").read_text())
+    assert resumed["train"]["history"]["val_loss"] == pytest.approx(
+        straight["train"]["history"]["val_loss"], abs=1e-6
+    )
+    assert resumed["test"]["loss"] == pytest.approx(straight["test"]["loss"], abs=1e-6)
+    # Same final (best) weights, variable by variable.
+    a = tf.train.load_checkpoint(str(interrupted / "checkpoints" / "best"))
+    b = tf.train.load_checkpoint(str(fresh / "checkpoints" / "best"))
+    names = [n for n in a.get_variable_to_shape_map() if "/.ATTRIBUTES/VARIABLE_VALUE" in n]
+    assert len(names) > 20  # every weight (and optimizer slot) of the model
+    for name in names:
+        np.testing.assert_allclose(a.get_tensor(name), b.get_tensor(name), atol=1e-6)

@@ -56,6 +56,7 @@ def train_dataset(
     epoch: tf.Variable | None = None,
     pad_to_bucket: bool = False,
     drop_remainder: bool = False,
+    skip: tf.Variable | None = None,
 ) -> tf.data.Dataset:
     """Shuffled training batches, padded per batch (or per length bucket) rather than to `max_length`.
 
@@ -66,6 +67,10 @@ def train_dataset(
             (a fresh order every pass).
         pad_to_bucket: pad each batch to its bucket's upper edge, so only one width per
             bucket exists (for XLA, which compiles once per shape). Defaults to False.
+        skip: an int64 variable: the number of batches to leave out at the start of the
+            epoch, read when the epoch's iterator starts (a run resumed mid-epoch). The
+            epoch then yields that many fewer batches than its declared cardinality,
+            which is what Keras asks for when it resumes at a later step. Defaults to none.
     """
     base = _examples(encoded, np.arange(len(encoded)))
     buffer = max(1, min(shuffle_buffer, len(encoded)))
@@ -101,6 +106,14 @@ def train_dataset(
     # A known cardinality makes Keras restart the iterator every epoch and show a
     # true progress bar; the assertion also fails loudly if the count were wrong.
     steps = steps_per_epoch(encoded, batch_size, bucketing, max_length, drop_remainder)
+    if skip is not None:
+        batches = ds
+
+        @tf.autograph.experimental.do_not_convert
+        def remaining(_):
+            return batches.skip(skip.read_value())
+
+        ds = tf.data.Dataset.from_tensors(tf.constant(0, tf.int64)).flat_map(remaining)
     ds = ds.apply(tf.data.experimental.assert_cardinality(steps))
     return ds.prefetch(tf.data.AUTOTUNE)
 
