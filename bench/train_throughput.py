@@ -8,7 +8,8 @@ is scored on GLUE SST-2 dev:
 (a) Hugging Face: tokenizer → `model.prepare_tf_dataset` (padding per batch) →
     `compile(Adam)` → `fit`, on TFBertForSequenceClassification;
 (b) kerasft with its defaults (`python -m kerasft.train` code path).
-Both are seeded alike (Keras' global seed 0). Train examples/s counts the time in
+Both are seeded (the Hugging Face side with Keras' global seed 0, kerasft with its
+`training.seed`), so reruns repeat. Train examples/s counts the time in
 training steps, tracing included, for both: the Hugging Face `fit` has no
 validation, and kerasft's per-epoch validation and checkpoints are left out of its
 figure and reported separately (`kerasft_wall_ex_per_s`).
