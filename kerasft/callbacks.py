@@ -21,6 +21,7 @@ class StepTimer(keras.callbacks.Callback):
         self.seconds = 0.0
         self.steps = 0
         self._start = None
+        self._supports_tf_logs = True  # it never reads the logs: no per-step sync for them
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self._start = time.perf_counter()
