@@ -1,9 +1,15 @@
 """The exceptions kerasft raises for user mistakes.
 
 A `KerasftError` is the user's to fix: the CLI prints its one-line message and
-exits with status 2. Any other exception is a bug in kerasft and keeps its
-traceback.
+exits with status 2 (`cli_main`). Any other exception is a bug in kerasft and
+keeps its traceback.
 """
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
 
 
 class KerasftError(Exception):
@@ -20,3 +26,18 @@ class DataError(KerasftError):
 
 class ModelError(KerasftError):
     """A backbone cannot be found or loaded."""
+
+
+def cli_main(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | None], int]:
+    """Decorates a command's `main(argv)`: a `KerasftError` becomes one `error: ...` line on
+    stderr and exit status 2, so users never see a traceback for their own mistakes."""
+
+    @functools.wraps(main)
+    def wrapped(argv: list[str] | None = None) -> int:
+        try:
+            return main(argv)
+        except KerasftError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+
+    return wrapped

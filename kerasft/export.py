@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from kerasft._compat import keras, tf
+from kerasft.errors import cli_main
 from kerasft.graph_tokenizer import UnsupportedTokenizer, graph_tokenizer_for
 from kerasft.model_card import write_card, write_meta, write_warmup
 
@@ -342,11 +343,9 @@ def reexport(run_dir: str | Path, export_dir: str | None = None, test_data=None)
     return export_run(run_dir, model, backbone, cfg, test_data=test_data)
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
     import argparse
-    import sys
-
-    from kerasft.errors import KerasftError
 
     p = argparse.ArgumentParser(
         prog="python -m kerasft.export",
@@ -358,11 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--dir", default=None, help="export root instead of the run's export.dir")
     args = p.parse_args(argv)
-    try:
-        target = reexport(args.run, args.dir)
-    except KerasftError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    target = reexport(args.run, args.dir)
     print(f"export_dir={target}")
     return 0
 

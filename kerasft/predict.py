@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from kerasft.errors import cli_main
 from kerasft.ner_metrics import spans
 
 _WORD = re.compile(r"\S+")
@@ -273,11 +274,9 @@ def _predict(serve, tagger, texts, pairs, labels) -> list[dict[str, Any]]:
     ]
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
     import argparse
-    import sys
-
-    from kerasft.errors import KerasftError
 
     p = argparse.ArgumentParser(
         prog="python -m kerasft.predict",
@@ -297,19 +296,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--encoding", default="utf-8", help="input encoding (default: utf-8)")
     p.add_argument("--batch-size", type=int, default=64, help="rows per model call (default: 64)")
     args = p.parse_args(argv)
-    try:
-        n = predict_file(
-            args.model,
-            args.input,
-            args.output,
-            text_column=args.text_column,
-            text_pair_column=args.text_pair_column,
-            encoding=args.encoding,
-            batch_size=args.batch_size,
-        )
-    except KerasftError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    n = predict_file(
+        args.model,
+        args.input,
+        args.output,
+        text_column=args.text_column,
+        text_pair_column=args.text_pair_column,
+        encoding=args.encoding,
+        batch_size=args.batch_size,
+    )
     print(f"predictions={args.output} rows={n}")
     return 0
 

@@ -39,7 +39,7 @@ from kerasft.callbacks import (
 from kerasft.config import Config
 from kerasft.data import encode, eval_dataset, load_splits, steps_per_epoch, train_dataset
 from kerasft.distribute import barrier, cluster_from_env, is_chief, resolve_strategy
-from kerasft.errors import ConfigError, DataError, KerasftError
+from kerasft.errors import ConfigError, DataError, KerasftError, cli_main
 from kerasft.export import export_run, reexport
 from kerasft.freezing import GradualUnfreezing, freeze
 from kerasft.hardware import resolve_jit, resolve_precision
@@ -77,7 +77,8 @@ def run(
             terminal and progress lines otherwise.
         frames: DataFrames standing in for `data.train`/`validation`/`test`. Defaults to none.
         resume_dir: an interrupted run of the same config to continue from its last
-            backup (end of the last finished epoch). Defaults to a new run.
+            backup (every `training.backup_every_steps` steps and every epoch end).
+            Defaults to a new run. Multi-worker runs find their own (see README).
     """
     before = keras.mixed_precision.global_policy()
     try:
@@ -573,25 +574,20 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    try:
-        cfg = config_lib.load_config(args.config, args.overrides)
-        if cluster_from_env() is not None and args.fresh:
-            raise ConfigError(
-                "--fresh does not apply to multi-worker runs (TF_CONFIG is set): their run directory "
-                "is named after the config and cluster; change `name` to start over."
-            )
-        # Multi-worker runs find their own run directory (all workers must agree on it).
-        resume = None if args.fresh or cluster_from_env() else unfinished_run(cfg)
-        if resume is not None:
-            print(
-                f"resuming the interrupted run {resume} from its last backup (--fresh starts over)"
-            )
-        result = run(cfg, resume_dir=resume)
-    except KerasftError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    cfg = config_lib.load_config(args.config, args.overrides)
+    if cluster_from_env() is not None and args.fresh:
+        raise ConfigError(
+            "--fresh does not apply to multi-worker runs (TF_CONFIG is set): their run directory "
+            "is named after the config and cluster; change `name` to start over."
+        )
+    # Multi-worker runs find their own run directory (all workers must agree on it).
+    resume = None if args.fresh or cluster_from_env() else unfinished_run(cfg)
+    if resume is not None:
+        print(f"resuming the interrupted run {resume} from its last backup (--fresh starts over)")
+    result = run(cfg, resume_dir=resume)
     print(f"run_dir={result.run_dir}")
     print(f"export_dir={result.export_dir if result.export_dir else ''}")
     return 0

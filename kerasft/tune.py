@@ -30,7 +30,7 @@ import yaml
 from kerasft import config as config_lib
 from kerasft._compat import keras, tf
 from kerasft.config import Config, SearchDimension
-from kerasft.errors import ConfigError, KerasftError
+from kerasft.errors import ConfigError, KerasftError, cli_main
 from kerasft.tasks import monitor_mode
 
 
@@ -329,18 +329,15 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
     import keras_tuner as kt
 
     args = parser().parse_args(argv)
     try:
         best = tune(args.config, args.overrides)
-    except KerasftError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except kt.errors.FatalError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except kt.errors.FatalError as exc:  # keras-tuner's word for a search that cannot go on
+        raise ConfigError(str(exc)) from None
     print(f"best_config={best}")
     return 0
 

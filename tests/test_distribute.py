@@ -123,3 +123,43 @@ def test_two_worker_processes_train_and_only_the_chief_exports(tiny_config, tmp_
     assert [e.name for e in exports] == ["1"]  # one export, by the chief
     assert f"export_dir={exports[0]}" in logs[0]
     assert "export_dir=\n" in logs[1] or logs[1].rstrip().endswith("export_dir=")
+
+
+def test_tf_config_is_read_and_bad_ones_are_named(monkeypatch):
+    from kerasft.distribute import cluster_from_env
+
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    assert cluster_from_env() is None
+    spec = {
+        "cluster": {"chief": ["a:1"], "worker": ["b:1", "c:1"]},
+        "task": {"type": "worker", "index": 0},
+    }
+    monkeypatch.setenv("TF_CONFIG", json.dumps(spec))
+    cluster = cluster_from_env()
+    assert cluster.tasks == 3 and not cluster.is_chief  # the chief writes, not worker 0
+    spec["task"] = {"type": "chief", "index": 0}
+    monkeypatch.setenv("TF_CONFIG", json.dumps(spec))
+    assert cluster_from_env().is_chief
+    del spec["cluster"]["chief"]
+    spec["task"] = {"type": "worker", "index": 0}
+    monkeypatch.setenv("TF_CONFIG", json.dumps(spec))
+    assert cluster_from_env().is_chief  # no chief: worker 0 acts as one
+    for bad, message in [
+        ("{not json", r"TF_CONFIG is not valid JSON"),
+        (json.dumps({**spec, "task": {"type": "worker", "index": 5}}), r"task worker 5 is not in"),
+        (json.dumps({**spec, "task": {"type": "ps", "index": 0}}), r"should be"),
+    ]:
+        monkeypatch.setenv("TF_CONFIG", bad)
+        with pytest.raises(ConfigError, match=message):
+            cluster_from_env()
+
+
+def test_distribution_settings_that_cannot_run_here_are_config_errors(monkeypatch):
+    from kerasft.distribute import resolve_strategy
+
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    with pytest.raises(ConfigError, match=r"needs TF_CONFIG naming the cluster"):
+        resolve_strategy("multi_worker")
+    monkeypatch.delenv("TPU_NAME", raising=False)
+    with pytest.raises(ConfigError, match=r"`training.distribution: tpu`: no TPU found"):
+        resolve_strategy("tpu")
