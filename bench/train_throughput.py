@@ -118,7 +118,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--examples", type=int, default=4000, help="training phrases (one epoch)")
     p.add_argument(
-        "--precision", default="auto", help="kerasft's training.precision (default: auto, its default)"
+        "--precision",
+        default="auto",
+        help="kerasft's training.precision (default: auto, its default)",
     )
     p.add_argument("--side", choices=["hf", "kerasft"], help=argparse.SUPPRESS)
     args = p.parse_args()
