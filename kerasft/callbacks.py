@@ -117,18 +117,32 @@ class TrainingBudget(keras.callbacks.Callback):
 
     The epoch in progress still ends normally, so its validation metrics are computed.
 
+    A run resumed from a backup counts the steps trained before it (put this callback
+    after `Backup`); the time budget counts this process's training time.
+
     Args:
         max_steps: step budget. Defaults to none.
         max_seconds: time budget. Defaults to none.
+        steps_per_epoch: training steps per epoch, to count the steps of a restored
+            backup. Defaults to none (count from zero).
     """
 
-    def __init__(self, max_steps: int | None = None, max_seconds: float | None = None):
+    def __init__(
+        self,
+        max_steps: int | None = None,
+        max_seconds: float | None = None,
+        steps_per_epoch: int | None = None,
+    ):
         super().__init__()
         self.max_steps = max_steps
         self.max_seconds = max_seconds
+        self.steps_per_epoch = steps_per_epoch
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         self._steps = 0
+        if self.steps_per_epoch:
+            epoch, step = self.model._maybe_load_initial_counters_from_ckpt(self.steps_per_epoch, 0)
+            self._steps = epoch * self.steps_per_epoch + step
         self._start = time.perf_counter()
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:

@@ -357,7 +357,7 @@ def _fit_evaluate_export(
             GradualUnfreezing(t.unfreeze_every_steps, model.optimizer.kerasft_epochs_done, "step")
         )
     if cfg.training.max_steps or cfg.training.max_seconds:
-        callbacks.append(TrainingBudget(cfg.training.max_steps, cfg.training.max_seconds))
+        callbacks.append(TrainingBudget(cfg.training.max_steps, cfg.training.max_seconds, steps))
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
     if verbose == 2:  # no live progress bar in a log file: print progress lines instead

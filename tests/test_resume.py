@@ -114,3 +114,19 @@ def test_killed_mid_epoch_resumes_at_the_backup_step_with_the_same_result(
     assert len(names) > 20  # every weight (and optimizer slot) of the model
     for name in names:
         np.testing.assert_allclose(a.get_tensor(name), b.get_tensor(name), atol=1e-6)
+
+
+def test_a_resumed_run_keeps_its_step_budget(deterministic_config, tmp_path):
+    # 7 steps per epoch: a budget of 10 steps ends in epoch 2, also across a kill and resume.
+    deterministic_config["training"].update(
+        epochs=3, batch_size=4, backup_every_steps=1, max_steps=10
+    )
+    path = write_yaml(tmp_path / "c.yaml", deterministic_config)
+    code, out = train(path, kill_at="epoch 2 step 1/")
+    assert code == -signal.SIGKILL, out[-2000:]
+    code, out = train(path)
+    assert code == 0 and "resumed from the backup at epoch" in out, out[-3000:]
+    (run_dir,) = list((tmp_path / "runs" / "tiny").iterdir())
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["train"]["epochs"] == 2
+    assert "epoch 3" not in out and "epoch 2 step 3/7  loss" in out and "step 4/7  loss" not in out
