@@ -515,7 +515,7 @@ def unfinished_run(cfg: Config) -> Path | None:
 def _multi_worker_run_dir(cfg: Config) -> tuple[Path, Path | None]:
     """The run directory every worker of a cluster agrees on, and whether it is being resumed.
 
-    Named after the config and the cluster, so a restarted cluster finds its backup
+    Named after the config and the cluster's shape, so a restarted cluster finds its backup
     (on a filesystem all workers share, as Keras' BackupAndRestore expects).
 
     Raises:
@@ -523,8 +523,10 @@ def _multi_worker_run_dir(cfg: Config) -> tuple[Path, Path | None]:
     """
     import os
 
+    # The cluster's shape, not its addresses: restarted workers may come back elsewhere.
     cluster = json.loads(os.environ["TF_CONFIG"])["cluster"]
-    key = config_lib.dump_config(cfg) + json.dumps(cluster, sort_keys=True)
+    shape = {role: len(tasks) for role, tasks in cluster.items()}
+    key = config_lib.dump_config(cfg) + json.dumps(shape, sort_keys=True)
     run_dir = (
         Path(cfg.training.output_dir)
         / cfg.name

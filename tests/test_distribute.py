@@ -74,7 +74,8 @@ def _free_ports(n: int) -> list[int]:
     return ports
 
 
-def _start_workers(config: Path, tmp_path: Path, extra_env: dict | None = None):
+def _start_workers(config: Path, tmp_path: Path, extra_env: dict | None = None, tag: str = ""):
+    """Two `python -m kerasft.train` workers on fresh 127.0.0.1 ports; logs in worker<i><tag>.log."""
     workers = [f"127.0.0.1:{p}" for p in _free_ports(2)]
     procs = []
     for index in range(2):
@@ -85,7 +86,7 @@ def _start_workers(config: Path, tmp_path: Path, extra_env: dict | None = None):
                 {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
             ),
         }
-        log = open(tmp_path / f"worker{index}.log", "w")
+        log = open(tmp_path / f"worker{index}{tag}.log", "w")
         procs.append(
             subprocess.Popen(
                 [sys.executable, "-m", "kerasft.train", "--config", str(config)],
@@ -163,3 +164,36 @@ def test_distribution_settings_that_cannot_run_here_are_config_errors(monkeypatc
     monkeypatch.delenv("TPU_NAME", raising=False)
     with pytest.raises(ConfigError, match=r"`training.distribution: tpu`: no TPU found"):
         resolve_strategy("tpu")
+
+
+def test_a_killed_cluster_restarts_and_resumes_from_its_backup(tiny_config, tmp_path):
+    """Both workers SIGKILLed mid-epoch; restarted (on new ports), they resume together."""
+    import signal
+    import time
+
+    tiny_config["training"].update(batch_size=4, epochs=2, backup_every_steps=1)
+    tiny_config["export"]["enabled"] = False
+    config = write_yaml(tmp_path / "c.yaml", tiny_config)
+    procs = _start_workers(config, tmp_path, {"PYTHONUNBUFFERED": "1"}, tag="-killed")
+    deadline = time.time() + 300
+    chief_log = tmp_path / "worker0-killed.log"
+    while "epoch 2 step 2/" not in chief_log.read_text() and time.time() < deadline:
+        assert all(p.poll() is None for p in procs), chief_log.read_text()[-3000:]
+        time.sleep(0.2)
+    for p in procs:
+        p.send_signal(signal.SIGKILL)
+        p.wait(timeout=60)
+    (run_dir,) = list((tmp_path / "runs" / "tiny").iterdir())
+    assert not (run_dir / "metrics.json").exists() and (run_dir / "backup").is_dir()
+
+    procs = _start_workers(config, tmp_path, tag="-restarted")
+    codes = [p.wait(timeout=600) for p in procs]
+    logs = [(tmp_path / f"worker{i}-restarted.log").read_text() for i in range(2)]
+    assert codes == [0, 0], "\n\n".join(log[-3000:] for log in logs)
+    for log in logs:
+        assert re.search(r"resumed from the backup at epoch 2 step [2-9]", log), log[-3000:]
+        assert "epoch 1 validation" not in log and "epoch 2 validation" in log
+    assert "resuming the interrupted multi-worker run" in logs[0]
+    history = (run_dir / "history.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in history] == [1, 2]
+    assert (run_dir / "metrics.json").exists() and not (run_dir / "backup").exists()
