@@ -142,9 +142,14 @@ def _tpu() -> tuple[tf.distribute.Strategy, str]:
     return strategy, f"TPUStrategy over {strategy.num_replicas_in_sync} TPU cores"
 
 
+def is_multi_worker(strategy: tf.distribute.Strategy) -> bool:
+    """Whether `strategy` spans several worker processes."""
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+
 def is_chief(strategy: tf.distribute.Strategy) -> bool:
     """Whether this process writes run files and exports (always, unless it is a non-chief worker)."""
-    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+    if not is_multi_worker(strategy):
         return True
     cluster = cluster_from_env()
     return cluster is None or cluster.is_chief
@@ -152,7 +157,7 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
 
 def barrier(strategy: tf.distribute.Strategy) -> None:
     """Returns once every worker has reached it; a no-op outside multi-worker training."""
-    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+    if is_multi_worker(strategy):
         strategy.reduce(
             tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.constant(1.0)), axis=None
         )

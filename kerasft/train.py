@@ -38,7 +38,13 @@ from kerasft.callbacks import (
 )
 from kerasft.config import Config
 from kerasft.data import encode, eval_dataset, load_splits, steps_per_epoch, train_dataset
-from kerasft.distribute import barrier, cluster_from_env, is_chief, resolve_strategy
+from kerasft.distribute import (
+    barrier,
+    cluster_from_env,
+    is_chief,
+    is_multi_worker,
+    resolve_strategy,
+)
 from kerasft.errors import ConfigError, DataError, KerasftError, cli_main
 from kerasft.export import export_run, reexport
 from kerasft.freezing import GradualUnfreezing, freeze
@@ -90,7 +96,7 @@ def run(
 def _run(cfg, verbose, frames, resume_dir) -> RunResult:
     # First: MultiWorkerMirroredStrategy must be created before TensorFlow's runtime starts.
     strategy, described = resolve_strategy(cfg.training.distribution)
-    multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+    multi_worker = is_multi_worker(strategy)
     if multi_worker and cfg.training.max_seconds:
         raise ConfigError(
             "`training.max_seconds` would stop workers at different steps under multi-worker training; "
@@ -297,7 +303,7 @@ def _fit_evaluate_export(
     Keras sends their checkpoints, backups and logs to temporary directories.
     """
     names = splits.vocab.names
-    multi_worker = isinstance(model.distribute_strategy, tf.distribute.MultiWorkerMirroredStrategy)
+    multi_worker = is_multi_worker(model.distribute_strategy)
     if chief:
         (run_dir / "config.yaml").write_text(config_lib.dump_config(cfg), encoding="utf-8")
         (run_dir / "labels.json").write_text(splits.vocab.to_json(), encoding="utf-8")
