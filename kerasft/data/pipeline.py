@@ -80,6 +80,10 @@ def train_dataset(
 
         @tf.autograph.experimental.do_not_convert
         def epoch_order(_):
+            # The graph-level half of the shuffle's seed pair: the run's seed. TensorFlow
+            # compares the pair with (0, 0) in Python, which fails on a tensor op seed
+            # when the graph seed is 0, so seed 0 uses 1 here.
+            tf.random.set_seed(seed or 1)
             # Read when the epoch's iterator starts, after a restore has set the counter.
             return base.shuffle(
                 buffer, seed=tf.constant(seed, tf.int64) * 1000003 + epoch.read_value()
