@@ -1,6 +1,6 @@
 """Training throughput: the usual Hugging Face TF recipe against kerasft, same backbone, data and batch.
 
-    .venv/bin/python bench/train_throughput.py [--examples 4000] [--precision auto|float32|...]
+    .venv/bin/python bench/train_throughput.py [--examples 4000] [--seeds 0] [--precision auto|float32|...]
 
 Each side runs in its own process on the same SST-2 training phrases
 (../shared/data/sst2/train.tsv), the embedded MiniLM-L6, batch 32, one epoch, and
@@ -8,13 +8,14 @@ is scored on GLUE SST-2 dev:
 (a) Hugging Face: tokenizer → `model.prepare_tf_dataset` (padding per batch) →
     `compile(Adam)` → `fit`, on TFBertForSequenceClassification;
 (b) kerasft with its defaults (`python -m kerasft.train` code path).
-Both are seeded (the Hugging Face side with Keras' global seed 0, kerasft with its
-`training.seed`), so reruns repeat. Train examples/s counts the time in
+Both sides are seeded alike (Keras' global seed for Hugging Face, `training.seed` for
+kerasft), so reruns repeat; `--seeds 0,1,2` runs each seed and reports the means, since
+one-epoch accuracy moves by a point or two with the seed. Train examples/s counts the time in
 training steps, tracing included, for both: the Hugging Face `fit` has no
 validation, and kerasft's per-epoch validation and checkpoints are left out of its
 figure and reported separately (`kerasft_wall_ex_per_s`).
 Last line: hf_ex_per_s=… kerasft_ex_per_s=… ratio=… hf_acc=… kerasft_acc=… hf_rss_mb=… kerasft_rss_mb=…
-kerasft_wall_ex_per_s=…
+kerasft_wall_ex_per_s=… seeds=… (means over the seeds)
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def read(path: Path, limit: int | None = None) -> tuple[list[str], list[int]]:
     return [r[0] for r in rows], [int(r[1]) for r in rows]
 
 
-def run_hf(examples: int) -> dict:
+def run_hf(examples: int, seed: int) -> dict:
     import datasets
     import numpy as np
     from safetensors.numpy import load_file
@@ -47,7 +48,7 @@ def run_hf(examples: int) -> dict:
     from kerasft._compat import keras, tf
     from kerasft.models import resolve_backbone
 
-    keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(seed)
     directory = resolve_backbone("minilm-l6")
     tokenizer = AutoTokenizer.from_pretrained(str(directory))
     model = TFAutoModelForSequenceClassification.from_config(
@@ -87,7 +88,7 @@ def run_hf(examples: int) -> dict:
     return {"ex_per_s": examples / seconds, "acc": correct / len(dev_texts)}
 
 
-def run_kerasft(examples: int, precision: str) -> dict:
+def run_kerasft(examples: int, precision: str, seed: int) -> dict:
     from kerasft.config import config_from_dict
     from kerasft.train import run
 
@@ -101,6 +102,7 @@ def run_kerasft(examples: int, precision: str) -> dict:
                 "batch_size": 32,
                 "learning_rate": 1e-4,
                 "precision": precision,
+                "seed": seed,
                 "output_dir": str(work / "runs"),
             },
             "export": {"enabled": False},
@@ -122,46 +124,46 @@ def main() -> None:
         default="auto",
         help="kerasft's training.precision (default: auto, its default)",
     )
+    p.add_argument(
+        "--seeds", default="0", help="comma-separated seeds, each run on both sides (default: 0)"
+    )
     p.add_argument("--side", choices=["hf", "kerasft"], help=argparse.SUPPRESS)
     args = p.parse_args()
     require_sst2()
+    seeds = [int(x) for x in args.seeds.split(",")]
     if args.side:
         out = (
-            run_hf(args.examples)
+            run_hf(args.examples, seeds[0])
             if args.side == "hf"
-            else run_kerasft(args.examples, args.precision)
+            else run_kerasft(args.examples, args.precision, seeds[0])
         )
         out["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print("RESULT " + json.dumps(out))
         return
-    results = {}
-    for side in ("hf", "kerasft"):
-        cmd = [
-            sys.executable,
-            __file__,
-            "--side",
-            side,
-            "--examples",
-            str(args.examples),
-            "--precision",
-            args.precision,
-        ]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
-        if line is None:
-            sys.exit(f"error: the {side} run failed:\n{proc.stderr[-3000:]}")
-        results[side] = json.loads(line[7:])
-        r = results[side]
-        print(
-            f"{side}: {r['ex_per_s']:.1f} train examples/s, GLUE-dev accuracy {r['acc']:.4f}, "
-            f"peak RSS {r['rss_mb']:.0f} MB",
-            flush=True,
-        )
-    hf, kf = results["hf"], results["kerasft"]
+    results = {"hf": [], "kerasft": []}
+    for seed in seeds:
+        for side in ("hf", "kerasft"):
+            cmd = [sys.executable, __file__, "--side", side, "--examples", str(args.examples)]
+            cmd += ["--precision", args.precision, "--seeds", str(seed)]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
+            if line is None:
+                sys.exit(f"error: the {side} run failed:\n{proc.stderr[-3000:]}")
+            r = json.loads(line[7:])
+            results[side].append(r)
+            print(
+                f"seed {seed} {side}: {r['ex_per_s']:.1f} train examples/s, GLUE-dev accuracy "
+                f"{r['acc']:.4f}, peak RSS {r['rss_mb']:.0f} MB",
+                flush=True,
+            )
+    hf, kf = (
+        {k: sum(r[k] for r in results[side]) / len(seeds) for k in results[side][0]}
+        for side in ("hf", "kerasft")
+    )
     print(
         f"hf_ex_per_s={hf['ex_per_s']:.1f} kerasft_ex_per_s={kf['ex_per_s']:.1f} ratio={kf['ex_per_s'] / hf['ex_per_s']:.2f} "
         f"hf_acc={hf['acc']:.4f} kerasft_acc={kf['acc']:.4f} hf_rss_mb={hf['rss_mb']:.0f} kerasft_rss_mb={kf['rss_mb']:.0f} "
-        f"kerasft_wall_ex_per_s={kf['wall_ex_per_s']:.1f}"
+        f"kerasft_wall_ex_per_s={kf['wall_ex_per_s']:.1f} seeds={args.seeds}"
     )
 
 
