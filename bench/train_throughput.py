@@ -1,6 +1,7 @@
 """Training throughput: the usual Hugging Face TF recipe against kerasft, same backbone, data and batch.
 
     .venv/bin/python bench/train_throughput.py [--examples 4000] [--seeds 0] [--precision auto|float32|...]
+        [--set data.bucketing=false ...]
 
 Each side runs in its own process on the same SST-2 training phrases
 (../shared/data/sst2/train.tsv), the embedded MiniLM-L6, batch 32, one epoch, and
@@ -88,7 +89,7 @@ def run_hf(examples: int, seed: int) -> dict:
     return {"ex_per_s": examples / seconds, "acc": correct / len(dev_texts)}
 
 
-def run_kerasft(examples: int, precision: str, seed: int) -> dict:
+def run_kerasft(examples: int, precision: str, seed: int, overrides: list[str]) -> dict:
     from kerasft.config import config_from_dict
     from kerasft.train import run
 
@@ -106,7 +107,8 @@ def run_kerasft(examples: int, precision: str, seed: int) -> dict:
                 "output_dir": str(work / "runs"),
             },
             "export": {"enabled": False},
-        }
+        },
+        overrides=overrides,
     )
     result = run(cfg, verbose=0)
     return {
@@ -127,6 +129,14 @@ def main() -> None:
     p.add_argument(
         "--seeds", default="0", help="comma-separated seeds, each run on both sides (default: 0)"
     )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a kerasft config key, e.g. --set data.bucketing=false (repeatable)",
+    )
     p.add_argument("--side", choices=["hf", "kerasft"], help=argparse.SUPPRESS)
     args = p.parse_args()
     require_sst2()
@@ -135,7 +145,7 @@ def main() -> None:
         out = (
             run_hf(args.examples, seeds[0])
             if args.side == "hf"
-            else run_kerasft(args.examples, args.precision, seeds[0])
+            else run_kerasft(args.examples, args.precision, seeds[0], args.overrides)
         )
         out["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print("RESULT " + json.dumps(out))
@@ -145,6 +155,7 @@ def main() -> None:
         for side in ("hf", "kerasft"):
             cmd = [sys.executable, __file__, "--side", side, "--examples", str(args.examples)]
             cmd += ["--precision", args.precision, "--seeds", str(seed)]
+            cmd += [f"--set={item}" for item in args.overrides]
             proc = subprocess.run(cmd, capture_output=True, text=True)
             line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
             if line is None:

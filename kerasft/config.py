@@ -557,8 +557,16 @@ def add_override_argument(parser: Any, example: str = "training.epochs=2") -> No
     )
 
 
-def config_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Config:
-    """Validates a plain dict as a `Config`, raising `ConfigError` that names `source`."""
+def config_from_dict(
+    raw: dict[str, Any], source: str = "<dict>", overrides: list[str] | tuple[str, ...] = ()
+) -> Config:
+    """Validates a plain dict, with `dotted.key=value` overrides applied, as a `Config`.
+
+    Raises:
+        ConfigError: naming `source`.
+    """
+    for item in overrides:
+        _apply_override(raw, item)
     try:
         return Config.model_validate(raw)
     except ValidationError as exc:
