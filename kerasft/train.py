@@ -21,6 +21,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -263,45 +264,46 @@ def _run(cfg, verbose, frames, resume_dir) -> RunResult:
     else:
         run_dir = resume_dir or _new_run_dir(Path(cfg.training.output_dir) / cfg.name)
     try:
-        return _fit_evaluate_export(
-            cfg,
-            run_dir,
-            model,
-            backbone,
-            splits,
-            datasets,
-            steps,
-            verbose,
-            scaling,
-            max_length,
-            chief,
-            resume_skip,
+        prepared = _Prepared(
+            model, backbone, splits, datasets, steps, scaling, max_length, resume_skip
         )
+        return _fit_evaluate_export(cfg, run_dir, prepared, verbose, chief)
     except KerasftError:
         if resume_dir is None and chief:
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
 
 
+@dataclass
+class _Prepared:
+    """Everything `_run` builds before the run directory exists."""
+
+    model: keras.Model
+    backbone: Any
+    splits: Any
+    datasets: dict[str, tf.data.Dataset]
+    steps: int  # training steps per epoch
+    scaling: tuple[float, float] | None  # regression target standardisation
+    max_length: int
+    resume_skip: tf.Variable  # batches a mid-epoch restore leaves out (see Backup)
+
+
 def _fit_evaluate_export(
-    cfg,
-    run_dir,
-    model,
-    backbone,
-    splits,
-    datasets,
-    steps,
-    verbose,
-    scaling,
-    max_length,
-    chief,
-    resume_skip,
+    cfg: Config, run_dir: Path, prepared: _Prepared, verbose: int | None, chief: bool
 ) -> RunResult:
     """Trains and, on the chief (every process but a non-chief worker), evaluates and exports.
 
     Non-chief workers train in step with the chief and write nothing of their own:
     Keras sends their checkpoints, backups and logs to temporary directories.
     """
+    model, backbone, splits, datasets = (
+        prepared.model,
+        prepared.backbone,
+        prepared.splits,
+        prepared.datasets,
+    )
+    steps, scaling, max_length = prepared.steps, prepared.scaling, prepared.max_length
+    resume_skip = prepared.resume_skip
     names = splits.vocab.names
     multi_worker = is_multi_worker(model.distribute_strategy)
     if chief:

@@ -7,6 +7,15 @@ from kerasft._compat import keras, tf
 from kerasft.optim import WarmupDecay, accumulating, build_optimizer
 
 
+def _two_sentences() -> dict:
+    """A batch of two 4-token sentences for the tiny BERT."""
+    return {
+        "input_ids": tf.constant([[2, 5, 6, 3], [2, 8, 9, 3]]),
+        "attention_mask": tf.ones((2, 4), tf.int32),
+        "token_type_ids": tf.zeros((2, 4), tf.int32),
+    }
+
+
 def test_schedule_warms_up_then_decays_linearly_to_zero():
     schedule = WarmupDecay(1.0, total_steps=110, warmup_steps=10)
     values = np.array([float(schedule(s)) for s in range(111)])
@@ -63,11 +72,7 @@ def test_one_step_moves_each_layer_by_its_own_learning_rate(tiny_bert_dir):
     optimizer = LayerwiseAdamW(
         lr_multipliers=multipliers, learning_rate=1e-3, weight_decay=0.0, epsilon=1e-12
     )
-    x = {
-        "input_ids": tf.constant([[2, 5, 6, 3], [2, 8, 9, 3]]),
-        "attention_mask": tf.ones((2, 4), tf.int32),
-        "token_type_ids": tf.zeros((2, 4), tf.int32),
-    }
+    x = _two_sentences()
     with tf.GradientTape() as tape:
         loss = tf.reduce_mean(tf.square(model(x, training=False)))
     variables = model.trainable_variables
@@ -168,11 +173,7 @@ def test_plain_sgd_step_is_each_groups_rate_times_its_gradient(tiny_bert_dir):
     model = build_classifier(load_backbone(tiny_bert_dir), 2, dropout=0.0)
     multipliers = layerwise_multipliers(model, 0.5)
     optimizer = LayerwiseSGD(lr_multipliers=multipliers, learning_rate=0.1)
-    x = {
-        "input_ids": tf.constant([[2, 5, 6, 3], [2, 8, 9, 3]]),
-        "attention_mask": tf.ones((2, 4), tf.int32),
-        "token_type_ids": tf.zeros((2, 4), tf.int32),
-    }
+    x = _two_sentences()
     with tf.GradientTape() as tape:
         loss = tf.reduce_mean(tf.square(model(x, training=False)))
     variables = model.trainable_variables
@@ -215,11 +216,7 @@ def test_separate_optimizer_per_group(tiny_bert_dir):
         total_steps=10,
         warmup_ratio=0.0,
     )
-    x = {
-        "input_ids": tf.constant([[2, 5, 6, 3], [2, 8, 9, 3]]),
-        "attention_mask": tf.ones((2, 4), tf.int32),
-        "token_type_ids": tf.zeros((2, 4), tf.int32),
-    }
+    x = _two_sentences()
     model.compile(
         optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     )
