@@ -3,8 +3,8 @@
     .venv/bin/python bench/train_throughput.py [--examples 4000] [--seeds 0] [--precision auto|float32|...]
         [--set data.bucketing=false ...]
 
-Each side runs in its own process on the same SST-2 training phrases
-(../shared/data/sst2/train.tsv), the embedded MiniLM-L6, batch 32, one epoch, and
+Each side runs in its own process on the same SST-2 training phrases (a seeded
+draw from ../shared/data/sst2/train.tsv, identical for both sides), the embedded MiniLM-L6, batch 32, one epoch, and
 is scored on GLUE SST-2 dev:
 (a) Hugging Face: tokenizer → `model.prepare_tf_dataset` (padding per batch) →
     `compile(Adam)` → `fit`, on TFBertForSequenceClassification;
@@ -39,6 +39,15 @@ def read(path: Path, limit: int | None = None) -> tuple[list[str], list[int]]:
     return [r[0] for r in rows], [int(r[1]) for r in rows]
 
 
+def subset(examples: int, seed: int) -> tuple[list[str], list[int]]:
+    """The training phrases both sides train on: a seeded draw, the same for both."""
+    import numpy as np
+
+    texts, labels = read(SST2 / "train.tsv")
+    pick = np.random.default_rng(seed).permutation(len(texts))[:examples]
+    return [texts[i] for i in pick], [labels[i] for i in pick]
+
+
 def run_hf(examples: int, seed: int) -> dict:
     import datasets
     import numpy as np
@@ -59,12 +68,8 @@ def run_hf(examples: int, seed: int) -> dict:
     load_pytorch_state_dict_in_tf2_model(
         model, load_file(str(directory / "model.safetensors")), allow_missing_keys=True
     )
-    rng = np.random.default_rng(0)
-    texts, labels = read(SST2 / "train.tsv")
-    pick = rng.permutation(len(texts))[:examples]
-    train = datasets.Dataset.from_dict(
-        {"sentence": [texts[i] for i in pick], "label": [labels[i] for i in pick]}
-    )
+    texts, labels = subset(examples, seed)
+    train = datasets.Dataset.from_dict({"sentence": texts, "label": labels})
     train = train.map(
         lambda b: tokenizer(b["sentence"], truncation=True, max_length=128), batched=True
     )
@@ -94,10 +99,16 @@ def run_kerasft(examples: int, precision: str, seed: int, overrides: list[str]) 
     from kerasft.train import run
 
     work = Path(tempfile.mkdtemp())
+    texts, labels = subset(examples, seed)
+    train = work / "train.tsv"
+    train.write_text(
+        "sentence\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in zip(texts, labels, strict=True)),
+        encoding="utf-8",
+    )
     cfg = config_from_dict(
         {
             "name": "throughput",
-            "data": sst2_data(examples, work / "cache"),
+            "data": {**sst2_data(None, work / "cache"), "train": str(train)},
             "training": {
                 "epochs": 1,
                 "batch_size": 32,
