@@ -74,7 +74,7 @@ def main() -> None:
         cached = time.perf_counter() - start
         print(f"tokenize (cached):    {cached:.3f}s, {first / cached:.1f}x faster")
 
-    kw = dict(max_length=args.max_length, shuffle_buffer=10_000, seed=0)
+    kw = dict(max_length=args.max_length, seed=0)
     plain_eff, _ = padding_efficiency(
         train_dataset(encoded, args.batch_size, 0, bucketing=False, **kw)
     )

@@ -129,8 +129,12 @@ class DataConfig(_Section):
         description="Batch examples of similar length together so little padding is computed "
         "(about 2x faster training on CPU).",
     )
-    shuffle_buffer: int = Field(
-        10_000, ge=1, description="Shuffle buffer size for the training set."
+    bucket_window: int = Field(
+        0,
+        ge=0,
+        description="With bucketing: each epoch's shuffled examples are sorted by length in windows "
+        "of this many batches, then the batches are shuffled. 0 sorts the whole epoch (least "
+        "padding); smaller windows mix lengths more and pad more.",
     )
     target_scaling: Literal["none", "standard"] = Field(
         "none",
@@ -323,7 +327,7 @@ class TrainingConfig(_Section):
     jit_compile: bool | Literal["auto"] = Field(
         "auto",
         description="Compile the train step with XLA. `auto`: on GPUs and TPUs only (on CPUs it was slower "
-        "here). With XLA, batches are padded to their length bucket's edge so few shapes are compiled.",
+        "here). With XLA, batches are padded up to fixed widths about 12% apart, so few shapes are compiled.",
     )
     backup_every_steps: int | None = Field(
         500,

@@ -30,12 +30,14 @@ from kerasft import config as config_lib
 from kerasft._compat import keras, tf
 from kerasft.callbacks import (
     Backup,
+    BestCheckpoint,
     EpochCounter,
     EpochLog,
     StepProgress,
     StepTimer,
     TrainingBudget,
     ValidationMetrics,
+    best_checkpoint,
 )
 from kerasft.config import Config
 from kerasft.data import encode, eval_dataset, load_splits, steps_per_epoch, train_dataset
@@ -164,9 +166,7 @@ def _run(cfg, verbose, frames, resume_dir) -> RunResult:
         jit = resolve_jit(cfg.training.jit_compile)
 
         batch = cfg.training.batch_size
-        steps = steps_per_epoch(
-            encoded["train"], batch, cfg.data.bucketing, max_length, replicas > 1
-        )
+        steps = steps_per_epoch(encoded["train"], batch, replicas > 1)
         if steps == 0:
             raise DataError(
                 f"{splits.train.source}: {len(splits.train)} training examples make no full batch of "
@@ -179,7 +179,7 @@ def _run(cfg, verbose, frames, resume_dir) -> RunResult:
                 backbone.pad_id,
                 bucketing=cfg.data.bucketing,
                 max_length=max_length,
-                shuffle_buffer=cfg.data.shuffle_buffer,
+                window=cfg.data.bucket_window,
                 seed=cfg.training.seed,
                 epoch=epochs_done,
                 skip=resume_skip,
@@ -310,8 +310,8 @@ def _fit_evaluate_export(
         (run_dir / "config.yaml").write_text(config_lib.dump_config(cfg), encoding="utf-8")
         (run_dir / "labels.json").write_text(splits.vocab.to_json(), encoding="utf-8")
     # TensorFlow checkpoint format: it restores into mirrored variables too (HDF5 does not).
-    best_path = run_dir / "checkpoints" / "best"
-    best_path.parent.mkdir(exist_ok=True)
+    checkpoints = run_dir / "checkpoints"
+    checkpoints.mkdir(exist_ok=True)
     monitor, mode = cfg.monitor, monitor_mode(cfg.monitor)
     history_file = run_dir / "history.jsonl"
     earlier = read_history(history_file)  # epochs finished before an interruption
@@ -321,12 +321,11 @@ def _fit_evaluate_export(
         timer,  # first: it times the steps, not the epoch-end work of the others
         # before the callbacks that read its val_* logs
         ValidationMetrics(datasets["validation"], cfg.task, names, scaling),
-        keras.callbacks.ModelCheckpoint(
-            str(best_path),
+        BestCheckpoint(
+            checkpoints,
+            chief,
             monitor=monitor,
             mode=mode,
-            save_best_only=True,
-            save_weights_only=True,
             initial_value_threshold=(min if mode == "min" else max)(best_so_far)
             if best_so_far
             else None,
@@ -390,7 +389,7 @@ def _fit_evaluate_export(
     epochs_run = len(full_history)
 
     # EarlyStopping only restores weights when it stops early; the checkpoint holds the best epoch either way.
-    model.load_weights(str(best_path))
+    model.load_weights(best_checkpoint(checkpoints))
     outputs = {name: collect(model, datasets[name], cfg.task) for name in ("validation", "test")}
     thresholds = None
     if cfg.task == "multi_label":

@@ -159,12 +159,12 @@ def test_encode_truncates_and_keeps_model_inputs(encoded):
 
 @pytest.mark.parametrize("bucketing", [True, False])
 def test_train_batches_pad_per_batch_and_cover_every_example(encoded, bucketing):
-    ds = train_dataset(
-        encoded, 4, pad_id=0, bucketing=bucketing, max_length=8, shuffle_buffer=100, seed=0
-    )
+    ds = train_dataset(encoded, 3, pad_id=0, bucketing=bucketing, max_length=8, seed=0)
     batches = list(ds)
-    assert len(batches) == steps_per_epoch(encoded, 4, bucketing, 8)
-    assert sum(int(y.shape[0]) for _, y in batches) == 20
+    assert len(batches) == steps_per_epoch(encoded, 3) == 7
+    # Every batch is full but the epoch's last; every example comes once.
+    assert [int(y.shape[0]) for _, y in batches] == [3] * 6 + [2]
+    assert sorted(sum((y.numpy().tolist() for _, y in batches), [])) == [0] * 10 + [1] * 10
     for x, _ in batches:
         lengths = x["attention_mask"].numpy().sum(axis=1)
         assert (
@@ -173,13 +173,34 @@ def test_train_batches_pad_per_batch_and_cover_every_example(encoded, bucketing)
         assert (x["input_ids"].numpy()[x["attention_mask"].numpy() == 0] == 0).all()
 
 
-def test_bucketing_groups_similar_lengths(encoded):
-    ds = train_dataset(
-        encoded, 5, pad_id=0, bucketing=True, max_length=64, shuffle_buffer=100, seed=0
-    )
-    for x, _ in ds:
-        lengths = x["attention_mask"].numpy().sum(axis=1)
-        assert len(set(np.searchsorted(bucket_boundaries(64), lengths, side="right"))) == 1
+def test_bucketing_sorts_the_epoch_by_length_and_shuffles_the_batches(encoded):
+    def batches(seed):
+        ds = train_dataset(encoded, 2, pad_id=0, bucketing=True, max_length=64, seed=seed)
+        return [x["attention_mask"].numpy().sum(axis=1) for x, _ in ds]
+
+    first = batches(0)
+    assert len(first) == 10
+    # Sorted, then cut: two batches share at most their boundary length.
+    ranges = sorted((b.min(), b.max()) for b in first)
+    assert all(hi <= lo for (_, hi), (lo, _) in zip(ranges, ranges[1:], strict=False))
+    # The batches come in random order, not from the shortest to the longest.
+    widths = [b.max() for b in first]
+    assert widths != sorted(widths)
+    assert any((a != b).any() for a, b in zip(first, batches(1), strict=True))
+
+
+@pytest.mark.parametrize("bucketing,window", [(False, 0), (True, 1)])
+def test_bucketing_pads_less_than_random_batches(encoded, bucketing, window):
+    def padded(bucketing, window=0):
+        ds = train_dataset(
+            encoded, 5, pad_id=0, bucketing=bucketing, max_length=64, seed=0, window=window
+        )
+        return sum(int(x["input_ids"].shape[0] * x["input_ids"].shape[1]) for x, _ in ds)
+
+    # The fixture's lengths come in runs of five: sorted batches of five need no padding.
+    assert padded(True) == int(encoded.lengths.sum())
+    # Windows of one batch are plain random batches.
+    assert padded(bucketing, window) > padded(True)
 
 
 def test_eval_dataset_is_deterministic_and_sorted(encoded):
@@ -205,7 +226,6 @@ def test_epoch_order_depends_on_seed_and_epoch_only_and_skips_on_resume(encoded,
             pad_id=0,
             bucketing=False,
             max_length=8,
-            shuffle_buffer=100,
             seed=seed,
             epoch=epoch,
             skip=skip,
@@ -220,3 +240,28 @@ def test_epoch_order_depends_on_seed_and_epoch_only_and_skips_on_resume(encoded,
     skip.assign(2)
     # A resumed epoch leaves out the batches already trained (Keras asks only for the rest).
     assert order(take=len(second) - 2) == second[2:]
+
+
+@pytest.mark.parametrize("token_targets", [True, False])
+def test_pad_to_bucket_pads_token_targets_with_the_ignore_index(token_targets):
+    from kerasft.data.labels import IGNORE_INDEX
+    from kerasft.data.tokenize import Encoded
+
+    lengths = np.array([3, 5, 6, 9], np.int64)
+    ids = np.arange(1, lengths.sum() + 1, dtype=np.int32)
+    features = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+    # Token classification: one tag per token; multi-label: one row of labels per example.
+    targets = np.full(lengths.sum(), 1, np.int32) if token_targets else np.eye(4, dtype=np.float32)
+    encoded = Encoded(features, lengths, targets, token_targets)
+    ds = train_dataset(
+        encoded, 1, pad_id=0, bucketing=True, max_length=16, seed=0, pad_to_bucket=True
+    )
+    for x, y in ds:
+        n = int(x["attention_mask"].numpy().sum())
+        width = x["input_ids"].shape[1]
+        assert width == min(e for e in [*bucket_boundaries(16), 17] if e > n) - 1
+        assert (x["input_ids"].numpy()[0, n:] == 0).all()
+        if token_targets:
+            assert y.shape == (1, width) and (y.numpy()[0, n:] == IGNORE_INDEX).all()
+        else:
+            assert y.shape == (1, 4)

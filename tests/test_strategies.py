@@ -234,9 +234,7 @@ def test_pad_to_bucket_gives_one_width_per_bucket(tiny_bert_dir):
         "the movie was not very fun at all , very bad",
     ] * 4
     encoded = encode(load_tokenizer(tiny_bert_dir), Split(texts, np.zeros(16, np.int32), "mem"), 32)
-    ds = train_dataset(
-        encoded, 4, 0, bucketing=True, max_length=32, shuffle_buffer=16, seed=0, pad_to_bucket=True
-    )
+    ds = train_dataset(encoded, 4, 0, bucketing=True, max_length=32, seed=0, pad_to_bucket=True)
     widths = {edge - 1 for edge in [*bucket_boundaries(32), 33]}  # TF pads to an edge minus one
     seen = {int(x["input_ids"].shape[1]) for x, _ in ds}
     assert seen <= widths and len(seen) > 1

@@ -1,4 +1,4 @@
-"""tf.data pipelines: length-bucketed, dynamically padded training batches; deterministic evaluation batches."""
+"""tf.data pipelines: length-sorted, dynamically padded training batches; deterministic evaluation batches."""
 
 from __future__ import annotations
 
@@ -13,11 +13,10 @@ from kerasft.data.tokenize import Encoded
 
 
 def bucket_boundaries(max_length: int) -> list[int]:
-    """Sequence-length bucket edges, about 12% apart from 4 tokens up to `max_length`.
+    """Batch widths for XLA: edges about 12% apart from 4 tokens up to `max_length`.
 
-    Within a bucket lengths differ by at most ~12%, so padding stays near 10% of
-    the tokens fed (SST-2: 0.98 real tokens against 0.33 with plain per-batch
-    padding); each bucket costs at most one partial batch per epoch.
+    With `pad_to_bucket`, a batch is padded up to the next edge, so the number of
+    shapes XLA compiles is bounded by the number of edges, at most ~12% extra padding.
     """
     edges, edge = [], 4
     while edge < max_length:
@@ -26,22 +25,10 @@ def bucket_boundaries(max_length: int) -> list[int]:
     return edges
 
 
-def steps_per_epoch(
-    encoded: Encoded,
-    batch_size: int,
-    bucketing: bool,
-    max_length: int,
-    drop_remainder: bool = False,
-) -> int:
+def steps_per_epoch(encoded: Encoded, batch_size: int, drop_remainder: bool = False) -> int:
     """Exact number of batches one epoch of `train_dataset` yields."""
-
-    def count(n: int) -> int:
-        return n // batch_size if drop_remainder else math.ceil(n / batch_size)
-
-    if not bucketing:
-        return count(len(encoded))
-    bucket = np.searchsorted(bucket_boundaries(max_length), encoded.lengths, side="right")
-    return int(sum(count(c) for c in np.bincount(bucket) if c))
+    n = len(encoded)
+    return n // batch_size if drop_remainder else math.ceil(n / batch_size)
 
 
 def train_dataset(
@@ -51,65 +38,74 @@ def train_dataset(
     *,
     bucketing: bool,
     max_length: int,
-    shuffle_buffer: int,
     seed: int,
+    window: int = 0,
     epoch: tf.Variable | None = None,
     pad_to_bucket: bool = False,
     drop_remainder: bool = False,
     skip: tf.Variable | None = None,
 ) -> tf.data.Dataset:
-    """Shuffled training batches, padded per batch (or per length bucket) rather than to `max_length`.
+    """Shuffled training batches, each padded to its own longest example rather than to `max_length`.
+
+    Every epoch is one seeded permutation of all the examples (no shuffle buffer). With
+    `bucketing`, the permutation is cut into windows of `window` batches (0: the whole
+    epoch), each window is sorted by length and cut into batches, and the batches are
+    shuffled across the epoch. So a batch holds examples of similar length (little
+    padding), the batches come in random order, and every batch but the epoch's last is
+    full: unlike buckets filled from a stream, no run of small, same-length batches ends
+    the epoch. Smaller windows mix lengths more and pad more.
 
     Args:
+        window: with `bucketing`, the batches per length-sorting window; 0 sorts the
+            whole epoch. Defaults to 0.
         epoch: an int64 variable holding the number of finished epochs. When given, each
             epoch's order depends only on `seed` and that number, so a run resumed from a
             backup sees the same batches as an uninterrupted one. Defaults to none
             (a fresh order every pass).
-        pad_to_bucket: pad each batch to its bucket's upper edge, so only one width per
-            bucket exists (for XLA, which compiles once per shape). Defaults to False.
+        pad_to_bucket: pad each batch to the next `bucket_boundaries` edge (minus one),
+            so only a bounded set of widths exists (for XLA, which compiles once per
+            shape). Defaults to False.
         skip: an int64 variable: the number of batches to leave out at the start of the
             epoch, read when the epoch's iterator starts (a run resumed mid-epoch). The
             epoch then yields that many fewer batches than its declared cardinality,
             which is what Keras asks for when it resumes at a later step. Defaults to none.
     """
-    base = _examples(encoded, np.arange(len(encoded)))
-    buffer = max(1, min(shuffle_buffer, len(encoded)))
+    lengths = tf.constant(encoded.lengths, tf.int64)
     if epoch is None:
-        ds = base.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+        epoch = tf.Variable(-1, dtype=tf.int64, trainable=False)
+        advance = True
     else:
+        advance = False
 
-        @tf.autograph.experimental.do_not_convert
-        def epoch_order(_):
-            # The graph-level half of the shuffle's seed pair: the run's seed. TensorFlow
-            # compares the pair with (0, 0) in Python, which fails on a tensor op seed
-            # when the graph seed is 0, so seed 0 uses 1 here.
-            tf.random.set_seed(seed or 1)
-            # Read when the epoch's iterator starts, after a restore has set the counter.
-            return base.shuffle(
-                buffer, seed=tf.constant(seed, tf.int64) * 1000003 + epoch.read_value()
-            )
-
-        ds = tf.data.Dataset.from_tensors(tf.constant(0, tf.int64)).flat_map(epoch_order)
-    padding = _padding_values(encoded, pad_id)
-    if bucketing:
-        boundaries = bucket_boundaries(max_length)
-        if (
-            pad_to_bucket
-        ):  # batches are padded to an edge minus one: the last bucket needs an edge too
-            boundaries = [*boundaries, max_length + 1]
-        ds = ds.bucket_by_sequence_length(
-            lambda x, y: tf.shape(x["input_ids"])[0],
-            bucket_boundaries=boundaries,
-            bucket_batch_sizes=[batch_size] * (len(boundaries) + 1),
-            padding_values=padding,
-            pad_to_bucket_boundary=pad_to_bucket,
-            drop_remainder=drop_remainder,
+    @tf.autograph.experimental.do_not_convert
+    def epoch_order(_):
+        # Read when the epoch's iterator starts, after a restore has set the counter.
+        number = epoch.assign_add(1) if advance else epoch.read_value()
+        order = _epoch_order(
+            lengths,
+            batch_size,
+            window if bucketing else 1,
+            tf.stack([tf.constant(seed, tf.int64), number]),
         )
-    else:
-        ds = ds.padded_batch(batch_size, padding_values=padding, drop_remainder=drop_remainder)
+        return tf.data.Dataset.from_tensor_slices(order)
+
+    ds = tf.data.Dataset.from_tensors(tf.constant(0, tf.int64)).flat_map(epoch_order)
+    padding = _padding_values(encoded, pad_id)
+    ds = _examples(encoded, ds).padded_batch(
+        batch_size, padding_values=padding, drop_remainder=drop_remainder
+    )
+    if pad_to_bucket:
+        # Batches are padded to an edge minus one, as tf.data's bucketing does: the
+        # last width needs an edge too.
+        edges = tf.constant([*bucket_boundaries(max_length), max_length + 1], tf.int32)
+        ds = ds.map(
+            lambda x, y: _pad_to_width(x, y, padding, edges, encoded.token_targets),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
+        )
     # A known cardinality makes Keras restart the iterator every epoch and show a
     # true progress bar; the assertion also fails loudly if the count were wrong.
-    steps = steps_per_epoch(encoded, batch_size, bucketing, max_length, drop_remainder)
+    steps = steps_per_epoch(encoded, batch_size, drop_remainder)
     if skip is not None:
         batches = ds
 
@@ -122,6 +118,35 @@ def train_dataset(
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
+def _epoch_order(lengths: tf.Tensor, batch_size: int, window: int, key: tf.Tensor) -> tf.Tensor:
+    """Example indices in batch order: windows sorted by length, cut into batches, batches shuffled."""
+    n = tf.size(lengths, out_type=tf.int64)
+    order = tf.random.experimental.stateless_shuffle(tf.range(n), seed=key)
+    if window != 1:
+        group = tf.zeros_like(order) if window == 0 else tf.range(n) // (window * batch_size)
+        # A stable sort keeps the random order among examples of one length.
+        rank = group * (tf.reduce_max(lengths) + 1) + tf.gather(lengths, order)
+        order = tf.gather(order, tf.argsort(rank, stable=True))
+    full = n // batch_size * batch_size
+    batches = tf.reshape(order[:full], [-1, batch_size])
+    batches = tf.random.experimental.stateless_shuffle(batches, seed=key + [0, 1])
+    # The one partial batch, if any, comes last, so batching the stream keeps the cuts.
+    return tf.concat([tf.reshape(batches, [-1]), order[full:]], 0)
+
+
+def _pad_to_width(
+    x: dict, y: tf.Tensor, padding: tuple, edges: tf.Tensor, token_targets: bool
+) -> tuple:
+    width = tf.shape(x["input_ids"])[1]
+    target = tf.gather(edges, tf.searchsorted(edges, [width], side="right"))[0] - 1
+
+    def pad(t, value):
+        return tf.pad(t, [[0, 0], [0, target - width]], constant_values=value)
+
+    x = {name: pad(t, padding[0][name]) for name, t in x.items()}
+    return x, pad(y, padding[1]) if token_targets else y
+
+
 def eval_order(encoded: Encoded) -> np.ndarray:
     """The order `eval_dataset` yields examples in: by length, stable (row i of the output is example order[i])."""
     return np.argsort(encoded.lengths, kind="stable")
@@ -129,35 +154,30 @@ def eval_order(encoded: Encoded) -> np.ndarray:
 
 def eval_dataset(encoded: Encoded, batch_size: int, pad_id: int) -> tf.data.Dataset:
     """Deterministic batches sorted by length (little padding); targets travel with each example."""
-    ds = _examples(encoded, eval_order(encoded))
+    order = tf.data.Dataset.from_tensor_slices(eval_order(encoded).astype(np.int64))
+    ds = _examples(encoded, order)
     return ds.padded_batch(batch_size, padding_values=_padding_values(encoded, pad_id)).prefetch(
         tf.data.AUTOTUNE
     )
 
 
-def _examples(encoded: Encoded, order: np.ndarray) -> tf.data.Dataset:
+def _examples(encoded: Encoded, indices: tf.data.Dataset) -> tf.data.Dataset:
+    """One (features, target) pair per example index."""
     # Slicing one flat tensor per feature keeps the pipeline in-graph and avoids
     # materialising a padded matrix (or a Python generator) up front.
-    starts = np.concatenate([[0], np.cumsum(encoded.lengths)[:-1]]).astype(np.int64)
+    starts = tf.constant(np.concatenate([[0], np.cumsum(encoded.lengths)[:-1]]), tf.int64)
+    lengths = tf.constant(encoded.lengths, tf.int64)
     flat = {name: tf.constant(values) for name, values in encoded.features.items()}
-    if encoded.token_targets:
-        tags = tf.constant(encoded.targets)
+    targets = tf.constant(encoded.targets)
 
-        def example(start, length):
-            return {n: v[start : start + length] for n, v in flat.items()}, tags[
-                start : start + length
-            ]
+    def example(i):
+        start, length = starts[i], lengths[i]
+        features = {n: v[start : start + length] for n, v in flat.items()}
+        if encoded.token_targets:
+            return features, targets[start : start + length]
+        return features, targets[i]
 
-        ds = tf.data.Dataset.from_tensor_slices((starts[order], encoded.lengths[order]))
-    else:
-
-        def example(start, length, target):
-            return {n: v[start : start + length] for n, v in flat.items()}, target
-
-        ds = tf.data.Dataset.from_tensor_slices(
-            (starts[order], encoded.lengths[order], encoded.targets[order])
-        )
-    return ds.map(example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return indices.map(example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
 def _padding_values(encoded: Encoded, pad_id: int) -> tuple[dict[str, Any], Any]:
