@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 from kerasft._compat import keras, tf
 from kerasft.tasks import collect, evaluate
@@ -225,6 +226,50 @@ class Backup(keras.callbacks.BackupAndRestore):
             super().on_epoch_end(epoch, logs)
         else:  # as the epoch's last step: a restore continues with the next epoch
             self._backup(epoch=epoch, batch=self.steps_per_epoch - 1)
+
+
+class BestCheckpoint(keras.callbacks.ModelCheckpoint):
+    """Keras' best-only weights checkpoint, written atomically.
+
+    Every improvement goes to a new prefix, `best-<epoch>`. TensorFlow's `checkpoint`
+    state file names the current one and is rewritten (write, then rename) only once
+    the new files are complete. So a kill during a write leaves the previous best in
+    force, and `best_checkpoint` never returns a half-written one. Older prefixes are
+    deleted once the state file has moved on.
+
+    Args:
+        directory: where the checkpoints go (`checkpoints/` in the run directory).
+        chief: whether this process owns `directory`; other workers of a cluster
+            write to a temporary directory and delete nothing here.
+        **kwargs: `monitor`, `mode`, `initial_value_threshold` of `ModelCheckpoint`.
+    """
+
+    def __init__(self, directory: str | Path, chief: bool = True, **kwargs):
+        self.directory = Path(directory)
+        self.chief = chief
+        super().__init__(
+            str(self.directory / "best-{epoch:03d}"),
+            save_best_only=True,
+            save_weights_only=True,
+            **kwargs,
+        )
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        super().on_epoch_end(epoch, logs)
+        current = best_checkpoint(self.directory) if self.chief else None
+        if current is None:
+            return
+        for path in self.directory.glob("best*"):
+            if not path.name.startswith(Path(current).name + "."):
+                path.unlink(missing_ok=True)
+
+
+def best_checkpoint(directory: str | Path) -> str | None:
+    """The prefix of the best checkpoint `BestCheckpoint` completed in `directory`, or None."""
+    current = tf.train.latest_checkpoint(str(directory))
+    if current is None and (Path(directory) / "best.index").is_file():
+        current = str(Path(directory) / "best")  # runs from before best-<epoch> prefixes
+    return current
 
 
 class EpochLog(keras.callbacks.Callback):

@@ -302,8 +302,13 @@ def rebuild(run_dir: str | Path, export_dir: str | None = None):
     from kerasft.models import build_model, load_backbone, load_tokenizer, resolve_backbone
 
     run_dir = Path(run_dir)
-    needed = ["config.yaml", "labels.json", "export.json", "checkpoints/best.index"]
+    from kerasft.callbacks import best_checkpoint
+
+    needed = ["config.yaml", "labels.json", "export.json"]
     missing = [n for n in needed if not (run_dir / n).is_file()]
+    weights = best_checkpoint(run_dir / "checkpoints")
+    if weights is None:
+        missing.append("checkpoints/checkpoint")
     if missing:
         raise ConfigError(
             f"{run_dir} is not a finished kerasft run (no {', '.join(missing)}). Pass a directory printed as run_dir=."
@@ -325,7 +330,7 @@ def rebuild(run_dir: str | Path, export_dir: str | None = None):
     finally:
         keras.mixed_precision.set_global_policy(policy)
     # The checkpoint also holds the optimizer's state, which an export does not need.
-    model.load_weights(str(run_dir / "checkpoints" / "best")).expect_partial()
+    model.load_weights(weights).expect_partial()
     return model, backbone, cfg
 
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from kerasft._compat import tf
+from kerasft.callbacks import best_checkpoint
 from tests.conftest import REPO, write_yaml
 
 
@@ -108,8 +109,8 @@ def test_killed_mid_epoch_resumes_at_the_backup_step_with_the_same_result(
     )
     assert resumed["test"]["loss"] == pytest.approx(straight["test"]["loss"], abs=1e-6)
     # Same final (best) weights, variable by variable.
-    a = tf.train.load_checkpoint(str(interrupted / "checkpoints" / "best"))
-    b = tf.train.load_checkpoint(str(fresh / "checkpoints" / "best"))
+    a = tf.train.load_checkpoint(best_checkpoint(interrupted / "checkpoints"))
+    b = tf.train.load_checkpoint(best_checkpoint(fresh / "checkpoints"))
     names = [n for n in a.get_variable_to_shape_map() if "/.ATTRIBUTES/VARIABLE_VALUE" in n]
     assert len(names) > 20  # every weight (and optimizer slot) of the model
     for name in names:
@@ -117,7 +118,7 @@ def test_killed_mid_epoch_resumes_at_the_backup_step_with_the_same_result(
 
 
 def test_a_resumed_run_keeps_its_step_budget(deterministic_config, tmp_path):
-    # 7 steps per epoch: a budget of 10 steps ends in epoch 2, also across a kill and resume.
+    # 6 steps per epoch: a budget of 10 steps ends in epoch 2, also across a kill and resume.
     deterministic_config["training"].update(
         epochs=3, batch_size=4, backup_every_steps=1, max_steps=10
     )
@@ -129,4 +130,32 @@ def test_a_resumed_run_keeps_its_step_budget(deterministic_config, tmp_path):
     (run_dir,) = list((tmp_path / "runs" / "tiny").iterdir())
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["train"]["epochs"] == 2
-    assert "epoch 3" not in out and "epoch 2 step 3/7  loss" in out and "step 4/7  loss" not in out
+    assert "epoch 3" not in out and "epoch 2 step 4/6  loss" in out and "step 5/6  loss" not in out
+
+
+def test_best_checkpoint_moves_its_pointer_only_after_a_complete_write(tmp_path):
+    from kerasft._compat import keras
+    from kerasft.callbacks import BestCheckpoint
+
+    x = np.linspace(-1, 1, 64, dtype=np.float32)[:, None]
+    model = keras.Sequential([keras.layers.Dense(1, input_shape=(1,))])
+    model.compile(keras.optimizers.SGD(0.1), "mse")
+    directory = tmp_path / "checkpoints"
+    directory.mkdir()
+    callback = BestCheckpoint(directory, monitor="loss", mode="min")
+    model.fit(x, 3 * x, epochs=3, verbose=0, callbacks=[callback])
+    # The loss falls every epoch: the best is epoch 3, and only its files are kept.
+    assert best_checkpoint(directory) == str(directory / "best-003")
+    assert sorted(p.name for p in directory.iterdir()) == [
+        "best-003.data-00000-of-00001",
+        "best-003.index",
+        "checkpoint",
+    ]
+    # A kill in the middle of writing epoch 4's files: the pointer still names epoch 3,
+    # which loads, and the next completed best removes the torn files.
+    (directory / "best-004.index").write_bytes(b"torn")
+    assert best_checkpoint(directory) == str(directory / "best-003")
+    model.load_weights(best_checkpoint(directory))
+    model.fit(x, 3 * x, epochs=1, verbose=0, callbacks=[callback])
+    assert best_checkpoint(directory) == str(directory / "best-001")
+    assert not (directory / "best-004.index").exists()
