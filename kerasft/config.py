@@ -517,7 +517,7 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     Raises:
         ConfigError: the file is missing or invalid, or an override is malformed.
     """
-    return config_from_dict(load_raw(path, overrides), source=str(path))
+    return config_from_dict(load_raw(path), source=str(path), overrides=overrides)
 
 
 def load_raw(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
@@ -567,7 +567,7 @@ def config_from_dict(
     """Validates a plain dict, with `dotted.key=value` overrides applied, as a `Config`.
 
     Raises:
-        ConfigError: naming `source`.
+        ConfigError: naming `source`, or the `--set` override that gave the bad key.
     """
     for item in overrides:
         _apply_override(raw, item)
@@ -575,7 +575,7 @@ def config_from_dict(
         return Config.model_validate(raw)
     except ValidationError as exc:
         errors = exc.errors()
-        message = _describe(errors[0], raw, source)
+        message = _describe(errors[0], raw, _origin(errors[0], source, overrides))
         if len(errors) > 1:
             message += (
                 f" ({len(errors) - 1} more problem{'s' if len(errors) > 2 else ''} in {source})"
@@ -608,6 +608,16 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
             raise ConfigError(f"Invalid override `{item}`: `{where}` is a value, not a section.")
         node = child
     node[parts[-1]] = value
+
+
+def _origin(error: dict[str, Any], source: str, overrides: list[str] | tuple[str, ...]) -> str:
+    """Where the key an error is about came from: the last `--set` that wrote it, else `source`."""
+    dotted = ".".join(str(p) for p in error["loc"])
+    for item in reversed(overrides):
+        key = item.partition("=")[0].strip()
+        if dotted == key or dotted.startswith(key + "."):
+            return f"--set {item}"
+    return source
 
 
 def _describe(error: dict[str, Any], raw: dict[str, Any], source: str) -> str:

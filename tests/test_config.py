@@ -99,8 +99,14 @@ def test_overrides_are_typed(tmp_path):
 
 def test_override_of_unknown_key_is_rejected(tmp_path):
     path = write_yaml(tmp_path / "c.yaml", BASE)
-    with pytest.raises(ConfigError, match=r"Unknown key `training.epoch`.*Did you mean `epochs`"):
+    # The error names the override, not the file, which has no such key.
+    with pytest.raises(
+        ConfigError,
+        match=r"Unknown key `training.epoch` in --set training.epoch=2\. Did you mean `epochs`",
+    ):
         load_config(path, ["training.epoch=2"])
+    with pytest.raises(ConfigError, match=r"`training.epochs` in --set training.epochs=zero\."):
+        load_config(path, ["training.epochs=zero"])
 
 
 @pytest.mark.parametrize("item", ["training.epochs", "=3", "name.sub=1"])
