@@ -2,8 +2,8 @@
 
     .venv/bin/python bench/step_time.py [--examples 2000]
 
-Each setup trains one epoch of the same SST-2 training phrases (batch 32, length
-buckets, the embedded MiniLM-L6) in its own process, through `kerasft.train.run`,
+Each setup trains one epoch of the same SST-2 training phrases (batch 32, length-sorted
+batches, the embedded MiniLM-L6) in its own process, through `kerasft.train.run`,
 and reports the mean time of the steps after the first (traced) one:
 float32 with Keras' dense AdamW, mixed_bfloat16 with dense AdamW, the defaults
 (bf16 where native, lazy embedding rows), and the defaults with frozen embeddings.

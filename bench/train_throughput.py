@@ -33,9 +33,8 @@ from pathlib import Path
 from sst2 import SST2, require_sst2, sst2_data
 
 
-def read(path: Path, limit: int | None = None) -> tuple[list[str], list[int]]:
+def read(path: Path) -> tuple[list[str], list[int]]:
     rows = [line.split("\t") for line in path.read_text(encoding="utf-8").splitlines()[1:]]
-    rows = rows[:limit] if limit else rows
     return [r[0] for r in rows], [int(r[1]) for r in rows]
 
 

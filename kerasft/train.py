@@ -183,7 +183,7 @@ def _run(cfg, verbose, frames, resume_dir) -> RunResult:
                 seed=cfg.training.seed,
                 epoch=epochs_done,
                 skip=resume_skip,
-                pad_to_bucket=jit,
+                fixed_widths=jit,
                 drop_remainder=replicas > 1,
             ),
             "validation": eval_dataset(encoded["validation"], batch * 2, backbone.pad_id),

@@ -7,7 +7,6 @@ from kerasft.config import DataConfig
 from kerasft.data import (
     LabelVocab,
     Split,
-    bucket_boundaries,
     encode,
     eval_dataset,
     load_splits,
@@ -15,6 +14,7 @@ from kerasft.data import (
     resolve_path,
     steps_per_epoch,
     train_dataset,
+    xla_widths,
 )
 from kerasft.errors import DataError
 from kerasft.models import load_tokenizer
@@ -243,7 +243,7 @@ def test_epoch_order_depends_on_seed_and_epoch_only_and_skips_on_resume(encoded,
 
 
 @pytest.mark.parametrize("token_targets", [True, False])
-def test_pad_to_bucket_pads_token_targets_with_the_ignore_index(token_targets):
+def test_fixed_widths_pad_token_targets_with_the_ignore_index(token_targets):
     from kerasft.data.labels import IGNORE_INDEX
     from kerasft.data.tokenize import Encoded
 
@@ -254,12 +254,12 @@ def test_pad_to_bucket_pads_token_targets_with_the_ignore_index(token_targets):
     targets = np.full(lengths.sum(), 1, np.int32) if token_targets else np.eye(4, dtype=np.float32)
     encoded = Encoded(features, lengths, targets, token_targets)
     ds = train_dataset(
-        encoded, 1, pad_id=0, bucketing=True, max_length=16, seed=0, pad_to_bucket=True
+        encoded, 1, pad_id=0, bucketing=True, max_length=16, seed=0, fixed_widths=True
     )
     for x, y in ds:
         n = int(x["attention_mask"].numpy().sum())
         width = x["input_ids"].shape[1]
-        assert width == min(e for e in [*bucket_boundaries(16), 17] if e > n) - 1
+        assert width == min(w for w in xla_widths(16) if w >= n)
         assert (x["input_ids"].numpy()[0, n:] == 0).all()
         if token_targets:
             assert y.shape == (1, width) and (y.numpy()[0, n:] == IGNORE_INDEX).all()

@@ -223,8 +223,8 @@ def test_xla_run_pads_to_bucket_edges_and_trains(tiny_config):
     assert resolve_jit("auto") == bool(tf.config.list_physical_devices("GPU"))
 
 
-def test_pad_to_bucket_gives_one_width_per_bucket(tiny_bert_dir):
-    from kerasft.data import Split, bucket_boundaries, encode, train_dataset
+def test_fixed_widths_bound_the_batch_shapes(tiny_bert_dir):
+    from kerasft.data import Split, encode, train_dataset, xla_widths
     from kerasft.models import load_tokenizer
 
     texts = [
@@ -234,8 +234,8 @@ def test_pad_to_bucket_gives_one_width_per_bucket(tiny_bert_dir):
         "the movie was not very fun at all , very bad",
     ] * 4
     encoded = encode(load_tokenizer(tiny_bert_dir), Split(texts, np.zeros(16, np.int32), "mem"), 32)
-    ds = train_dataset(encoded, 4, 0, bucketing=True, max_length=32, seed=0, pad_to_bucket=True)
-    widths = {edge - 1 for edge in [*bucket_boundaries(32), 33]}  # TF pads to an edge minus one
+    ds = train_dataset(encoded, 4, 0, bucketing=True, max_length=32, seed=0, fixed_widths=True)
+    widths = set(xla_widths(32))
     seen = {int(x["input_ids"].shape[1]) for x, _ in ds}
     assert seen <= widths and len(seen) > 1
 

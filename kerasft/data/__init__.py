@@ -7,11 +7,11 @@ names, or DataFrames) into `Splits`; `encode` tokenizes a split (cached);
 
 from kerasft.data.labels import IGNORE_INDEX, LabelVocab
 from kerasft.data.pipeline import (
-    bucket_boundaries,
     eval_dataset,
     eval_order,
     steps_per_epoch,
     train_dataset,
+    xla_widths,
 )
 from kerasft.data.readers import read_source, resolve_path
 from kerasft.data.splits import Split, Splits, load_splits
@@ -23,7 +23,6 @@ __all__ = [
     "LabelVocab",
     "Split",
     "Splits",
-    "bucket_boundaries",
     "encode",
     "eval_dataset",
     "eval_order",
@@ -32,4 +31,5 @@ __all__ = [
     "resolve_path",
     "steps_per_epoch",
     "train_dataset",
+    "xla_widths",
 ]

@@ -12,17 +12,17 @@ from kerasft.data.labels import IGNORE_INDEX
 from kerasft.data.tokenize import Encoded
 
 
-def bucket_boundaries(max_length: int) -> list[int]:
-    """Batch widths for XLA: edges about 12% apart from 4 tokens up to `max_length`.
+def xla_widths(max_length: int) -> list[int]:
+    """Batch widths for XLA: about 12% apart from 4 tokens, the last one `max_length`.
 
-    With `pad_to_bucket`, a batch is padded up to the next edge, so the number of
-    shapes XLA compiles is bounded by the number of edges, at most ~12% extra padding.
+    With `fixed_widths`, a batch is padded up to the next of these, so XLA compiles
+    one shape per width at most, for at most ~12% extra padding.
     """
-    edges, edge = [], 4
-    while edge < max_length:
-        edges.append(edge)
-        edge = max(edge + 1, int(edge * 1.125))
-    return edges
+    widths, width = [], 4
+    while width < max_length:
+        widths.append(width)
+        width = max(width + 1, int(width * 1.125))
+    return [*widths, max_length]
 
 
 def steps_per_epoch(encoded: Encoded, batch_size: int, drop_remainder: bool = False) -> int:
@@ -41,7 +41,7 @@ def train_dataset(
     seed: int,
     window: int = 0,
     epoch: tf.Variable | None = None,
-    pad_to_bucket: bool = False,
+    fixed_widths: bool = False,
     drop_remainder: bool = False,
     skip: tf.Variable | None = None,
 ) -> tf.data.Dataset:
@@ -62,9 +62,8 @@ def train_dataset(
             epoch's order depends only on `seed` and that number, so a run resumed from a
             backup sees the same batches as an uninterrupted one. Defaults to none
             (a fresh order every pass).
-        pad_to_bucket: pad each batch to the next `bucket_boundaries` edge (minus one),
-            so only a bounded set of widths exists (for XLA, which compiles once per
-            shape). Defaults to False.
+        fixed_widths: pad each batch up to the next of `xla_widths`, so only a bounded
+            set of shapes exists (for XLA, which compiles once per shape). Defaults to False.
         skip: an int64 variable: the number of batches to leave out at the start of the
             epoch, read when the epoch's iterator starts (a run resumed mid-epoch). The
             epoch then yields that many fewer batches than its declared cardinality,
@@ -94,12 +93,10 @@ def train_dataset(
     ds = _examples(encoded, ds).padded_batch(
         batch_size, padding_values=padding, drop_remainder=drop_remainder
     )
-    if pad_to_bucket:
-        # Batches are padded to an edge minus one, as tf.data's bucketing does: the
-        # last width needs an edge too.
-        edges = tf.constant([*bucket_boundaries(max_length), max_length + 1], tf.int32)
+    if fixed_widths:
+        widths = tf.constant(xla_widths(max_length), tf.int32)
         ds = ds.map(
-            lambda x, y: _pad_to_width(x, y, padding, edges, encoded.token_targets),
+            lambda x, y: _pad_to_width(x, y, padding, widths, encoded.token_targets),
             num_parallel_calls=tf.data.AUTOTUNE,
             deterministic=True,
         )
@@ -135,10 +132,10 @@ def _epoch_order(lengths: tf.Tensor, batch_size: int, window: int, key: tf.Tenso
 
 
 def _pad_to_width(
-    x: dict, y: tf.Tensor, padding: tuple, edges: tf.Tensor, token_targets: bool
+    x: dict, y: tf.Tensor, padding: tuple, widths: tf.Tensor, token_targets: bool
 ) -> tuple:
     width = tf.shape(x["input_ids"])[1]
-    target = tf.gather(edges, tf.searchsorted(edges, [width], side="right"))[0] - 1
+    target = tf.gather(widths, tf.searchsorted(widths, [width], side="left"))[0]
 
     def pad(t, value):
         return tf.pad(t, [[0, 0], [0, target - width]], constant_values=value)
