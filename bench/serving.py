@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from kerasft._compat import tf
-from kerasft.export import export_classifier
 from kerasft.models import build_classifier, load_backbone, load_tokenizer, resolve_backbone
+from kerasft.serving import ExportInfo, export_model
 
 DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "sst2" / "glue_dev.tsv"
 
@@ -48,14 +48,12 @@ def main() -> None:
     tokenizer = load_tokenizer(directory)
     backbone = load_backbone(directory, tokenizer)
     model = build_classifier(backbone, 2)
-    export = export_classifier(
+    export = export_model(
         model,
-        ("0", "1"),
+        ExportInfo("classification", ("0", "1"), max_length=128),
         backbone.input_names,
-        Path(tempfile.mkdtemp()),
-        "bench",
+        Path(tempfile.mkdtemp()) / "bench",
         tokenizer=tokenizer,
-        max_length=128,
     )
     serve = tf.saved_model.load(str(export)).signatures["serving_default"]
     forward = tf.function(lambda x: tf.nn.softmax(model(x, training=False)), reduce_retracing=True)

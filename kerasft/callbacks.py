@@ -1,13 +1,46 @@
-"""Keras callbacks kerasft adds to `fit`."""
+"""Keras callbacks kerasft adds to `fit`, the training state they share, and `build_callbacks`.
+
+The callbacks depend on each other's order (validation metrics before the callbacks
+that read them, the epoch counter before the backup that saves it, the backup's
+restore before the budget that counts restored steps); `build_callbacks` is the one
+place that order is fixed.
+"""
 
 from __future__ import annotations
 
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 from kerasft._compat import keras, tf
-from kerasft.tasks import collect, evaluate
+from kerasft.config import Config
+from kerasft.distribute import is_chief, is_multi_worker
+from kerasft.freezing import GradualUnfreezing
+from kerasft.tasks import TaskSpec, collect, evaluate, monitor_mode
+
+
+class TrainingState:
+    """Where training is: finished epochs, and the batches a mid-epoch restore leaves out.
+
+    `epochs_done` is saved with every backup (see `track_in`) and seeds each epoch's
+    data order, so a resumed run sees the same batches as an uninterrupted one.
+    `resume_skip` is set by `Backup` when it restores a mid-epoch backup; the
+    training pipeline skips that many batches of the epoch. Create it under the
+    distribution strategy's scope.
+    """
+
+    def __init__(self):
+        self.epochs_done = tf.Variable(0, dtype=tf.int64, trainable=False, name="epochs_done")
+        self.resume_skip = tf.Variable(0, dtype=tf.int64, trainable=False, name="resume_skip")
+
+    def track_in(self, optimizer: Any) -> None:
+        """Makes the optimizer track the epoch count: every backup then holds it, weight files do not."""
+        optimizer.kerasft_epochs_done = self.epochs_done
+
+    def steps_done(self, steps_per_epoch: int) -> int:
+        """Training steps already taken (after a restore: the steps of the restored backup)."""
+        return int(self.epochs_done.numpy()) * steps_per_epoch + int(self.resume_skip.numpy())
 
 
 class StepTimer(keras.callbacks.Callback):
@@ -23,6 +56,9 @@ class StepTimer(keras.callbacks.Callback):
         self.steps = 0
         self._start = None
         self._supports_tf_logs = True  # it never reads the logs: no per-step sync for them
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self.seconds, self.steps, self._start = 0.0, 0, None
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self._start = time.perf_counter()
@@ -49,17 +85,21 @@ class ValidationMetrics(keras.callbacks.Callback):
 
     Args:
         dataset: an (x, y) dataset of the validation split.
-        task: the config's task.
+        spec: the task's spec.
         label_names: class, label or tag names in id order.
         scaling: `(mean, std)` of standardised regression targets. Defaults to none.
     """
 
     def __init__(
-        self, dataset: tf.data.Dataset, task: str, label_names: tuple[str, ...], scaling=None
+        self,
+        dataset: tf.data.Dataset,
+        spec: TaskSpec,
+        label_names: tuple[str, ...],
+        scaling: tuple[float, float] | None = None,
     ):
         super().__init__()
         self.dataset = dataset
-        self.task = task
+        self.spec = spec
         self.label_names = label_names
         self.scaling = scaling
 
@@ -67,8 +107,8 @@ class ValidationMetrics(keras.callbacks.Callback):
         if logs is None:
             return
         start = time.perf_counter()
-        outputs, targets = collect(self.model, self.dataset, self.task)
-        scores = evaluate(self.task, outputs, targets, self.label_names, scaling=self.scaling)
+        outputs, targets = collect(self.model, self.dataset, self.spec)
+        scores = evaluate(self.spec, outputs, targets, self.label_names, scaling=self.scaling)
         shown = {k: v for k, v in scores.items() if isinstance(v, float)}
         for key, value in shown.items():
             logs[f"val_{key}"] = value
@@ -118,14 +158,15 @@ class TrainingBudget(keras.callbacks.Callback):
 
     The epoch in progress still ends normally, so its validation metrics are computed.
 
-    A run resumed from a backup counts the steps trained before it (put this callback
-    after `Backup`); the time budget counts this process's training time.
+    A run resumed from a backup counts the steps trained before it (from `state`,
+    which `Backup` has restored by then); the time budget counts this process's
+    training time.
 
     Args:
         max_steps: step budget. Defaults to none.
         max_seconds: time budget. Defaults to none.
-        steps_per_epoch: training steps per epoch, to count the steps of a restored
-            backup. Defaults to none (count from zero).
+        steps_per_epoch: training steps per epoch. Defaults to none (count from zero).
+        state: the run's training state. Defaults to none (count from zero).
     """
 
     def __init__(
@@ -133,17 +174,17 @@ class TrainingBudget(keras.callbacks.Callback):
         max_steps: int | None = None,
         max_seconds: float | None = None,
         steps_per_epoch: int | None = None,
+        state: TrainingState | None = None,
     ):
         super().__init__()
         self.max_steps = max_steps
         self.max_seconds = max_seconds
         self.steps_per_epoch = steps_per_epoch
+        self.state = state
 
     def on_train_begin(self, logs: dict | None = None) -> None:
-        self._steps = 0
-        if self.steps_per_epoch:
-            epoch, step = self.model._maybe_load_initial_counters_from_ckpt(self.steps_per_epoch, 0)
-            self._steps = epoch * self.steps_per_epoch + step
+        known = self.state is not None and self.steps_per_epoch
+        self._steps = self.state.steps_done(self.steps_per_epoch) if known else 0
         self._start = time.perf_counter()
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
@@ -159,8 +200,8 @@ class TrainingBudget(keras.callbacks.Callback):
 class EpochCounter(keras.callbacks.Callback):
     """Counts finished epochs in a variable that the backup saves and the data order reads.
 
-    Must come before `BackupAndRestore` in the callback list, so the count is
-    updated before the backup is written.
+    Must come before `Backup` in the callback list, so the count is updated
+    before the backup is written.
 
     Args:
         counter: an int64 `tf.Variable` tracked by the model (so it is checkpointed).
@@ -187,7 +228,8 @@ class Backup(keras.callbacks.BackupAndRestore):
     Args:
         backup_dir: where the backups go (a directory all workers share).
         every: steps between backups; None for epoch ends only.
-        skip: an int64 variable the training pipeline reads when an epoch starts.
+        state: the run's training state; its `resume_skip` is what the pipeline reads
+            when an epoch starts.
         steps_per_epoch: training steps in one epoch.
         delete_checkpoint: delete the backup when training ends. Defaults to True.
     """
@@ -196,19 +238,20 @@ class Backup(keras.callbacks.BackupAndRestore):
         self,
         backup_dir: str,
         every: int | None,
-        skip: tf.Variable,
+        state: TrainingState,
         steps_per_epoch: int,
         delete_checkpoint: bool = True,
     ):
         super().__init__(
             backup_dir, save_freq=every or "epoch", delete_checkpoint=delete_checkpoint
         )
-        self.skip = skip
+        self.skip = state.resume_skip
         self.steps_per_epoch = steps_per_epoch
         self._supports_tf_logs = True  # it never reads the logs: no per-step sync for them
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         super().on_train_begin(logs)  # restores the newest backup, if any
+        # Keras has no public way to read where a restore landed; fit() itself asks this.
         epoch, step = self.model._maybe_load_initial_counters_from_ckpt(self.steps_per_epoch, 0)
         self.skip.assign(step)
         if step:
@@ -290,3 +333,81 @@ class EpochLog(keras.callbacks.Callback):
         record = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}}
         with open(self.path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
+
+
+def read_history(path: Path) -> list[dict]:
+    """Per-epoch logs `EpochLog` wrote, one per epoch (the last record wins if an epoch was redone)."""
+    if not path.is_file():
+        return []
+    by_epoch = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            record = json.loads(line)
+            by_epoch[record["epoch"]] = record
+    return [by_epoch[e] for e in sorted(by_epoch)]
+
+
+def build_callbacks(
+    cfg: Config,
+    spec: TaskSpec,
+    run_dir: Path,
+    data: Any,
+    datasets: Any,
+    state: TrainingState,
+    strategy: tf.distribute.Strategy,
+    timer: StepTimer,
+    verbose: int = 1,
+) -> list[keras.callbacks.Callback]:
+    """The callbacks of a training run, in the order they must run.
+
+    Args:
+        data: the run's `Data` (label names, target scaling).
+        datasets: the run's `Datasets` (validation split, steps per epoch).
+        state: the run's training state (epoch count, batches to skip after a restore).
+        strategy: the distribution strategy; only the chief writes the run's files.
+        timer: times the training steps; it goes first, so the epoch-end work of the
+            others is left out of its seconds.
+        verbose: `fit`'s verbosity; 2 (no progress bar) adds progress lines. Defaults to 1.
+    """
+    chief, multi_worker = is_chief(strategy), is_multi_worker(strategy)
+    steps_per_epoch = datasets.steps
+    t = cfg.training
+    monitor, mode = cfg.monitor, monitor_mode(cfg.monitor)
+    earlier = [e[monitor] for e in read_history(run_dir / "history.jsonl") if monitor in e]
+    best_so_far = (min if mode == "min" else max)(earlier) if earlier else None
+    callbacks = [
+        timer,
+        # Before every callback that reads the val_* logs it writes.
+        ValidationMetrics(datasets.validation, spec, data.label_names, data.scaling),
+        BestCheckpoint(
+            run_dir / "checkpoints",
+            chief,
+            monitor=monitor,
+            mode=mode,
+            initial_value_threshold=best_so_far,
+        ),
+        keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=t.patience),
+        keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs"), profile_batch=0),
+        EpochLog(run_dir / "history.jsonl" if chief else None),
+        EpochCounter(state.epochs_done),
+        # Last of the epoch-end writers, so the backup holds what the ones above updated.
+        # Multi-worker: the chief deletes it once every worker is done, not while another
+        # worker still writes its part under it.
+        Backup(
+            str(run_dir / "backup"),
+            t.backup_every_steps,
+            state,
+            steps_per_epoch,
+            delete_checkpoint=not multi_worker,
+        ),
+    ]
+    # After Backup: they read the epochs and steps its restore brings back.
+    if t.unfreeze_every_epochs or t.unfreeze_every_steps:
+        unit = "epoch" if t.unfreeze_every_epochs else "step"
+        every = t.unfreeze_every_epochs or t.unfreeze_every_steps
+        callbacks.append(GradualUnfreezing(every, state.epochs_done, unit))
+    if t.max_steps or t.max_seconds:
+        callbacks.append(TrainingBudget(t.max_steps, t.max_seconds, steps_per_epoch, state))
+    if verbose == 2:
+        callbacks.append(StepProgress(steps_per_epoch, t.batch_size))
+    return callbacks

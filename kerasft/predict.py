@@ -1,4 +1,4 @@
-"""Prediction helpers on top of a trained model or an export.
+"""`python -m kerasft.predict`: batch prediction with an export, and prediction helpers.
 
 `tag_words` turns a token-classification model's per-sub-token output into
 word-level tags and entity spans with character offsets into the input text.
@@ -13,8 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from kerasft.errors import cli_main
+from kerasft.errors import DataError, cli_main
 from kerasft.ner_metrics import spans
+from kerasft.serving.versions import resolve_version
 
 _WORD = re.compile(r"\S+")
 
@@ -81,30 +82,6 @@ def tag_words(
     return results
 
 
-def resolve_export(path: str | Path) -> Path:
-    """A version directory, or the newest version under a model directory.
-
-    Raises:
-        DataError: no SavedModel there.
-    """
-    from kerasft.errors import DataError
-
-    path = Path(path)
-    if (path / "saved_model.pb").is_file():
-        return path
-    versions = (
-        sorted((int(p.name) for p in path.iterdir() if p.name.isdigit()), reverse=True)
-        if path.is_dir()
-        else []
-    )
-    for version in versions:
-        if (path / str(version) / "saved_model.pb").is_file():
-            return path / str(version)
-    raise DataError(
-        f"{path}: no SavedModel here. Pass an export_dir= printed by kerasft.train, or its parent."
-    )
-
-
 def _rows(path: Path, fmt: str, encoding: str, chunk: int):
     """Yields lists of row dicts, `chunk` rows at a time, without reading the whole file."""
     import json as _json
@@ -154,43 +131,15 @@ def predict_file(
     Raises:
         DataError: the export takes no raw text, a path is wrong, or a column is missing.
     """
-    import csv
-    import json as _json
-
     from tqdm import tqdm
 
-    from kerasft._compat import tf
-    from kerasft.errors import DataError
-
-    version = resolve_export(model_path)
-    loaded = tf.saved_model.load(str(version))
-    serve = loaded.signatures["serving_default"]
-    inputs = set(serve.structured_input_signature[1])
-    if "text" not in inputs:
-        raise DataError(
-            f"{version}: this export takes token ids, not text; tokenize with the files in its assets/."
-        )
-    labels = (version / "assets" / "labels.txt").read_text(encoding="utf-8").splitlines()
+    predict = _export_predictor(model_path)
     input_path, output_path = Path(input_path), Path(output_path)
     if not input_path.is_file():
         raise DataError(f"--input: file not found: {input_path}")
     fmt = {".jsonl": "jsonl", ".json": "jsonl", ".tsv": "tsv"}.get(input_path.suffix.lower(), "csv")
-    out_fmt = "jsonl" if output_path.suffix.lower() in (".jsonl", ".json") else "csv"
     with input_path.open("rb") as handle:  # one cheap pass for the progress bar's total
         total = sum(1 for _ in handle) - (0 if fmt == "jsonl" else 1)
-    tagger = None
-    if "text_pair" not in inputs and "tag" in serve.structured_outputs:
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(str(version / "assets"))
-        ids_fn = loaded.signatures["predict_ids"]
-        tagger = lambda texts: tag_words(  # noqa: E731
-            texts,
-            tokenizer,
-            lambda x: ids_fn(**{k: tf.constant(v) for k, v in x.items()})["tag_id"].numpy(),
-            labels,
-        )
-
     tmp = output_path.with_name(output_path.name + ".partial")
     written = 0
     try:
@@ -198,40 +147,13 @@ def predict_file(
             tmp.open("w", encoding="utf-8", newline="") as handle,
             tqdm(total=max(total, 0), unit="rows", desc=f"predicting {input_path.name}") as bar,
         ):
-            writer = None
+            write = _record_writer(handle, output_path)
             for rows in _rows(input_path, fmt, encoding, batch_size):
-                if text_column not in rows[0] or (
-                    text_pair_column and text_pair_column not in rows[0]
-                ):
-                    missing = text_column if text_column not in rows[0] else text_pair_column
-                    raise DataError(
-                        f"{input_path}: no column `{missing}`. Columns present: {', '.join(rows[0])}."
-                    )
+                _check_columns(rows[0], input_path, text_column, text_pair_column)
                 texts = [str(r[text_column]) for r in rows]
-                records = _predict(
-                    serve,
-                    tagger,
-                    texts,
-                    [str(r[text_pair_column]) for r in rows] if text_pair_column else None,
-                    labels,
-                )
-                for row, record in zip(rows, records, strict=True):
-                    full = {**(row if keep_columns else {}), **record}
-                    if out_fmt == "jsonl":
-                        handle.write(_json.dumps(full, ensure_ascii=False) + "\n")
-                    else:
-                        flat = {
-                            k: (
-                                _json.dumps(v, ensure_ascii=False)
-                                if isinstance(v, list | dict)
-                                else v
-                            )
-                            for k, v in full.items()
-                        }
-                        if writer is None:
-                            writer = csv.DictWriter(handle, fieldnames=list(flat))
-                            writer.writeheader()
-                        writer.writerow(flat)
+                pairs = [str(r[text_pair_column]) for r in rows] if text_pair_column else None
+                for row, record in zip(rows, predict(texts, pairs), strict=True):
+                    write({**(row if keep_columns else {}), **record})
                 written += len(rows)
                 bar.update(len(rows))
     except UnicodeDecodeError as exc:
@@ -246,11 +168,71 @@ def predict_file(
     return written
 
 
-def _predict(serve, tagger, texts, pairs, labels) -> list[dict[str, Any]]:
+def _export_predictor(model_path: str | Path) -> Callable[[list[str], list[str] | None], list]:
+    """A function from a batch of texts (and pairs) to one output record per text, for an export.
+
+    Raises:
+        DataError: no SavedModel there, or one that takes token ids rather than text.
+    """
     from kerasft._compat import tf
 
-    if tagger is not None:
-        return [{"tags": r["tags"], "entities": r["entities"]} for r in tagger(texts)]
+    version = resolve_version(model_path)
+    loaded = tf.saved_model.load(str(version))
+    serve = loaded.signatures["serving_default"]
+    inputs = set(serve.structured_input_signature[1])
+    if "text" not in inputs:
+        raise DataError(
+            f"{version}: this export takes token ids, not text; tokenize with the files in its assets/."
+        )
+    labels = (version / "assets" / "labels.txt").read_text(encoding="utf-8").splitlines()
+    if "text_pair" not in inputs and "tag" in serve.structured_outputs:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(version / "assets"))
+        ids_fn = loaded.signatures["predict_ids"]
+
+        def tags(x):
+            return ids_fn(**{k: tf.constant(v) for k, v in x.items()})["tag_id"].numpy()
+
+        return lambda texts, pairs: [
+            {"tags": r["tags"], "entities": r["entities"]}
+            for r in tag_words(texts, tokenizer, tags, labels)
+        ]
+    return lambda texts, pairs: _predict(serve, texts, pairs, labels)
+
+
+def _check_columns(row: dict, path: Path, text_column: str, pair_column: str | None) -> None:
+    for column in (text_column, pair_column):
+        if column and column not in row:
+            raise DataError(f"{path}: no column `{column}`. Columns present: {', '.join(row)}.")
+
+
+def _record_writer(handle, output_path: Path) -> Callable[[dict], None]:
+    """Writes one record per call as a JSON line, or as a CSV row (lists and dicts as JSON)."""
+    import csv
+    import json as _json
+
+    if output_path.suffix.lower() in (".jsonl", ".json"):
+        return lambda record: handle.write(_json.dumps(record, ensure_ascii=False) + "\n")
+    writer = None
+
+    def write(record: dict) -> None:
+        nonlocal writer
+        flat = {
+            k: _json.dumps(v, ensure_ascii=False) if isinstance(v, list | dict) else v
+            for k, v in record.items()
+        }
+        if writer is None:
+            writer = csv.DictWriter(handle, fieldnames=list(flat))
+            writer.writeheader()
+        writer.writerow(flat)
+
+    return write
+
+
+def _predict(serve, texts, pairs, labels) -> list[dict[str, Any]]:
+    from kerasft._compat import tf
+
     feed = {"text": tf.constant(texts)}
     if pairs is not None:
         feed["text_pair"] = tf.constant(pairs)

@@ -1,26 +1,73 @@
-"""What differs between tasks: the loss, how outputs become predictions, and the metrics people quote.
+"""What differs between tasks, as one frozen `TaskSpec` per task in `TASKS`.
 
-| task | head output | loss | metrics (validation and test) |
-| --- | --- | --- | --- |
-| classification | logits [B, C] | softmax cross-entropy | accuracy, macro_f1, f1 (binary), per class |
-| multi_label | logits [B, C] | sigmoid cross-entropy | micro_f1, macro_f1, subset_accuracy, per label |
-| regression | score [B] | mean squared error | pearson, spearman, mse |
-| token_classification | logits [B, T, C] | cross-entropy on first sub-tokens | entity precision/recall/f1 |
+| task | head output | loss | output activation | metrics (validation and test) |
+| --- | --- | --- | --- | --- |
+| classification | logits [B, C] | softmax cross-entropy | softmax | accuracy, macro_f1, f1 (binary), per class |
+| multi_label | logits [B, C] | sigmoid cross-entropy | sigmoid | micro_f1, macro_f1, subset_accuracy, per label |
+| regression | score [B] | mean squared error | identity | pearson, spearman, mse |
+| token_classification | logits [B, T, C] | cross-entropy on first sub-tokens | softmax | entity precision/recall/f1 |
+
+The config's task name is looked up once (`TASKS[cfg.task]`) and the spec is passed
+on: data reading, the head, the loss, evaluation, serving and TFLite all ask it
+instead of comparing task names.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from kerasft._compat import keras, tf
-from kerasft.data.labels import IGNORE_INDEX
-from kerasft.metrics import classification_metrics
+from kerasft.config import MONITORS
+from kerasft.metrics import classification_metrics, multi_label_metrics, regression_metrics
 from kerasft.ner_metrics import entity_scores
+
+IGNORE_INDEX = -100  # sub-tokens and special tokens: no loss, no metric (Hugging Face's convention)
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One task's behaviour. Fields are plain values and functions; see the module table.
+
+    Attributes:
+        name: the config's task name.
+        per_token: one target and output per token (tags aligned to first sub-tokens).
+        multi_hot: any number of labels per example (multi-hot targets, sigmoid outputs,
+            per-label thresholds tuned on validation).
+        numeric: a number per example: no label vocabulary, a one-unit head.
+        activation: logits (float32) → the probabilities or score people read.
+        make_loss: `(num_classes, label_smoothing, focal_gamma or None)` → the training loss.
+        fit_metrics: the cheap metrics Keras shows during `fit`.
+        evaluate: `(outputs, targets, names, thresholds, scaling)` → the split's metrics.
+        serving_outputs: `(logits, label_names, thresholds, (mean, std))` → the named
+            outputs of the exported signatures.
+        default_monitor: the validation metric early stopping watches by default.
+        monitors: every validation metric the task reports.
+    """
+
+    name: str
+    per_token: bool
+    multi_hot: bool
+    numeric: bool
+    activation: Callable[[tf.Tensor], tf.Tensor]
+    make_loss: Callable[[int, float, float | None], Any]
+    fit_metrics: Callable[[], list]
+    evaluate: Callable[..., dict[str, Any]]
+    serving_outputs: Callable[..., dict[str, tf.Tensor]]
+    default_monitor: str
+    monitors: tuple[str, ...]
+
+    @property
+    def single_label(self) -> bool:
+        """Exactly one class per example: splits are stratified, class weights apply."""
+        return not (self.per_token or self.multi_hot or self.numeric)
 
 
 def monitor_mode(monitor: str) -> str:
+    """Whether a validation metric improves downwards (`min`: losses, errors) or upwards (`max`)."""
     return "min" if monitor in ("val_loss", "val_mse") else "max"
 
 
@@ -73,52 +120,168 @@ class SparseFocalCrossentropy(keras.losses.Loss):
         }
 
 
-def loss_for(
-    task: str, num_classes: int = 0, label_smoothing: float = 0.0, focal_gamma: float | None = None
-):
-    """The training loss of a task.
-
-    Args:
-        num_classes: classes (for smoothing and focal weighting). Defaults to 0.
-        label_smoothing: classification and multi_label. Defaults to 0.
-        focal_gamma: use the focal loss with this gamma (classification, multi_label). Defaults to none.
-    """
-    if task == "classification":
-        if label_smoothing or focal_gamma is not None:
-            return SparseFocalCrossentropy(num_classes, label_smoothing, focal_gamma or 0.0)
-        return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    if task == "multi_label":
-        if focal_gamma is not None:
-            return keras.losses.BinaryFocalCrossentropy(
-                gamma=focal_gamma, from_logits=True, label_smoothing=label_smoothing
-            )
-        return keras.losses.BinaryCrossentropy(from_logits=True, label_smoothing=label_smoothing)
-    if task == "regression":
-        return keras.losses.MeanSquaredError()
-    return masked_token_loss
+def _classification_loss(num_classes: int, label_smoothing: float, focal_gamma: float | None):
+    if label_smoothing or focal_gamma is not None:
+        return SparseFocalCrossentropy(num_classes, label_smoothing, focal_gamma or 0.0)
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
-def fit_metrics(task: str) -> list:
-    """Cheap metrics Keras shows during `fit` (the full set is computed per epoch on validation)."""
-    if task == "classification":
-        return [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+def _multi_label_loss(num_classes: int, label_smoothing: float, focal_gamma: float | None):
+    if focal_gamma is not None:
+        return keras.losses.BinaryFocalCrossentropy(
+            gamma=focal_gamma, from_logits=True, label_smoothing=label_smoothing
+        )
+    return keras.losses.BinaryCrossentropy(from_logits=True, label_smoothing=label_smoothing)
+
+
+def _evaluate_classification(outputs, targets, names, thresholds=None, scaling=None) -> dict:
+    scores = classification_metrics(outputs, targets, names)
+    if len(names) == 2:
+        scores["f1"] = scores["per_class"][names[1]]["f1"]
+    return scores
+
+
+def _evaluate_multi_label(outputs, targets, names, thresholds=None, scaling=None) -> dict:
+    return multi_label_metrics(outputs, targets, names, thresholds)
+
+
+def _evaluate_regression(outputs, targets, names, thresholds=None, scaling=None) -> dict:
+    return regression_metrics(outputs, targets, scaling)
+
+
+def _evaluate_tokens(outputs, targets, names, thresholds=None, scaling=None) -> dict:
+    true = [[names[i] for i in row] for row in targets]
+    pred = [[names[i] for i in row] for row in outputs]
+    words = sum(len(r) for r in targets)
+    hits = sum(int((p == t).sum()) for p, t in zip(outputs, targets, strict=True))
+    return {
+        "examples": len(targets),
+        "words": words,
+        "token_accuracy": hits / max(words, 1),
+        **entity_scores(true, pred),
+    }
+
+
+def _serve_labels(logits, label_names, thresholds, scale, id_key="label_id", name_key="label"):
+    probabilities = tf.nn.softmax(logits, axis=-1)
+    ids = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
+    return {
+        "probabilities": probabilities,
+        id_key: ids,
+        name_key: tf.gather(label_names, ids),
+    }
+
+
+def _serve_tags(logits, label_names, thresholds, scale) -> dict:
+    return _serve_labels(logits, label_names, thresholds, scale, "tag_id", "tag")
+
+
+def _serve_multi_label(logits, label_names, thresholds, scale) -> dict:
+    probabilities = tf.sigmoid(logits)
+    return {
+        "probabilities": probabilities,
+        "predicted": probabilities >= thresholds,
+        "thresholds": tf.identity(thresholds),
+    }
+
+
+def _serve_score(logits, label_names, thresholds, scale) -> dict:
+    return {"score": logits * scale[1] + scale[0]}
+
+
+def _accuracy() -> list:
+    return [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+
+
+def _none() -> list:
     return []
 
 
-def collect(model: keras.Model, dataset: tf.data.Dataset, task: str) -> tuple[Any, Any]:
-    """Runs the model over an (x, y) dataset.
+def _softmax(logits: tf.Tensor) -> tf.Tensor:
+    return tf.nn.softmax(logits, axis=-1)
 
-    Returns:
-        (outputs, targets): probabilities [N, C] and ids [N] (classification);
-        sigmoid probabilities and multi-hot targets [N, C] (multi_label); scores and
-        targets [N] (regression); for token classification, lists of predicted and
-        true tag ids per example at the labelled (first sub-token) positions.
+
+def _identity(logits: tf.Tensor) -> tf.Tensor:
+    return logits
+
+
+def _mse_loss(num_classes: int, label_smoothing: float, focal_gamma: float | None):
+    return keras.losses.MeanSquaredError()
+
+
+def _token_loss(num_classes: int, label_smoothing: float, focal_gamma: float | None):
+    return masked_token_loss
+
+
+TASKS: dict[str, TaskSpec] = {
+    "classification": TaskSpec(
+        name="classification",
+        per_token=False,
+        multi_hot=False,
+        numeric=False,
+        activation=_softmax,
+        make_loss=_classification_loss,
+        fit_metrics=_accuracy,
+        evaluate=_evaluate_classification,
+        serving_outputs=_serve_labels,
+        default_monitor=MONITORS["classification"][0],
+        monitors=MONITORS["classification"][1],
+    ),
+    "multi_label": TaskSpec(
+        name="multi_label",
+        per_token=False,
+        multi_hot=True,
+        numeric=False,
+        activation=tf.sigmoid,
+        make_loss=_multi_label_loss,
+        fit_metrics=_none,
+        evaluate=_evaluate_multi_label,
+        serving_outputs=_serve_multi_label,
+        default_monitor=MONITORS["multi_label"][0],
+        monitors=MONITORS["multi_label"][1],
+    ),
+    "regression": TaskSpec(
+        name="regression",
+        per_token=False,
+        multi_hot=False,
+        numeric=True,
+        activation=_identity,
+        make_loss=_mse_loss,
+        fit_metrics=_none,
+        evaluate=_evaluate_regression,
+        serving_outputs=_serve_score,
+        default_monitor=MONITORS["regression"][0],
+        monitors=MONITORS["regression"][1],
+    ),
+    "token_classification": TaskSpec(
+        name="token_classification",
+        per_token=True,
+        multi_hot=False,
+        numeric=False,
+        activation=_softmax,
+        make_loss=_token_loss,
+        fit_metrics=_none,
+        evaluate=_evaluate_tokens,
+        serving_outputs=_serve_tags,
+        default_monitor=MONITORS["token_classification"][0],
+        monitors=MONITORS["token_classification"][1],
+    ),
+}
+
+
+def collect(model: keras.Model, dataset: tf.data.Dataset, spec: TaskSpec) -> tuple[Any, Any]:
+    """Runs the model over an (x, y) dataset and returns `(outputs, targets)`.
+
+    Outputs are the spec's activation of the logits: probabilities `[N, C]` with ids
+    `[N]` (classification) or multi-hot targets `[N, C]` (multi_label); scores and
+    targets `[N]` (regression); for per-token tasks, lists of predicted and true tag
+    ids per example at the labelled (first sub-token) positions.
     """
-    step = _forward(model, task, dataset.element_spec[0])
+    step = _forward(model, spec, dataset.element_spec[0])
     outputs, targets = [], []
     for features, y in dataset:
         out, y = step(features).numpy(), y.numpy()
-        if task == "token_classification":
+        if spec.per_token:
             pred = out.argmax(-1)
             for row in range(len(y)):
                 keep = y[row] != IGNORE_INDEX
@@ -127,29 +290,26 @@ def collect(model: keras.Model, dataset: tf.data.Dataset, task: str) -> tuple[An
         else:
             outputs.append(out)
             targets.append(y)
-    if task == "token_classification" or not outputs:
+    if spec.per_token or not outputs:
         return outputs, targets
     return np.concatenate(outputs), np.concatenate(targets)
 
 
-def _forward(model: keras.Model, task: str, spec):
+def _forward(model: keras.Model, spec: TaskSpec, input_spec):
     # One trace per input structure: batches of every length share the [None, None]
     # signature (reduce_retracing would trace two or three times, ~1.5 s each).
     cache = model.__dict__.setdefault("_kerasft_forward", {})  # LoRA merging resets it
-    key = repr(spec)
+    key = repr(input_spec)
     if key not in cache:
-        activation = {"classification": tf.nn.softmax, "multi_label": tf.sigmoid}.get(
-            task, tf.identity
-        )
         cache[key] = tf.function(
-            lambda x: activation(tf.cast(model(x, training=False), tf.float32)),
-            input_signature=[spec],
+            lambda x: spec.activation(tf.cast(model(x, training=False), tf.float32)),
+            input_signature=[input_spec],
         )
     return cache[key]
 
 
 def evaluate(
-    task: str,
+    spec: TaskSpec,
     outputs: Any,
     targets: Any,
     names: tuple[str, ...],
@@ -165,47 +325,7 @@ def evaluate(
     """
     if len(targets) == 0:
         return {"examples": 0}
-    if task == "classification":
-        scores = classification_metrics(outputs, targets, names)
-        if len(names) == 2:
-            scores["f1"] = scores["per_class"][names[1]]["f1"]
-        return scores
-    if task == "multi_label":
-        return _multi_label(outputs, targets, names, thresholds)
-    if task == "regression":
-        return _regression(outputs, targets, scaling)
-    true = [[names[i] for i in row] for row in targets]
-    pred = [[names[i] for i in row] for row in outputs]
-    scores = entity_scores(true, pred)
-    words = sum(len(r) for r in targets)
-    token_accuracy = sum(int((p == t).sum()) for p, t in zip(outputs, targets, strict=True)) / max(
-        words, 1
-    )
-    return {"examples": len(targets), "words": words, "token_accuracy": token_accuracy, **scores}
-
-
-def _multi_label(
-    probs: np.ndarray, hot: np.ndarray, names: tuple[str, ...], thresholds: np.ndarray | None
-) -> dict:
-    from sklearn.metrics import f1_score
-
-    thresholds = np.full(len(names), 0.5) if thresholds is None else np.asarray(thresholds)
-    pred = (probs >= thresholds).astype(np.int32)
-    truth = hot.astype(np.int32)
-    eps = 1e-7
-    loss = -np.mean(truth * np.log(probs + eps) + (1 - truth) * np.log(1 - probs + eps))
-    per_label = f1_score(truth, pred, average=None, zero_division=0)
-    return {
-        "examples": int(len(hot)),
-        "loss": float(loss),
-        "micro_f1": float(f1_score(truth, pred, average="micro", zero_division=0)),
-        "macro_f1": float(f1_score(truth, pred, average="macro", zero_division=0)),
-        "subset_accuracy": float((pred == truth).all(axis=1).mean()),
-        "per_label": {
-            name: {"f1": float(f), "threshold": float(t), "support": int(s)}
-            for name, f, t, s in zip(names, per_label, thresholds, truth.sum(axis=0), strict=True)
-        },
-    }
+    return spec.evaluate(outputs, targets, names, thresholds, scaling)
 
 
 def tune_thresholds(probs: np.ndarray, hot: np.ndarray) -> np.ndarray:
@@ -221,21 +341,3 @@ def tune_thresholds(probs: np.ndarray, hot: np.ndarray) -> np.ndarray:
         f1 = 2 * tp / np.maximum(pred.sum(axis=1) + truth.sum(), 1)
         best[j] = grid[int(np.argmax(f1))]
     return best
-
-
-def _regression(
-    scores: np.ndarray, target: np.ndarray, scaling: tuple[float, float] | None
-) -> dict:
-    from scipy.stats import pearsonr, spearmanr
-
-    if scaling is not None:
-        mean, std = scaling
-        scores, target = scores * std + mean, target * std + mean
-    constant = np.ptp(scores) == 0 or np.ptp(target) == 0
-    return {
-        "examples": int(len(target)),
-        "loss": float(np.mean((scores - target) ** 2)),
-        "mse": float(np.mean((scores - target) ** 2)),
-        "pearson": 0.0 if constant else float(pearsonr(scores, target)[0]),
-        "spearman": 0.0 if constant else float(spearmanr(scores, target)[0]),
-    }

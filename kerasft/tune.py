@@ -64,11 +64,7 @@ def with_values(raw: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
     """A copy of the raw config dict with dotted keys set."""
     raw = copy.deepcopy(raw)
     for key, value in values.items():
-        node = raw
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
+        config_lib.set_dotted(raw, key, value, f"`tuning.space.{key}`")
     return raw
 
 

@@ -18,6 +18,7 @@ from kerasft.data import (
 )
 from kerasft.errors import DataError
 from kerasft.models import load_tokenizer
+from kerasft.tasks import TASKS
 
 
 def cfg(path, **kw) -> DataConfig:
@@ -25,7 +26,7 @@ def cfg(path, **kw) -> DataConfig:
 
 
 def read_table(path, data_cfg, task="classification"):
-    return read_source(str(path), data_cfg, task)[0]
+    return read_source(str(path), data_cfg, TASKS[task])[0]
 
 
 def write(tmp_path, text: str, name="d.csv", encoding="utf-8"):

@@ -10,6 +10,7 @@ from kerasft.config import DataConfig
 from kerasft.data import IGNORE_INDEX, Split, encode, eval_dataset, load_splits, read_source
 from kerasft.errors import DataError
 from kerasft.models import load_tokenizer
+from kerasft.tasks import TASKS
 from tests.conftest import SHARED_DATA
 
 
@@ -20,7 +21,7 @@ def write(tmp_path, text, name="d.csv", encoding="utf-8"):
 
 
 def read(path, task="classification", **kw):
-    return read_source(str(path), DataConfig(train=str(path), **kw), task)[0]
+    return read_source(str(path), DataConfig(train=str(path), **kw), TASKS[task])[0]
 
 
 def test_headerless_tsv_by_position_with_quotes_as_text(tmp_path):
@@ -137,7 +138,7 @@ def test_multi_label_from_lists_and_delimited_strings(tmp_path):
     splits = load_splits(
         DataConfig(train=str(jsonl), validation=str(jsonl), test_split=0),
         seed=0,
-        task="multi_label",
+        task=TASKS["multi_label"],
     )
     assert splits.vocab.names == ("x", "y")
     assert splits.validation.targets.tolist() == [[1, 1], [0, 0], [0, 1]]
@@ -222,7 +223,7 @@ def test_tags_align_to_first_subtoken(tiny_bert_dir):
 
     words = ["good", "fun,", "movie"]  # "fun," → "fun" "," (two sub-tokens)
     split = Split([words], [np.array([1, 2, 3], np.int32)], "mem")
-    encoded = encode(tokenizer, split, max_length=16, task="token_classification")
+    encoded = encode(tokenizer, split, max_length=16, task=TASKS["token_classification"])
     ids = encoded.features["input_ids"].tolist()
     assert tokenizer.convert_ids_to_tokens(ids) == ["[CLS]", "good", "fun", ",", "movie", "[SEP]"]
     assert encoded.targets.tolist() == [IGNORE_INDEX, 1, 2, IGNORE_INDEX, 3, IGNORE_INDEX]
@@ -301,7 +302,7 @@ def test_shared_stsb_loads_as_regression():
         label_column=9,
         test_split=0.0,
     )
-    splits = load_splits(cfg, seed=0, task="regression")
+    splits = load_splits(cfg, seed=0, task=TASKS["regression"])
     assert (len(splits.train), len(splits.validation)) == (4249, 1500)
     assert splits.validation.targets.min() >= 0 and splits.validation.targets.max() <= 5
 
@@ -313,7 +314,7 @@ def test_shared_conll_loads():
         validation=str(SHARED_DATA / "conll2003/dev.txt"),
         test=str(SHARED_DATA / "conll2003/test.txt"),
     )
-    splits = load_splits(cfg, seed=0, task="token_classification")
+    splits = load_splits(cfg, seed=0, task=TASKS["token_classification"])
     assert (len(splits.train), len(splits.validation), len(splits.test)) == (14041, 3250, 3453)
     assert set(splits.vocab.names) == {
         "O",

@@ -15,7 +15,7 @@ from kerasft.config import load_config
 from kerasft.data import encode, eval_dataset, load_splits
 from kerasft.export import rebuild
 from kerasft.models import load_tokenizer, resolve_backbone
-from kerasft.tasks import collect
+from kerasft.tasks import TASKS, collect
 from kerasft.train import run
 from tests.conftest import REPO, read_json
 
@@ -51,11 +51,11 @@ def test_quickstart_config_on_a_few_hundred_tweets(tmp_path):
     # rebuild of the best weights, so it matches that rebuild exactly and the bf16 model closely.
     assert result.model.dtype_policy.name in ("mixed_bfloat16", "float32")
     float32_model = rebuild(result.run_dir)[0]
-    expected, _ = collect(float32_model, dataset, "classification")
+    expected, _ = collect(float32_model, dataset, TASKS["classification"])
     serve = tf.saved_model.load(str(result.export_dir)).signatures["predict_ids"]
     got = np.concatenate([serve(**features)["probabilities"].numpy() for features, _ in dataset])
     np.testing.assert_allclose(got, expected, atol=1e-5)
-    trained, _ = collect(result.model, dataset, "classification")
+    trained, _ = collect(result.model, dataset, TASKS["classification"])
     np.testing.assert_allclose(got, trained, atol=3e-2)
 
     # Standalone proof: a fresh process where only tensorflow and tensorflow_text can be imported

@@ -3,8 +3,8 @@ from __future__ import annotations
 import numpy as np
 
 from kerasft._compat import tf
-from kerasft.export import export_classifier, next_version
 from kerasft.models import build_classifier, load_backbone
+from kerasft.serving import ExportInfo, export_model, next_version
 
 IDS = {
     "input_ids": tf.constant([[2, 5, 6, 3, 0, 0], [2, 8, 9, 10, 11, 3]]),
@@ -19,8 +19,9 @@ def test_export_reloads_with_the_same_probabilities_and_counts_versions(tiny_ber
     expected = tf.nn.softmax(model(IDS, training=False)).numpy()
     names = ("neg", "neu", "pos")
 
-    first = export_classifier(model, names, backbone.input_names, tmp_path, "m")
-    second = export_classifier(model, names, backbone.input_names, tmp_path, "m")
+    info = ExportInfo("classification", names)
+    first = export_model(model, info, backbone.input_names, tmp_path / "m")
+    second = export_model(model, info, backbone.input_names, tmp_path / "m")
     assert (first.name, second.name) == ("1", "2")
     assert next_version(tmp_path / "m") == 3
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == [
@@ -44,14 +45,12 @@ def test_raw_text_signature_equals_model_on_hugging_face_ids(tiny_bert_dir, tmp_
     tokenizer = load_tokenizer(tiny_bert_dir)
     model = build_classifier(backbone, num_labels=2)
     texts = ["good movie", "the plot was very boring .", "", "ÁWFUL film!!", "fun " * 40]
-    export = export_classifier(
+    export = export_model(
         model,
-        ("neg", "pos"),
+        ExportInfo("classification", ("neg", "pos"), max_length=16),
         backbone.input_names,
-        tmp_path,
-        "m",
+        tmp_path / "m",
         tokenizer=tokenizer,
-        max_length=16,
     )
     assert {"vocab.txt", "tokenizer.json", "labels.txt"} <= {
         p.name for p in (export / "assets").iterdir()
@@ -71,15 +70,12 @@ def test_pair_model_takes_text_and_text_pair(tiny_bert_dir, tmp_path):
     backbone = load_backbone(tiny_bert_dir)
     tokenizer = load_tokenizer(tiny_bert_dir)
     model = build_classifier(backbone, num_labels=2)
-    export = export_classifier(
+    export = export_model(
         model,
-        ("diff", "same"),
+        ExportInfo("classification", ("diff", "same"), max_length=12, pair=True),
         backbone.input_names,
-        tmp_path,
-        "m",
+        tmp_path / "m",
         tokenizer=tokenizer,
-        max_length=12,
-        pair=True,
     )
     serve = tf.saved_model.load(str(export)).signatures["serving_default"]
     a, b = ["good movie", "the plot was fun fun fun fun fun fun"], ["bad film", "boring"]

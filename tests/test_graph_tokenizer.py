@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from kerasft._compat import tf
-from kerasft.graph_tokenizer import UnsupportedTokenizer, graph_tokenizer_for
 from kerasft.models import load_tokenizer, resolve_backbone
+from kerasft.serving.tokenizers import UnsupportedTokenizer, graph_tokenizer_for
 from tests.parity_corpus import parity_corpus
 
 
@@ -142,8 +142,8 @@ def test_sentencepiece_pairs_match(spm_model):
 def test_albert_export_takes_raw_text(spm_model, tmp_path):
     from transformers import AlbertConfig, TFAlbertModel
 
-    from kerasft.export import export_classifier
     from kerasft.models import build_classifier, load_backbone
+    from kerasft.serving import ExportInfo, export_model
 
     hf = sentencepiece_tokenizer("albert", spm_model)
     directory = tmp_path / "tiny-albert"
@@ -162,14 +162,12 @@ def test_albert_export_takes_raw_text(spm_model, tmp_path):
     hf.save_pretrained(str(directory))
     backbone = load_backbone(directory)
     classifier = build_classifier(backbone, 2)
-    export = export_classifier(
+    export = export_model(
         classifier,
-        ("a", "b"),
+        ExportInfo("classification", ("a", "b"), max_length=32),
         backbone.input_names,
-        tmp_path / "out",
-        "albert",
+        tmp_path / "out" / "albert",
         tokenizer=backbone.tokenizer,
-        max_length=32,
     )
     texts = ["Hello world!", "naïve café", "", "東京"]
     serve = tf.saved_model.load(str(export)).signatures["serving_default"]

@@ -47,7 +47,7 @@ def test_adapters_start_as_the_identity_and_merge_exactly(tiny_bert_dir):
     adapted = model(X).numpy()
     assert not np.allclose(adapted, plain(X).numpy(), atol=1e-4)
     assert merge_lora(model, ["query", "value"]) == 4
-    assert not any(isinstance(layer, LoRADense) for layer in model._flatten_layers())
+    assert not any(isinstance(layer, LoRADense) for layer in model.submodules)
     np.testing.assert_allclose(model(X).numpy(), adapted, atol=1e-5)
 
 

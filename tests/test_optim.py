@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from kerasft._compat import keras, tf
-from kerasft.optim import WarmupDecay, accumulating, build_optimizer
+from kerasft.optim import WarmupDecay, accumulating, make_optimizer
 
 
 def _two_sentences() -> dict:
@@ -35,7 +35,7 @@ def test_weight_decay_skips_biases_and_layer_norm():
     dense = keras.layers.Dense(3, bias_initializer="ones", name="dense")
     norm = keras.layers.LayerNormalization(name="LayerNorm")
     model = keras.Sequential([keras.Input((4,)), dense, norm])
-    optimizer = build_optimizer(0.1, weight_decay=0.5, total_steps=10, warmup_ratio=0.0)
+    optimizer = make_optimizer(0.1, weight_decay=0.5, total_steps=10, warmup_ratio=0.0)
     before = {v.name: v.numpy().copy() for v in model.trainable_variables}
     # A zero gradient leaves Adam's update at zero: only decoupled decay can move a weight.
     optimizer.apply_gradients([(tf.zeros_like(v), v) for v in model.trainable_variables])
@@ -110,7 +110,7 @@ def test_cosine_and_constant_schedules():
 
 
 def test_gradient_clipping_by_global_norm():
-    opt = build_optimizer(1.0, 0.0, 10, 0.0, clipnorm=1.0)
+    opt = make_optimizer(1.0, 0.0, 10, 0.0, clipnorm=1.0)
     v = tf.Variable([0.0, 0.0])
     opt.apply_gradients(
         [(tf.constant([30.0, 40.0]), v)]
@@ -156,7 +156,7 @@ def test_four_micro_batches_of_8_equal_one_batch_of_32(tiny_bert_dir):
 
 
 def test_adamw_with_accumulation_applies_once_per_four_micro_batches():
-    opt = build_optimizer(0.1, 0.0, 10, 0.0, accumulation_steps=4)
+    opt = make_optimizer(0.1, 0.0, 10, 0.0, accumulation_steps=4)
     v = tf.Variable([1.0])
     opt.prepare_accumulation([v], 4)
     for _ in range(3):
@@ -208,7 +208,7 @@ def test_separate_optimizer_per_group(tiny_bert_dir):
     from kerasft.optim import grouped_optimizer
 
     model = build_classifier(load_backbone(tiny_bert_dir), 2, dropout=0.0)
-    default = build_optimizer(1e-3, 0.0, 10, 0.0)
+    default = make_optimizer(1e-3, 0.0, 10, 0.0)
     optimizer = grouped_optimizer(
         model,
         {"embeddings": {"optimizer": "sgd", "learning_rate": 0.1}, "head": {"learning_rate": 1e-2}},

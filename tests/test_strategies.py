@@ -10,8 +10,8 @@ from kerasft.config import config_from_dict
 from kerasft.errors import ConfigError
 from kerasft.freezing import GradualUnfreezing, backbone_blocks, freeze
 from kerasft.models import build_classifier, load_backbone
-from kerasft.optim import build_optimizer
-from kerasft.tasks import SparseFocalCrossentropy, loss_for
+from kerasft.optim import make_optimizer
+from kerasft.tasks import TASKS, SparseFocalCrossentropy
 
 X = {
     "input_ids": tf.constant([[2, 5, 6, 3], [2, 8, 9, 3], [2, 10, 11, 3], [2, 12, 7, 3]]),
@@ -35,12 +35,12 @@ def head(model):
 
 def compiled(tiny_bert_dir, **freezing):
     model = build_classifier(load_backbone(tiny_bert_dir), 2, dropout=0.0)
-    optimizer = build_optimizer(1e-2, 0.0, 100, 0.0)
+    optimizer = make_optimizer(1e-2, 0.0, 100, 0.0)
     if not freezing:
         optimizer.build(model.trainable_variables)
     else:
         freeze(model, **freezing)
-    model.compile(optimizer=optimizer, loss=loss_for("classification"))
+    model.compile(optimizer=optimizer, loss=TASKS["classification"].make_loss(2, 0.0, None))
     return model
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from kerasft._compat import tf
 from kerasft.config import config_from_dict
-from kerasft.tasks import evaluate, tune_thresholds
+from kerasft.tasks import TASKS, evaluate, tune_thresholds
 from kerasft.train import run
 from tests.conftest import NEGATIVE, POSITIVE
 
@@ -131,16 +131,27 @@ def test_thresholds_maximise_per_label_f1():
     hot = np.array([[1, 0], [1, 1], [0, 1], [0, 1]])
     thresholds = tune_thresholds(probs, hot)
     assert 0.2 < thresholds[0] <= 0.7 and thresholds[1] <= 0.3
-    assert evaluate("multi_label", probs, hot, ("a", "b"), thresholds=thresholds)["micro_f1"] == 1.0
+    assert (
+        evaluate(TASKS["multi_label"], probs, hot, ("a", "b"), thresholds=thresholds)["micro_f1"]
+        == 1.0
+    )
 
 
 def test_regression_metrics_on_original_scale():
     scores = evaluate(
-        "regression", np.array([0.0, 1.0, -1.0]), np.array([0.0, 1.0, -1.0]), (), scaling=(3.0, 2.0)
+        TASKS["regression"],
+        np.array([0.0, 1.0, -1.0]),
+        np.array([0.0, 1.0, -1.0]),
+        (),
+        scaling=(3.0, 2.0),
     )
     assert scores["pearson"] == pytest.approx(1.0) and scores["mse"] == 0.0
     off = evaluate(
-        "regression", np.array([0.5, 0.5, 0.5]), np.array([0.0, 0.0, 0.0]), (), scaling=(3.0, 2.0)
+        TASKS["regression"],
+        np.array([0.5, 0.5, 0.5]),
+        np.array([0.0, 0.0, 0.0]),
+        (),
+        scaling=(3.0, 2.0),
     )
     assert off["mse"] == pytest.approx(1.0)  # 0.5 * std 2 = 1 on the original scale
 

@@ -1,5 +1,6 @@
 """Data: sources → cleaned splits and label vocabulary → token ids → tf.data.
 
+`load_data` and `build_datasets` are the builders training calls.
 `load_splits` reads the configured sources (files, `datasets` folders, hub
 names, or DataFrames) into `Splits`; `encode` tokenizes a split (cached);
 `train_dataset` / `eval_dataset` batch the ids for Keras.
@@ -13,12 +14,19 @@ from kerasft.data.pipeline import (
     train_dataset,
     xla_widths,
 )
+from kerasft.data.prepared import Data, Datasets, build_datasets, load_data, standardise_targets
 from kerasft.data.readers import read_source, resolve_path
 from kerasft.data.splits import Split, Splits, load_splits
-from kerasft.data.tokenize import Encoded, encode
+from kerasft.data.tokenize import Encoded, encode, model_input_names
 
 __all__ = [
     "IGNORE_INDEX",
+    "Data",
+    "Datasets",
+    "build_datasets",
+    "load_data",
+    "model_input_names",
+    "standardise_targets",
     "Encoded",
     "LabelVocab",
     "Split",

@@ -11,8 +11,16 @@ import numpy as np
 import pandas as pd
 
 from kerasft.errors import DataError
+from kerasft.tasks import IGNORE_INDEX, TaskSpec
 
-IGNORE_INDEX = -100  # sub-tokens and special tokens: no loss, no metric (Hugging Face's convention)
+__all__ = [
+    "IGNORE_INDEX",
+    "LabelVocab",
+    "balanced_class_weights",
+    "class_counts",
+    "describe",
+    "targets",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,9 +37,9 @@ class LabelVocab:
         return cls(tuple(unique))
 
     @classmethod
-    def for_task(cls, labels: pd.Series, task: str) -> LabelVocab:
+    def for_task(cls, labels: pd.Series, spec: TaskSpec) -> LabelVocab:
         """The vocabulary of a training split's labels (lists of labels or tags are flattened)."""
-        if task in ("multi_label", "token_classification"):
+        if spec.multi_hot or spec.per_token:
             return cls.from_labels(v for row in labels for v in row)
         return cls.from_labels(labels)
 
@@ -43,7 +51,7 @@ class LabelVocab:
 
 
 def targets(
-    frame: pd.DataFrame, vocab: LabelVocab, task: str, source: str
+    frame: pd.DataFrame, vocab: LabelVocab, spec: TaskSpec, source: str
 ) -> np.ndarray | list[np.ndarray]:
     """The numeric targets of a split.
 
@@ -54,21 +62,19 @@ def targets(
     Raises:
         DataError: a label is not in the vocabulary; the message names it and `source`.
     """
-    if task == "regression":
+    if spec.numeric:
         return frame["label"].to_numpy(dtype=np.float32)
     index = vocab.index()
-    seen = (
-        frame["label"] if task == "classification" else (v for row in frame["label"] for v in row)
-    )
+    seen = frame["label"] if spec.single_label else (v for row in frame["label"] for v in row)
     unknown = sorted(set(seen) - index.keys())
     if unknown:
         raise DataError(
             f"{source}: label {unknown[0]!r} is not in the label vocabulary {list(vocab.names)} taken from "
             "the training data. Add it to `data.labels`, or remove those rows."
         )
-    if task == "classification":
+    if spec.single_label:
         return frame["label"].map(index).to_numpy(dtype=np.int32)
-    if task == "multi_label":
+    if spec.multi_hot:
         hot = np.zeros((len(frame), len(vocab.names)), np.float32)
         for row, labels in enumerate(frame["label"]):
             hot[row, [index[v] for v in labels]] = 1.0
@@ -76,11 +82,13 @@ def targets(
     return [np.array([index[v] for v in row], np.int32) for row in frame["label"]]
 
 
-def class_counts(target: np.ndarray | list[np.ndarray], n_classes: int, task: str) -> np.ndarray:
+def class_counts(
+    target: np.ndarray | list[np.ndarray], n_classes: int, spec: TaskSpec
+) -> np.ndarray:
     """Examples (or words, for tags) per class."""
-    if task == "multi_label":
+    if spec.multi_hot:
         return target.sum(axis=0).astype(np.int64)
-    if task == "token_classification":
+    if spec.per_token:
         flat = np.concatenate(target) if len(target) else np.zeros(0, np.int32)
         return np.bincount(flat, minlength=n_classes)
     return np.bincount(target, minlength=n_classes)
@@ -92,17 +100,17 @@ def balanced_class_weights(counts: np.ndarray) -> dict[int, float]:
     return {i: float(total / (present * c)) for i, c in enumerate(counts) if c > 0}
 
 
-def describe(target: np.ndarray | list[np.ndarray], vocab: LabelVocab, task: str) -> str:
+def describe(target: np.ndarray | list[np.ndarray], vocab: LabelVocab, spec: TaskSpec) -> str:
     """A one-line class distribution (or target summary, for regression)."""
-    if task == "regression":
+    if spec.numeric:
         if len(target) == 0:
             return "no targets"
         return f"target mean {target.mean():.3f}, std {target.std():.3f}, range {target.min():g}..{target.max():g}"
-    counts = class_counts(target, len(vocab.names), task)
+    counts = class_counts(target, len(vocab.names), spec)
     shown = Counter(dict(zip(vocab.names, counts.tolist(), strict=True)))
     items = shown.most_common(12)
     more = f", +{len(shown) - 12} more" if len(shown) > 12 else ""
-    unit = " words" if task == "token_classification" else ""
+    unit = " words" if spec.per_token else ""
     return ", ".join(f"{name} {count}" for name, count in items) + more + unit
 
 

@@ -104,15 +104,19 @@ def train_dataset(
     # true progress bar; the assertion also fails loudly if the count were wrong.
     steps = steps_per_epoch(encoded, batch_size, drop_remainder)
     if skip is not None:
-        batches = ds
-
-        @tf.autograph.experimental.do_not_convert
-        def remaining(_):
-            return batches.skip(skip.read_value())
-
-        ds = tf.data.Dataset.from_tensors(tf.constant(0, tf.int64)).flat_map(remaining)
+        ds = _skipping(ds, skip)
     ds = ds.apply(tf.data.experimental.assert_cardinality(steps))
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _skipping(batches: tf.data.Dataset, skip: tf.Variable) -> tf.data.Dataset:
+    """`batches` without the first `skip` ones, read each time the epoch's iterator starts."""
+
+    @tf.autograph.experimental.do_not_convert
+    def remaining(_):
+        return batches.skip(skip.read_value())
+
+    return tf.data.Dataset.from_tensors(tf.constant(0, tf.int64)).flat_map(remaining)
 
 
 def _epoch_order(lengths: tf.Tensor, batch_size: int, window: int, key: tf.Tensor) -> tf.Tensor:

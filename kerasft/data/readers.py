@@ -19,6 +19,7 @@ import pandas as pd
 
 from kerasft.config import DataConfig
 from kerasft.errors import DataError
+from kerasft.tasks import TaskSpec
 
 EXTENSIONS = {
     ".csv": "csv",
@@ -59,7 +60,7 @@ def resolve_path(spec: str, key: str = "data.train") -> Path:
 def read_source(
     spec: str | pd.DataFrame,
     cfg: DataConfig,
-    task: str,
+    task: TaskSpec,
     key: str = "data.train",
     split: str = "train",
 ):
@@ -76,7 +77,7 @@ def read_source(
         raw.insert(len(raw.columns), "__line__", np.arange(1, len(raw) + 1))
     else:
         raw, source, header_known = _read_raw(spec, cfg, task, key, split)
-    if task == "token_classification" and "__conll__" in raw.attrs:
+    if task.per_token and "__conll__" in raw.attrs:
         return _check(raw, cfg, task, source), source
     frame = pd.DataFrame({"line": raw["__line__"].to_numpy()})
     columns = [c for c in raw.columns if c != "__line__"]
@@ -92,7 +93,7 @@ def read_source(
 
 
 def _read_raw(
-    spec: str, cfg: DataConfig, task: str, key: str, split: str
+    spec: str, cfg: DataConfig, task: TaskSpec, key: str, split: str
 ) -> tuple[pd.DataFrame, str, bool]:
     if spec.startswith("hf:"):
         return _read_datasets(spec, cfg, task, key, split)
@@ -154,7 +155,9 @@ def _encoding(cfg: DataConfig) -> str:
     )
 
 
-def _read_delimited(path: Path, cfg: DataConfig, fmt: str, task: str) -> tuple[pd.DataFrame, bool]:
+def _read_delimited(
+    path: Path, cfg: DataConfig, fmt: str, task: TaskSpec
+) -> tuple[pd.DataFrame, bool]:
     frame = pd.read_csv(
         path,
         sep=cfg.delimiter or ("," if fmt == "csv" else "\t"),
@@ -185,11 +188,11 @@ def _read_delimited(path: Path, cfg: DataConfig, fmt: str, task: str) -> tuple[p
     return frame, bool(header)
 
 
-def _looks_like_header(frame: pd.DataFrame, label_column: Any, task: str) -> bool:
+def _looks_like_header(frame: pd.DataFrame, label_column: Any, task: TaskSpec) -> bool:
     if not isinstance(label_column, int) or label_column >= frame.shape[1] or len(frame) < 2:
         return False
     first, rest = frame.iloc[0, label_column], frame.iloc[1:1001, label_column]
-    if task == "regression" or all(_is_float(v) for v in rest):
+    if task.numeric or all(_is_float(v) for v in rest):
         return not _is_float(first) and all(_is_float(v) for v in rest)
     # String labels: a header is a value never seen again among labels that do repeat.
     distinct = set(rest)
@@ -250,7 +253,7 @@ def _read_conll(path: Path, cfg: DataConfig) -> pd.DataFrame:
 
 
 def _read_datasets(
-    spec: str, cfg: DataConfig, task: str, key: str, split: str
+    spec: str, cfg: DataConfig, task: TaskSpec, key: str, split: str
 ) -> tuple[pd.DataFrame, str, bool]:
     import datasets
 
@@ -312,9 +315,9 @@ def _column(columns: list, spec: str | int, key: str, source: str, header_known:
     return spec
 
 
-def _check(frame: pd.DataFrame, cfg: DataConfig, task: str, source: str) -> pd.DataFrame:
+def _check(frame: pd.DataFrame, cfg: DataConfig, task: TaskSpec, source: str) -> pd.DataFrame:
     """Cleans texts and validates labels for `task`; drops (or rejects) empty texts."""
-    if task == "token_classification":
+    if task.per_token:
         frame["text"], frame["label"] = _token_rows(frame, source)
         empty = frame["text"].map(len) == 0
     else:
@@ -336,15 +339,15 @@ def _check(frame: pd.DataFrame, cfg: DataConfig, task: str, source: str) -> pd.D
         frame = frame[~empty].reset_index(drop=True)
 
     labels = frame["label"]
-    if task == "classification":
+    if task.single_label:
         frame["label"] = labels.map(_as_text).str.strip()
         bad = frame["label"] == ""
         what = "empty label"
-    elif task == "multi_label":
+    elif task.multi_hot:
         frame["label"] = labels.map(lambda v: _label_list(v, cfg.label_delimiter))
         bad = pd.Series(False, index=frame.index)
         what = ""
-    elif task == "regression":
+    elif task.numeric:
         frame["label"] = labels.map(_as_float)
         bad = pd.Series(~np.isfinite(frame["label"].to_numpy(dtype=np.float64)), index=frame.index)
         what = "target that is not a finite number"

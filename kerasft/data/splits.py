@@ -12,6 +12,7 @@ from kerasft.config import DataConfig
 from kerasft.data.labels import LabelVocab, balanced_class_weights, class_counts, describe, targets
 from kerasft.data.readers import read_source
 from kerasft.errors import DataError
+from kerasft.tasks import TASKS, TaskSpec
 
 SPLITS = ("train", "validation", "test")
 
@@ -35,14 +36,13 @@ class Splits:
     validation: Split
     test: Split
     vocab: LabelVocab
-    task: str = "classification"
     class_weights: dict[int, float] | None = None
 
 
 def load_splits(
     cfg: DataConfig,
     seed: int,
-    task: str = "classification",
+    task: TaskSpec = TASKS["classification"],
     frames: dict[str, pd.DataFrame] | None = None,
 ) -> Splits:
     """Reads the configured data and returns the three splits and the label vocabulary.
@@ -50,14 +50,48 @@ def load_splits(
     Args:
         cfg: the `data` section.
         seed: seed of the carve-outs and of the `max_*_examples` samples.
-        task: the config's task; decides how labels are read. Defaults to `classification`.
+        task: the config's task spec; decides how labels are read. Defaults to classification.
         frames: DataFrames (or lists of row dicts) that stand in for
             `data.train`/`validation`/`test` (Python API). Defaults to none.
 
     Raises:
         DataError: missing or malformed data, an unknown label, a single class, no validation data.
     """
-    frames = frames or {}
+    tables, sources = _read_tables(cfg, seed, task, frames or {})
+    vocab = _vocabulary(cfg, task, tables["train"], sources["train"])
+    splits = {}
+    for name in SPLITS:
+        table = tables[name]
+        splits[name] = Split(
+            texts=table["text"].tolist(),
+            targets=targets(table, vocab, task, sources[name]),
+            source=sources[name],
+            pairs=table["text_pair"].tolist() if "text_pair" in table else None,
+        )
+        print(
+            f"{name}: {len(table)} examples ({describe(splits[name].targets, vocab, task)})",
+            flush=True,
+        )
+    if len(splits["validation"]) == 0:
+        raise DataError(
+            "No validation data: give `data.validation` or a `data.validation_split` above 0 "
+            "(early stopping and the best checkpoint need it)."
+        )
+    weights = None
+    if cfg.class_weights == "balanced" and task.single_label:
+        weights = balanced_class_weights(
+            class_counts(splits["train"].targets, len(vocab.names), task)
+        )
+        print(
+            "class weights: " + ", ".join(f"{vocab.names[i]} {w:.3f}" for i, w in weights.items())
+        )
+    return Splits(splits["train"], splits["validation"], splits["test"], vocab, weights)
+
+
+def _read_tables(
+    cfg: DataConfig, seed: int, task: TaskSpec, frames: dict[str, pd.DataFrame]
+) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
+    """The three splits' tables and sources: read, carved from `train` where not given, capped."""
     specs = {name: frames.get(name, getattr(cfg, name)) for name in SPLITS}
     tables, sources = {}, {}
     for name in SPLITS:
@@ -67,7 +101,7 @@ def load_splits(
     # Carve missing splits from the training data, stratified and seeded, so the held-out
     # sets stay the same whatever `max_train_examples` is.
     n_file = len(tables["train"])
-    stratify = task == "classification"
+    stratify = task.single_label
     for name in ("test", "validation"):
         if name in tables:
             continue
@@ -88,48 +122,27 @@ def load_splits(
     for name, cap in caps.items():
         if cap and len(tables[name]) > cap:
             tables[name] = _carve(tables[name], len(tables[name]) - cap, seed, stratify)[0]
+    return tables, sources
 
-    if task == "regression":
-        vocab = LabelVocab(())
-    elif cfg.labels is not None:
+
+def _vocabulary(cfg: DataConfig, task: TaskSpec, train: pd.DataFrame, source: str) -> LabelVocab:
+    """`data.labels`, else the training split's labels; none for regression.
+
+    Raises:
+        DataError: a single class.
+    """
+    if task.numeric:
+        return LabelVocab(())
+    if cfg.labels is not None:
         vocab = LabelVocab(tuple(cfg.labels))
     else:
-        vocab = LabelVocab.for_task(tables["train"]["label"], task)
-    if task != "regression" and len(vocab.names) < 2:
-        where = (
-            "`data.labels` lists"
-            if cfg.labels is not None
-            else f"{sources['train']}: the labels have"
-        )
-        raise DataError(f"{where} a single class {list(vocab.names)}; {task} needs at least two.")
-
-    splits = {}
-    for name in SPLITS:
-        table = tables[name]
-        splits[name] = Split(
-            texts=table["text"].tolist(),
-            targets=targets(table, vocab, task, sources[name]),
-            source=sources[name],
-            pairs=table["text_pair"].tolist() if "text_pair" in table else None,
-        )
-        print(
-            f"{name}: {len(table)} examples ({describe(splits[name].targets, vocab, task)})",
-            flush=True,
-        )
-    if len(splits["validation"]) == 0:
+        vocab = LabelVocab.for_task(train["label"], task)
+    if len(vocab.names) < 2:
+        where = "`data.labels` lists" if cfg.labels is not None else f"{source}: the labels have"
         raise DataError(
-            "No validation data: give `data.validation` or a `data.validation_split` above 0 "
-            "(early stopping and the best checkpoint need it)."
+            f"{where} a single class {list(vocab.names)}; {task.name} needs at least two."
         )
-    weights = None
-    if cfg.class_weights == "balanced" and task == "classification":
-        weights = balanced_class_weights(
-            class_counts(splits["train"].targets, len(vocab.names), task)
-        )
-        print(
-            "class weights: " + ", ".join(f"{vocab.names[i]} {w:.3f}" for i, w in weights.items())
-        )
-    return Splits(splits["train"], splits["validation"], splits["test"], vocab, task, weights)
+    return vocab
 
 
 def _carve(

@@ -18,8 +18,14 @@ import numpy as np
 from kerasft.data.labels import IGNORE_INDEX
 from kerasft.data.splits import Split
 from kerasft.errors import ModelError
+from kerasft.tasks import TASKS, TaskSpec
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def model_input_names(tokenizer: Any) -> tuple[str, ...]:
+    """The token-id inputs a backbone takes, in its tokenizer's order (a subset of `MODEL_INPUTS`)."""
+    return tuple(n for n in tokenizer.model_input_names if n in MODEL_INPUTS)
 
 
 @dataclasses.dataclass
@@ -43,7 +49,7 @@ def encode(
     tokenizer: Any,
     split: Split,
     max_length: int,
-    task: str = "classification",
+    task: TaskSpec = TASKS["classification"],
     cache_dir: str | Path | None = None,
 ) -> Encoded:
     """Tokenizes a split, truncating to `max_length`; tags are aligned to the first sub-token of each word.
@@ -52,13 +58,11 @@ def encode(
         tokenizer: the backbone's Hugging Face tokenizer.
         split: texts (word lists for token classification), optional pairs and targets.
         max_length: longest sequence kept, special tokens included.
-        task: the config's task. Defaults to `classification`.
+        task: the config's task spec. Defaults to classification.
         cache_dir: folder of the token-id cache; None turns caching off. Defaults to None.
     """
-    import datasets
-
-    names = [n for n in tokenizer.model_input_names if n in MODEL_INPUTS]
-    token_targets = task == "token_classification"
+    names = model_input_names(tokenizer)
+    token_targets = task.per_token
     if token_targets and not getattr(tokenizer, "is_fast", False):
         raise ModelError(
             "token_classification needs a fast (Rust) tokenizer to align tags to sub-tokens."
@@ -78,35 +82,7 @@ def encode(
     if token_targets:
         columns["tags"] = [t.tolist() for t in split.targets]
 
-    def tokenize(batch: dict[str, list]) -> dict[str, list]:
-        if token_targets:
-            out = tokenizer(
-                batch["text"], is_split_into_words=True, truncation=True, max_length=max_length
-            )
-            out["labels"] = [_align(out.word_ids(i), tags) for i, tags in enumerate(batch["tags"])]
-        else:
-            out = tokenizer(
-                batch["text"], batch.get("text_pair"), truncation=True, max_length=max_length
-            )
-        return {k: out[k] for k in (*names, *(["labels"] if token_targets else []))}
-
-    datasets.disable_caching()  # only our explicit, content-keyed cache file
-    table = datasets.Dataset.from_dict(columns)
-    cache_file = None
-    if cache_dir is not None:
-        Path(cache_dir).mkdir(parents=True, exist_ok=True)
-        cache_file = str(
-            Path(cache_dir) / f"tokens-{_cache_key(tokenizer, columns, max_length)}.arrow"
-        )
-    done = table.map(
-        tokenize,
-        batched=True,
-        batch_size=1000,
-        remove_columns=list(columns),
-        cache_file_name=cache_file,
-        load_from_cache_file=cache_file is not None,
-        desc=f"tokenizing {Path(split.source).name}",
-    )
+    done = _tokenized_table(tokenizer, columns, names, max_length, token_targets, cache_dir, split)
     arrow = done.data.table
     features, lengths = {}, None
     for name in (*names, *(["labels"] if token_targets else [])):
@@ -121,6 +97,43 @@ def encode(
             f"({100 * truncated / len(split):.1f}%) reach max_length {max_length} and are truncated"
         )
     return Encoded(features, lengths, targets, token_targets)
+
+
+def _tokenized_table(tokenizer, columns, names, max_length, token_targets, cache_dir, split):
+    """The columns tokenized by `datasets.map`, from the content-keyed cache file when it exists."""
+    import datasets
+
+    outputs = (*names, *(["labels"] if token_targets else []))
+
+    def tokenize(batch: dict[str, list]) -> dict[str, list]:
+        if token_targets:
+            out = tokenizer(
+                batch["text"], is_split_into_words=True, truncation=True, max_length=max_length
+            )
+            out["labels"] = [_align(out.word_ids(i), tags) for i, tags in enumerate(batch["tags"])]
+        else:
+            out = tokenizer(
+                batch["text"], batch.get("text_pair"), truncation=True, max_length=max_length
+            )
+        return {k: out[k] for k in outputs}
+
+    datasets.disable_caching()  # only our explicit, content-keyed cache file
+    table = datasets.Dataset.from_dict(columns)
+    cache_file = None
+    if cache_dir is not None:
+        Path(cache_dir).mkdir(parents=True, exist_ok=True)
+        cache_file = str(
+            Path(cache_dir) / f"tokens-{_cache_key(tokenizer, columns, max_length)}.arrow"
+        )
+    return table.map(
+        tokenize,
+        batched=True,
+        batch_size=1000,
+        remove_columns=list(columns),
+        cache_file_name=cache_file,
+        load_from_cache_file=cache_file is not None,
+        desc=f"tokenizing {Path(split.source).name}",
+    )
 
 
 def _align(word_ids: list[int | None], tags: list[int]) -> list[int]:

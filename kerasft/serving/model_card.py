@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from kerasft._compat import tf
+from kerasft.serving.versions import list_versions
 
 META = "kerasft.json"  # per version, in assets.extra/ (TF Serving ignores it)
 
@@ -47,27 +48,30 @@ def write_meta(version_dir: Path, meta: dict[str, Any]) -> None:
 
 def write_card(model_dir: Path, name: str) -> Path:
     """Regenerates the model card from every version's metadata; the newest version is described in full."""
-    versions = sorted((int(p.name) for p in model_dir.iterdir() if p.name.isdigit()), reverse=True)
     metas = {}
-    for v in versions:
+    for v in reversed(list_versions(model_dir)):
         path = model_dir / str(v) / "assets.extra" / META
         if path.is_file():
             metas[v] = json.loads(path.read_text())
     if not metas:
         return model_dir / "README.md"
     latest, meta = next(iter(metas.items()))
-    raw_text = meta["signature"] == "text"
-    example = {
-        "instances": [
-            {
-                "text": "an example sentence",
-                **({"text_pair": "a second one"} if meta["pair"] else {}),
-            }
-        ]
-    }
-    if not raw_text:
-        example = {"instances": [{"input_ids": [101, 2019, 102], "attention_mask": [1, 1, 1]}]}
     lines = [
+        *_summary(name, latest, meta),
+        *_metrics_table(meta),
+        *_tflite_section(latest, meta.get("tflite")),
+        *_signatures(name, meta),
+        *_versions_table(metas, meta["metric_names"][:2]),
+        *["", "## Config", "", "```yaml", meta["config"].rstrip(), "```", ""],
+    ]
+    card = model_dir / "README.md"
+    card.write_text("\n".join(lines), encoding="utf-8")
+    return card
+
+
+def _summary(name: str, latest: int, meta: dict) -> list[str]:
+    labels = ", ".join(f"`{n}`" for n in meta["labels"]) or "(regression score)"
+    return [
         f"# {name}",
         "",
         f"Fine-tuned with kerasft. Latest version: **{latest}** ({meta['created']}). "
@@ -77,57 +81,75 @@ def write_card(model_dir: Path, name: str) -> Path:
         "| --- | --- |",
         f"| task | `{meta['task']}` |",
         f"| backbone | `{meta['backbone']}` |",
-        f"| labels | {', '.join(f'`{n}`' for n in meta['labels']) or '(regression score)'} |",
+        f"| labels | {labels} |",
         f"| max length | {meta['max_length']} tokens |",
         f"| training data | {meta['data']['train']} ({meta['data']['train_examples']} examples) |",
         f"| validation / test | {meta['data']['validation']} / {meta['data']['test']} |",
         f"| run | `{meta['run_dir']}` |",
+    ]
+
+
+def _metrics_table(meta: dict) -> list[str]:
+    names = meta["metric_names"]
+    lines = [
         "",
         "## Metrics",
         "",
-        "| split | " + " | ".join(meta["metric_names"]) + " |",
-        "| --- |" + " --- |" * len(meta["metric_names"]),
+        "| split | " + " | ".join(names) + " |",
+        "| --- |" + " --- |" * len(names),
     ]
     for split in ("validation", "test"):
         values = meta["metrics"].get(split, {})
-        lines.append(
-            f"| {split} | " + " | ".join(_num(values.get(k)) for k in meta["metric_names"]) + " |"
+        lines.append(f"| {split} | " + " | ".join(_num(values.get(k)) for k in names) + " |")
+    return lines
+
+
+def _tflite_section(latest: int, t: dict | None) -> list[str]:
+    if not t:
+        return []
+    lite = (
+        f"`tflite/{latest}.tflite` (token ids in, dynamic-range int8 weights): {t['mb']:.1f} MB, "
+        f"{t['size_ratio']:.2f} of the SavedModel's variables."
+    )
+    if "examples" in t:
+        lite += (
+            f" On {t['examples']} test examples its largest output change against the float model is "
+            f"{t['max_abs_diff']:.4f}"
         )
-    if meta.get("tflite"):
-        t = meta["tflite"]
-        lite = (
-            f"`tflite/{latest}.tflite` (token ids in, dynamic-range int8 weights): {t['mb']:.1f} MB, "
-            f"{t['size_ratio']:.2f} of the SavedModel's variables."
-        )
-        if "examples" in t:
+        if t["agreement"] is not None:  # single-label classification
             lite += (
-                f" On {t['examples']} test examples its largest output change against the float model is "
-                f"{t['max_abs_diff']:.4f}"
+                f"; the top label agrees on {100 * t['agreement']:.1f}% and accuracy changes by "
+                f"{t['accuracy_change']:+.4f}"
             )
-            if t["agreement"] is not None:  # classification
-                lite += (
-                    f"; the top label agrees on {100 * t['agreement']:.1f}% and accuracy changes by "
-                    f"{t['accuracy_change']:+.4f}"
-                )
-            lite += "."
-        lines += ["", "## TFLite", "", lite]
-    lines += [
+        lite += "."
+    return ["", "## TFLite", "", lite]
+
+
+def _signatures(name: str, meta: dict) -> list[str]:
+    raw_text = meta["signature"] == "text"
+    if raw_text:
+        pair = {"text_pair": "a second one"} if meta["pair"] else {}
+        example = {"instances": [{"text": "an example sentence", **pair}]}
+        default = (
+            "raw UTF-8 strings `text`"
+            + (" and `text_pair`" if meta["pair"] else "")
+            + " `[batch]`, tokenized in the graph exactly as in training (needs TF Serving built "
+            "with TF Text ops, as the official images are)."
+        )
+    else:
+        example = {"instances": [{"input_ids": [101, 2019, 102], "attention_mask": [1, 1, 1]}]}
+        default = (
+            "token ids (the backbone's tokenizer cannot run in the graph; tokenize with the files "
+            "in `assets/`)."
+        )
+    types = ", `token_type_ids`" if "token_type_ids" in meta["input_names"] else ""
+    return [
         "",
         "## Signatures",
         "",
-        "- `serving_default`: "
-        + (
-            "raw UTF-8 strings `text`"
-            + (" and `text_pair`" if meta["pair"] else "")
-            + " `[batch]`, tokenized in "
-            "the graph exactly as in training (needs TF Serving built with TF Text ops, as the official images are)."
-            if raw_text
-            else "token ids (the backbone's tokenizer cannot run in the graph; tokenize with the files "
-            "in `assets/`)."
-        ),
-        "- `predict_ids`: int32 `input_ids`, `attention_mask`"
-        + (", `token_type_ids`" if "token_type_ids" in meta["input_names"] else "")
-        + " `[batch, length]`, for clients that tokenize themselves.",
+        f"- `serving_default`: {default}",
+        f"- `predict_ids`: int32 `input_ids`, `attention_mask`{types} `[batch, length]`, for "
+        "clients that tokenize themselves.",
         f"- outputs: {', '.join(f'`{o}`' for o in meta['outputs'])}.",
         "",
         "REST:",
@@ -150,25 +172,25 @@ def write_card(model_dir: Path, name: str) -> Path:
         "```",
         "",
         "`assets.extra/tf_serving_warmup_requests` holds warmup requests TF Serving replays when it loads a version.",
+    ]
+
+
+def _versions_table(metas: dict[int, dict], shown: list[str]) -> list[str]:
+    lines = [
         "",
         "## Versions",
         "",
-        "| version | created | run | "
-        + " | ".join(f"test {k}" for k in meta["metric_names"][:2])
-        + " |",
-        "| --- | --- | --- |" + " --- |" * len(meta["metric_names"][:2]),
+        "| version | created | run | " + " | ".join(f"test {k}" for k in shown) + " |",
+        "| --- | --- | --- |" + " --- |" * len(shown),
     ]
     for v, m in metas.items():
         test = m["metrics"].get("test", {})
         lines.append(
             f"| {v} | {m['created']} | `{m['run_dir']}` | "
-            + " | ".join(_num(test.get(k)) for k in meta["metric_names"][:2])
+            + " | ".join(_num(test.get(k)) for k in shown)
             + " |"
         )
-    lines += ["", "## Config", "", "```yaml", meta["config"].rstrip(), "```", ""]
-    card = model_dir / "README.md"
-    card.write_text("\n".join(lines), encoding="utf-8")
-    return card
+    return lines
 
 
 def _num(value: Any) -> str:

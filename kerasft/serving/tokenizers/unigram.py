@@ -1,179 +1,11 @@
-"""In-graph tokenization with tensorflow-text, matching the Hugging Face tokenizer used in training.
-
-`GraphWordPiece` rebuilds a WordPiece tokenizer (BERT, MiniLM, DistilBERT,
-ELECTRA) from the Hugging Face fast tokenizer's own serialised settings:
-vocabulary, sub-word prefix, unknown token, normaliser (clean text, CJK
-splitting, accent stripping, lower-casing), special tokens and the truncation
-of pairs (`longest_first`). It runs inside the exported SavedModel, so TF
-Serving takes raw strings with no Python beside it.
-
-Known differences from Hugging Face (see the README): text that literally
-contains a special token such as `[SEP]` (Hugging Face keeps it as the special
-token, the graph tokenizes its characters), and words longer than 100 bytes but
-not 100 characters (non-ASCII words of 26-100 characters are [UNK] in one and
-tokenized in the other).
-"""
+"""SentencePiece-style Unigram tokenization in the graph (ALBERT, XLM-R, T5), equal to Hugging Face's."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from kerasft._compat import tf
-
-
-class UnsupportedTokenizer(ValueError):
-    """The backbone's tokenizer has no in-graph equivalent here (e.g. byte-level BPE)."""
-
-
-def graph_tokenizer_for(
-    hf_tokenizer: Any, max_length: int, input_names: tuple[str, ...]
-) -> tf.Module:
-    """The in-graph tokenizer for a Hugging Face tokenizer (WordPiece or Unigram).
-
-    Raises:
-        UnsupportedTokenizer: the tokenizer is not WordPiece, with the reason.
-    """
-    backend = getattr(hf_tokenizer, "backend_tokenizer", None)
-    if backend is None:
-        raise UnsupportedTokenizer(f"{type(hf_tokenizer).__name__} is not a fast tokenizer")
-    state = json.loads(backend.to_str())
-    kind = state["model"]["type"]
-    if kind == "WordPiece":
-        return GraphWordPiece(state, hf_tokenizer, max_length, input_names)
-    if kind == "Unigram":
-        return GraphUnigram(state, hf_tokenizer, max_length, input_names)
-    raise UnsupportedTokenizer(f"its {kind} tokenizer has no in-graph equivalent yet")
-
-
-class GraphWordPiece(tf.Module):
-    """WordPiece tokenization in TensorFlow ops, equal to the Hugging Face fast tokenizer it is built from.
-
-    Args:
-        state: the fast tokenizer's serialised JSON, parsed.
-        hf_tokenizer: the Hugging Face tokenizer (for special-token ids).
-        max_length: sequences are truncated to this many tokens, special tokens included.
-        input_names: which of input_ids, attention_mask, token_type_ids to return.
-    """
-
-    def __init__(
-        self, state: dict, hf_tokenizer: Any, max_length: int, input_names: tuple[str, ...]
-    ):
-        import tensorflow_text as tft
-
-        super().__init__(name="graph_wordpiece")
-        model = state["model"]
-        vocab = sorted(model["vocab"].items(), key=lambda item: item[1])
-        if [i for _, i in vocab] != list(range(len(vocab))):
-            raise UnsupportedTokenizer("its vocabulary ids are not contiguous")
-        normalizer = _bert_normalizer(state.get("normalizer"))
-        self.clean_text = bool(normalizer.get("clean_text", True))
-        self.lowercase = bool(normalizer.get("lowercase", True))
-        strip = normalizer.get("strip_accents")
-        self.strip_accents = self.lowercase if strip is None else bool(strip)
-        self.handle_chinese_chars = bool(normalizer.get("handle_chinese_chars", True))
-        self.max_length = int(max_length)
-        self.input_names = tuple(input_names)
-        self.cls_id = int(hf_tokenizer.cls_token_id)
-        self.sep_id = int(hf_tokenizer.sep_token_id)
-        self.pad_id = int(hf_tokenizer.pad_token_id or 0)
-        self._wordpiece = tft.FastBertTokenizer(
-            vocab=[token for token, _ in vocab],
-            suffix_indicator=model.get("continuing_subword_prefix", "##"),
-            max_bytes_per_word=int(model.get("max_input_chars_per_word", 100)),
-            token_out_type=tf.int32,
-            unknown_token=model.get("unk_token", "[UNK]"),
-            lower_case_nfd_strip_accents=False,
-        )
-
-    def normalize(self, text: tf.Tensor) -> tf.Tensor:
-        """Hugging Face's BertNormalizer in string ops."""
-        if self.clean_text:
-            text = tf.strings.regex_replace(text, r"\s", " ")
-            text = tf.strings.regex_replace(text, r"[\p{C}\x{FFFD}]", "")
-        if self.handle_chinese_chars:
-            text = tf.strings.regex_replace(
-                text,
-                r"([\x{4E00}-\x{9FFF}\x{3400}-\x{4DBF}\x{20000}-\x{2A6DF}\x{2A700}-\x{2B73F}"
-                r"\x{2B740}-\x{2B81F}\x{2B820}-\x{2CEAF}\x{F900}-\x{FAFF}\x{2F800}-\x{2FA1F}])",
-                r" \1 ",
-            )
-        if self.strip_accents:
-            import tensorflow_text as tft
-
-            text = tft.normalize_utf8(text, "NFD")
-            text = tf.strings.regex_replace(text, r"\p{Mn}", "")
-        if self.lowercase:
-            # ICU lower-casing turns a word-final Σ into ς; Rust's char-wise lowercase always gives σ.
-            text = tf.strings.regex_replace(text, "Σ", "σ")
-            text = tf.strings.lower(text, encoding="utf-8")
-        return text
-
-    def __call__(self, text: tf.Tensor, text_pair: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
-        """Token-id tensors `[batch, length]` for a batch of strings (and second strings)."""
-        first = self._wordpiece.tokenize(self.normalize(text))
-        batch = tf.shape(text)[0]
-        cls = tf.fill([batch, 1], self.cls_id)
-        sep = tf.fill([batch, 1], self.sep_id)
-        if text_pair is None:
-            first = first[:, : self.max_length - 2]
-            ids = tf.concat([cls, first, sep], axis=1)
-            types = tf.zeros_like(ids)
-        else:
-            second = self._wordpiece.tokenize(self.normalize(text_pair))
-            keep_a, keep_b = _longest_first(
-                first.row_lengths(), second.row_lengths(), self.max_length - 3
-            )
-            first = tf.ragged.boolean_mask(
-                first, tf.ragged.range(first.row_lengths()) < keep_a[:, None]
-            )
-            second = tf.ragged.boolean_mask(
-                second, tf.ragged.range(second.row_lengths()) < keep_b[:, None]
-            )
-            part_a = tf.concat([cls, first, sep], axis=1)
-            part_b = tf.concat([second, sep], axis=1)
-            ids = tf.concat([part_a, part_b], axis=1)
-            types = tf.concat([tf.zeros_like(part_a), tf.ones_like(part_b)], axis=1)
-        out = {
-            "input_ids": ids.to_tensor(default_value=self.pad_id),
-            "attention_mask": tf.ones_like(ids).to_tensor(default_value=0),
-            "token_type_ids": types.to_tensor(default_value=0),
-        }
-        return {name: out[name] for name in self.input_names}
-
-
-def _longest_first(len_a: tf.Tensor, len_b: tf.Tensor, budget: int) -> tuple[tf.Tensor, tf.Tensor]:
-    """How many tokens of each text Hugging Face's `longest_first` truncation keeps.
-
-    Mirrors `tokenizers`' Rust code: the shorter text stays whole if it fits in half
-    the budget (the longer one gets the rest); otherwise the first text gets
-    floor(budget / 2) and the second the remainder.
-    """
-    len_a, len_b = tf.cast(len_a, tf.int64), tf.cast(len_b, tf.int64)
-    budget = tf.constant(budget, tf.int64)
-    fits = len_a + len_b <= budget
-    short = tf.minimum(len_a, len_b)
-    short_keep = tf.where(short <= budget - short, short, budget // 2)
-    long_keep = tf.where(short <= budget - short, budget - short, budget - budget // 2)
-    a_longer = len_a > len_b
-    keep_a = tf.where(fits, len_a, tf.where(a_longer, long_keep, short_keep))
-    keep_b = tf.where(fits, len_b, tf.where(a_longer, short_keep, long_keep))
-    return keep_a, keep_b
-
-
-def _bert_normalizer(normalizer: dict | None) -> dict:
-    if normalizer is None:
-        return {
-            "clean_text": False,
-            "lowercase": False,
-            "strip_accents": False,
-            "handle_chinese_chars": False,
-        }
-    if normalizer.get("type") == "BertNormalizer":
-        return normalizer
-    raise UnsupportedTokenizer(
-        f"its normaliser ({normalizer.get('type')}) has no in-graph equivalent yet"
-    )
+from kerasft.serving.tokenizers.common import UnsupportedTokenizer, model_inputs, truncate_pair
 
 
 class GraphUnigram(tf.Module):
@@ -290,18 +122,8 @@ class GraphUnigram(tf.Module):
         if text_pair is None:
             parts = {"A": first[:, : self.max_length - specials]}
         else:
-            second = self.pieces(text_pair)
-            keep_a, keep_b = _longest_first(
-                first.row_lengths(), second.row_lengths(), self.max_length - specials
-            )
-            parts = {
-                "A": tf.ragged.boolean_mask(
-                    first, tf.ragged.range(first.row_lengths()) < keep_a[:, None]
-                ),
-                "B": tf.ragged.boolean_mask(
-                    second, tf.ragged.range(second.row_lengths()) < keep_b[:, None]
-                ),
-            }
+            first, second = truncate_pair(first, self.pieces(text_pair), self.max_length - specials)
+            parts = {"A": first, "B": second}
         ids, types = [], []
         for kind, value, type_id in template:
             piece = (
@@ -312,12 +134,7 @@ class GraphUnigram(tf.Module):
             ids.append(piece)
             types.append(tf.ones_like(piece) * type_id)
         ids, types = tf.concat(ids, axis=1), tf.concat(types, axis=1)
-        out = {
-            "input_ids": ids.to_tensor(default_value=self.pad_id),
-            "attention_mask": tf.ones_like(ids).to_tensor(default_value=0),
-            "token_type_ids": types.to_tensor(default_value=0),
-        }
-        return {name: out[name] for name in self.input_names}
+        return model_inputs(ids, types, self.pad_id, self.input_names)
 
 
 _UNIGRAM_NORMALIZERS = {

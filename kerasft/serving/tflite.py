@@ -2,31 +2,26 @@
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from kerasft._compat import tf
+from kerasft.tasks import TaskSpec
 
 
-def convert(model: Any, input_names: tuple[str, ...], task: str, path: Path) -> float:
+def convert(model: Any, input_names: tuple[str, ...], spec: TaskSpec, path: Path) -> float:
     """Writes `path` (a .tflite flatbuffer) and returns its size in MB.
 
     The TFLite model takes int32 token ids of any `[batch, length]` and returns the
     task's float output: probabilities (classification, multi_label, tags) or the
     raw score (regression, before any target scaling).
     """
-    activation = {
-        "classification": tf.nn.softmax,
-        "multi_label": tf.sigmoid,
-        "token_classification": tf.nn.softmax,
-    }.get(task, tf.identity)
 
     @tf.function
     def forward(**features):
-        return {"output": activation(tf.cast(model(features, training=False), tf.float32))}
+        return {"output": spec.activation(tf.cast(model(features, training=False), tf.float32))}
 
     specs = {name: tf.TensorSpec([None, None], tf.int32, name=name) for name in input_names}
     concrete = forward.get_concrete_function(**specs)
@@ -39,7 +34,7 @@ def convert(model: Any, input_names: tuple[str, ...], task: str, path: Path) -> 
 
 
 def compare(
-    path: Path, model: Any, dataset: tf.data.Dataset, task: str, limit: int = 500
+    path: Path, model: Any, dataset: tf.data.Dataset, spec: TaskSpec, limit: int = 500
 ) -> dict[str, float]:
     """Runs the TFLite model and the float model on up to `limit` examples of an (x, y) dataset, one at a time.
 
@@ -47,9 +42,9 @@ def compare(
         examples, max_abs_diff of the outputs, and for classification the top-label agreement and the
         accuracy change (None for other tasks).
     """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        interpreter = tf.lite.Interpreter(model_path=str(path))
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
     runner = interpreter.get_signature_runner()
     float_out, lite_out, labels = [], [], []
     for features, y in dataset.unbatch().take(limit):
@@ -58,20 +53,18 @@ def compare(
         )
         single = {k: v.numpy()[None, :length] for k, v in features.items()}
         lite_out.append(runner(**single)["output"][0])
-        float_out.append(
-            model({k: tf.constant(v) for k, v in single.items()}, training=False).numpy()[0]
+        logits = tf.cast(
+            model({k: tf.constant(v) for k, v in single.items()}, training=False), tf.float32
         )
+        float_out.append(spec.activation(logits).numpy()[0])
         labels.append(y.numpy())
     lite, ref = np.array(lite_out), np.array(float_out)
-    if task == "classification":
-        ref = tf.nn.softmax(ref).numpy()
+    if spec.single_label:
         agree = float((lite.argmax(-1) == ref.argmax(-1)).mean())
         truth = np.array(labels)
         change = float((lite.argmax(-1) == truth).mean() - (ref.argmax(-1) == truth).mean())
     else:
         agree, change = None, None
-    if task == "multi_label":
-        ref = tf.sigmoid(ref).numpy()
     return {
         "examples": len(lite),
         "agreement": agree,

@@ -1,0 +1,144 @@
+"""A run's data from its config: `load_data` (splits, labels, token ids) and `build_datasets` (tf.data)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from kerasft._compat import tf
+from kerasft.config import Config
+from kerasft.data.pipeline import eval_dataset, steps_per_epoch, train_dataset
+from kerasft.data.splits import SPLITS, Splits, load_splits
+from kerasft.data.tokenize import Encoded, encode
+from kerasft.distribute import is_multi_worker
+from kerasft.errors import DataError
+from kerasft.tasks import TaskSpec
+
+
+@dataclasses.dataclass(frozen=True)
+class Data:
+    """The three splits, their token ids, and what was decided while reading them.
+
+    Attributes:
+        splits: texts, targets and sources of train/validation/test, and the label vocabulary.
+        encoded: token ids per split name.
+        max_length: the sequence length kept (the config's, capped by the tokenizer's).
+        scaling: `(mean, std)` the regression targets were standardised with, else None.
+    """
+
+    splits: Splits
+    encoded: dict[str, Encoded]
+    max_length: int
+    scaling: tuple[float, float] | None = None
+
+    @property
+    def label_names(self) -> tuple[str, ...]:
+        return self.splits.vocab.names
+
+
+@dataclasses.dataclass(frozen=True)
+class Datasets:
+    """The tf.data pipelines of a run and the training steps in one epoch."""
+
+    train: tf.data.Dataset
+    validation: tf.data.Dataset
+    test: tf.data.Dataset
+    steps: int
+
+
+def load_data(
+    cfg: Config, spec: TaskSpec, tokenizer: Any, frames: dict[str, Any] | None = None
+) -> Data:
+    """Reads the `data:` section's splits and tokenizes them with the backbone's tokenizer.
+
+    Args:
+        frames: DataFrames standing in for `data.train`/`validation`/`test`. Defaults to none.
+
+    Raises:
+        DataError: missing or malformed data (the message names the file and line).
+    """
+    splits = load_splits(cfg.data, cfg.training.seed, spec, frames)
+    model_max = getattr(tokenizer, "model_max_length", None) or cfg.data.max_length
+    max_length = min(cfg.data.max_length, model_max)
+    scaling = None
+    if spec.numeric and cfg.data.target_scaling == "standard":
+        splits, scaling = standardise_targets(splits)
+    encoded = {
+        name: encode(tokenizer, getattr(splits, name), max_length, spec, cfg.data.cache_dir)
+        for name in SPLITS
+    }
+    return Data(splits, encoded, max_length, scaling)
+
+
+def standardise_targets(splits: Splits) -> tuple[Splits, tuple[float, float]]:
+    """Splits whose targets are `(target - mean) / std` of the training targets, and `(mean, std)`."""
+    target = splits.train.targets
+    mean, std = float(target.mean()), float(target.std()) or 1.0
+    scaled = {
+        name: dataclasses.replace(split, targets=((split.targets - mean) / std).astype(np.float32))
+        for name in SPLITS
+        for split in [getattr(splits, name)]
+    }
+    print(f"regression targets standardised: mean {mean:.4f}, std {std:.4f}")
+    return dataclasses.replace(splits, **scaled), (mean, std)
+
+
+def build_datasets(
+    cfg: Config,
+    data: Data,
+    pad_id: int,
+    state: Any,
+    strategy: tf.distribute.Strategy | None = None,
+    fixed_widths: bool = False,
+) -> Datasets:
+    """Length-sorted training batches in a seeded, resumable order; sorted evaluation batches.
+
+    Args:
+        state: the run's `TrainingState`: the order of each epoch follows its epoch
+            count, and a mid-epoch restore skips its `resume_skip` batches.
+        strategy: the distribution strategy. With several replicas, the last partial
+            batch is dropped (an empty per-replica batch would crash); with several
+            workers, each takes its share of every global batch. Defaults to one device.
+        fixed_widths: pad batches to a few fixed widths, for XLA. Defaults to False.
+
+    Raises:
+        DataError: the training split makes no full batch.
+    """
+    replicas = strategy.num_replicas_in_sync if strategy is not None else 1
+    batch = cfg.training.batch_size
+    train = data.encoded["train"]
+    steps = steps_per_epoch(train, batch, replicas > 1)
+    if steps == 0:
+        raise DataError(
+            f"{data.splits.train.source}: {len(train)} training examples make no full batch of "
+            f"{batch}; lower `training.batch_size`."
+        )
+    training = train_dataset(
+        train,
+        batch,
+        pad_id,
+        bucketing=cfg.data.bucketing,
+        max_length=data.max_length,
+        window=cfg.data.bucket_window,
+        seed=cfg.training.seed,
+        epoch=state.epochs_done,
+        skip=state.resume_skip,
+        fixed_widths=fixed_widths,
+        drop_remainder=replicas > 1,
+    )
+    if strategy is not None and is_multi_worker(strategy):
+        # Every worker builds the same seeded stream of global batches; each takes its
+        # share of every batch, so all run the same number of steps.
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = (
+            tf.data.experimental.AutoShardPolicy.DATA
+        )
+        training = training.with_options(options)
+    return Datasets(
+        train=training,
+        validation=eval_dataset(data.encoded["validation"], batch * 2, pad_id),
+        test=eval_dataset(data.encoded["test"], batch * 2, pad_id),
+        steps=steps,
+    )

@@ -1,0 +1,86 @@
+"""The serving module: a `tf.Module` with the export's signatures, separate from the training model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from kerasft._compat import tf
+from kerasft.serving.info import ExportInfo
+from kerasft.tasks import TaskSpec
+
+
+class ServingModule(tf.Module):
+    """Serving signatures with the task's outputs (`TaskSpec.serving_outputs`).
+
+    | task | outputs |
+    | --- | --- |
+    | classification | `probabilities` [B, C], `label_id` [B], `label` [B] |
+    | multi_label | `probabilities` [B, C], `predicted` [B, C] (bool, per-label thresholds), `thresholds` [C] |
+    | regression | `score` [B], on the original scale of the targets |
+    | token_classification | `probabilities` [B, T, C], `tag_id` [B, T], `tag` [B, T] (per sub-token) |
+
+    Signatures: `serving_default` takes raw UTF-8 strings `text` (and `text_pair`),
+    tokenized in the graph, when there is an in-graph tokenizer, else token ids;
+    `predict_ids` always takes int32 token ids.
+
+    Args:
+        model: the trained Keras model (dict of int32 token-id inputs → task logits).
+        spec: the task's spec.
+        info: the export contract (labels, pair, thresholds, target scaling).
+        input_names: the model's input names, e.g. `input_ids`, `attention_mask`.
+        assets: files to ship in `assets/` (label names, tokenizer files).
+        tokenizer: the in-graph tokenizer, or None for an ids-only export. Defaults to None.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        spec: TaskSpec,
+        info: ExportInfo,
+        input_names: tuple[str, ...],
+        assets: list[Path],
+        tokenizer: tf.Module | None = None,
+    ):
+        super().__init__(name="kerasft_serving")
+        self.model = model
+        self.spec = spec
+        self.input_names = tuple(input_names)
+        self.assets = [tf.saved_model.Asset(str(path)) for path in assets]
+        self.tokenizer = tokenizer
+        self.pair = info.pair
+        self._label_names = tf.constant(list(info.labels) or [""])
+        n = max(len(info.labels), 1)
+        thresholds = info.thresholds if info.thresholds is not None else [0.5] * n
+        self._thresholds = tf.constant([float(t) for t in thresholds])
+        mean, std = info.scaling if info.scaling is not None else (0.0, 1.0)
+        self._scale = tf.constant([mean, std], tf.float32)
+
+    def predict_ids(self, **features: tf.Tensor) -> dict[str, tf.Tensor]:
+        features = {k: tf.cast(v, tf.int32) for k, v in features.items()}
+        logits = tf.cast(self.model(features, training=False), tf.float32)
+        return self.spec.serving_outputs(logits, self._label_names, self._thresholds, self._scale)
+
+    def predict_text(
+        self, text: tf.Tensor, text_pair: tf.Tensor | None = None
+    ) -> dict[str, tf.Tensor]:
+        return self.predict_ids(**self.tokenizer(text, text_pair))
+
+    def signatures(self) -> dict[str, Any]:
+        specs = {
+            name: tf.TensorSpec([None, None], tf.int32, name=name) for name in self.input_names
+        }
+        ids_fn = tf.function(self.predict_ids).get_concrete_function(**specs)
+        if self.tokenizer is None:
+            return {"serving_default": ids_fn, "predict_ids": ids_fn}
+        text = tf.TensorSpec([None], tf.string, name="text")
+        if self.pair:
+            pair = tf.TensorSpec([None], tf.string, name="text_pair")
+            text_fn = tf.function(self.predict_text).get_concrete_function(
+                text=text, text_pair=pair
+            )
+        else:
+            text_fn = tf.function(lambda text: self.predict_text(text)).get_concrete_function(
+                text=text
+            )
+        return {"serving_default": text_fn, "predict_ids": ids_fn}
