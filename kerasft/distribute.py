@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
+from typing import Any
 
 from kerasft._compat import tf
 from kerasft.errors import ConfigError
@@ -140,6 +141,36 @@ def _tpu() -> tuple[tf.distribute.Strategy, str]:
         ) from None
     strategy = tf.distribute.TPUStrategy(resolver)
     return strategy, f"TPUStrategy over {strategy.num_replicas_in_sync} TPU cores"
+
+
+def check_fits(training: Any, replicas: int, multi_worker: bool) -> None:
+    """Refuses `training:` settings the strategy cannot run.
+
+    Args:
+        training: the `training` config section.
+        replicas: replicas in sync under the strategy.
+        multi_worker: whether the strategy spans several worker processes.
+
+    Raises:
+        ConfigError: a time budget across workers, accumulation or per-group optimizers
+            under a strategy, or a batch that does not split evenly over the replicas.
+    """
+    if multi_worker and training.max_seconds:
+        raise ConfigError(
+            "`training.max_seconds` would stop workers at different steps under multi-worker training; "
+            "use `training.max_steps`."
+        )
+    if replicas == 1 and not multi_worker:
+        return
+    if training.gradient_accumulation_steps > 1 or training.group_optimizers:
+        raise ConfigError(
+            "`training.gradient_accumulation_steps` and `training.group_optimizers` do not run under "
+            "a distribution strategy yet; set `training.distribution: none`."
+        )
+    if training.batch_size % replicas:
+        raise ConfigError(
+            f"`training.batch_size: {training.batch_size}` does not split evenly over {replicas} replicas."
+        )
 
 
 def is_multi_worker(strategy: tf.distribute.Strategy) -> bool:

@@ -44,6 +44,7 @@ from kerasft.config import Config
 from kerasft.data import Data, Datasets, build_datasets, load_data
 from kerasft.distribute import (
     barrier,
+    check_fits,
     cluster_from_env,
     is_chief,
     is_multi_worker,
@@ -85,6 +86,7 @@ def run(
             backup (every `training.backup_every_steps` steps and every epoch end).
             Defaults to a new run. Multi-worker runs find their own (docs/training.md).
     """
+    verbose = _verbosity(verbose)
     before = keras.mixed_precision.global_policy()
     try:
         strategy = start_runtime(cfg)
@@ -111,12 +113,12 @@ def run(
         try:
             timer = StepTimer()
             callbacks = build_callbacks(
-                cfg, spec, run_dir, data, datasets, state, strategy, timer, _verbosity(verbose)
+                cfg, spec, run_dir, data, datasets, state, strategy, timer, verbose
             )
-            wall = fit(model, cfg, data, datasets, callbacks, _verbosity(verbose), jit)
+            wall = fit(model, cfg, data, datasets, callbacks, verbose, jit)
             if not chief:
                 print(
-                    f"worker done: {timer.steps} steps in {timer.seconds:.1f}s; the chief exports"
+                    f"worker done: {timer.steps} steps in {timer.seconds:.1f}s; the chief evaluates and exports"
                 )
                 return RunResult(run_dir, None, {}, model)
             shutil.rmtree(run_dir / "backup", ignore_errors=True)  # finished: nothing to resume
@@ -142,26 +144,13 @@ def start_runtime(cfg: Config) -> tf.distribute.Strategy:
     # First: MultiWorkerMirroredStrategy must be created before TensorFlow's runtime starts.
     strategy, described = resolve_strategy(cfg.training.distribution)
     t = cfg.training
-    if is_multi_worker(strategy) and t.max_seconds:
-        raise ConfigError(
-            "`training.max_seconds` would stop workers at different steps under multi-worker training; "
-            "use `training.max_steps`."
-        )
-    replicas = strategy.num_replicas_in_sync
-    if replicas > 1 or is_multi_worker(strategy):
+    replicas, multi_worker = strategy.num_replicas_in_sync, is_multi_worker(strategy)
+    check_fits(t, replicas, multi_worker)
+    if replicas > 1 or multi_worker:
         print(
             f"distribution: {described}; global batch {t.batch_size} = "
             f"{t.batch_size // replicas} per replica"
         )
-        if t.gradient_accumulation_steps > 1 or t.group_optimizers:
-            raise ConfigError(
-                "`training.gradient_accumulation_steps` and `training.group_optimizers` do not run under "
-                "a distribution strategy yet; set `training.distribution: none`."
-            )
-        if t.batch_size % replicas:
-            raise ConfigError(
-                f"`training.batch_size: {t.batch_size}` does not split evenly over {replicas} replicas."
-            )
     keras.utils.set_random_seed(t.seed)
     policy, why = resolve_precision(t.precision)
     keras.mixed_precision.set_global_policy(policy)

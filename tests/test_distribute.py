@@ -33,6 +33,7 @@ print(json.dumps({"replicas": result.model.distribute_strategy.num_replicas_in_s
 """
 
 
+@pytest.mark.slow
 def test_mirrored_over_two_logical_cpus_trains_and_exports(tiny_config, tmp_path):
     tiny_config["training"].update(distribution="mirrored", batch_size=8)
     path = write_yaml(tmp_path / "c.yaml", tiny_config)
@@ -55,13 +56,23 @@ def test_mirrored_over_two_logical_cpus_trains_and_exports(tiny_config, tmp_path
 
 
 def test_mirrored_needs_two_devices_and_an_even_batch(tiny_config):
-    from kerasft.distribute import resolve_strategy
+    from kerasft.distribute import check_fits, resolve_strategy
 
     with pytest.raises(ConfigError, match=r"needs two or more devices"):
         resolve_strategy("mirrored")  # this test process has one CPU device
     assert resolve_strategy("none")[0].num_replicas_in_sync == 1
-    tiny_config["training"]["distribution"] = "mirrored"
-    assert config_from_dict(tiny_config).training.distribution == "mirrored"
+    tiny_config["training"].update(distribution="mirrored", batch_size=9)
+    training = config_from_dict(tiny_config).training
+    with pytest.raises(ConfigError, match=r"`training.batch_size: 9` does not split evenly over 2"):
+        check_fits(training, replicas=2, multi_worker=False)
+    check_fits(training, replicas=3, multi_worker=False)  # 3 per replica
+    check_fits(training, replicas=1, multi_worker=False)  # one device: any batch
+    tiny_config["training"].update(batch_size=8, gradient_accumulation_steps=2)
+    with pytest.raises(ConfigError, match=r"do not run under a distribution strategy"):
+        check_fits(config_from_dict(tiny_config).training, replicas=2, multi_worker=False)
+    tiny_config["training"].update(gradient_accumulation_steps=1, max_seconds=60)
+    with pytest.raises(ConfigError, match=r"use `training.max_steps`"):
+        check_fits(config_from_dict(tiny_config).training, replicas=2, multi_worker=True)
 
 
 def _free_ports(n: int) -> list[int]:
@@ -100,6 +111,7 @@ def _start_workers(config: Path, tmp_path: Path, extra_env: dict | None = None, 
     return procs
 
 
+@pytest.mark.slow
 def test_two_worker_processes_train_and_only_the_chief_exports(tiny_config, tmp_path):
     """`distribution: auto` with a TF_CONFIG cluster: MultiWorkerMirroredStrategy on 127.0.0.1."""
     tiny_config["training"].update(batch_size=8, epochs=2)
@@ -166,6 +178,7 @@ def test_distribution_settings_that_cannot_run_here_are_config_errors(monkeypatc
         resolve_strategy("tpu")
 
 
+@pytest.mark.slow
 def test_a_killed_cluster_restarts_and_resumes_from_its_backup(tiny_config, tmp_path):
     """Both workers SIGKILLed mid-epoch; restarted (on new ports), they resume together."""
     import signal
