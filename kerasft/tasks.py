@@ -40,7 +40,7 @@ class TaskSpec:
         numeric: a number per example: no label vocabulary, a one-unit head.
         activation: logits (float32) → the probabilities or score people read.
         make_loss: `(num_classes, label_smoothing, focal_gamma or None)` → the training loss.
-        fit_metrics: the cheap metrics Keras shows during `fit`.
+        fit_metrics: the cheap metrics Keras shows during `fit` (none by default).
         evaluate: `(outputs, targets, names, thresholds, scaling)` → the split's metrics.
         serving_outputs: `(logits, label_names, thresholds, (mean, std))` → the named
             outputs of the exported signatures.
@@ -49,16 +49,16 @@ class TaskSpec:
     """
 
     name: str
-    per_token: bool
-    multi_hot: bool
-    numeric: bool
     activation: Callable[[tf.Tensor], tf.Tensor]
     make_loss: Callable[[int, float, float | None], Any]
-    fit_metrics: Callable[[], list]
     evaluate: Callable[..., dict[str, Any]]
     serving_outputs: Callable[..., dict[str, tf.Tensor]]
     default_monitor: str
     monitors: tuple[str, ...]
+    per_token: bool = False
+    multi_hot: bool = False
+    numeric: bool = False
+    fit_metrics: Callable[[], list] = list
 
     @property
     def single_label(self) -> bool:
@@ -193,10 +193,6 @@ def _accuracy() -> list:
     return [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
 
 
-def _none() -> list:
-    return []
-
-
 def _softmax(logits: tf.Tensor) -> tf.Tensor:
     return tf.nn.softmax(logits, axis=-1)
 
@@ -213,58 +209,43 @@ def _token_loss(num_classes: int, label_smoothing: float, focal_gamma: float | N
     return masked_token_loss
 
 
+def _spec(name: str, **behaviour: Any) -> TaskSpec:
+    default, allowed = MONITORS[name]  # config validation checks `training.monitor` against these
+    return TaskSpec(name=name, default_monitor=default, monitors=allowed, **behaviour)
+
+
 TASKS: dict[str, TaskSpec] = {
-    "classification": TaskSpec(
-        name="classification",
-        per_token=False,
-        multi_hot=False,
-        numeric=False,
+    "classification": _spec(
+        "classification",
         activation=_softmax,
         make_loss=_classification_loss,
-        fit_metrics=_accuracy,
         evaluate=_evaluate_classification,
         serving_outputs=_serve_labels,
-        default_monitor=MONITORS["classification"][0],
-        monitors=MONITORS["classification"][1],
+        fit_metrics=_accuracy,
     ),
-    "multi_label": TaskSpec(
-        name="multi_label",
-        per_token=False,
-        multi_hot=True,
-        numeric=False,
+    "multi_label": _spec(
+        "multi_label",
         activation=tf.sigmoid,
         make_loss=_multi_label_loss,
-        fit_metrics=_none,
         evaluate=_evaluate_multi_label,
         serving_outputs=_serve_multi_label,
-        default_monitor=MONITORS["multi_label"][0],
-        monitors=MONITORS["multi_label"][1],
+        multi_hot=True,
     ),
-    "regression": TaskSpec(
-        name="regression",
-        per_token=False,
-        multi_hot=False,
-        numeric=True,
+    "regression": _spec(
+        "regression",
         activation=_identity,
         make_loss=_mse_loss,
-        fit_metrics=_none,
         evaluate=_evaluate_regression,
         serving_outputs=_serve_score,
-        default_monitor=MONITORS["regression"][0],
-        monitors=MONITORS["regression"][1],
+        numeric=True,
     ),
-    "token_classification": TaskSpec(
-        name="token_classification",
-        per_token=True,
-        multi_hot=False,
-        numeric=False,
+    "token_classification": _spec(
+        "token_classification",
         activation=_softmax,
         make_loss=_token_loss,
-        fit_metrics=_none,
         evaluate=_evaluate_tokens,
         serving_outputs=_serve_tags,
-        default_monitor=MONITORS["token_classification"][0],
-        monitors=MONITORS["token_classification"][1],
+        per_token=True,
     ),
 }
 
