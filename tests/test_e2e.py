@@ -19,7 +19,7 @@ from kerasft.tasks import TASKS, collect
 from kerasft.train import run
 from tests.conftest import REPO, read_json
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
 def test_quickstart_config_on_a_few_hundred_tweets(tmp_path):

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from kerasft._compat import tf
 from kerasft.models import build_classifier, load_backbone
@@ -13,6 +14,7 @@ IDS = {
 }
 
 
+@pytest.mark.slow
 def test_export_reloads_with_the_same_probabilities_and_counts_versions(tiny_bert_dir, tmp_path):
     backbone = load_backbone(tiny_bert_dir)
     model = build_classifier(backbone, num_labels=3)
@@ -38,6 +40,7 @@ def test_export_reloads_with_the_same_probabilities_and_counts_versions(tiny_ber
     assert set(loaded.signatures) == {"serving_default", "predict_ids"}
 
 
+@pytest.mark.slow
 def test_raw_text_signature_equals_model_on_hugging_face_ids(tiny_bert_dir, tmp_path):
     from kerasft.models import load_tokenizer
 
@@ -64,6 +67,7 @@ def test_raw_text_signature_equals_model_on_hugging_face_ids(tiny_bert_dir, tmp_
     np.testing.assert_allclose(got, expected, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_pair_model_takes_text_and_text_pair(tiny_bert_dir, tmp_path):
     from kerasft.models import load_tokenizer
 
@@ -87,6 +91,7 @@ def test_pair_model_takes_text_and_text_pair(tiny_bert_dir, tmp_path):
     np.testing.assert_allclose(got, expected, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_run_export_has_card_meta_and_warmup_that_replays_like_tf_serving(tiny_config):
     """Loads the export the way TF Serving does (TF1 session, `serve` tag) and replays its warmup requests."""
     from tensorflow_serving.apis import prediction_log_pb2
@@ -120,6 +125,7 @@ def test_run_export_has_card_meta_and_warmup_that_replays_like_tf_serving(tiny_c
             np.testing.assert_allclose(out["probabilities"].sum(axis=1), 1.0, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_tflite_export_is_smaller_and_agrees(tiny_config):
     from kerasft.config import config_from_dict
     from kerasft.train import run

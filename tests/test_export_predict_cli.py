@@ -52,6 +52,7 @@ def probabilities(export_dir, texts):
     return serve(text=tf.constant(texts))["probabilities"].numpy()
 
 
+@pytest.mark.slow
 def test_reexport_writes_a_new_version_with_the_same_answers(trained, capsys):
     assert export_main(["--run", str(trained.run_dir)]) == 0
     line = capsys.readouterr().out.strip().splitlines()[-1]

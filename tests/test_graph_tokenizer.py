@@ -139,6 +139,7 @@ def test_sentencepiece_pairs_match(spm_model):
     assert mismatches(hf, graph, firsts, seconds, max_length=24) == []
 
 
+@pytest.mark.slow
 def test_albert_export_takes_raw_text(spm_model, tmp_path):
     from transformers import AlbertConfig, TFAlbertModel
 

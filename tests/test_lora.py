@@ -65,6 +65,7 @@ def test_rank_8_on_minilm_trains_under_2_percent():
     assert trainable / total < 0.02, f"{trainable} of {total}"
 
 
+@pytest.mark.slow
 def test_lora_run_exports_a_merged_model_with_the_same_outputs(tiny_config):
     from kerasft.export import rebuild
     from kerasft.train import run

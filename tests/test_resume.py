@@ -44,6 +44,7 @@ def deterministic_config(tiny_config, tmp_path):
     return tiny_config
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_and_matches_an_uninterrupted_run(deterministic_config, tmp_path):
     path = write_yaml(tmp_path / "c.yaml", deterministic_config)
     code, out = train(path, kill_at="epoch 3 step 1/")
@@ -71,6 +72,7 @@ def test_killed_run_resumes_and_matches_an_uninterrupted_run(deterministic_confi
     assert resumed["test"]["loss"] == pytest.approx(straight["test"]["loss"], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_a_finished_run_is_never_resumed(deterministic_config, tmp_path):
     deterministic_config["training"]["epochs"] = 1
     path = write_yaml(tmp_path / "c.yaml", deterministic_config)
@@ -80,6 +82,7 @@ def test_a_finished_run_is_never_resumed(deterministic_config, tmp_path):
     assert len(list((tmp_path / "runs" / "tiny").iterdir())) == 2
 
 
+@pytest.mark.slow
 def test_killed_mid_epoch_resumes_at_the_backup_step_with_the_same_result(
     deterministic_config, tmp_path
 ):
@@ -117,6 +120,7 @@ def test_killed_mid_epoch_resumes_at_the_backup_step_with_the_same_result(
         np.testing.assert_allclose(a.get_tensor(name), b.get_tensor(name), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_a_resumed_run_keeps_its_step_budget(deterministic_config, tmp_path):
     # 6 steps per epoch: a budget of 10 steps ends in epoch 2, also across a kill and resume.
     deterministic_config["training"].update(

@@ -88,6 +88,7 @@ class Record(keras.callbacks.Callback):
         self.moved.append([changed(b, s) for b, s in zip(self.blocks, self._before, strict=True)])
 
 
+@pytest.mark.slow
 def test_gradual_unfreezing_releases_one_block_per_epoch_from_the_top(tiny_bert_dir):
     model = compiled(tiny_bert_dir)
     embeddings, (bottom, top) = backbone_blocks(model)
@@ -142,7 +143,18 @@ def test_strategy_options_train_end_to_end(tiny_config):
     tiny_config["model"].update(hidden_dropout=0.0, attention_dropout=0.0)
     tiny_config["export"]["enabled"] = False
     result = run_config(tiny_config)
-    assert result.metrics["train"]["epochs"] == 2
+    model, history = result.model, result.metrics["train"]["history"]
+    assert result.metrics["train"]["epochs"] == 2 and np.isfinite(history["loss"]).all()
+    schedule = model.optimizer.get_config()["learning_rate"]["config"]
+    assert (schedule["decay"], schedule["warmup_steps"]) == ("cosine", 1)
+    assert model.optimizer.global_clipnorm == 1.0
+    assert isinstance(model.loss, SparseFocalCrossentropy)
+    assert (model.loss.label_smoothing, model.loss.gamma) == (0.1, 2.0)
+    # One block per finished epoch, from the top: both encoder layers, not yet the embeddings.
+    embeddings, layers = backbone_blocks(model)
+    assert [layer.trainable for layer in layers] == [True, True] and not embeddings.trainable
+    backbone = next(layer for layer in model.layers if hasattr(layer, "config"))
+    assert backbone.config.hidden_dropout_prob == backbone.config.attention_probs_dropout_prob == 0
 
 
 def run_config(raw):
@@ -157,6 +169,7 @@ def test_conflicting_options_are_rejected(tiny_config):
         config_from_dict(tiny_config)
 
 
+@pytest.mark.slow
 def test_bfloat16_run_has_finite_loss_float32_outputs_and_exports(tiny_config):
     from kerasft.hardware import cpu_flags, resolve_precision
 
@@ -212,6 +225,7 @@ def test_gradual_unfreezing_by_steps(tiny_bert_dir):
     ]
 
 
+@pytest.mark.slow
 def test_xla_run_pads_to_bucket_edges_and_trains(tiny_config):
     tiny_config["training"]["jit_compile"] = True
     tiny_config["export"]["enabled"] = False

@@ -12,6 +12,7 @@ from kerasft.train import main, run
 from tests.conftest import REPO, read_json, write_yaml
 
 
+@pytest.mark.slow
 def test_run_trains_evaluates_and_exports(tiny_config, tmp_path):
     result = run(config_from_dict(tiny_config), verbose=0)
 
@@ -41,6 +42,7 @@ def test_run_trains_evaluates_and_exports(tiny_config, tmp_path):
     assert out["probabilities"].shape == (1, 2)
 
 
+@pytest.mark.slow
 def test_same_seed_gives_the_same_run(tiny_config):
     tiny_config["export"]["enabled"] = False
     first = run(config_from_dict(tiny_config), verbose=0).metrics
@@ -140,6 +142,7 @@ def test_single_class_and_missing_config_are_rejected(tiny_config, tmp_path):
     assert main(["--config", str(tmp_path / "absent.yaml")]) == 2
 
 
+@pytest.mark.slow
 def test_cli_prints_run_and_export_dirs_last(tiny_config, tmp_path):
     path = write_yaml(tmp_path / "c.yaml", tiny_config)
     proc = cli(["--config", str(path), "--set", "training.epochs=1"], cwd=tmp_path)

@@ -32,6 +32,7 @@ def tune_config(tiny_config, tmp_path):
     return tiny_config
 
 
+@pytest.mark.slow
 def test_random_search_writes_results_and_a_trainable_best_config(tune_config, tmp_path):
     path = write_yaml(tmp_path / "tune.yaml", tune_config)
     best = tune(str(path), [], verbose=0)
@@ -94,6 +95,7 @@ def _rss_mb() -> float:
         return next(int(line.split()[1]) for line in handle if line.startswith("VmRSS")) / 1024
 
 
+@pytest.mark.slow
 def test_memory_stays_flat_over_trials(tune_config, tmp_path):
     tune_config["tuning"]["max_trials"] = 2
     path = write_yaml(tmp_path / "tune.yaml", tune_config)
@@ -106,6 +108,7 @@ def test_memory_stays_flat_over_trials(tune_config, tmp_path):
     assert growth < 60, f"RSS grew {growth:.0f} MB over 3 trials"
 
 
+@pytest.mark.slow
 def test_killed_search_resumes_without_redoing_finished_trials(tune_config, tmp_path):
     tune_config["tuning"]["max_trials"] = 3
     tune_config["training"]["epochs"] = 2
@@ -150,6 +153,7 @@ def test_shipped_tune_config_is_valid():
     )
 
 
+@pytest.mark.slow
 def test_export_best_retrains_and_exports_the_best_config(tune_config, tmp_path, capsys):
     tune_config["tuning"].update(max_trials=2, export_best=True)
     path = write_yaml(tmp_path / "tune.yaml", tune_config)
