@@ -1,9 +1,10 @@
 """The typed config tree: YAML loading, `--set` overrides and validation.
 
-Every key a user can write is a field below, with a comment saying what it is
-for; the README's config reference is generated from the same descriptions
-(`python -m kerasft.config` prints it). Unknown keys, wrong types and values out
-of range raise `ConfigError` naming the file and the dotted key.
+Every key a user can write is a field below, with a description saying what it
+is for; docs/config.md is generated from the same descriptions (`python -m
+kerasft.config` prints the table, `--update-docs` rewrites docs/config.md).
+Unknown keys, wrong types and values out of range raise `ConfigError` naming the
+file and the dotted key.
 """
 
 from __future__ import annotations
@@ -710,8 +711,8 @@ def reference() -> str:
     return "\n".join(rows)
 
 
-def update_readme(path: str | Path) -> None:
-    """Rewrites the config reference between the README's `config-reference` markers."""
+def update_reference(path: str | Path = "docs/config.md") -> None:
+    """Rewrites the config reference between the `config-reference` markers of `path`."""
     path = Path(path)
     text = path.read_text(encoding="utf-8")
     start = text.index("<!-- config-reference:start -->\n") + len(
@@ -724,7 +725,7 @@ def update_readme(path: str | Path) -> None:
 if __name__ == "__main__":
     import sys
 
-    if sys.argv[1:2] == ["--update-readme"]:
-        update_readme(sys.argv[2] if len(sys.argv) > 2 else "README.md")
+    if sys.argv[1:2] == ["--update-docs"]:
+        update_reference(*sys.argv[2:3])
     else:
         print(reference())
