@@ -184,6 +184,12 @@ class ModelConfig(_Section):
         description="`minilm-l6` (embedded MiniLM-L6-H384), a local Hugging Face model directory, "
         "or a hub name such as `bert-base-uncased` (needs network access).",
     )
+    num_layers: int | None = Field(
+        None,
+        ge=1,
+        description="Build the backbone with only this many transformer layers (its first ones, pretrained "
+        "weights for those). `kerasft.distill` sets it for a student cut from its teacher. null: all.",
+    )
     pooling: Literal["mean", "cls", "pooler"] = Field(
         "mean",
         description="How the head sees the sequence: `mean` of the token vectors (works for every "
@@ -359,6 +365,17 @@ class ExportConfig(_Section):
         description="Also write `<dir>/<name>/tflite/<version>.tflite` (token ids in, int8 weights) and record "
         "its size and its agreement with the float model on the test split in the model card.",
     )
+    tflite_int8: bool = Field(
+        False,
+        description="Also write `<dir>/<name>/tflite/<version>.int8.tflite`: weights and activations in int8, "
+        "calibrated on 200 training examples (training runs only; `kerasft.export` cannot calibrate).",
+    )
+    onnx: bool = Field(
+        False,
+        description="Also write `<dir>/<name>/onnx/<version>/`: `model.onnx` (token ids in, the task's outputs "
+        "out) and `model.int8.onnx`, with the tokenizer files and labels; their size, speed and accuracy on "
+        "the test split go in the model card. Needs `pip install 'kerasft[onnx]'`.",
+    )
     dir: str = Field(
         "saved_models", description="Exports go to `<dir>/<name>/<version>/` (TF Serving layout)."
     )
@@ -389,6 +406,41 @@ class SearchDimension(_Section):
         if self.sampling == "log" and self.min <= 0:
             raise ValueError(f"`sampling: log` needs `min` above 0, got {self.min:g}")
         return self
+
+
+class DistillConfig(_Section):
+    """Knowledge distillation: a smaller student trained on a finished run's outputs."""
+
+    teacher: str = Field(
+        description="A finished run directory (as printed by `run_dir=`): its best checkpoint teaches."
+    )
+    student_layers: int | None = Field(
+        None,
+        ge=1,
+        description="Cut the teacher's fine-tuned backbone to this many layers (every k-th, the top one kept) "
+        "to start the student from. null: the student is `model.backbone`, which must share the teacher's "
+        "tokenizer.",
+    )
+    alpha: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="Weight of the distillation term; `1 - alpha` weighs the task loss on the true labels.",
+    )
+    temperature: float = Field(
+        2.0, gt=0.0, description="Softmax temperature of the distillation term (scaled by T^2)."
+    )
+    unlabeled: str | None = Field(
+        None,
+        description="A CSV/TSV/JSONL/text file of unlabelled in-domain text the teacher labels; added to the "
+        "training examples with the distillation term only. Sequence-level tasks.",
+    )
+    unlabeled_text_column: str = Field(
+        "text", description="Column of `distill.unlabeled` with the text (ignored for .txt files)."
+    )
+    max_unlabeled: int | None = Field(
+        None, ge=1, description="Use at most this many unlabelled texts (a seeded draw)."
+    )
 
 
 class TuningConfig(_Section):
@@ -448,6 +500,11 @@ class Config(_Section):
     tuning: TuningConfig | None = Field(
         None, description="Hyperparameter search; used by `kerasft.tune` only."
     )
+    distill: DistillConfig | None = Field(
+        None,
+        description="Train a student on a teacher run's outputs; `kerasft.distill` needs it, "
+        "`kerasft.train` honours it too.",
+    )
 
     @model_validator(mode="after")
     def _monitor_fits_task(self) -> Config:
@@ -478,6 +535,12 @@ class Config(_Section):
                 f"`training.loss: focal` and `training.label_smoothing` apply to classification tasks, "
                 f"not `{self.task}`"
             )
+        if self.distill is not None:
+            if self.distill.unlabeled and self.task == "token_classification":
+                raise ValueError(
+                    "`distill.unlabeled` applies to sequence-level tasks; token_classification distils "
+                    "on its labelled words only"
+                )
         allowed = MONITORS[self.task][1]
         if self.training.monitor is not None and self.training.monitor not in allowed:
             close = difflib.get_close_matches(self.training.monitor, allowed, n=1)

@@ -29,14 +29,19 @@ def export_run(
     backbone: Backbone,
     cfg: Config,
     test_data: tf.data.Dataset | None = None,
+    calibration: list[dict] | None = None,
 ) -> Path:
     """Exports a run's model (holding its best weights) with the run's `export.json`.
 
     LoRA adapters are merged into the weights first, so the export is a plain model.
 
     Args:
-        test_data: an (x, y) dataset for the TFLite agreement check. Defaults to none.
+        test_data: an (x, y) dataset for the TFLite and ONNX checks. Defaults to none.
+        calibration: training examples for `export.tflite_int8`. Without them (a
+            re-export), no full-integer TFLite model is written. Defaults to none.
     """
+    if cfg.export.tflite_int8 and not calibration:
+        print("export: no training examples to calibrate with here; no int8 TFLite model this time")
     if cfg.model.lora:
         merged = merge_lora(model, cfg.model.lora.targets)
         print(f"LoRA: merged {merged} adapters into the weights for export")
@@ -47,11 +52,15 @@ def export_run(
         Path(cfg.export.dir) / cfg.name,
         tokenizer=backbone.tokenizer,
         tflite=cfg.export.tflite,
-        tflite_check=test_data,
+        calibration=calibration if cfg.export.tflite_int8 else None,
+        onnx=cfg.export.onnx,
+        check=test_data,
     )
 
 
-def rebuild(run_dir: str | Path, export_dir: str | None = None) -> tuple[Any, Backbone, Config]:
+def rebuild(
+    run_dir: str | Path, export_dir: str | None = None, onnx: bool = False
+) -> tuple[Any, Backbone, Config]:
     """A finished run's model, rebuilt in float32 from its config and best checkpoint.
 
     Float32 whatever precision it trained in (mixed precision keeps float32 master
@@ -59,7 +68,8 @@ def rebuild(run_dir: str | Path, export_dir: str | None = None) -> tuple[Any, Ba
     to TFLite.
 
     Returns:
-        (model, backbone, cfg); `cfg.export.dir` is `export_dir` when given.
+        (model, backbone, cfg); `cfg.export.dir` is `export_dir` when given, and
+        `cfg.export.onnx` is on with `onnx`.
 
     Raises:
         ConfigError: `run_dir` is not a finished kerasft run.
@@ -74,13 +84,16 @@ def rebuild(run_dir: str | Path, export_dir: str | None = None) -> tuple[Any, Ba
             f"{run_dir} is not a finished kerasft run (no {', '.join(missing)}). Pass a directory printed as run_dir=."
         )
     overrides = [f"export.dir={export_dir}"] if export_dir else []
+    overrides += ["export.onnx=true"] if onnx else []
     cfg = config_lib.load_config(run_dir / "config.yaml", overrides)
     info = ExportInfo.read(run_dir)
     directory = resolve_backbone(cfg.model.backbone)
     policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy("float32")
     try:
-        backbone = load_backbone(directory, load_tokenizer(directory))
+        backbone = load_backbone(
+            directory, load_tokenizer(directory), num_layers=cfg.model.num_layers
+        )
         # With LoRA, the adapters are rebuilt too: the checkpoint holds them.
         model = build_model(cfg.model, TASKS[cfg.task], backbone, len(info.labels))
     finally:
@@ -90,18 +103,26 @@ def rebuild(run_dir: str | Path, export_dir: str | None = None) -> tuple[Any, Ba
     return model, backbone, cfg
 
 
-def reexport(run_dir: str | Path, export_dir: str | None = None, test_data=None) -> Path:
+def reexport(
+    run_dir: str | Path,
+    export_dir: str | None = None,
+    test_data=None,
+    onnx: bool = False,
+    calibration: list[dict] | None = None,
+) -> Path:
     """Exports a new version of a finished run from its best checkpoint, in float32 (see `rebuild`).
 
     Args:
         export_dir: overrides the config's `export.dir`. Defaults to the config's.
-        test_data: an (x, y) dataset for the TFLite agreement check. Defaults to none.
+        onnx: also write the ONNX models, whatever the config says. Defaults to False.
+        test_data: an (x, y) dataset for the TFLite and ONNX checks. Defaults to none.
+        calibration: training examples for `export.tflite_int8`. Defaults to none.
 
     Raises:
         ConfigError: `run_dir` is not a finished kerasft run.
     """
-    model, backbone, cfg = rebuild(run_dir, export_dir)
-    return export_run(Path(run_dir), model, backbone, cfg, test_data=test_data)
+    model, backbone, cfg = rebuild(run_dir, export_dir, onnx)
+    return export_run(Path(run_dir), model, backbone, cfg, test_data, calibration)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -114,13 +135,18 @@ def parser() -> argparse.ArgumentParser:
         "--run", required=True, help="a run directory, as printed by kerasft.train (run_dir=...)"
     )
     p.add_argument("--dir", default=None, help="export root instead of the run's export.dir")
+    p.add_argument(
+        "--onnx",
+        action="store_true",
+        help="also write onnx/<version>/model.onnx and model.int8.onnx (as `export.onnx: true`)",
+    )
     return p
 
 
 @cli_main
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    target = reexport(args.run, args.dir)
+    target = reexport(args.run, args.dir, onnx=args.onnx)
     print(f"export_dir={target}")
     return 0
 

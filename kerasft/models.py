@@ -120,7 +120,10 @@ _DROPOUT_KEYS = {
 
 
 def load_backbone(
-    directory: Path, tokenizer: Any = None, dropout: dict[str, float] | None = None
+    directory: Path,
+    tokenizer: Any = None,
+    dropout: dict[str, float] | None = None,
+    num_layers: int | None = None,
 ) -> Backbone:
     """Builds the TF backbone from `directory` and loads its pretrained weights, without PyTorch.
 
@@ -132,6 +135,11 @@ def load_backbone(
     Args:
         dropout: `{"hidden": rate, "attention": rate}` overrides of the backbone's config
             (whichever of its dropout fields exist). Defaults to none.
+        num_layers: keep only the first this many transformer layers (the others'
+            weights are left unused). Defaults to all.
+
+    Raises:
+        ModelError: unreadable config or weights, or `num_layers` above the backbone's.
     """
     import transformers
     from transformers import AutoConfig, TFAutoModel
@@ -145,6 +153,14 @@ def load_backbone(
         for key in _DROPOUT_KEYS[kind]:
             if hasattr(config, key):
                 setattr(config, key, rate)
+    if num_layers is not None:
+        available = getattr(config, "num_hidden_layers", None)
+        if available is None or num_layers > available:
+            raise ModelError(
+                f"{directory}: `model.num_layers: {num_layers}` but the backbone has "
+                f"{available if available is not None else 'no countable'} layers."
+            )
+        config.num_hidden_layers = num_layers
     tokenizer = tokenizer or load_tokenizer(directory)
     input_names = model_input_names(tokenizer)
 
@@ -177,7 +193,11 @@ def load_backbone(
             f"{directory}: the checkpoint lacks {len(missing)} encoder weights (e.g. {missing[0]}); "
             "it does not match config.json."
         )
-    unexpected = [k for k in info.get("unexpected_keys", []) if not k.endswith("position_ids")]
+    unexpected = [
+        k
+        for k in info.get("unexpected_keys", [])
+        if not k.endswith("position_ids") and not (num_layers and _beyond(k, num_layers))
+    ]
     loading = {"missing": list(info.get("missing_keys", [])), "unexpected": unexpected}
     print(
         f"backbone {config.model_type} from {directory}: "
@@ -186,6 +206,12 @@ def load_backbone(
         + (f" (ignored: {', '.join(unexpected[:3])}...)" if unexpected else "")
     )
     return Backbone(model, tokenizer, directory, input_names, loading)
+
+
+def _beyond(weight_name: str, num_layers: int) -> bool:
+    """Whether a checkpoint weight belongs to a layer at or past `num_layers` (`...layer.7...`)."""
+    found = re.search(r"layers?[._]+(\d+)[./]", weight_name)
+    return found is not None and int(found.group(1)) >= num_layers
 
 
 def _pytorch_safetensors(directory: Path) -> list[Path] | None:

@@ -121,9 +121,15 @@ def predict_file(
     text_pair_column: str | None = None,
     encoding: str = "utf-8",
     batch_size: int = 64,
+    sort_window: int = 50,
     keep_columns: bool = True,
 ) -> int:
     """Streams a CSV/TSV/JSONL file through an exported model's raw-text signature into CSV or JSONL.
+
+    Rows are read `sort_window` batches at a time; within each window they are sorted
+    by token length and cut into batches, so each batch pads to a similar length,
+    and the results are written back in input order. `sort_window=1` predicts in
+    file order. Outputs are the same either way; only padding changes.
 
     Returns:
         The number of rows written.
@@ -133,7 +139,9 @@ def predict_file(
     """
     from tqdm import tqdm
 
-    predict = _export_predictor(model_path)
+    if batch_size < 1 or sort_window < 1:
+        raise DataError("--batch-size and --sort-window must be at least 1.")
+    predict, lengths = _predictor(model_path)
     input_path, output_path = Path(input_path), Path(output_path)
     if not input_path.is_file():
         raise DataError(f"--input: file not found: {input_path}")
@@ -148,14 +156,16 @@ def predict_file(
             tqdm(total=max(total, 0), unit="rows", desc=f"predicting {input_path.name}") as bar,
         ):
             write = _record_writer(handle, output_path)
-            for rows in _rows(input_path, fmt, encoding, batch_size):
+            for rows in _rows(input_path, fmt, encoding, batch_size * sort_window):
                 _check_columns(rows[0], input_path, text_column, text_pair_column)
                 texts = [str(r[text_column]) for r in rows]
                 pairs = [str(r[text_pair_column]) for r in rows] if text_pair_column else None
-                for row, record in zip(rows, predict(texts, pairs), strict=True):
+                records = _predict_window(
+                    predict, lengths, texts, pairs, batch_size, sort_window, bar
+                )
+                for row, record in zip(rows, records, strict=True):
                     write({**(row if keep_columns else {}), **record})
                 written += len(rows)
-                bar.update(len(rows))
     except UnicodeDecodeError as exc:
         tmp.unlink(missing_ok=True)
         raise DataError(
@@ -168,8 +178,91 @@ def predict_file(
     return written
 
 
-def _export_predictor(model_path: str | Path) -> Callable[[list[str], list[str] | None], list]:
-    """A function from a batch of texts (and pairs) to one output record per text, for an export.
+def _predict_window(
+    predict: Callable[[list[str], list[str] | None], list],
+    lengths: Callable[[list[str], list[str] | None], np.ndarray],
+    texts: list[str],
+    pairs: list[str] | None,
+    batch_size: int,
+    sort_window: int,
+    bar: Any,
+) -> list[dict]:
+    """One record per text, in the texts' order, predicted in batches of similar token length."""
+    n = len(texts)
+    order = np.argsort(lengths(texts, pairs), kind="stable") if sort_window > 1 else np.arange(n)
+    records: list[dict] = [{}] * n
+    for start in range(0, n, batch_size):
+        batch = order[start : start + batch_size]
+        out = predict(
+            [texts[i] for i in batch], [pairs[i] for i in batch] if pairs is not None else None
+        )
+        for i, record in zip(batch, out, strict=True):
+            records[i] = record
+        bar.update(len(batch))
+    return records
+
+
+Predict = Callable[[list[str], list[str] | None], list]
+Lengths = Callable[[list[str], list[str] | None], np.ndarray]
+
+
+def _predictor(model_path: str | Path) -> tuple[Predict, Lengths]:
+    """The predictor for an ONNX file (`.onnx`) or a SavedModel export."""
+    if str(model_path).endswith(".onnx"):
+        return _onnx_predictor(Path(model_path))
+    return _export_predictor(model_path)
+
+
+def _onnx_predictor(path: Path) -> tuple[Predict, Lengths]:
+    """Like `_export_predictor`, for `onnx/<version>/model.onnx` (or `model.int8.onnx`):
+    tokenized in Python with the tokenizer files beside it, as in training.
+
+    Raises:
+        DataError: no such file, or no kerasft export contract beside it.
+    """
+    import json
+
+    from transformers import AutoTokenizer
+
+    from kerasft.serving import onnx as onnx_lib
+
+    meta_path = path.parent / onnx_lib.META
+    if not path.is_file() or not meta_path.is_file():
+        raise DataError(
+            f"--model {path}: not an ONNX model written by kerasft (no such file, or no {onnx_lib.META} "
+            "beside it). Pass saved_models/<name>/onnx/<version>/model.onnx."
+        )
+    onnx_lib.require()
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    labels = (path.parent / "labels.txt").read_text(encoding="utf-8").splitlines()
+    tokenizer = AutoTokenizer.from_pretrained(str(path.parent))
+    run = onnx_lib.runner(path)
+    names, max_length = meta["input_names"], meta["max_length"]
+
+    def lengths(texts: list[str], pairs: list[str] | None) -> np.ndarray:
+        encoded = tokenizer(texts, pairs, add_special_tokens=False, truncation=False)["input_ids"]
+        return np.array([len(ids) for ids in encoded])
+
+    if meta["task"] == "token_classification":
+
+        def tag(texts: list[str], pairs: list[str] | None) -> list[dict]:
+            results = tag_words(texts, tokenizer, lambda x: run(x)["tag_id"], labels, max_length)
+            return [{"tags": r["tags"], "entities": r["entities"]} for r in results]
+
+        return tag, lengths
+
+    def predict(texts: list[str], pairs: list[str] | None) -> list[dict]:
+        enc = tokenizer(
+            texts, pairs, truncation=True, max_length=max_length, padding=True, return_tensors="np"
+        )
+        return _records(run({n: enc[n] for n in names}), labels)
+
+    return predict, lengths
+
+
+def _export_predictor(model_path: str | Path) -> tuple[Predict, Lengths]:
+    """For an export: a function from a batch of texts (and pairs) to one output record per
+    text, and one from texts (and pairs) to their token lengths (the export's own tokenizer).
 
     Raises:
         DataError: no SavedModel there, or one that takes token ids rather than text.
@@ -185,20 +278,28 @@ def _export_predictor(model_path: str | Path) -> Callable[[list[str], list[str] 
             f"{version}: this export takes token ids, not text; tokenize with the files in its assets/."
         )
     labels = (version / "assets" / "labels.txt").read_text(encoding="utf-8").splitlines()
-    if "text_pair" not in inputs and "tag" in serve.structured_outputs:
-        from transformers import AutoTokenizer
+    from transformers import AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(str(version / "assets"))
+    tokenizer = AutoTokenizer.from_pretrained(str(version / "assets"))
+
+    def lengths(texts: list[str], pairs: list[str] | None) -> np.ndarray:
+        encoded = tokenizer(texts, pairs, add_special_tokens=False, truncation=False)["input_ids"]
+        return np.array([len(ids) for ids in encoded])
+
+    if "text_pair" not in inputs and "tag" in serve.structured_outputs:
         ids_fn = loaded.signatures["predict_ids"]
 
         def tags(x):
             return ids_fn(**{k: tf.constant(v) for k, v in x.items()})["tag_id"].numpy()
 
-        return lambda texts, pairs: [
-            {"tags": r["tags"], "entities": r["entities"]}
-            for r in tag_words(texts, tokenizer, tags, labels)
-        ]
-    return lambda texts, pairs: _predict(serve, texts, pairs, labels)
+        def tag(texts: list[str], pairs: list[str] | None) -> list[dict]:
+            return [
+                {"tags": r["tags"], "entities": r["entities"]}
+                for r in tag_words(texts, tokenizer, tags, labels)
+            ]
+
+        return tag, lengths
+    return (lambda texts, pairs: _predict(serve, texts, pairs, labels)), lengths
 
 
 def _check_columns(row: dict, path: Path, text_column: str, pair_column: str | None) -> None:
@@ -236,7 +337,11 @@ def _predict(serve, texts, pairs, labels) -> list[dict[str, Any]]:
     feed = {"text": tf.constant(texts)}
     if pairs is not None:
         feed["text_pair"] = tf.constant(pairs)
-    out = {k: v.numpy() for k, v in serve(**feed).items()}
+    return _records({k: v.numpy() for k, v in serve(**feed).items()}, labels)
+
+
+def _records(out: dict[str, np.ndarray], labels: list[str]) -> list[dict[str, Any]]:
+    """One output record per example from a signature's (or ONNX model's) named outputs."""
     if "score" in out:
         return [{"score": float(s)} for s in out["score"]]
     if "predicted" in out:
@@ -249,10 +354,10 @@ def _predict(serve, texts, pairs, labels) -> list[dict[str, Any]]:
         ]
     return [
         {
-            "label": label.decode(),
+            "label": labels[int(i)],
             "probabilities": {labels[j]: round(float(p), 6) for j, p in enumerate(probs)},
         }
-        for label, probs in zip(out["label"], out["probabilities"], strict=True)
+        for i, probs in zip(out["label_id"], out["probabilities"], strict=True)
     ]
 
 
@@ -267,7 +372,10 @@ def main(argv: list[str] | None = None) -> int:
         "<output>.partial and renamed when complete. Exit status 2: a bad path, column or export.",
     )
     p.add_argument(
-        "--model", required=True, help="an export version directory, or its parent (newest version)"
+        "--model",
+        required=True,
+        help="an export version directory, its parent (newest version), or an ONNX file written by "
+        "`export.onnx` (saved_models/<name>/onnx/<version>/model.onnx or model.int8.onnx)",
     )
     p.add_argument("--input", required=True, help="CSV, TSV or JSONL file with a text column")
     p.add_argument("--output", required=True, help="predictions file: .csv or .jsonl")
@@ -277,6 +385,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--encoding", default="utf-8", help="input encoding (default: utf-8)")
     p.add_argument("--batch-size", type=int, default=64, help="rows per model call (default: 64)")
+    p.add_argument(
+        "--sort-window",
+        type=int,
+        default=50,
+        help="batches read at a time and sorted by token length, so batches pad less; results keep "
+        "the input order. 1: no sorting (default: 50)",
+    )
     args = p.parse_args(argv)
     n = predict_file(
         args.model,
@@ -286,6 +401,7 @@ def main(argv: list[str] | None = None) -> int:
         text_pair_column=args.text_pair_column,
         encoding=args.encoding,
         batch_size=args.batch_size,
+        sort_window=args.sort_window,
     )
     print(f"predictions={args.output} rows={n}")
     return 0

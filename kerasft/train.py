@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kerasft import config as config_lib
+from kerasft import distill
 from kerasft._compat import keras, tf
 from kerasft.callbacks import (
     StepTimer,
@@ -41,7 +42,7 @@ from kerasft.callbacks import (
     read_history,
 )
 from kerasft.config import Config
-from kerasft.data import Data, Datasets, build_datasets, load_data
+from kerasft.data import Data, Datasets, build_datasets, calibration_examples, load_data
 from kerasft.distribute import (
     barrier,
     check_fits,
@@ -91,22 +92,28 @@ def run(
     try:
         strategy = start_runtime(cfg)
         spec = TASKS[cfg.task]
+        teacher = distill.load_teacher(cfg.distill.teacher) if cfg.distill else None
+        cfg = distill.student_config(cfg, teacher) if teacher else cfg
         directory = resolve_backbone(cfg.model.backbone)
         tokenizer = load_tokenizer(directory)
         data = load_data(cfg, spec, tokenizer, frames)
+        if teacher:  # the teacher's logits join the training targets
+            data = distill.distillation_data(cfg, spec, data, teacher, tokenizer)
         jit = resolve_jit(cfg.training.jit_compile)
         with strategy.scope():  # model, optimizer and metrics live on every replica
-            backbone = load_backbone(directory, tokenizer, _dropout_overrides(cfg))
+            backbone = load_backbone(
+                directory, tokenizer, _dropout_overrides(cfg), cfg.model.num_layers
+            )
             model = build_model(cfg.model, spec, backbone, len(data.label_names))
+            taught = distill.start_student(model, cfg, teacher) if teacher else None
             state = TrainingState()
             datasets = build_datasets(cfg, data, backbone.pad_id, state, strategy, jit)
             optimizer = build_optimizer(cfg.training, model, datasets.steps)
             # After the optimizer: with gradual unfreezing it has slots for every block.
             freeze(model, cfg.training.freeze_embeddings, cfg.training.freeze_layers)
-            loss = loss_for(cfg, spec, data)
-            model.compile(
-                optimizer=optimizer, loss=loss, metrics=spec.fit_metrics(), jit_compile=jit
-            )
+            loss = distill.distillation_loss(cfg, data) if teacher else loss_for(cfg, spec, data)
+            metrics = [] if teacher else spec.fit_metrics()  # packed targets: validation scores it
+            model.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=jit)
             state.track_in(model.optimizer)
         chief = is_chief(strategy)
         run_dir, resume_dir = open_run_dir(cfg, data, strategy, resume_dir)
@@ -124,8 +131,10 @@ def run(
             shutil.rmtree(run_dir / "backup", ignore_errors=True)  # finished: nothing to resume
             metrics, thresholds = evaluate_best(model, spec, run_dir, data, datasets)
             metrics["train"] = training_summary(cfg, data, datasets.steps, timer, wall, run_dir)
+            if taught:
+                metrics["distill"] = taught
             write_run_files(cfg, run_dir, backbone, data, metrics, thresholds)
-            export_dir = export(cfg, run_dir, model, backbone, datasets)
+            export_dir = export(cfg, run_dir, model, backbone, data, datasets)
             return RunResult(run_dir, export_dir, metrics, model)
         except KerasftError:
             if resume_dir is None and chief:
@@ -139,10 +148,14 @@ def start_runtime(cfg: Config) -> tf.distribute.Strategy:
     """The distribution strategy, the global seed and the precision policy of the run.
 
     Raises:
-        ConfigError: a setting this strategy cannot run.
+        ConfigError: a setting this strategy cannot run, or `export.onnx` without the ONNX packages.
     """
     # First: MultiWorkerMirroredStrategy must be created before TensorFlow's runtime starts.
     strategy, described = resolve_strategy(cfg.training.distribution)
+    if cfg.export.enabled and cfg.export.onnx:
+        from kerasft.serving import onnx as onnx_lib
+
+        onnx_lib.require()  # now, not after hours of training
     t = cfg.training
     replicas, multi_worker = strategy.num_replicas_in_sync, is_multi_worker(strategy)
     check_fits(t, replicas, multi_worker)
@@ -185,7 +198,7 @@ def fit(
     total = sum(int(tf.size(v)) for v in model.variables)
     t = cfg.training
     print(
-        f"training {cfg.name} ({cfg.task}): {len(data.splits.train)} examples, {datasets.steps} steps/epoch, "
+        f"training {cfg.name} ({cfg.task}): {len(data.encoded['train'])} examples, {datasets.steps} steps/epoch, "
         f"up to {t.epochs} epochs, batch {t.batch_size}, {trainable:,} of {total:,} parameters trainable "
         f"({100 * trainable / total:.2f}%), precision {keras.mixed_precision.global_policy().name}, "
         f"XLA {'on' if jit else 'off'}, monitoring {cfg.monitor}",
@@ -242,7 +255,7 @@ def training_summary(
 ) -> dict:
     """metrics.json's `train` section: size, epochs, speed and the per-epoch history."""
     history = read_history(run_dir / "history.jsonl")
-    examples = len(data.splits.train)
+    examples = len(data.encoded["train"])  # with distillation's unlabelled texts
     per_second = examples * timer.steps / steps / max(timer.seconds, 1e-9)
     print(
         f"train: {round(per_second, 2)} examples/s in training steps "
@@ -311,22 +324,31 @@ def run_card(cfg: Config, run_dir: Path, backbone: Backbone, data: Data, metrics
             for k in ("validation", "test")
         },
         metric_names=tuple(scalars("test") or scalars("validation")),
+        teacher=cfg.distill.teacher if cfg.distill else None,
     )
 
 
 def export(
-    cfg: Config, run_dir: Path, model: keras.Model, backbone: Backbone, datasets: Datasets
+    cfg: Config,
+    run_dir: Path,
+    model: keras.Model,
+    backbone: Backbone,
+    data: Data,
+    datasets: Datasets,
 ) -> Path | None:
     """The run's SavedModel (when `export.enabled`), always computing in float32."""
     if not cfg.export.enabled:
         return None
+    calibration = None
+    if cfg.export.tflite_int8:
+        calibration = calibration_examples(data.encoded["train"], 200, cfg.training.seed)
     if is_multi_worker(model.distribute_strategy) or model.dtype_policy.name != "float32":
         # A float32 single-device copy of the best weights: it serves anywhere, converts to
         # TFLite, and saving it needs none of the collectives a multi-worker model's
         # sync-on-read variables would (the other workers have stopped).
         print(f"export: rebuilding the model in float32 (trained in {model.dtype_policy.name})")
-        return reexport(run_dir, test_data=datasets.test)
-    return export_run(run_dir, model, backbone, cfg, test_data=datasets.test)
+        return reexport(run_dir, test_data=datasets.test, calibration=calibration)
+    return export_run(run_dir, model, backbone, cfg, datasets.test, calibration)
 
 
 def _verbosity(verbose: int | None) -> int:
@@ -418,10 +440,13 @@ def _new_run_dir(parent: Path) -> Path:
     raise RuntimeError(f"cannot create a run directory under {parent}")
 
 
-def parser() -> argparse.ArgumentParser:
+def parser(
+    prog: str = "python -m kerasft.train",
+    description: str = "Fine-tune a pretrained transformer from a YAML config, evaluate it and export a SavedModel.",
+) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m kerasft.train",
-        description="Fine-tune a pretrained transformer from a YAML config, evaluate it and export a SavedModel.",
+        prog=prog,
+        description=description,
         epilog="The last two output lines are run_dir=<path> and export_dir=<path>. "
         "Exit status 2 means a problem with the config, data or backbone (the message says which).",
     )
@@ -440,14 +465,18 @@ def parser() -> argparse.ArgumentParser:
 @cli_main
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    cfg = config_lib.load_config(args.config, args.overrides)
-    if cluster_from_env() is not None and args.fresh:
+    return launch(config_lib.load_config(args.config, args.overrides), args.fresh)
+
+
+def launch(cfg: Config, fresh: bool) -> int:
+    """Runs `cfg`, resuming its interrupted run unless `fresh`; prints run_dir= and export_dir=."""
+    if cluster_from_env() is not None and fresh:
         raise ConfigError(
             "--fresh does not apply to multi-worker runs (TF_CONFIG is set): their run directory "
             "is named after the config and cluster; change `name` to start over."
         )
     # Multi-worker runs find their own run directory (all workers must agree on it).
-    resume = None if args.fresh or cluster_from_env() else unfinished_run(cfg)
+    resume = None if fresh or cluster_from_env() else unfinished_run(cfg)
     if resume is not None:
         print(f"resuming the interrupted run {resume} from its last backup (--fresh starts over)")
     result = run(cfg, resume_dir=resume)

@@ -130,12 +130,19 @@ def test_tflite_export_is_smaller_and_agrees(tiny_config):
     from kerasft.config import config_from_dict
     from kerasft.train import run
 
-    tiny_config["export"]["tflite"] = True
+    tiny_config["export"].update(tflite=True, tflite_int8=True)
     result = run(config_from_dict(tiny_config), verbose=0)
     lite = result.export_dir.parent / "tflite" / f"{result.export_dir.name}.tflite"
-    assert lite.is_file()
+    full = result.export_dir.parent / "tflite" / f"{result.export_dir.name}.int8.tflite"
+    assert lite.is_file() and full.is_file()
     import json
 
-    meta = json.loads((result.export_dir / "assets.extra" / "kerasft.json").read_text())["tflite"]
-    assert meta["examples"] == 8 and meta["agreement"] >= 0.75 and meta["max_abs_diff"] < 0.1
-    assert "## TFLite" in (result.export_dir.parent / "README.md").read_text()
+    meta = json.loads((result.export_dir / "assets.extra" / "kerasft.json").read_text())
+    dynamic, integer = meta["tflite"], meta["tflite_int8"]
+    assert dynamic["examples"] == 8 and dynamic["agreement"] >= 0.75
+    assert dynamic["max_abs_diff"] < 0.1
+    # Full integer: int8 activations too, calibrated on the training split; still close.
+    assert integer["examples"] == 8 and integer["agreement"] >= 0.75
+    assert integer["max_abs_diff"] < 0.2
+    card = (result.export_dir.parent / "README.md").read_text()
+    assert "## TFLite" in card and f"tflite/{result.export_dir.name}.int8.tflite" in card

@@ -89,7 +89,8 @@ def test_predict_streams_a_file_into_labels_and_probabilities(trained, tmp_path,
         writer.writeheader()
         writer.writerows(rows)
     out = tmp_path / f"out{suffix}"
-    n = predict_file(trained.export_dir.parent, source, out, batch_size=5)  # 5 chunks: streaming
+    # Windows of 2 batches of 5: three windows read one after another (streaming), each sorted.
+    n = predict_file(trained.export_dir.parent, source, out, batch_size=5, sort_window=2)
     assert n == 23 and not (tmp_path / f"out{suffix}.partial").exists()
     if suffix == ".jsonl":
         records = [json.loads(line) for line in out.read_text().splitlines()]
@@ -104,6 +105,44 @@ def test_predict_streams_a_file_into_labels_and_probabilities(trained, tmp_path,
     got = np.array([[r["probabilities"]["neg"], r["probabilities"]["pos"]] for r in records])
     np.testing.assert_allclose(got, expected, atol=1e-5)
     assert [r["label"] for r in records] == [("neg", "pos")[i] for i in expected.argmax(-1)]
+
+
+def test_predict_sorts_each_window_by_token_length_and_keeps_the_input_order(
+    trained, tmp_path, monkeypatch
+):
+    import kerasft.predict as predict_module
+
+    words = "good bad plot film fun boring great movie".split()
+    texts = [" ".join(words[: 1 + (i * 5) % 8]) for i in range(30)]  # lengths 1..8, shuffled
+    source = tmp_path / "in.csv"
+    source.write_text("text\n" + "".join(f"{t}\n" for t in texts))
+    calls = []
+    real = predict_module._predict
+    monkeypatch.setattr(
+        predict_module,
+        "_predict",
+        lambda serve, t, p, labels: calls.append(t) or real(serve, t, p, labels),
+    )
+    results = {}
+    for window in (1, 3):
+        calls.clear()
+        out = tmp_path / f"out{window}.jsonl"
+        predict_file(trained.export_dir, source, out, batch_size=4, sort_window=window)
+        results[window] = [json.loads(line) for line in out.read_text().splitlines()]
+        batches = [[len(t.split()) for t in call] for call in calls]
+        assert sum(map(len, batches)) == 30
+        if window == 3:  # windows of 12, 12 and 6 rows, each cut into length-sorted batches
+            assert [len(b) for b in batches] == [4, 4, 4, 4, 4, 4, 4, 2]
+            for first in (0, 3, 6):
+                window_lengths = sum(batches[first : first + 3], [])
+                assert window_lengths == sorted(window_lengths)
+        else:
+            assert sum(batches, []) == [len(t.split()) for t in texts]  # file order
+    assert [r["text"] for r in results[3]] == texts
+    for a, b in zip(results[1], results[3], strict=True):
+        assert a["label"] == b["label"]
+        for name in a["probabilities"]:
+            assert abs(a["probabilities"][name] - b["probabilities"][name]) < 1e-5
 
 
 def test_predict_names_a_missing_column(trained, tmp_path):

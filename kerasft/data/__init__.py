@@ -8,6 +8,7 @@ names, or DataFrames) into `Splits`; `encode` tokenizes a split (cached);
 
 from kerasft.data.labels import IGNORE_INDEX, LabelVocab
 from kerasft.data.pipeline import (
+    calibration_examples,
     eval_dataset,
     eval_order,
     steps_per_epoch,
@@ -24,6 +25,7 @@ __all__ = [
     "Data",
     "Datasets",
     "build_datasets",
+    "calibration_examples",
     "load_data",
     "model_input_names",
     "standardise_targets",

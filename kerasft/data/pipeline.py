@@ -141,8 +141,9 @@ def _pad_to_width(
     width = tf.shape(x["input_ids"])[1]
     target = tf.gather(widths, tf.searchsorted(widths, [width], side="left"))[0]
 
-    def pad(t, value):
-        return tf.pad(t, [[0, 0], [0, target - width]], constant_values=value)
+    def pad(t, value):  # along the length axis; targets may carry a trailing axis (distillation)
+        extra = [[0, 0]] * (t.shape.rank - 2)
+        return tf.pad(t, [[0, 0], [0, target - width], *extra], constant_values=value)
 
     x = {name: pad(t, padding[0][name]) for name, t in x.items()}
     return x, pad(y, padding[1]) if token_targets else y
@@ -186,7 +187,23 @@ def _padding_values(encoded: Encoded, pad_id: int) -> tuple[dict[str, Any], Any]
         name: tf.constant(pad_id if name == "input_ids" else 0, tf.int32)
         for name in encoded.features
     }
+    dtype = tf.as_dtype(encoded.targets.dtype)  # float32 when targets carry a teacher's logits
     if encoded.token_targets:
-        return values, tf.constant(IGNORE_INDEX, tf.int32)
-    dtype = tf.as_dtype(encoded.targets.dtype)
+        return values, tf.constant(IGNORE_INDEX, dtype)
     return values, tf.constant(0, dtype)
+
+
+def calibration_examples(encoded: Encoded, n: int, seed: int) -> list[dict[str, np.ndarray]]:
+    """Up to `n` seeded single examples as `[1, length]` int32 arrays by input name (no padding).
+
+    For calibrating a quantised model's activation ranges on real inputs.
+    """
+    chosen = np.random.default_rng(seed).permutation(len(encoded))[:n]
+    starts = np.concatenate([[0], np.cumsum(encoded.lengths)[:-1]])
+    return [
+        {
+            name: values[starts[i] : starts[i] + encoded.lengths[i]][None, :].astype(np.int32)
+            for name, values in encoded.features.items()
+        }
+        for i in sorted(chosen)
+    ]

@@ -28,6 +28,7 @@ class RunCard:
         config: the fully resolved config, as YAML.
         metrics: split → scalar metrics.
         metric_names: the metrics the card's tables show, in order.
+        teacher: the run that taught this one (distillation), else None.
     """
 
     backbone: str
@@ -36,6 +37,7 @@ class RunCard:
     config: str
     metrics: dict[str, dict[str, float | int]]
     metric_names: tuple[str, ...]
+    teacher: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)

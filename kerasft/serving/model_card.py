@@ -59,7 +59,8 @@ def write_card(model_dir: Path, name: str) -> Path:
     lines = [
         *_summary(name, latest, meta),
         *_metrics_table(meta),
-        *_tflite_section(latest, meta.get("tflite")),
+        *_tflite_section(latest, meta.get("tflite"), meta.get("tflite_int8")),
+        *_onnx_section(latest, meta.get("onnx")),
         *_signatures(name, meta),
         *_versions_table(metas, meta["metric_names"][:2]),
         *["", "## Config", "", "```yaml", meta["config"].rstrip(), "```", ""],
@@ -86,6 +87,11 @@ def _summary(name: str, latest: int, meta: dict) -> list[str]:
         f"| training data | {meta['data']['train']} ({meta['data']['train_examples']} examples) |",
         f"| validation / test | {meta['data']['validation']} / {meta['data']['test']} |",
         f"| run | `{meta['run_dir']}` |",
+        *(
+            [f"| distilled from | `{meta['teacher']}` (teacher run) |"]
+            if meta.get("teacher")
+            else []
+        ),
     ]
 
 
@@ -104,11 +110,25 @@ def _metrics_table(meta: dict) -> list[str]:
     return lines
 
 
-def _tflite_section(latest: int, t: dict | None) -> list[str]:
-    if not t:
-        return []
+def _tflite_section(latest: int, dynamic: dict | None, full: dict | None) -> list[str]:
+    lines = [
+        _tflite_line(f"tflite/{latest}.tflite", "dynamic-range: int8 weights", t)
+        for t in [dynamic]
+        if t
+    ]
+    lines += [
+        _tflite_line(
+            f"tflite/{latest}.int8.tflite", "full integer: int8 weights and activations", t
+        )
+        for t in [full]
+        if t
+    ]
+    return ["", "## TFLite", "", "\n\n".join(lines)] if lines else []
+
+
+def _tflite_line(file: str, kind: str, t: dict) -> str:
     lite = (
-        f"`tflite/{latest}.tflite` (token ids in, dynamic-range int8 weights): {t['mb']:.1f} MB, "
+        f"`{file}` (token ids in, {kind}): {t['mb']:.1f} MB, "
         f"{t['size_ratio']:.2f} of the SavedModel's variables."
     )
     if "examples" in t:
@@ -122,7 +142,43 @@ def _tflite_section(latest: int, t: dict | None) -> list[str]:
                 f"{t['accuracy_change']:+.4f}"
             )
         lite += "."
-    return ["", "## TFLite", "", lite]
+    return lite
+
+
+def _onnx_section(latest: int, facts: dict | None) -> list[str]:
+    if not facts:
+        return []
+    lines = [
+        "",
+        "## ONNX",
+        "",
+        f"`onnx/{latest}/` holds `model.onnx` (opset {facts['opset']}; token ids in, the outputs of "
+        "`predict_ids` out) and `model.int8.onnx` (int8 weights and matrix products), with the tokenizer "
+        "files and `labels.txt`. `python -m kerasft.predict --model onnx/"
+        f"{latest}/model.onnx` runs either with onnxruntime.",
+    ]
+    if "examples" not in facts:
+        return lines
+    accuracy = "savedmodel_accuracy" in facts
+    lines += [
+        "",
+        f"On {facts['examples']} test examples, in batches, on the machine that exported it:",
+        "",
+        "| model | MB | examples/s | largest output change |" + (" accuracy |" if accuracy else ""),
+        "| --- | --- | --- | --- |" + (" --- |" if accuracy else ""),
+    ]
+    for name, label, mb in (
+        ("savedmodel", "SavedModel", None),
+        ("onnx", "`model.onnx`", facts["mb"]),
+        ("onnx_int8", "`model.int8.onnx`", facts["int8_mb"]),
+    ):
+        diff = facts.get(name + "_max_abs_diff")
+        row = (
+            f"| {label} | {f'{mb:.1f}' if mb else ''} | {facts[name + '_ex_per_s']:.1f} | "
+            f"{'reference' if diff is None else f'{diff:.1e}'} |"
+        )
+        lines.append(row + (f" {facts[name + '_accuracy']:.4f} |" if accuracy else ""))
+    return lines
 
 
 def _signatures(name: str, meta: dict) -> list[str]:

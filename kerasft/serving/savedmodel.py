@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import json
 import os
 import shutil
 import tempfile
@@ -36,7 +37,9 @@ def export_model(
     *,
     tokenizer: Any = None,
     tflite: bool = False,
-    tflite_check: tf.data.Dataset | None = None,
+    calibration: list[dict] | None = None,
+    onnx: bool = False,
+    check: tf.data.Dataset | None = None,
 ) -> Path:
     """Writes a new version of the model under `model_dir` and returns the version's directory.
 
@@ -48,7 +51,12 @@ def export_model(
         tokenizer: the Hugging Face tokenizer used in training; with it the export takes
             raw text (when the tokenizer can run in the graph). Defaults to None (ids only).
         tflite: also write a dynamic-range quantised TFLite model. Defaults to False.
-        tflite_check: an (x, y) dataset (the test split) to compare it with the float model on.
+        calibration: single training examples (`[1, length]` ids by input name); with
+            them, also a full-integer TFLite model calibrated on them. Defaults to none.
+        onnx: also write `onnx/<version>/` (fp32 and int8 ONNX models of `predict_ids`,
+            with the tokenizer files and labels). Defaults to False.
+        check: an (x, y) dataset (the test split) to compare TFLite and ONNX with the
+            SavedModel on: output differences, accuracy, and for ONNX examples/s.
     """
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
@@ -61,13 +69,30 @@ def export_model(
         tf.saved_model.save(module, str(saved), signatures=signatures)
         if info.warmup_texts and graph is not None:
             write_warmup(saved, model_dir.name, list(info.warmup_texts), info.warmup_pairs)
-        lite = None
-        if tflite:
-            lite = _tflite(model, info.task, input_names, saved, tflite_check)
+        lite = _tflite(model, info.task, input_names, saved, check) if tflite else None
+        lite_int8 = (
+            _tflite(model, info.task, input_names, saved, check, calibration)
+            if calibration
+            else None
+        )
+        outputs = sorted(signatures["predict_ids"].structured_outputs)
+        metadata = _metadata(info, input_names, outputs, graph is not None)
+        onnx_dir = staging / "onnx"
+        onnx_facts = _onnx(saved, onnx_dir, assets, metadata, check) if onnx else None
         if info.card is not None:
-            outputs = sorted(signatures["predict_ids"].structured_outputs)
-            write_meta(saved, _metadata(info, input_names, outputs, graph is not None, lite))
-        target = _publish(saved, model_dir, staging / "model.tflite" if tflite else None)
+            write_meta(
+                saved,
+                {
+                    **dataclasses.asdict(info.card),
+                    **metadata,
+                    "tflite": lite,
+                    "tflite_int8": lite_int8,
+                    "onnx": onnx_facts,
+                },
+            )
+        lite_files = [staging / n for n in ("model.tflite", "model.int8.tflite")]
+        lite_files = [f for f in lite_files if f.exists()]
+        target = _publish(saved, model_dir, lite_files, onnx_dir if onnx else None)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     if info.card is not None:
@@ -96,12 +121,16 @@ def _assets(
         return assets, None
 
 
-def _tflite(model, task: str, input_names, saved: Path, check: tf.data.Dataset | None) -> dict:
-    """Writes `model.tflite` beside the staged SavedModel; returns its size and agreement figures."""
+def _tflite(
+    model, task: str, input_names, saved: Path, check: tf.data.Dataset | None, calibration=None
+) -> dict:
+    """Writes `model.tflite` (or, calibrated, `model.int8.tflite`) beside the staged SavedModel;
+    returns its size and agreement figures."""
     from kerasft.serving import tflite as tflite_lib
 
-    spec, path = TASKS[task], saved.parent / "model.tflite"
-    lite = {"mb": tflite_lib.convert(model, tuple(input_names), spec, path)}
+    spec = TASKS[task]
+    path = saved.parent / ("model.int8.tflite" if calibration else "model.tflite")
+    lite = {"mb": tflite_lib.convert(model, tuple(input_names), spec, path, calibration)}
     variables = sum(p.stat().st_size for p in (saved / "variables").iterdir()) / 1e6
     lite["size_ratio"] = lite["mb"] / variables
     if check is not None:
@@ -111,16 +140,40 @@ def _tflite(model, task: str, input_names, saved: Path, check: tf.data.Dataset |
         if lite.get("agreement") is not None
         else ""
     )
+    kind = "int8 weights and activations" if calibration else "int8 weights"
     print(
-        f"tflite: {lite['mb']:.1f} MB ({lite['size_ratio']:.2f} of the float variables){agreement}"
+        f"tflite ({kind}): {lite['mb']:.1f} MB ({lite['size_ratio']:.2f} of the float variables)"
+        f"{agreement}"
     )
     return lite
 
 
-def _metadata(info: ExportInfo, input_names, outputs, raw_text: bool, lite) -> dict[str, Any]:
-    """The version's `assets.extra/kerasft.json`: the run card's facts and the signature contract."""
+def _onnx(saved: Path, out: Path, assets: list[Path], metadata: dict, check) -> dict[str, Any]:
+    """Writes the ONNX models, tokenizer files, labels and contract into `out`; returns their figures."""
+    from kerasft.serving import onnx as onnx_lib
+
+    onnx_lib.require()
+    out.mkdir()
+    facts: dict[str, Any] = {"opset": onnx_lib.OPSET}
+    facts["mb"] = onnx_lib.convert(saved, out / onnx_lib.MODEL)
+    facts["int8_mb"] = onnx_lib.quantize(out / onnx_lib.MODEL, out / onnx_lib.MODEL_INT8)
+    for asset in assets:
+        shutil.copy2(asset, out / asset.name)
+    (out / onnx_lib.META).write_text(json.dumps(metadata, indent=2), encoding="utf-8")
+    if check is not None:
+        facts.update(onnx_lib.measure(saved, out, check, TASKS[metadata["task"]]))
+    diff = (
+        f", largest output change {facts['onnx_max_abs_diff']:.1e}"
+        if "onnx_max_abs_diff" in facts
+        else ""
+    )
+    print(f"onnx: {facts['mb']:.1f} MB fp32, {facts['int8_mb']:.1f} MB int8{diff}")
+    return facts
+
+
+def _metadata(info: ExportInfo, input_names, outputs, raw_text: bool) -> dict[str, Any]:
+    """The signature contract, part of `assets.extra/kerasft.json` (with the run card's facts)."""
     return {
-        **dataclasses.asdict(info.card),
         "task": info.task,
         "labels": list(info.labels),
         "max_length": info.max_length,
@@ -128,13 +181,15 @@ def _metadata(info: ExportInfo, input_names, outputs, raw_text: bool, lite) -> d
         "input_names": list(input_names),
         "outputs": outputs,
         "signature": "text" if raw_text else "ids",
-        "tflite": lite,
+        "thresholds": list(info.thresholds) if info.thresholds else None,
+        "scaling": list(info.scaling) if info.scaling else None,
         "created": datetime.datetime.now().isoformat(timespec="seconds"),
     }
 
 
-def _publish(saved: Path, model_dir: Path, lite: Path | None) -> Path:
-    """Renames the staged SavedModel into the next free version (retrying if another writer won)."""
+def _publish(saved: Path, model_dir: Path, lite: list[Path], onnx: Path | None) -> Path:
+    """Renames the staged SavedModel into the next free version (retrying if another writer won),
+    then the TFLite and ONNX files beside it under the same version number."""
     while True:
         target = model_dir / str(next_version(model_dir))
         try:
@@ -143,7 +198,15 @@ def _publish(saved: Path, model_dir: Path, lite: Path | None) -> Path:
             if not target.exists():
                 raise
             continue
-        if lite is not None:
+        for file in (
+            lite
+        ):  # model.tflite → tflite/<version>.tflite, model.int8.tflite → <version>.int8.tflite
             (model_dir / "tflite").mkdir(exist_ok=True)
-            os.replace(lite, model_dir / "tflite" / f"{target.name}.tflite")
+            os.replace(file, model_dir / "tflite" / file.name.replace("model", target.name, 1))
+        if onnx is not None:
+            (model_dir / "onnx").mkdir(exist_ok=True)
+            shutil.rmtree(
+                model_dir / "onnx" / target.name, ignore_errors=True
+            )  # a failed older write
+            os.rename(onnx, model_dir / "onnx" / target.name)
         return target

@@ -1,4 +1,4 @@
-"""Optional TFLite export of the token-ids model, with dynamic-range int8 weights, and its accuracy check."""
+"""Optional TFLite exports of the token-ids model (int8 weights; or int8 weights and activations) and their check."""
 
 from __future__ import annotations
 
@@ -11,12 +11,25 @@ from kerasft._compat import tf
 from kerasft.tasks import TaskSpec
 
 
-def convert(model: Any, input_names: tuple[str, ...], spec: TaskSpec, path: Path) -> float:
+def convert(
+    model: Any,
+    input_names: tuple[str, ...],
+    spec: TaskSpec,
+    path: Path,
+    calibration: list[dict[str, np.ndarray]] | None = None,
+) -> float:
     """Writes `path` (a .tflite flatbuffer) and returns its size in MB.
 
     The TFLite model takes int32 token ids of any `[batch, length]` and returns the
     task's float output: probabilities (classification, multi_label, tags) or the
     raw score (regression, before any target scaling).
+
+    Args:
+        calibration: single examples (`[1, length]` int32 arrays by input name). Without
+            them, dynamic range: int8 weights, float activations. With them, full
+            integer: weights and activations in int8, their ranges calibrated on these
+            examples, float kept only for ops without an int8 kernel; the token ids
+            stay int32 and the output stays float.
     """
 
     @tf.function
@@ -26,9 +39,13 @@ def convert(model: Any, input_names: tuple[str, ...], spec: TaskSpec, path: Path
     specs = {name: tf.TensorSpec([None, None], tf.int32, name=name) for name in input_names}
     concrete = forward.get_concrete_function(**specs)
     converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], model)
-    converter.optimizations = [
-        tf.lite.Optimize.DEFAULT
-    ]  # dynamic-range: int8 weights, float activations
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if calibration:
+        converter.representative_dataset = lambda: (dict(example) for example in calibration)
+        converter.target_spec.supported_ops = [
+            tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
+            tf.lite.OpsSet.TFLITE_BUILTINS,
+        ]
     path.write_bytes(converter.convert())
     return path.stat().st_size / 1e6
 

@@ -1,0 +1,182 @@
+"""ONNX export of a SavedModel's token-ids signature, its int8 variant, and running them.
+
+The ONNX model is converted from the staged SavedModel's `predict_ids` signature
+(token ids in, the task's outputs out), not from the raw-text one: tensorflow-text's
+ops have no ONNX mapping, so the tokenizer files travel beside the model and the
+caller tokenizes (`kerasft.predict --model .../model.onnx` does). `model.int8.onnx`
+holds int8 weights and computes matrix products in int8 (onnxruntime's dynamic
+quantisation); sessions apply onnxruntime's full graph optimisations.
+
+Needs the `onnx` extra: `pip install 'kerasft[onnx]'` (tf2onnx, onnx, onnxruntime).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kerasft.errors import ConfigError
+
+OPSET = 17
+MODEL = "model.onnx"
+MODEL_INT8 = "model.int8.onnx"
+META = "kerasft.json"
+_registered = False
+
+
+def require() -> None:
+    """Raises a ConfigError naming the install command when the ONNX packages are absent."""
+    try:
+        import onnxruntime  # noqa: F401
+        import tf2onnx  # noqa: F401
+    except ImportError as exc:
+        raise ConfigError(
+            f"ONNX export needs tf2onnx, onnx and onnxruntime ({exc.name} is not installed): "
+            "pip install 'kerasft[onnx]', or set `export.onnx: false`."
+        ) from None
+
+
+def _register_erfc() -> None:
+    """Teaches tf2onnx TF's `Erfc` (exact GELU uses it) as `1 - Erf(x)`; it has no handler of its own."""
+    global _registered
+    if _registered:
+        return
+    from tf2onnx.handler import tf_op
+
+    @tf_op("Erfc")
+    class Erfc:  # noqa: F841 - registered by the decorator
+        @classmethod
+        def version_9(cls, ctx, node, **kwargs):
+            dtype = ctx.get_dtype(node.input[0])
+            erf = ctx.make_node("Erf", [node.input[0]], dtypes=[dtype])
+            one = ctx.make_const(f"{node.name}_one", np.array(1, dtype=_numpy_dtype(dtype))).output[
+                0
+            ]
+            outputs, shapes = node.output, [ctx.get_shape(node.output[0])]
+            ctx.remove_node(node.name)
+            ctx.make_node(
+                "Sub",
+                [one, erf.output[0]],
+                name=node.name,
+                outputs=outputs,
+                shapes=shapes,
+                dtypes=[dtype],
+            )
+
+    _registered = True
+
+
+def _numpy_dtype(onnx_dtype: int) -> Any:
+    from onnx import helper
+
+    return helper.tensor_dtype_to_np_dtype(onnx_dtype)
+
+
+def convert(saved_model: Path, path: Path, opset: int = OPSET) -> float:
+    """Writes `path` from the SavedModel's `predict_ids` signature; returns its size in MB."""
+    import tensorflow_text  # noqa: F401 - registers the ops the raw-text signature holds
+    from tf2onnx import convert as tf2onnx_convert
+    from tf2onnx import tf_loader
+
+    _register_erfc()
+    graph_def, inputs, outputs, _, renames = tf_loader.from_saved_model(
+        str(saved_model),
+        None,
+        None,
+        signatures=["predict_ids"],
+        return_initialized_tables=True,
+        return_tensors_to_rename=True,
+    )
+    tf2onnx_convert.from_graph_def(
+        graph_def,
+        name="kerasft",
+        input_names=inputs,
+        output_names=outputs,
+        opset=opset,
+        tensors_to_rename=renames,
+        output_path=str(path),
+    )
+    return path.stat().st_size / 1e6
+
+
+def quantize(path: Path, out: Path) -> float:
+    """Writes `out`, `path` with int8 weights and int8 matrix products; returns its size in MB."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(str(path), str(out), weight_type=QuantType.QInt8)
+    return out.stat().st_size / 1e6
+
+
+def session(path: str | Path, threads: int = 0) -> Any:
+    """An onnxruntime CPU session with every graph optimisation on (`threads` 0: one per core)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def runner(path: str | Path) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]:
+    """A function from int32 token-id arrays (by input name) to the model's named outputs."""
+    sess = session(path)
+    wanted = {i.name for i in sess.get_inputs()}
+    names = [o.name for o in sess.get_outputs()]
+
+    def run(features: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        feed = {k: np.asarray(v, np.int32) for k, v in features.items() if k in wanted}
+        return dict(zip(names, sess.run(names, feed), strict=True))
+
+    return run
+
+
+def measure(
+    saved_model: Path, directory: Path, dataset: Any, spec: Any, limit: int = 512
+) -> dict[str, Any]:
+    """The SavedModel's `predict_ids` against `model.onnx` and `model.int8.onnx` on an (x, y) dataset.
+
+    Runs each on the same padded batches (up to `limit` examples) and returns, per
+    model, examples/s and (single-label tasks) accuracy, with the ONNX models' largest
+    output difference from the SavedModel on the task's main output.
+    """
+    import time
+
+    from kerasft._compat import tf
+
+    serve = tf.saved_model.load(str(saved_model)).signatures["predict_ids"]
+    key = "score" if spec.numeric else "probabilities"
+    batches, seen = [], 0
+    for x, y in dataset:
+        batches.append(({k: v.numpy() for k, v in x.items()}, y.numpy()))
+        seen += len(y)
+        if seen >= limit:
+            break
+    models = {
+        "savedmodel": lambda x: {
+            key: serve(**{k: tf.constant(v) for k, v in x.items()})[key].numpy()
+        },
+        "onnx": runner(directory / MODEL),
+        "onnx_int8": runner(directory / MODEL_INT8),
+    }
+    results: dict[str, Any] = {"examples": seen}
+    reference: list[np.ndarray] = []
+    for name, predict in models.items():
+        predict(batches[0][0])  # warm up: first calls build kernels and caches
+        start = time.perf_counter()
+        outputs = [predict(x)[key] for x, _ in batches]
+        results[f"{name}_ex_per_s"] = seen / (time.perf_counter() - start)
+        if name == "savedmodel":
+            reference = outputs
+        else:
+            results[f"{name}_max_abs_diff"] = max(
+                float(np.max(np.abs(a - b))) for a, b in zip(outputs, reference, strict=True)
+            )
+        if spec.single_label:
+            right = sum(
+                int((o.argmax(-1) == y).sum()) for o, (_, y) in zip(outputs, batches, strict=True)
+            )
+            results[f"{name}_accuracy"] = right / seen
+    return results

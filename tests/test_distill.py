@@ -1,0 +1,259 @@
+"""Knowledge distillation: the loss, cutting a student from its teacher, and whole distillation runs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import yaml
+
+from kerasft._compat import tf
+from kerasft.config import config_from_dict
+from kerasft.distill import DistillationLoss, kept_layers
+from kerasft.errors import ConfigError, DataError
+from tests.conftest import REPO, write_yaml
+
+
+def _softmax(z, t=1.0):
+    e = np.exp((z - z.max(-1, keepdims=True)) / t)
+    return e / e.sum(-1, keepdims=True)
+
+
+def test_classification_loss_matches_the_formula_by_hand():
+    teacher = np.array([[2.0, 0.0, -1.0], [0.1, 0.2, 0.3]], np.float32)
+    student = np.array([[0.5, 0.5, 0.0], [1.0, -1.0, 0.0]], np.float32)
+    labels = np.array([0.0, 2.0], np.float32)
+    alpha, t = 0.3, 2.0
+    p, q = _softmax(teacher, t), _softmax(student, t)
+    kl = (p * np.log(p / q)).sum(-1)
+    ce = -np.log(_softmax(student)[[0, 1], [0, 2]])
+    expected = np.mean(alpha * t * t * kl + (1 - alpha) * ce)
+    packed = np.concatenate([labels[:, None], teacher], 1)
+    loss = DistillationLoss("classification", 3, alpha, t)(
+        tf.constant(packed), tf.constant(student)
+    )
+    np.testing.assert_allclose(float(loss), expected, rtol=1e-5)
+    # An unlabelled text (label -1) contributes the distillation term only.
+    packed[1, 0] = -1
+    loss = DistillationLoss("classification", 3, alpha, t)(
+        tf.constant(packed), tf.constant(student)
+    )
+    expected = np.mean([alpha * t * t * kl[0] + (1 - alpha) * ce[0], alpha * t * t * kl[1]])
+    np.testing.assert_allclose(float(loss), expected, rtol=1e-5)
+
+
+def test_regression_multi_label_and_token_losses_match_by_hand():
+    # Regression: squared distance to the teacher's score and to the target; NaN = unlabelled.
+    packed = np.array([[1.0, 0.5], [np.nan, -1.0]], np.float32)
+    student = np.array([0.0, 1.0], np.float32)
+    loss = DistillationLoss("regression", 1, 0.25, 2.0)(tf.constant(packed), tf.constant(student))
+    expected = np.mean([0.25 * 0.25 + 0.75 * 1.0, 0.25 * 4.0])
+    np.testing.assert_allclose(float(loss), expected, rtol=1e-6)
+
+    # Multi-label: Bernoulli KL per label at temperature T, times T^2, plus binary cross-entropy.
+    target = np.array([[1.0, 0.0]], np.float32)
+    teacher = np.array([[3.0, -1.0]], np.float32)
+    student = np.array([[0.5, 0.2]], np.float32)
+    t, alpha = 2.0, 0.5
+
+    def sigmoid(z):
+        return 1 / (1 + np.exp(-z))
+
+    p, q = sigmoid(teacher / t), sigmoid(student / t)
+    kl = (p * np.log(p / q) + (1 - p) * np.log((1 - p) / (1 - q))).mean()
+    s = sigmoid(student)
+    bce = -(target * np.log(s) + (1 - target) * np.log(1 - s)).mean()
+    loss = DistillationLoss("multi_label", 2, alpha, t)(
+        tf.constant(np.concatenate([target, teacher], 1)), tf.constant(student)
+    )
+    np.testing.assert_allclose(float(loss), alpha * t * t * kl + (1 - alpha) * bce, rtol=1e-5)
+
+    # Tokens: only labelled positions count (-100: special tokens, later sub-tokens, padding).
+    tags = np.array([[-100.0, 1.0, -100.0, 0.0]], np.float32)
+    teacher = np.random.default_rng(0).normal(size=(1, 4, 3)).astype(np.float32)
+    student = np.random.default_rng(1).normal(size=(1, 4, 3)).astype(np.float32)
+    p, q = _softmax(teacher[0], 1.0), _softmax(student[0], 1.0)
+    kl = (p * np.log(p / q)).sum(-1)
+    ce = -np.log(_softmax(student[0])[[1, 3], [1, 0]])
+    expected = np.mean(0.5 * kl[[1, 3]] + 0.5 * ce)
+    packed = np.concatenate([tags[..., None], teacher], -1)
+    loss = DistillationLoss("token_classification", 3, 0.5, 1.0)(
+        tf.constant(packed), tf.constant(student)
+    )
+    np.testing.assert_allclose(float(loss), expected, rtol=1e-5)
+
+
+def test_kept_layers_are_evenly_spaced_and_end_at_the_top():
+    assert kept_layers(6, 3) == [1, 3, 5]
+    assert kept_layers(12, 6) == [1, 3, 5, 7, 9, 11]
+    assert kept_layers(2, 1) == [1]
+    assert kept_layers(6, 2) == [2, 5]
+
+
+@pytest.fixture(scope="module")
+def teacher_run(tmp_path_factory, tiny_bert_dir):
+    from kerasft.train import run
+    from tests.conftest import NEGATIVE, POSITIVE
+
+    root = tmp_path_factory.mktemp("teacher")
+    (root / "d.csv").write_text(
+        "text,label\n"
+        + "".join(f"{t},pos\n" for t in POSITIVE * 3)
+        + "".join(f"{t},neg\n" for t in NEGATIVE * 3)
+    )
+    raw = {
+        "name": "teacher",
+        "data": {
+            "train": str(root / "d.csv"),
+            "max_length": 16,
+            "cache_dir": str(root / "cache"),
+            "validation_split": 0.2,
+            "test_split": 0.2,
+        },
+        "model": {"backbone": str(tiny_bert_dir), "dropout": 0.0},
+        "training": {  # long and fast enough for a confident teacher
+            "epochs": 10,
+            "patience": 10,
+            "batch_size": 8,
+            "learning_rate": 5e-3,
+            "output_dir": str(root / "runs"),
+        },
+        "export": {"dir": str(root / "exports")},
+    }
+    result = run(config_from_dict(raw), verbose=0)
+    return raw, result
+
+
+def _student_raw(raw: dict, teacher_dir, output_dir=None, **distill) -> dict:
+    student = json.loads(json.dumps(raw))
+    student["name"] = "student"
+    if output_dir is not None:
+        student["training"]["output_dir"] = str(output_dir)
+    student["distill"] = {"teacher": str(teacher_dir), "student_layers": 1, **distill}
+    return student
+
+
+def _kl_to_teacher(student_model, teacher_model, ds) -> float:
+    """Mean KL(teacher || student) of the class probabilities over a dataset."""
+    kls = []
+    for x, _ in ds:
+        p = tf.nn.softmax(teacher_model(x, training=False)).numpy()
+        q = tf.nn.softmax(student_model(x, training=False)).numpy()
+        kls.append((p * np.log(p / q)).sum(-1))
+    return float(np.concatenate(kls).mean())
+
+
+@pytest.mark.slow
+def test_a_student_with_a_fresh_head_moves_toward_its_teacher(teacher_run):
+    from kerasft._compat import keras
+    from kerasft.data import load_data
+    from kerasft.data.pipeline import eval_dataset
+    from kerasft.distill import load_teacher
+    from kerasft.models import build_model, load_backbone, load_tokenizer, resolve_backbone
+    from kerasft.tasks import TASKS
+    from kerasft.train import run
+
+    raw, teacher = teacher_run
+    student_raw = _student_raw(raw, teacher.run_dir, alpha=1.0, temperature=1.0)
+    student_raw["distill"]["student_layers"] = None  # model.backbone, with a new head
+    student_raw["training"]["epochs"] = 6
+    cfg = config_from_dict(student_raw)
+    spec = TASKS["classification"]
+    loaded = load_teacher(teacher.run_dir)
+    directory = resolve_backbone(raw["model"]["backbone"])
+    tokenizer = load_tokenizer(directory)
+    ds = eval_dataset(load_data(cfg, spec, tokenizer).encoded["train"], 16, tokenizer.pad_token_id)
+    before = []
+    for seed in (1, 2, 3):  # heads as fresh as the run's own
+        keras.utils.set_random_seed(seed)
+        fresh = build_model(cfg.model, spec, load_backbone(directory, tokenizer), 2)
+        before.append(_kl_to_teacher(fresh, loaded.model, ds))
+    result = run(cfg, verbose=0)
+    after = _kl_to_teacher(result.model, loaded.model, ds)
+    assert min(before) > 0.05  # a confident teacher: a fresh head is far from it
+    assert after < 0.5 * min(before)
+
+
+@pytest.mark.slow
+def test_a_one_layer_student_cut_from_a_two_layer_teacher_trains_and_exports(teacher_run, capsys):
+    from kerasft.export import reexport
+    from kerasft.train import run
+
+    raw, teacher = teacher_run
+    result = run(config_from_dict(_student_raw(raw, teacher.run_dir)), verbose=0)
+    out = capsys.readouterr().out
+    assert (
+        "distill: a 1-layer student starts from the teacher's layers 1, embeddings and head" in out
+    )
+    saved = yaml.safe_load((result.run_dir / "config.yaml").read_text())
+    assert saved["model"]["num_layers"] == 1 and saved["distill"]["teacher"] == str(teacher.run_dir)
+    metrics = json.loads((result.run_dir / "metrics.json").read_text())
+    assert metrics["distill"]["kept_layers"] == [1] and "accuracy" in metrics["test"]
+    serve = tf.saved_model.load(str(result.export_dir)).signatures["serving_default"]
+    probabilities = serve(text=tf.constant(["good movie", "bad film"]))["probabilities"].numpy()
+    np.testing.assert_allclose(probabilities.sum(-1), 1.0, rtol=1e-5)
+    card = (result.export_dir.parent / "README.md").read_text()
+    assert f"| distilled from | `{teacher.run_dir}`" in card
+    # A cut student re-exports from its run like any other (its config records the cut).
+    again = reexport(result.run_dir)
+    again_probabilities = (
+        tf.saved_model.load(str(again))
+        .signatures["serving_default"](text=tf.constant(["good movie", "bad film"]))[
+            "probabilities"
+        ]
+        .numpy()
+    )
+    np.testing.assert_allclose(again_probabilities, probabilities, atol=1e-6)
+
+    # A second run reads the teacher's outputs from the cache; unlabelled texts join the training set.
+    more = result.run_dir.parent / "more.txt"
+    more.write_text("what a great plot\nboring and bad\n\nfun film\n")
+    second = run(
+        config_from_dict(_student_raw(raw, teacher.run_dir, unlabeled=str(more))), verbose=0
+    )
+    out = capsys.readouterr().out
+    assert "distill: 3 unlabelled texts" in out
+    assert "training student (classification): 39 examples" in out  # 36 labelled + 3
+    assert second.export_dir is not None
+    third = run(
+        config_from_dict(_student_raw(raw, teacher.run_dir, unlabeled=str(more))), verbose=0
+    )
+    assert "teacher outputs: 39 examples from the cache" in capsys.readouterr().out
+    assert third.export_dir is not None
+
+
+@pytest.mark.slow
+def test_distillation_inputs_that_cannot_work_are_one_line_errors(teacher_run, tmp_path):
+    from kerasft.train import run
+
+    raw, teacher = teacher_run
+    runs = tmp_path / "runs"
+    with pytest.raises(ConfigError, match=r"is not a finished kerasft run"):
+        run(config_from_dict(_student_raw(raw, tmp_path, runs)), verbose=0)
+    with pytest.raises(ConfigError, match=r"must be below the teacher's 2 layers"):
+        run(config_from_dict(_student_raw(raw, teacher.run_dir, runs, student_layers=2)), verbose=0)
+    relabelled = tmp_path / "other.csv"
+    relabelled.write_text("text,label\n" + "".join(f"t{i},{'abc'[i % 3]}\n" for i in range(30)))
+    other = _student_raw(raw, teacher.run_dir, runs)
+    other["data"]["train"] = str(relabelled)
+    with pytest.raises(DataError, match=r"labels \['a', 'b', 'c'\] differ from the teacher's"):
+        run(config_from_dict(other), verbose=0)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_distill_command_needs_a_distill_section(tiny_config, tmp_path):
+    path = write_yaml(tmp_path / "c.yaml", tiny_config)
+    proc = subprocess.run(
+        [sys.executable, "-m", "kerasft.distill", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"error: {path}: no `distill:` section; add one with `teacher: <run dir>` "
+        "(configs/distill_sst2.yaml shows one)."
+    )
