@@ -121,6 +121,37 @@ NEGATIVE = [
 ]
 
 
+def tiny_run_config(root: Path, backbone: Path, copies: int = 3, **sections: dict) -> dict:
+    """A config dict for a quick two-class run under `root` on `copies` copies of the easy sentences.
+
+    20% validation and 20% test; `sections` update the config's sections (e.g. `training={...}`).
+    """
+    (root / "d.csv").write_text(
+        "text,label\n"
+        + "".join(f"{t},pos\n" for t in POSITIVE * copies)
+        + "".join(f"{t},neg\n" for t in NEGATIVE * copies)
+    )
+    raw = {
+        "name": "tiny",
+        "data": {
+            "train": str(root / "d.csv"),
+            "max_length": 16,
+            "cache_dir": str(root / "cache"),
+            "validation_split": 0.2,
+            "test_split": 0.2,
+        },
+        "model": {"backbone": str(backbone)},
+        "training": {"epochs": 2, "batch_size": 8, "output_dir": str(root / "runs")},
+        "export": {"dir": str(root / "exports")},
+    }
+    for section, values in sections.items():
+        if isinstance(raw.get(section), dict):
+            raw[section].update(values)
+        else:
+            raw[section] = values
+    return raw
+
+
 @pytest.fixture
 def tiny_csv(tmp_path) -> Path:
     """40 labelled lines of an easy two-class task."""

@@ -14,7 +14,7 @@ from kerasft._compat import tf
 from kerasft.config import config_from_dict
 from kerasft.distill import DistillationLoss, kept_layers
 from kerasft.errors import ConfigError, DataError
-from tests.conftest import REPO, write_yaml
+from tests.conftest import REPO, tiny_run_config, write_yaml
 
 
 def _softmax(z, t=1.0):
@@ -96,35 +96,17 @@ def test_kept_layers_are_evenly_spaced_and_end_at_the_top():
 @pytest.fixture(scope="module")
 def teacher_run(tmp_path_factory, tiny_bert_dir):
     from kerasft.train import run
-    from tests.conftest import NEGATIVE, POSITIVE
 
     root = tmp_path_factory.mktemp("teacher")
-    (root / "d.csv").write_text(
-        "text,label\n"
-        + "".join(f"{t},pos\n" for t in POSITIVE * 3)
-        + "".join(f"{t},neg\n" for t in NEGATIVE * 3)
+    raw = tiny_run_config(
+        root,
+        tiny_bert_dir,
+        name="teacher",
+        model={"dropout": 0.0},
+        # long and fast enough for a confident teacher
+        training={"epochs": 10, "patience": 10, "learning_rate": 5e-3},
     )
-    raw = {
-        "name": "teacher",
-        "data": {
-            "train": str(root / "d.csv"),
-            "max_length": 16,
-            "cache_dir": str(root / "cache"),
-            "validation_split": 0.2,
-            "test_split": 0.2,
-        },
-        "model": {"backbone": str(tiny_bert_dir), "dropout": 0.0},
-        "training": {  # long and fast enough for a confident teacher
-            "epochs": 10,
-            "patience": 10,
-            "batch_size": 8,
-            "learning_rate": 5e-3,
-            "output_dir": str(root / "runs"),
-        },
-        "export": {"dir": str(root / "exports")},
-    }
-    result = run(config_from_dict(raw), verbose=0)
-    return raw, result
+    return raw, run(config_from_dict(raw), verbose=0)
 
 
 def _student_raw(raw: dict, teacher_dir, output_dir=None, **distill) -> dict:

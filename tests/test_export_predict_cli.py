@@ -14,37 +14,16 @@ from kerasft.errors import DataError
 from kerasft.export import main as export_main
 from kerasft.predict import predict_file
 from kerasft.train import run
-from tests.conftest import REPO
+from tests.conftest import REPO, tiny_run_config
 
 TEXTS = ["good movie", "the plot was boring", "", "very great fun film"]
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, tiny_bert_dir):
-    from tests.conftest import NEGATIVE, POSITIVE
-
     root = tmp_path_factory.mktemp("trained")
-    (root / "d.csv").write_text(
-        "text,label\n"
-        + "".join(f"{t},pos\n" for t in POSITIVE * 2)
-        + "".join(f"{t},neg\n" for t in NEGATIVE * 2)
-    )
-    cfg = config_from_dict(
-        {
-            "name": "tiny",
-            "data": {
-                "train": str(root / "d.csv"),
-                "max_length": 16,
-                "cache_dir": str(root / "cache"),
-                "validation_split": 0.2,
-                "test_split": 0.2,
-            },
-            "model": {"backbone": str(tiny_bert_dir)},
-            "training": {"epochs": 1, "batch_size": 8, "output_dir": str(root / "runs")},
-            "export": {"dir": str(root / "exports")},
-        }
-    )
-    return run(cfg, verbose=0)
+    raw = tiny_run_config(root, tiny_bert_dir, copies=2, training={"epochs": 1})
+    return run(config_from_dict(raw), verbose=0)
 
 
 def probabilities(export_dir, texts):

@@ -13,7 +13,7 @@ from kerasft._compat import tf
 from kerasft.config import config_from_dict
 from kerasft.predict import predict_file
 from kerasft.train import run
-from tests.conftest import REPO
+from tests.conftest import REPO, tiny_run_config
 from tests.parity_corpus import parity_corpus
 
 pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
@@ -21,30 +21,10 @@ pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, tiny_bert_dir):
-    from tests.conftest import NEGATIVE, POSITIVE
-
     root = tmp_path_factory.mktemp("onnx")
-    (root / "d.csv").write_text(
-        "text,label\n"
-        + "".join(f"{t},pos\n" for t in POSITIVE * 3)
-        + "".join(f"{t},neg\n" for t in NEGATIVE * 3)
+    return run(
+        config_from_dict(tiny_run_config(root, tiny_bert_dir, export={"onnx": True})), verbose=0
     )
-    cfg = config_from_dict(
-        {
-            "name": "tiny",
-            "data": {
-                "train": str(root / "d.csv"),
-                "max_length": 16,
-                "cache_dir": str(root / "cache"),
-                "validation_split": 0.2,
-                "test_split": 0.2,
-            },
-            "model": {"backbone": str(tiny_bert_dir)},
-            "training": {"epochs": 2, "batch_size": 8, "output_dir": str(root / "runs")},
-            "export": {"dir": str(root / "exports"), "onnx": True},
-        }
-    )
-    return run(cfg, verbose=0)
 
 
 def _tokenize(directory, texts, max_length=16):
