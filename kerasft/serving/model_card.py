@@ -111,18 +111,14 @@ def _metrics_table(meta: dict) -> list[str]:
 
 
 def _tflite_section(latest: int, dynamic: dict | None, full: dict | None) -> list[str]:
-    lines = [
-        _tflite_line(f"tflite/{latest}.tflite", "dynamic-range: int8 weights", t)
-        for t in [dynamic]
-        if t
-    ]
-    lines += [
-        _tflite_line(
-            f"tflite/{latest}.int8.tflite", "full integer: int8 weights and activations", t
+    lines = []
+    if dynamic:
+        lines.append(
+            _tflite_line(f"tflite/{latest}.tflite", "dynamic-range: int8 weights", dynamic)
         )
-        for t in [full]
-        if t
-    ]
+    if full:
+        kind = "full integer: int8 weights and activations"
+        lines.append(_tflite_line(f"tflite/{latest}.int8.tflite", kind, full))
     return ["", "## TFLite", "", "\n\n".join(lines)] if lines else []
 
 
@@ -136,6 +132,11 @@ def _tflite_line(file: str, kind: str, t: dict) -> str:
             f" On {t['examples']} test examples its largest output change against the float model is "
             f"{t['max_abs_diff']:.4f}"
         )
+        if t.get("examples_per_s"):
+            lite += (
+                f"; one example at a time it runs {t['examples_per_s']:.1f} examples/s against the float "
+                f"model's {t['float_examples_per_s']:.1f}"
+            )
         if t["agreement"] is not None:  # single-label classification
             lite += (
                 f"; the top label agrees on {100 * t['agreement']:.1f}% and accuracy changes by "
