@@ -4,6 +4,7 @@ kerasft train   --config configs/x.yaml     (python -m kerasft.train)
 kerasft tune    --config configs/x.yaml     (python -m kerasft.tune)
 kerasft export  --run runs/x/<timestamp>    (python -m kerasft.export)
 kerasft predict --model saved_models/x --input in.csv --output out.jsonl   (python -m kerasft.predict)
+kerasft distill --config configs/distill_sst2.yaml   (python -m kerasft.distill)
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-COMMANDS = ("train", "tune", "export", "predict")
+COMMANDS = ("train", "tune", "export", "predict", "distill")
 
 
 def main(argv: list[str] | None = None) -> int:
