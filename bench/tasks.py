@@ -1,6 +1,6 @@
 """Each task's shipped config trained on the embedded MiniLM within a fixed budget, next to published BERT-base.
 
-    .venv/bin/python bench/tasks.py [--epochs 1] [--max-train N]
+    .venv/bin/python bench/tasks.py [--epochs 2] [--max-train N]
 
 Runs `python -m kerasft.train` once per config (configs/mrpc.yaml, stsb.yaml,
 conll2003.yaml), each in its own process, and reads the test metrics from the

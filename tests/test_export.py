@@ -40,6 +40,27 @@ def test_export_reloads_with_the_same_probabilities_and_counts_versions(tiny_ber
     assert set(loaded.signatures) == {"serving_default", "predict_ids"}
 
 
+def test_a_trained_models_export_holds_its_weights_but_not_its_optimizer(tiny_bert_dir, tmp_path):
+    from kerasft._compat import keras
+
+    backbone = load_backbone(tiny_bert_dir)
+    model = build_classifier(backbone, num_labels=2)
+    model.compile(
+        optimizer=keras.optimizers.AdamW(1e-3),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    model.fit(IDS, tf.constant([0, 1]), epochs=1, verbose=0)  # creates AdamW's two slots per weight
+    expected = tf.nn.softmax(model(IDS, training=False)).numpy()
+    export = export_model(
+        model, ExportInfo("classification", ("a", "b")), backbone.input_names, tmp_path
+    )
+    weights = sum(w.numpy().nbytes for w in model.weights)
+    saved = sum(p.stat().st_size for p in (export / "variables").iterdir())
+    assert weights <= saved < 1.2 * weights  # the optimizer's slots would make it about 3x
+    out = tf.saved_model.load(str(export)).signatures["predict_ids"](**IDS)
+    np.testing.assert_allclose(out["probabilities"].numpy(), expected, atol=1e-6)
+
+
 @pytest.mark.slow
 def test_raw_text_signature_equals_model_on_hugging_face_ids(tiny_bert_dir, tmp_path):
     from kerasft.models import load_tokenizer

@@ -43,7 +43,10 @@ class ServingModule(tf.Module):
         tokenizer: tf.Module | None = None,
     ):
         super().__init__(name="kerasft_serving")
-        self.model = model
+        # Track the model's weights, not the model: a trained model also holds its optimizer,
+        # whose slots (twice the weights for AdamW) would otherwise be saved with the export.
+        self.weights = list(model.weights)
+        self._forward = lambda features: model(features, training=False)
         self.spec = spec
         self.input_names = tuple(input_names)
         self.assets = [tf.saved_model.Asset(str(path)) for path in assets]
@@ -58,7 +61,7 @@ class ServingModule(tf.Module):
 
     def predict_ids(self, **features: tf.Tensor) -> dict[str, tf.Tensor]:
         features = {k: tf.cast(v, tf.int32) for k, v in features.items()}
-        logits = tf.cast(self.model(features, training=False), tf.float32)
+        logits = tf.cast(self._forward(features), tf.float32)
         return self.spec.serving_outputs(logits, self._label_names, self._thresholds, self._scale)
 
     def predict_text(
