@@ -21,6 +21,7 @@ only the teacher labels.
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import hashlib
 import re
@@ -338,8 +339,14 @@ def unlabeled_split(cfg: Config, spec: TaskSpec, pairs: bool) -> Split | None:
             frame = pd.read_json(path, lines=True, dtype=False)
         else:
             sep = "\t" if path.suffix.lower() == ".tsv" else ","
+            quoting = csv.QUOTE_NONE if cfg.data.quoting == "none" else csv.QUOTE_MINIMAL
             frame = pd.read_csv(
-                path, sep=sep, dtype=str, keep_default_na=False, encoding=cfg.data.encoding
+                path,
+                sep=sep,
+                dtype=str,
+                keep_default_na=False,
+                encoding=cfg.data.encoding,
+                quoting=quoting,  # as `data.quoting` says for the labelled files
             )
         column = d.unlabeled_text_column
         if column not in frame.columns:

@@ -106,7 +106,9 @@ def quantize(path: Path, out: Path) -> float:
     """Writes `out`, `path` with int8 weights and int8 matrix products; returns its size in MB."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(path), str(out), weight_type=QuantType.QInt8)
+    # Per-channel weight scales: on SST-2 they kept accuracy within 0.3 points where one
+    # scale per tensor lost 1.3 (bench/compression.py), at the same size and speed.
+    quantize_dynamic(str(path), str(out), weight_type=QuantType.QInt8, per_channel=True)
     return out.stat().st_size / 1e6
 
 
