@@ -141,51 +141,10 @@ def load_backbone(
     Raises:
         ModelError: unreadable config or weights, or `num_layers` above the backbone's.
     """
-    import transformers
-    from transformers import AutoConfig, TFAutoModel
-
-    transformers.logging.set_verbosity_error()
-    try:
-        config = AutoConfig.from_pretrained(str(directory))
-    except (OSError, ValueError, json.JSONDecodeError) as exc:
-        raise ModelError(f"{directory}/config.json: {str(exc).splitlines()[0]}") from None
-    for kind, rate in (dropout or {}).items():
-        for key in _DROPOUT_KEYS[kind]:
-            if hasattr(config, key):
-                setattr(config, key, rate)
-    if num_layers is not None:
-        available = getattr(config, "num_hidden_layers", None)
-        if available is None or num_layers > available:
-            raise ModelError(
-                f"{directory}: `model.num_layers: {num_layers}` but the backbone has "
-                f"{available if available is not None else 'no countable'} layers."
-            )
-        config.num_hidden_layers = num_layers
+    config = _backbone_config(directory, dropout, num_layers)
     tokenizer = tokenizer or load_tokenizer(directory)
     input_names = model_input_names(tokenizer)
-
-    state_files = _pytorch_safetensors(directory)
-    try:
-        if state_files is None:
-            model, info = TFAutoModel.from_pretrained(
-                str(directory), config=config, output_loading_info=True
-            )
-        else:
-            from safetensors.numpy import load_file
-            from transformers.modeling_tf_pytorch_utils import load_pytorch_state_dict_in_tf2_model
-
-            model = TFAutoModel.from_config(config)
-            model(model.dummy_inputs, training=False)
-            state: dict[str, Any] = {}
-            for file in state_files:
-                state.update(load_file(str(file)))
-            _, info = load_pytorch_state_dict_in_tf2_model(
-                model, state, allow_missing_keys=True, output_loading_info=True
-            )
-    except (OSError, ValueError, KeyError) as exc:
-        raise ModelError(
-            f"{directory}: cannot load the weights ({str(exc).splitlines()[0]})."
-        ) from None
+    model, info = _load_weights(directory, config)
 
     missing = [k for k in info.get("missing_keys", []) if "pooler" not in k]
     if missing:
@@ -206,6 +165,59 @@ def load_backbone(
         + (f" (ignored: {', '.join(unexpected[:3])}...)" if unexpected else "")
     )
     return Backbone(model, tokenizer, directory, input_names, loading)
+
+
+def _backbone_config(directory: Path, dropout: dict[str, float] | None, num_layers: int | None):
+    """The backbone's config.json with the dropout overrides and the layer count applied."""
+    import transformers
+    from transformers import AutoConfig
+
+    transformers.logging.set_verbosity_error()
+    try:
+        config = AutoConfig.from_pretrained(str(directory))
+    except (OSError, ValueError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{directory}/config.json: {str(exc).splitlines()[0]}") from None
+    for kind, rate in (dropout or {}).items():
+        for key in _DROPOUT_KEYS[kind]:
+            if hasattr(config, key):
+                setattr(config, key, rate)
+    if num_layers is not None:
+        available = getattr(config, "num_hidden_layers", None)
+        if available is None or num_layers > available:
+            raise ModelError(
+                f"{directory}: `model.num_layers: {num_layers}` but the backbone has "
+                f"{available if available is not None else 'no countable'} layers."
+            )
+        config.num_hidden_layers = num_layers
+    return config
+
+
+def _load_weights(directory: Path, config: Any) -> tuple[Any, dict]:
+    """The TF model built from `config` with the directory's weights, and the loading info."""
+    from transformers import TFAutoModel
+
+    state_files = _pytorch_safetensors(directory)
+    try:
+        if state_files is None:
+            return TFAutoModel.from_pretrained(
+                str(directory), config=config, output_loading_info=True
+            )
+        from safetensors.numpy import load_file
+        from transformers.modeling_tf_pytorch_utils import load_pytorch_state_dict_in_tf2_model
+
+        model = TFAutoModel.from_config(config)
+        model(model.dummy_inputs, training=False)
+        state: dict[str, Any] = {}
+        for file in state_files:
+            state.update(load_file(str(file)))
+        _, info = load_pytorch_state_dict_in_tf2_model(
+            model, state, allow_missing_keys=True, output_loading_info=True
+        )
+        return model, info
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelError(
+            f"{directory}: cannot load the weights ({str(exc).splitlines()[0]})."
+        ) from None
 
 
 def _beyond(weight_name: str, num_layers: int) -> bool:
