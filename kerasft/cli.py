@@ -5,6 +5,7 @@ kerasft tune    --config configs/x.yaml     (python -m kerasft.tune)
 kerasft export  --run runs/x/<timestamp>    (python -m kerasft.export)
 kerasft predict --model saved_models/x --input in.csv --output out.jsonl   (python -m kerasft.predict)
 kerasft distill --config configs/distill_sst2.yaml   (python -m kerasft.distill)
+kerasft report  runs/x/<timestamp> [runs/y/<timestamp> ...]   (python -m kerasft.report)
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-COMMANDS = ("train", "tune", "export", "predict", "distill")
+COMMANDS = ("train", "tune", "export", "predict", "distill", "report")
 
 
 def main(argv: list[str] | None = None) -> int:

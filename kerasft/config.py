@@ -21,10 +21,33 @@ from kerasft.errors import ConfigError
 
 # Per task: the monitor used when `training.monitor` is not set, and every key it may name.
 MONITORS = {
-    "classification": ("val_macro_f1", ("val_loss", "val_accuracy", "val_macro_f1", "val_f1")),
+    "classification": (
+        "val_macro_f1",
+        (
+            "val_loss",
+            "val_accuracy",
+            "val_macro_f1",
+            "val_f1",
+            "val_weighted_f1",
+            "val_roc_auc",
+            "val_pr_auc",
+            "val_ece",
+            "val_brier",
+        ),
+    ),
     "multi_label": (
         "val_micro_f1",
-        ("val_loss", "val_micro_f1", "val_macro_f1", "val_subset_accuracy"),
+        (
+            "val_loss",
+            "val_micro_f1",
+            "val_macro_f1",
+            "val_weighted_f1",
+            "val_subset_accuracy",
+            "val_roc_auc",
+            "val_pr_auc",
+            "val_ece",
+            "val_brier",
+        ),
     ),
     "regression": ("val_pearson", ("val_loss", "val_pearson", "val_spearman", "val_mse")),
     "token_classification": (
@@ -381,6 +404,25 @@ class ExportConfig(_Section):
     )
 
 
+class EvaluationConfig(_Section):
+    """What is measured and drawn after training, on the validation and test splits."""
+
+    slices: tuple[str, ...] = Field(
+        (),
+        description="Data columns (source, language, a demographic attribute) to score each value of "
+        "separately; `metrics.json` and the report mark the largest gap between values. Numeric columns "
+        "with many values are cut into quartiles.",
+    )
+    report: bool = Field(
+        True,
+        description="Write `report.html` and `plots/` in the run directory (curves, confusion matrix, "
+        "ROC/PR, calibration, errors, slices).",
+    )
+    errors: int = Field(
+        20, ge=0, description="Most confident test errors the report lists with their text."
+    )
+
+
 class SearchDimension(_Section):
     """One dimension of a hyperparameter search."""
 
@@ -497,6 +539,7 @@ class Config(_Section):
     model: ModelConfig = ModelConfig()
     training: TrainingConfig = TrainingConfig()
     export: ExportConfig = ExportConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
     tuning: TuningConfig | None = Field(
         None, description="Hyperparameter search; used by `kerasft.tune` only."
     )

@@ -185,14 +185,17 @@ def make_optimizer(
 _LAYER = re.compile(r"/layer_\._(\d+)/")
 
 
-def layer_depths(model: keras.Model) -> dict[str, int]:
+def layer_depths(model: keras.Model, variables: list | None = None) -> dict[str, int]:
     """Depth of every trainable variable: 0 for embeddings, i+1 for encoder layer i, top for the rest.
 
     Layers are found by Hugging Face's TF naming (`.../layer_._<i>/...`), which BERT, RoBERTa,
     DistilBERT, ELECTRA, XLM-R and MiniLM share; everything that is neither embedding nor
     encoder layer (pooler, task head) sits on top.
+
+    Args:
+        variables: the variables to place. Defaults to the model's trainable ones.
     """
-    names = [v.name for v in model.trainable_variables]
+    names = [v.name for v in (model.trainable_variables if variables is None else variables)]
     layers = [int(m.group(1)) for n in names if (m := _LAYER.search(n))]
     top = (max(layers) + 2) if layers else 1
     depths = {}
@@ -336,6 +339,43 @@ class LayerwiseSGD(_Layerwise, keras.optimizers.SGD):
 def group_of(depth: int, top: int) -> str:
     """The name of a depth group: `embeddings`, `layer_<i>` or `head`."""
     return "embeddings" if depth == 0 else "head" if depth == top else f"layer_{depth - 1}"
+
+
+def variable_groups(model: keras.Model) -> dict[str, str]:
+    """Every weight of the model (frozen ones too) → its group: `embeddings`, `layer_<i>` or `head`."""
+    depths = layer_depths(model, model.weights)
+    top = max(depths.values(), default=0)
+    return {name: group_of(depth, top) for name, depth in depths.items()}
+
+
+def current_rates(optimizer, groups: dict[str, str], trainable: set[str]) -> dict[str, float]:
+    """The learning rate each group's last update used; 0 for a group with nothing trainable.
+
+    A group's rate is the schedule's current value times the mean multiplier of its
+    trainable variables (layer-wise decay, per-group rates), or its own optimizer's
+    rate under `group_optimizers`.
+
+    Args:
+        groups: variable name → group, from `variable_groups`.
+        trainable: names of the variables that train now (frozen and not yet unfrozen ones
+            are left out).
+    """
+    subs = getattr(optimizer, "optimizers", None)
+    base = float(optimizer.learning_rate) if subs is None else None
+    multipliers = getattr(optimizer, "lr_multipliers", {})
+    members: dict[str, list[str]] = {}
+    for name, group in groups.items():
+        members.setdefault(group, []).append(name)
+    rates = {}
+    for group, names in members.items():
+        live = [n for n in names if n in trainable]
+        if not live:
+            rates[group] = 0.0
+        elif subs is not None:
+            rates[group] = float(subs.get(group, subs["default"]).learning_rate)
+        else:
+            rates[group] = base * sum(multipliers.get(n, 1.0) for n in live) / len(live)
+    return rates
 
 
 def group_multipliers(model: keras.Model, rates: dict[str, float], base: float) -> dict[str, float]:

@@ -68,7 +68,7 @@ class TaskSpec:
 
 def monitor_mode(monitor: str) -> str:
     """Whether a validation metric improves downwards (`min`: losses, errors) or upwards (`max`)."""
-    return "min" if monitor in ("val_loss", "val_mse") else "max"
+    return "min" if monitor in ("val_loss", "val_mse", "val_ece", "val_brier") else "max"
 
 
 @keras.utils.register_keras_serializable(package="kerasft")

@@ -10,7 +10,8 @@
     build_callbacks  validation metrics, best checkpoint, backups  (kerasft.callbacks)
     fit              Keras' own loop
     evaluate_best    the best epoch's weights on validation and test
-    write_run_files  metrics.json, export.json
+    write_run_files  metrics.json, export.json, predictions/         (kerasft.evaluation)
+    write_report     report.html and plots/                        (kerasft.report)
     export           a versioned SavedModel                        (kerasft.serving)
 
 Everything that can be wrong with the user's input (config, data, backbone) is
@@ -43,6 +44,7 @@ from kerasft.callbacks import (
 )
 from kerasft.config import Config
 from kerasft.data import Data, Datasets, build_datasets, calibration_examples, load_data
+from kerasft.data.pipeline import eval_order
 from kerasft.distribute import (
     barrier,
     check_fits,
@@ -52,11 +54,13 @@ from kerasft.distribute import (
     resolve_strategy,
 )
 from kerasft.errors import ConfigError, KerasftError, cli_main
+from kerasft.evaluation import Predictions, distributions, slice_metrics
 from kerasft.export import export_run, reexport
 from kerasft.freezing import freeze
 from kerasft.hardware import resolve_jit, resolve_precision
 from kerasft.models import Backbone, build_model, load_backbone, load_tokenizer, resolve_backbone
 from kerasft.optim import build_optimizer
+from kerasft.report import write_report
 from kerasft.serving import ExportInfo, RunCard
 from kerasft.tasks import TASKS, TaskSpec, collect, evaluate, monitor_mode, tune_thresholds
 
@@ -67,6 +71,7 @@ class RunResult:
     export_dir: Path | None
     metrics: dict
     model: keras.Model  # the trained model, holding the best epoch's weights
+    report: Path | None = None  # report.html, unless `evaluation.report: false`
 
 
 def run(
@@ -129,13 +134,15 @@ def run(
                 )
                 return RunResult(run_dir, None, {}, model)
             shutil.rmtree(run_dir / "backup", ignore_errors=True)  # finished: nothing to resume
-            metrics, thresholds = evaluate_best(model, spec, run_dir, data, datasets)
+            metrics, thresholds = evaluate_best(model, cfg, spec, run_dir, data, datasets)
             metrics["train"] = training_summary(cfg, data, datasets.steps, timer, wall, run_dir)
+            metrics["data"] = distributions(data.splits, spec)
             if taught:
                 metrics["distill"] = taught
             write_run_files(cfg, run_dir, backbone, data, metrics, thresholds)
+            report = write_report(run_dir, cfg.evaluation.errors) if cfg.evaluation.report else None
             export_dir = export(cfg, run_dir, model, backbone, data, datasets)
-            return RunResult(run_dir, export_dir, metrics, model)
+            return RunResult(run_dir, export_dir, metrics, model, report)
         except KerasftError:
             if resume_dir is None and chief:
                 shutil.rmtree(run_dir, ignore_errors=True)
@@ -218,12 +225,14 @@ def fit(
 
 
 def evaluate_best(
-    model: keras.Model, spec: TaskSpec, run_dir: Path, data: Data, datasets: Datasets
+    model: keras.Model, cfg: Config, spec: TaskSpec, run_dir: Path, data: Data, datasets: Datasets
 ) -> tuple[dict, list[float] | None]:
-    """Loads the best epoch's weights and scores validation and test.
+    """Loads the best epoch's weights, scores validation and test, and saves their predictions.
 
     EarlyStopping restores weights only when it stops early; the checkpoint holds the
     best epoch either way. Multi-label decision thresholds are tuned on validation here.
+    Each split's predictions go to `predictions/<split>.npz` in input order (the report
+    reads them); `evaluation.slices` adds each split's metrics per slice value.
 
     Returns:
         (metrics per split, the tuned thresholds or None).
@@ -242,12 +251,35 @@ def evaluate_best(
     }
     for name in splits:
         m = metrics[name]
-        if m["examples"]:
-            shown = "  ".join(
-                f"{k} {v:.4f}" for k, v in m.items() if isinstance(v, float) and k != "loss"
-            )
-            print(f"{name}: {shown}  ({m['examples']} examples)")
+        if not m["examples"]:
+            continue
+        shown = "  ".join(
+            f"{k} {v:.4f}" for k, v in m.items() if isinstance(v, float) and k != "loss"
+        )
+        print(f"{name}: {shown}  ({m['examples']} examples)")
+        predictions = Predictions.in_input_order(
+            *outputs[name], eval_order(data.encoded[name]), getattr(data.splits, name), data.scaling
+        )
+        predictions.save(run_dir / "predictions" / f"{name}.npz")
+        if cfg.evaluation.slices:
+            m["slices"] = slice_metrics(spec, predictions, names, _headline(cfg), thresholds)
+            _print_gaps(name, m["slices"])
     return metrics, thresholds
+
+
+def _headline(cfg: Config) -> str:
+    """The metric slices are compared on: the monitored one (without `val_`)."""
+    return cfg.monitor.removeprefix("val_")
+
+
+def _print_gaps(split: str, slices: dict) -> None:
+    for column, scored in slices.items():
+        gap = scored["largest_gap"]
+        if gap:
+            print(
+                f"{split} slices by {column}: {len(scored['values'])} values; largest {gap['metric']} gap "
+                f"{gap['gap']:.4f} ({gap['highest']} over {gap['lowest']})"
+            )
 
 
 def training_summary(
@@ -447,7 +479,8 @@ def parser(
     p = argparse.ArgumentParser(
         prog=prog,
         description=description,
-        epilog="The last two output lines are run_dir=<path> and export_dir=<path>. "
+        epilog="The last three output lines are run_dir=<path>, export_dir=<path> and report=<path> "
+        "(report.html in the run directory). "
         "Exit status 2 means a problem with the config, data or backbone (the message says which).",
     )
     p.add_argument(
@@ -469,7 +502,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def launch(cfg: Config, fresh: bool) -> int:
-    """Runs `cfg`, resuming its interrupted run unless `fresh`; prints run_dir= and export_dir=."""
+    """Runs `cfg`, resuming its interrupted run unless `fresh`; prints run_dir=, export_dir= and report=."""
     if cluster_from_env() is not None and fresh:
         raise ConfigError(
             "--fresh does not apply to multi-worker runs (TF_CONFIG is set): their run directory "
@@ -482,6 +515,7 @@ def launch(cfg: Config, fresh: bool) -> int:
     result = run(cfg, resume_dir=resume)
     print(f"run_dir={result.run_dir}")
     print(f"export_dir={result.export_dir if result.export_dir else ''}")
+    print(f"report={result.report if result.report else ''}")
     return 0
 
 

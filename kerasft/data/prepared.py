@@ -59,7 +59,7 @@ def load_data(
     Raises:
         DataError: missing or malformed data (the message names the file and line).
     """
-    splits = load_splits(cfg.data, cfg.training.seed, spec, frames)
+    splits = load_splits(cfg.data, cfg.training.seed, spec, frames, cfg.evaluation.slices)
     model_max = getattr(tokenizer, "model_max_length", None) or cfg.data.max_length
     max_length = min(cfg.data.max_length, model_max)
     scaling = None

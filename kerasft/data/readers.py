@@ -63,12 +63,16 @@ def read_source(
     task: TaskSpec,
     key: str = "data.train",
     split: str = "train",
+    slices: tuple[str, ...] = (),
 ):
     """Reads one split's data (a path spec, or a DataFrame from the Python API) into a normalised frame.
 
+    Args:
+        slices: further columns to keep (`evaluation.slices`), as `slice:<name>`. Defaults to none.
+
     Returns:
-        (frame, source) where frame has columns text, text_pair (when configured), label, line and
-        source is the file named in messages.
+        (frame, source) where frame has columns text, text_pair (when configured), label, line,
+        the slice columns, and source is the file named in messages.
     """
     if isinstance(spec, list):  # a list of row dicts from the Python API
         spec = pd.DataFrame(spec)
@@ -78,6 +82,11 @@ def read_source(
     else:
         raw, source, header_known = _read_raw(spec, cfg, task, key, split)
     if task.per_token and "__conll__" in raw.attrs:
+        if slices:
+            raise DataError(
+                f"{source}: CoNLL files have no columns for `evaluation.slices: {list(slices)}`. "
+                "Use JSON lines with `tokens`, `tags` and the slice columns, or drop the slices."
+            )
         return _check(raw, cfg, task, source), source
     frame = pd.DataFrame({"line": raw["__line__"].to_numpy()})
     columns = [c for c in raw.columns if c != "__line__"]
@@ -89,6 +98,9 @@ def read_source(
         if spec_col is None:
             continue
         frame[field] = raw[_column(columns, spec_col, cfg_key, source, header_known)].to_numpy()
+    for name in slices:
+        column = raw[_column(columns, name, "evaluation.slices", source, header_known)]
+        frame[f"slice:{name}"] = column.to_numpy()
     return _check(frame, cfg, task, source), source
 
 

@@ -25,6 +25,7 @@ class Split:
     targets: np.ndarray | list[np.ndarray]
     source: str
     pairs: list[str] | None = None
+    columns: dict[str, list] = dataclasses.field(default_factory=dict)  # evaluation.slices
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -44,6 +45,7 @@ def load_splits(
     seed: int,
     task: TaskSpec = TASKS["classification"],
     frames: dict[str, pd.DataFrame] | None = None,
+    slices: tuple[str, ...] = (),
 ) -> Splits:
     """Reads the configured data and returns the three splits and the label vocabulary.
 
@@ -53,11 +55,12 @@ def load_splits(
         task: the config's task spec; decides how labels are read. Defaults to classification.
         frames: DataFrames (or lists of row dicts) that stand in for
             `data.train`/`validation`/`test` (Python API). Defaults to none.
+        slices: columns to carry beside the texts (`evaluation.slices`). Defaults to none.
 
     Raises:
         DataError: missing or malformed data, an unknown label, a single class, no validation data.
     """
-    tables, sources = _read_tables(cfg, seed, task, frames or {})
+    tables, sources = _read_tables(cfg, seed, task, frames or {}, slices)
     vocab = _vocabulary(cfg, task, tables["train"], sources["train"])
     splits = {}
     for name in SPLITS:
@@ -67,6 +70,7 @@ def load_splits(
             targets=targets(table, vocab, task, sources[name]),
             source=sources[name],
             pairs=table["text_pair"].tolist() if "text_pair" in table else None,
+            columns={name: table[f"slice:{name}"].tolist() for name in slices},
         )
         print(
             f"{name}: {len(table)} examples ({describe(splits[name].targets, vocab, task)})",
@@ -89,14 +93,20 @@ def load_splits(
 
 
 def _read_tables(
-    cfg: DataConfig, seed: int, task: TaskSpec, frames: dict[str, pd.DataFrame]
+    cfg: DataConfig,
+    seed: int,
+    task: TaskSpec,
+    frames: dict[str, pd.DataFrame],
+    slices: tuple[str, ...] = (),
 ) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
     """The three splits' tables and sources: read, carved from `train` where not given, capped."""
     specs = {name: frames.get(name, getattr(cfg, name)) for name in SPLITS}
     tables, sources = {}, {}
     for name in SPLITS:
         if specs[name] is not None:
-            tables[name], sources[name] = read_source(specs[name], cfg, task, f"data.{name}", name)
+            tables[name], sources[name] = read_source(
+                specs[name], cfg, task, f"data.{name}", name, slices
+            )
 
     # Carve missing splits from the training data, stratified and seeded, so the held-out
     # sets stay the same whatever `max_train_examples` is.

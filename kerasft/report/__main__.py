@@ -1,0 +1,5 @@
+import sys
+
+from kerasft.report.cli import main
+
+sys.exit(main())

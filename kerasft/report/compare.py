@@ -1,0 +1,219 @@
+"""Pages over several runs: a side-by-side comparison, and a tuning search's trials."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kerasft.callbacks import read_history
+from kerasft.errors import DataError
+from kerasft.report import page, plots
+from kerasft.report.run import monitor_of
+
+IGNORED_KEYS = ("training.output_dir", "tuning")  # differ between runs without changing them
+
+
+def compare_runs(run_dirs: list[Path], output: Path) -> Path:
+    """`output/report.html`: the config keys that differ, metrics side by side, overlaid curves.
+
+    Raises:
+        DataError: a directory is not a finished run.
+    """
+    runs = [_read(run_dir) for run_dir in run_dirs]
+    labels = _labels(run_dirs)
+    configs = {label: _flatten(run["config"]) for label, run in zip(labels, runs, strict=True)}
+    keys = sorted({k for c in configs.values() for k in c})
+    differing = [
+        k
+        for k in keys
+        if len({json.dumps(c.get(k), sort_keys=True) for c in configs.values()}) > 1
+        and not k.startswith(IGNORED_KEYS)
+    ]
+    sections = [
+        "<h2>Runs</h2>"
+        + page.table(
+            ["run", "directory"],
+            [(lbl, str(r["dir"])) for lbl, r in zip(labels, runs, strict=True)],
+        ),
+        "<h2>Config keys that differ</h2>"
+        + (
+            page.table(
+                ["key", *labels],
+                [[k, *[_cell(configs[lbl].get(k)) for lbl in labels]] for k in differing],
+            )
+            if differing
+            else "<p>The configs are the same.</p>"
+        ),
+        _metrics_table(runs, labels),
+    ]
+    histories = {lbl: r["history"] for lbl, r in zip(labels, runs, strict=True)}
+    monitors = list(dict.fromkeys(monitor_of(r["config"]) for r in runs))
+    if plots.overlaid_curves(
+        histories, ["loss", "val_loss", *monitors], output / "plots" / "curves.png"
+    ):
+        sections.append(
+            "<h2>Curves</h2>"
+            + page.figure(
+                "plots/curves.png",
+                "Per-epoch training loss, validation loss and monitored metric of each run.",
+                "overlaid training curves",
+            )
+        )
+    return _write(output, f"Comparison of {len(runs)} runs", "", sections)
+
+
+def tuning_report(directory: Path, output: Path | None = None) -> Path:
+    """`report.html` in a `kerasft.tune` directory: trials best first, each parameter against the objective.
+
+    Raises:
+        DataError: no `trials.csv` (the search has not finished a trial).
+    """
+    table_path = directory / "trials.csv"
+    if not table_path.is_file():
+        raise DataError(
+            f"{directory}: no trials.csv; run `python -m kerasft.tune` until a trial finishes."
+        )
+    with table_path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows:
+        raise DataError(f"{table_path}: no trials in it.")
+    header = list(rows[0])
+    objective = header[-2]
+    params = header[2:-2]
+    output = output or directory
+    output.mkdir(parents=True, exist_ok=True)
+    sections = [f"<h2>Trials, best first by {page.esc(objective)}</h2>"]
+    links = []
+    for row in rows:
+        trial = directory / "trials" / row["trial_id"] / "trial.json"
+        report = None
+        if trial.is_file():
+            run = next(iter(json.loads(trial.read_text()).get("runs", [])), None)
+            if run and (Path(run) / "report.html").is_file():
+                report = Path(run) / "report.html"
+        href = os.path.relpath(report.resolve(), output.resolve()) if report else None
+        links.append(page.Raw(f'<a href="{page.esc(href)}">report</a>') if href else "")
+    sections.append(
+        page.table(
+            [*header, "run"],
+            [
+                [*(_number(row[h]) for h in header), link]
+                for row, link in zip(rows, links, strict=True)
+            ],
+            [True, False, *[True] * len(params), True, True, False],
+        )
+    )
+    if plots.parameter_scatter(rows, params, objective, output / "plots" / "parameters.png"):
+        sections.append(
+            "<h2>Parameters against the objective</h2>"
+            + page.figure(
+                "plots/parameters.png",
+                f"{objective} of every trial against each searched value "
+                "(circled: the best trial).",
+                "objective against each parameter",
+            )
+        )
+    return _write(output, f"Tuning: {directory.name}", str(directory), sections)
+
+
+def _read(run_dir: Path) -> dict[str, Any]:
+    metrics = run_dir / "metrics.json"
+    if not metrics.is_file():
+        raise DataError(f"{run_dir}: no metrics.json, so not a finished run directory.")
+    config = run_dir / "config.yaml"
+    return {
+        "dir": run_dir,
+        "config": yaml.safe_load(config.read_text(encoding="utf-8")) if config.is_file() else {},
+        "metrics": json.loads(metrics.read_text(encoding="utf-8")),
+        "history": read_history(run_dir / "history.jsonl"),
+    }
+
+
+def _labels(run_dirs: list[Path]) -> list[str]:
+    """Short names: `<name>/<timestamp>`, made unique."""
+    labels = []
+    for run_dir in run_dirs:
+        label = f"{run_dir.parent.name}/{run_dir.name}"
+        while label in labels:
+            label += "'"
+        labels.append(label)
+    return labels
+
+
+def _metrics_table(runs: list[dict], labels: list[str]) -> str:
+    parts = []
+    for split in ("validation", "test"):
+        keys = list(
+            dict.fromkeys(
+                k
+                for r in runs
+                for k, v in r["metrics"].get(split, {}).items()
+                if isinstance(v, float | int) and not isinstance(v, bool)
+            )
+        )
+        if keys:
+            parts.append(
+                f"<h3>{split}</h3>"
+                + page.table(
+                    ["metric", *labels],
+                    [[k, *[r["metrics"].get(split, {}).get(k) for r in runs]] for k in keys],
+                    [False] + [True] * len(labels),
+                )
+            )
+    train = [
+        ("examples/s", "examples_per_second"),
+        ("epochs", "epochs"),
+        ("best epoch", "best_epoch"),
+    ]
+    parts.append(
+        "<h3>training</h3>"
+        + page.table(
+            ["", *labels],
+            [
+                [name, *[r["metrics"].get("train", {}).get(key) for r in runs]]
+                for name, key in train
+            ],
+            [False] + [True] * len(labels),
+        )
+    )
+    return "<h2>Metrics</h2>" + "".join(parts)
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(tree, dict):
+        return {prefix[:-1]: tree}
+    out = {}
+    for key, value in tree.items():
+        out.update(
+            _flatten(value, f"{prefix}{key}.")
+            if isinstance(value, dict)
+            else {f"{prefix}{key}": value}
+        )
+    return out
+
+
+def _cell(value: Any) -> str:
+    return "" if value is None else json.dumps(value) if isinstance(value, list | dict) else value
+
+
+def _number(text: str) -> Any:
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _write(output: Path, title: str, subtitle: str, sections: list[str]) -> Path:
+    output.mkdir(parents=True, exist_ok=True)
+    path = output / "report.html"
+    tmp = path.with_suffix(".html.tmp")
+    tmp.write_text(page.document(title, subtitle, sections), encoding="utf-8")
+    tmp.replace(path)
+    return path
