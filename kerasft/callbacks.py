@@ -365,8 +365,8 @@ class StepLog(keras.callbacks.Callback):
         self._seen += 1
         loss = mean * self._seen - self._mean * (self._seen - 1)
         self._mean = mean
-        step = self._epoch * self.steps_per_epoch + batch + 1
-        record = {"step": step, "epoch": self._epoch + 1, "loss": round(loss, 6)}
+        step = int(self._epoch * self.steps_per_epoch + batch + 1)  # after a restore, numpy ints
+        record = {"step": step, "epoch": int(self._epoch) + 1, "loss": round(loss, 6)}
         if batch % self.every == 0:
             trainable = {v.name for v in self.model.trainable_weights}
             rates = current_rates(self.model.optimizer, self._groups, trainable)

@@ -361,7 +361,7 @@ def current_rates(optimizer, groups: dict[str, str], trainable: set[str]) -> dic
             are left out).
     """
     subs = getattr(optimizer, "optimizers", None)
-    base = float(optimizer.learning_rate) if subs is None else None
+    base = _value(optimizer.learning_rate) if subs is None else None
     multipliers = getattr(optimizer, "lr_multipliers", {})
     members: dict[str, list[str]] = {}
     for name, group in groups.items():
@@ -372,10 +372,15 @@ def current_rates(optimizer, groups: dict[str, str], trainable: set[str]) -> dic
         if not live:
             rates[group] = 0.0
         elif subs is not None:
-            rates[group] = float(subs.get(group, subs["default"]).learning_rate)
+            rates[group] = _value(subs.get(group, subs["default"]).learning_rate)
         else:
             rates[group] = base * sum(multipliers.get(n, 1.0) for n in live) / len(live)
     return rates
+
+
+def _value(rate) -> float:
+    """A learning rate (a float, tensor, or a variable that may be mirrored across replicas) as a float."""
+    return float(keras.backend.get_value(rate))
 
 
 def group_multipliers(model: keras.Model, rates: dict[str, float], base: float) -> dict[str, float]:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -144,14 +145,16 @@ def test_single_class_and_missing_config_are_rejected(tiny_config, tmp_path):
 
 
 @pytest.mark.slow
-def test_cli_prints_run_and_export_dirs_last(tiny_config, tmp_path):
+def test_cli_prints_run_export_and_report_paths_last(tiny_config, tmp_path):
     path = write_yaml(tmp_path / "c.yaml", tiny_config)
     proc = cli(["--config", str(path), "--set", "training.epochs=1"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    lines = proc.stdout.strip().splitlines()
+    run_line, export_line, report_line = proc.stdout.strip().splitlines()[-3:]
+    run_dir = tmp_path / Path(run_line.removeprefix("run_dir="))
+    assert run_line.startswith("run_dir=") and (run_dir / "metrics.json").is_file()
+    assert export_line == f"export_dir={tmp_path / 'saved_models' / 'tiny' / '1'}"
     assert (
-        lines[-2].startswith("run_dir=")
-        and lines[-1] == f"export_dir={tmp_path / 'saved_models' / 'tiny' / '1'}"
+        report_line == f"report={run_dir / 'report.html'}" and (run_dir / "report.html").is_file()
     )
 
 
