@@ -1,11 +1,12 @@
-"""Fine-tuning strategies side by side on SST-2: full fine-tuning, layer-wise decay, gradual unfreezing, LoRA.
+"""Fine-tuning strategies side by side on SST-2: full fine-tuning, layer-wise decay, gradual unfreezing, LoRA, adapters, BitFit.
 
-    .venv/bin/python bench/strategies.py [--train 3000] [--epochs 3]
+    .venv/bin/python bench/strategies.py [--train 3000] [--epochs 3] [--only adapter,bitfit]
 
 Each strategy trains the embedded MiniLM-L6 on the same `--train` SST-2 phrases
 for the same number of steps (`--epochs` epochs, batch 32) and is scored on the
-GLUE SST-2 dev set (872 sentences). Needs ../shared/data. Last line:
-full_acc=… llrd_acc=… unfreeze_acc=… lora_acc=… lora_trainable_pct=…
+GLUE SST-2 dev set (872 sentences). Needs ../shared/data. Last line (the
+strategies that ran): full_acc=… llrd_acc=… unfreeze_acc=… lora_acc=…
+lora_trainable_pct=… adapter_acc=… bitfit_acc=… adapter_trainable_pct=…
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ STRATEGIES = {
     "llrd": ({"learning_rate": 2e-4, "layerwise_lr_decay": 0.8}, {}),
     "unfreeze": ({"learning_rate": 2e-4, "unfreeze_every_epochs": 1}, {}),
     "lora": ({"learning_rate": 1e-3}, {"lora": {"rank": 8, "alpha": 16, "dropout": 0.05}}),
+    "adapter": ({"learning_rate": 1e-3}, {"adapters": {"size": 64, "placement": "houlsby"}}),
+    "bitfit": ({"learning_rate": 1e-3, "bitfit": True}, {}),
 }
 
 
@@ -34,11 +37,17 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--train", type=int, default=3000, help="training phrases")
     p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--only", help=f"comma-separated subset of {', '.join(STRATEGIES)}")
     args = p.parse_args()
+    chosen = args.only.split(",") if args.only else list(STRATEGIES)
+    unknown = sorted(set(chosen) - set(STRATEGIES))
+    if unknown:
+        p.error(f"unknown strategy {unknown[0]}; choose from {', '.join(STRATEGIES)}")
     require_sst2()
     work = Path(tempfile.mkdtemp(prefix="kerasft-strategies-"))
     results = {}
-    for name, (training, model) in STRATEGIES.items():
+    for name in chosen:
+        training, model = STRATEGIES[name]
         keras.backend.clear_session()
         cfg = config_from_dict(
             {
@@ -70,11 +79,13 @@ def main() -> None:
             f"({pct:.2f}%)",
             flush=True,
         )
-    print(
-        f"full_acc={results['full'][0]:.4f} llrd_acc={results['llrd'][0]:.4f} "
-        f"unfreeze_acc={results['unfreeze'][0]:.4f} lora_acc={results['lora'][0]:.4f} "
-        f"lora_trainable_pct={results['lora'][1]:.2f}"
-    )
+    summary = [f"{name}_acc={acc:.4f}" for name, (acc, _) in results.items()]
+    summary += [
+        f"{name}_trainable_pct={results[name][1]:.2f}"
+        for name in ("lora", "adapter")
+        if name in results
+    ]
+    print(" ".join(summary))
 
 
 if __name__ == "__main__":

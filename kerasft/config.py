@@ -199,6 +199,17 @@ class LoraConfig(_Section):
     )
 
 
+class AdapterConfig(_Section):
+    """Bottleneck adapters: small trainable layers inside a frozen backbone."""
+
+    size: int = Field(64, ge=1, description="Bottleneck width of each adapter.")
+    placement: Literal["houlsby", "pfeiffer"] = Field(
+        "houlsby",
+        description="`houlsby`: after the attention and the feed-forward output of every layer; "
+        "`pfeiffer`: after the feed-forward output only (half the adapters).",
+    )
+
+
 class ModelConfig(_Section):
     """The pretrained backbone and the task head on top of it."""
 
@@ -225,6 +236,11 @@ class ModelConfig(_Section):
         None,
         description="LoRA adapters (`{rank: 8}` is enough): only the adapters and the head train; the "
         "adapters are merged into the weights at export.",
+    )
+    adapters: AdapterConfig | None = Field(
+        None,
+        description="Bottleneck adapters (`{size: 64}` is enough): only the adapters, the encoder's "
+        "LayerNorms and the head train; the adapters stay in the exported model.",
     )
     hidden_dropout: float | None = Field(
         None,
@@ -315,6 +331,11 @@ class TrainingConfig(_Section):
         "does, at about a third more time per step.",
     )
     freeze_layers: int = Field(0, ge=0, description="Keep the bottom N encoder layers fixed.")
+    bitfit: bool = Field(
+        False,
+        description="BitFit: train only the backbone's bias terms (and the task head); about 0.1% of "
+        "a BERT's weights.",
+    )
     unfreeze_every_steps: int | None = Field(
         None,
         ge=1,
@@ -570,6 +591,23 @@ class Config(_Section):
             raise ValueError(
                 "`training.unfreeze_every_epochs` unfreezes every block in turn; drop `freeze_layers` and "
                 "`freeze_embeddings`, or gradual unfreezing"
+            )
+        methods = [
+            name
+            for name, on in (
+                ("model.lora", self.model.lora),
+                ("model.adapters", self.model.adapters),
+                ("training.bitfit", t.bitfit),
+            )
+            if on
+        ]
+        if len(methods) > 1:
+            raise ValueError(
+                f"choose one of `{methods[0]}` and `{methods[1]}`: each freezes the backbone its own way"
+            )
+        if methods and (t.unfreeze_every_epochs or t.unfreeze_every_steps or t.freeze_layers):
+            raise ValueError(
+                f"`{methods[0]}` decides what trains; drop `training.unfreeze_every_*` and `freeze_layers`"
             )
         if self.task not in ("classification", "multi_label") and (
             t.loss == "focal" or t.label_smoothing

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from kerasft._compat import keras, tf
+from kerasft.adapters import apply_adapters
 from kerasft.config import ModelConfig
 from kerasft.data.tokenize import model_input_names
 from kerasft.errors import ModelError
@@ -262,15 +263,22 @@ class MaskedMeanPooling(keras.layers.Layer):
 def build_model(
     cfg: ModelConfig, spec: TaskSpec, backbone: Backbone, num_outputs: int
 ) -> keras.Model:
-    """The Keras model the `model:` section describes: backbone, task head and LoRA adapters if set.
+    """The Keras model the `model:` section describes: backbone, task head, and LoRA or bottleneck adapters.
 
     Args:
-        cfg: the `model` section (pooling, dropout, lora).
+        cfg: the `model` section (pooling, dropout, lora, adapters).
         spec: the task's spec; it decides the head's shape.
         backbone: the loaded backbone.
         num_outputs: classes, labels or tags (ignored for regression).
     """
     model = task_model(backbone, spec, num_outputs, cfg.pooling, cfg.dropout)
+    if cfg.adapters:
+        example = {name: tf.ones((1, 4), tf.int32) for name in backbone.input_names}
+        added = apply_adapters(model, cfg.adapters.size, cfg.adapters.placement, example)
+        print(
+            f"adapters: {added} of size {cfg.adapters.size} ({cfg.adapters.placement}); only they, the "
+            "LayerNorms and the head train"
+        )
     if cfg.lora:
         adapted = apply_lora_config(model, cfg.lora, backbone.input_names)
         print(

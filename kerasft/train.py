@@ -35,6 +35,7 @@ from pathlib import Path
 from kerasft import config as config_lib
 from kerasft import distill
 from kerasft._compat import keras, tf
+from kerasft.adapters import apply_bitfit
 from kerasft.callbacks import (
     StepTimer,
     TrainingState,
@@ -116,6 +117,10 @@ def run(
             optimizer = build_optimizer(cfg.training, model, datasets.steps)
             # After the optimizer: with gradual unfreezing it has slots for every block.
             freeze(model, cfg.training.freeze_embeddings, cfg.training.freeze_layers)
+            if cfg.training.bitfit:
+                print(
+                    f"BitFit: {apply_bitfit(model)} bias vectors of the backbone train, and the head"
+                )
             loss = distill.distillation_loss(cfg, data) if teacher else loss_for(cfg, spec, data)
             metrics = [] if teacher else spec.fit_metrics()  # packed targets: validation scores it
             model.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=jit)
