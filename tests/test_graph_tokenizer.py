@@ -8,6 +8,7 @@ import pytest
 from kerasft._compat import tf
 from kerasft.models import load_tokenizer, resolve_backbone
 from kerasft.serving.tokenizers import UnsupportedTokenizer, graph_tokenizer_for
+from tests.conftest import sentencepiece_tokenizer
 from tests.parity_corpus import parity_corpus
 
 
@@ -76,40 +77,6 @@ def test_byte_level_bpe_is_reported_unsupported():
     bpe = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.BPE()))
     with pytest.raises(UnsupportedTokenizer, match=r"BPE tokenizer has no in-graph equivalent"):
         graph_tokenizer_for(bpe, 16, ("input_ids",))
-
-
-@pytest.fixture(scope="module")
-def spm_model(tmp_path_factory):
-    """A small SentencePiece Unigram model trained here on the parity corpus (no downloads)."""
-    spm = pytest.importorskip("sentencepiece")
-    root = tmp_path_factory.mktemp("spm")
-    lines = [t.replace("\n", " ").strip() for t in parity_corpus(560)]
-    (root / "train.txt").write_text("\n".join(t for t in lines if t) + "\n", encoding="utf-8")
-    spm.SentencePieceTrainer.train(
-        input=str(root / "train.txt"),
-        model_prefix=str(root / "spiece"),
-        vocab_size=800,
-        model_type="unigram",
-        character_coverage=0.9995,
-        pad_id=0,
-        unk_id=1,
-        bos_id=2,
-        eos_id=3,
-        user_defined_symbols=["[CLS]", "[SEP]", "[MASK]"],
-        minloglevel=2,
-    )
-    return root / "spiece.model"
-
-
-def sentencepiece_tokenizer(family, model_file):
-    import transformers
-
-    cls = {
-        "albert": transformers.AlbertTokenizerFast,
-        "xlm-roberta": transformers.XLMRobertaTokenizerFast,
-        "t5": transformers.T5TokenizerFast,
-    }[family]
-    return cls(vocab_file=str(model_file))
 
 
 @pytest.mark.parametrize("family", ["albert", "xlm-roberta", "t5"])

@@ -1,0 +1,111 @@
+"""Prompt tuning: what trains, what the prompt does to the input, and that runs with it export."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kerasft._compat import keras, tf
+from kerasft.config import PromptConfig, config_from_dict
+from kerasft.errors import ConfigError, ModelError
+from kerasft.models import load_backbone, task_model
+from kerasft.prompt import SoftPrompt, check_prompt_length
+from kerasft.tasks import TASKS
+from kerasft.train import run
+from tests.conftest import tiny_run_config
+
+X = {
+    "input_ids": tf.constant([[2, 5, 6, 3, 0, 0], [2, 8, 9, 10, 11, 3]]),
+    "attention_mask": tf.constant([[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1]]),
+    "token_type_ids": tf.zeros((2, 6), tf.int32),
+}
+
+
+def prompted(directory, task="classification", tokens=4, init="vocab"):
+    backbone = load_backbone(directory, dropout={"hidden": 0.0, "attention": 0.0})
+    prompt = PromptConfig(tokens=tokens, init=init)
+    return task_model(backbone, TASKS[task], 3, dropout=0.0, prompt=prompt), backbone
+
+
+def test_only_the_prompt_and_the_head_train(tiny_bert_dir):
+    model, _ = prompted(tiny_bert_dir)
+    names = sorted(v.name.split(":")[0] for v in model.trainable_variables)
+    assert names == ["head/bias", "head/kernel", "soft_prompt/prompt"]
+    assert model(X).shape == (2, 3)
+
+
+def test_the_prompt_starts_as_vocabulary_embeddings_and_precedes_the_words(tiny_bert_dir):
+    backbone = load_backbone(tiny_bert_dir)
+    embeddings = backbone.model.get_input_embeddings()
+    layer = SoftPrompt(embeddings, 3, "vocab")
+    out = layer(X)
+    table = embeddings.weight.numpy()
+    prompt = layer.prompt.numpy()
+    assert all((np.abs(table - row).max(axis=1) == 0).any() for row in prompt)
+    np.testing.assert_array_equal(out["inputs_embeds"][0, :3].numpy(), prompt)
+    np.testing.assert_array_equal(
+        out["inputs_embeds"][:, 3:].numpy(), tf.gather(table, X["input_ids"])
+    )
+    assert out["attention_mask"].numpy().tolist()[0] == [1, 1, 1, 1, 1, 1, 1, 0, 0]
+    assert out["token_type_ids"].shape == (2, 9)
+
+
+def test_padding_is_still_ignored_and_the_prompt_changes_the_output(tiny_bert_dir):
+    model, _ = prompted(tiny_bert_dir, init="random")
+    short = {k: v[:1, :4] for k, v in X.items()}  # the first example without its padding
+    np.testing.assert_allclose(model(X).numpy()[0], model(short).numpy()[0], atol=1e-5)
+    before = model(X).numpy()
+    prompt = model.get_layer("soft_prompt").prompt
+    prompt.assign(prompt + tf.random.normal(prompt.shape, stddev=1.0, seed=3))
+    assert not np.allclose(model(X).numpy(), before, atol=1e-4)
+
+
+def test_token_tags_keep_one_row_per_input_token(tiny_bert_dir):
+    model, _ = prompted(tiny_bert_dir, task="token_classification")
+    assert model(X).shape == (2, 6, 3)
+
+
+def test_prompt_and_inputs_must_fit_the_position_table(tiny_bert_dir):
+    backbone = load_backbone(tiny_bert_dir)
+    limit = backbone.model.config.max_position_embeddings
+    check_prompt_length(backbone.model.config, 20, limit - 20)
+    with pytest.raises(ModelError, match="prompt_tuning.tokens: 20.*Lower one"):
+        check_prompt_length(backbone.model.config, 20, limit - 19)
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        ({"prompt_tuning": {"tokens": 8}, "lora": {"rank": 4}}, "choose one of `model.lora`"),
+        ({"prompt_tuning": {"tokens": 8}, "pooling": "pooler"}, "soft-prompt vector"),
+        ({"prompt_tuning": {"tokens": 0}}, "tokens"),
+    ],
+)
+def test_conflicting_settings_are_refused(tiny_config, model, message):
+    raw = dict(tiny_config)
+    raw["model"] = {**raw.get("model", {}), **model}
+    with pytest.raises(ConfigError, match=message):
+        config_from_dict(raw)
+
+
+@pytest.mark.slow
+def test_a_prompt_tuned_run_trains_and_serves_raw_text(tmp_path, tiny_bert_dir):
+    raw = tiny_run_config(
+        tmp_path,
+        tiny_bert_dir,
+        model={"backbone": str(tiny_bert_dir), "prompt_tuning": {"tokens": 4}},
+        training={"epochs": 3, "batch_size": 8, "learning_rate": 3e-2},
+    )
+    result = run(config_from_dict(raw), verbose=0)
+    history = result.metrics["train"]["history"]["loss"]
+    assert history[-1] < history[0]
+    card = result.model.get_layer("soft_prompt").prompt.numpy()
+    loaded = tf.saved_model.load(str(result.export_dir))
+    served = loaded.signatures["serving_default"](text=tf.constant(["great fun film", "awful"]))
+    assert served["probabilities"].shape == (2, 2)
+    ids = {k: v[:, :5] for k, v in X.items()}
+    in_memory = tf.nn.softmax(result.model(ids, training=False)).numpy()
+    exported = loaded.signatures["predict_ids"](**ids)["probabilities"].numpy()
+    np.testing.assert_allclose(exported, in_memory, atol=1e-5)  # the trained prompt is in the graph
+    assert np.isfinite(card).all()
+    keras.backend.clear_session()
