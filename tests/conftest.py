@@ -143,6 +143,8 @@ def tiny_run_config(root: Path, backbone: Path, copies: int = 3, **sections: dic
         "model": {"backbone": str(backbone)},
         "training": {"epochs": 2, "batch_size": 8, "output_dir": str(root / "runs")},
         "export": {"dir": str(root / "exports")},
+        # Reports cost seconds a run; tests/test_report.py and the CLI test turn them on.
+        "evaluation": {"report": False},
     }
     for section, values in sections.items():
         if isinstance(raw.get(section), dict):
@@ -183,6 +185,7 @@ def tiny_config(tmp_path, tiny_bert_dir, tiny_csv) -> dict:
             "output_dir": str(tmp_path / "runs"),
         },
         "export": {"dir": str(tmp_path / "saved_models")},
+        "evaluation": {"report": False},  # as in tiny_run_config
     }
 
 

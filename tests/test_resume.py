@@ -45,7 +45,9 @@ def deterministic_config(tiny_config, tmp_path):
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_and_matches_an_uninterrupted_run(deterministic_config, tmp_path):
+def test_killed_run_resumes_matches_an_uninterrupted_run_and_is_never_resumed_again(
+    deterministic_config, tmp_path
+):
     path = write_yaml(tmp_path / "c.yaml", deterministic_config)
     code, out = train(path, kill_at="epoch 3 step 1/")
     assert code == -signal.SIGKILL, out[-2000:]
@@ -62,7 +64,7 @@ def test_killed_run_resumes_and_matches_an_uninterrupted_run(deterministic_confi
     resumed = json.loads((interrupted / "metrics.json").read_text())
     assert resumed["train"]["epochs"] == 4 and not (interrupted / "backup").exists()
 
-    code, out = train(path, "--fresh")
+    code, out = train(path)  # the resumed run finished: this is a new run, not a resumption
     assert code == 0 and "resuming" not in out
     (fresh,) = [d for d in runs.iterdir() if d != interrupted]
     straight = json.loads((fresh / "metrics.json").read_text())
@@ -70,16 +72,6 @@ def test_killed_run_resumes_and_matches_an_uninterrupted_run(deterministic_confi
         straight["train"]["history"]["val_loss"], abs=1e-6
     )
     assert resumed["test"]["loss"] == pytest.approx(straight["test"]["loss"], abs=1e-6)
-
-
-@pytest.mark.slow
-def test_a_finished_run_is_never_resumed(deterministic_config, tmp_path):
-    deterministic_config["training"]["epochs"] = 1
-    path = write_yaml(tmp_path / "c.yaml", deterministic_config)
-    assert train(path)[0] == 0
-    code, out = train(path)
-    assert code == 0 and "resuming" not in out
-    assert len(list((tmp_path / "runs" / "tiny").iterdir())) == 2
 
 
 @pytest.mark.slow

@@ -146,6 +146,7 @@ def test_single_class_and_missing_config_are_rejected(tiny_config, tmp_path):
 
 @pytest.mark.slow
 def test_cli_prints_run_export_and_report_paths_last(tiny_config, tmp_path):
+    tiny_config["evaluation"]["report"] = True
     path = write_yaml(tmp_path / "c.yaml", tiny_config)
     proc = cli(["--config", str(path), "--set", "training.epochs=1"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
