@@ -235,3 +235,16 @@ def sentencepiece_tokenizer(family: str, model_file: Path):
         "t5": transformers.T5TokenizerFast,
     }[family]
     return cls(vocab_file=str(model_file))
+
+
+def assert_trained_and_served(result, ids: dict) -> None:
+    """A finished run's loss fell, its export takes raw text, and gives the trained model's
+    probabilities on the token ids `ids` (so whatever the model learned is in the export)."""
+    history = result.metrics["train"]["history"]["loss"]
+    assert history[-1] < history[0], history
+    loaded = tf.saved_model.load(str(result.export_dir))
+    served = loaded.signatures["serving_default"](text=tf.constant(["great fun film", "awful"]))
+    assert served["probabilities"].shape == (2, 2)
+    in_memory = tf.nn.softmax(result.model(ids, training=False)).numpy()
+    exported = loaded.signatures["predict_ids"](**ids)["probabilities"].numpy()
+    np.testing.assert_allclose(exported, in_memory, atol=1e-5)

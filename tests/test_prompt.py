@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kerasft._compat import keras, tf
+from kerasft._compat import tf
 from kerasft.config import PromptConfig, config_from_dict
 from kerasft.errors import ConfigError, ModelError
 from kerasft.models import load_backbone, task_model
 from kerasft.prompt import SoftPrompt, check_prompt_length
 from kerasft.tasks import TASKS
 from kerasft.train import run
-from tests.conftest import tiny_run_config
+from tests.conftest import assert_trained_and_served, tiny_run_config
 
 X = {
     "input_ids": tf.constant([[2, 5, 6, 3, 0, 0], [2, 8, 9, 10, 11, 3]]),
@@ -97,15 +97,6 @@ def test_a_prompt_tuned_run_trains_and_serves_raw_text(tmp_path, tiny_bert_dir):
         training={"epochs": 3, "batch_size": 8, "learning_rate": 3e-2},
     )
     result = run(config_from_dict(raw), verbose=0)
-    history = result.metrics["train"]["history"]["loss"]
-    assert history[-1] < history[0]
-    card = result.model.get_layer("soft_prompt").prompt.numpy()
-    loaded = tf.saved_model.load(str(result.export_dir))
-    served = loaded.signatures["serving_default"](text=tf.constant(["great fun film", "awful"]))
-    assert served["probabilities"].shape == (2, 2)
-    ids = {k: v[:, :5] for k, v in X.items()}
-    in_memory = tf.nn.softmax(result.model(ids, training=False)).numpy()
-    exported = loaded.signatures["predict_ids"](**ids)["probabilities"].numpy()
-    np.testing.assert_allclose(exported, in_memory, atol=1e-5)  # the trained prompt is in the graph
-    assert np.isfinite(card).all()
-    keras.backend.clear_session()
+    assert_trained_and_served(
+        result, {k: v[:, :5] for k, v in X.items()}
+    )  # the prompt is in the graph

@@ -12,7 +12,7 @@ from kerasft.models import backbone_for, load_backbone, load_tokenizer, task_mod
 from kerasft.rnn import build_bigru
 from kerasft.tasks import TASKS
 from kerasft.train import run
-from tests.conftest import tiny_run_config
+from tests.conftest import assert_trained_and_served, tiny_run_config
 
 X = {
     "input_ids": tf.constant([[2, 5, 6, 3, 0, 0], [2, 8, 9, 10, 11, 3]]),
@@ -85,14 +85,6 @@ def test_a_bigru_run_trains_and_serves_raw_text(tmp_path, tiny_bert_dir):
         training={"epochs": 3, "batch_size": 8, "learning_rate": 1e-2},
     )
     result = run(config_from_dict(raw), verbose=0)
-    history = result.metrics["train"]["history"]["loss"]
-    assert history[-1] < history[0]
-    loaded = tf.saved_model.load(str(result.export_dir))
-    served = loaded.signatures["serving_default"](text=tf.constant(["great fun film", "awful"]))
-    assert served["probabilities"].shape == (2, 2)
-    ids = {k: v[:, :5] for k, v in X.items()}
-    in_memory = tf.nn.softmax(result.model(ids, training=False)).numpy()
-    exported = loaded.signatures["predict_ids"](**ids)["probabilities"].numpy()
-    np.testing.assert_allclose(exported, in_memory, atol=1e-5)
+    assert_trained_and_served(result, {k: v[:, :5] for k, v in X.items()})
     card = (result.export_dir.parent / "README.md").read_text()
     assert "bigru" in card
