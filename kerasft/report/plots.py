@@ -234,14 +234,13 @@ def reliability_diagram(bins: dict, ece: float, path: Path) -> Path:
         color="#1f77b4",
         label="accuracy",
     )
-    axis.bar(
-        centres[present],
-        (np.asarray(bins["confidence"]) - np.asarray(bins["accuracy"]))[present],
-        width * 0.9,
-        bottom=np.asarray(bins["accuracy"])[present],
-        color="#ff7f0e",
-        alpha=0.45,
-        label="gap to confidence",
+    # The gap to each bin's mean confidence as a red line and a tick: a bar drawn from the
+    # accuracy down to a lower confidence would hide in the accuracy bar.
+    accuracy = np.asarray(bins["accuracy"])[present]
+    confidence = np.asarray(bins["confidence"])[present]
+    axis.vlines(centres[present], accuracy, confidence, color="#d62728", lw=2, label="gap")
+    axis.scatter(
+        centres[present], confidence, marker="_", s=120, color="black", label="mean confidence"
     )
     axis.plot([0, 1], [0, 1], color="#444", ls="--", lw=1)
     axis.set(ylabel="accuracy", title=f"Reliability (ECE {ece:.4f})", xlim=(0, 1), ylim=(0, 1))
