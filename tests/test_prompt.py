@@ -100,3 +100,32 @@ def test_a_prompt_tuned_run_trains_and_serves_raw_text(tmp_path, tiny_bert_dir):
     assert_trained_and_served(
         result, {k: v[:, :5] for k, v in X.items()}
     )  # the prompt is in the graph
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["prompt", "bigru"])
+def test_combines_with_layerwise_rates_accumulation_and_mixed_precision(
+    method, tmp_path, tiny_bert_dir
+):
+    model = (
+        {"prompt_tuning": {"tokens": 4}}
+        if method == "prompt"
+        else {"backbone": "bigru", "rnn": {"units": 8, "vocabulary": str(tiny_bert_dir)}}
+    )
+    raw = tiny_run_config(
+        tmp_path,
+        tiny_bert_dir,
+        model=model,
+        training={
+            "epochs": 2,
+            "learning_rate": 1e-2,
+            "layerwise_lr_decay": 0.8,
+            "gradient_accumulation_steps": 2,
+            "precision": "mixed_bfloat16",
+        },
+        export={"enabled": False},
+    )
+    result = run(config_from_dict(raw), verbose=0)
+    assert result.model.dtype_policy.name == "mixed_bfloat16"
+    assert np.isfinite(result.metrics["train"]["history"]["loss"]).all()
+    assert 0.0 <= result.metrics["test"]["accuracy"] <= 1.0
