@@ -25,12 +25,16 @@ $(STAMP): setup.cfg pyproject.toml Makefile
 demo: install
 	$(PY) -m kerasft.train --config configs/quickstart.yaml
 
+# Test modules run in parallel, one worker per core up to 4 (each worker holds TensorFlow,
+# about 1.5 GB); a module stays on one worker so its shared fixtures are built once.
+PYTEST_PARALLEL := -n auto --maxprocesses=4 --dist loadscope
+
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(PYTEST_PARALLEL)
 
 # The inner loop: everything but full training runs, subprocesses and clusters (under 3 minutes).
 test-fast: install
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q $(PYTEST_PARALLEL) -m "not slow"
 
 lint: install
 	$(VENV)/bin/ruff check kerasft tests bench
