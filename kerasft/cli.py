@@ -6,6 +6,7 @@ kerasft export  --run runs/x/<timestamp>    (python -m kerasft.export)
 kerasft predict --model saved_models/x --input in.csv --output out.jsonl   (python -m kerasft.predict)
 kerasft distill --config configs/distill_sst2.yaml   (python -m kerasft.distill)
 kerasft report  runs/x/<timestamp> [runs/y/<timestamp> ...]   (python -m kerasft.report)
+kerasft pretrain --config configs/pretrain_tweets.yaml   (python -m kerasft.pretrain)
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-COMMANDS = ("train", "tune", "export", "predict", "distill", "report")
+COMMANDS = ("train", "tune", "export", "predict", "distill", "report", "pretrain")
 
 
 def main(argv: list[str] | None = None) -> int:

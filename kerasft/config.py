@@ -61,6 +61,95 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
 
 
+class BackTranslationConfig(_Section):
+    """Paraphrases made by translating each training text to another language and back."""
+
+    forward: str = Field(
+        description="Translation model into the pivot language: a local Hugging Face model directory "
+        "(Marian or any TF sequence-to-sequence model) or a hub name such as `Helsinki-NLP/opus-mt-en-de` "
+        "(needs network access)."
+    )
+    backward: str = Field(description="Translation model from the pivot language back, same forms.")
+    num_beams: int = Field(
+        1, ge=1, description="Beam search width; 1 with `sampling` draws varied paraphrases."
+    )
+    sampling: bool = Field(
+        True,
+        description="Sample each output token (top-k) instead of taking the likeliest, so copies differ.",
+    )
+    top_k: int = Field(50, ge=1, description="With sampling: draw from this many likeliest tokens.")
+    batch_size: int = Field(16, ge=1, description="Texts translated at once.")
+    max_length: int = Field(
+        128, ge=8, description="Longest translation in tokens (longer inputs are truncated)."
+    )
+
+
+class AugmentConfig(_Section):
+    """Extra training rows made from the training split (never validation or test)."""
+
+    copies: int = Field(
+        1,
+        ge=1,
+        le=32,
+        description="Augmented rows per training example; each is made by one operation drawn at random "
+        "from those enabled (as in EDA). A copy identical to its original is dropped.",
+    )
+    synonym: float = Field(
+        0.0, ge=0.0, le=1.0, description="Share of words replaced by a WordNet synonym (EDA SR)."
+    )
+    insertion: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="Share of the text length of synonyms inserted at random places (EDA RI).",
+    )
+    swap: float = Field(
+        0.0, ge=0.0, le=1.0, description="Share of the text length of random word swaps (EDA RS)."
+    )
+    deletion: float = Field(
+        0.0, ge=0.0, le=1.0, description="Probability that each word is deleted (EDA RD)."
+    )
+    contextual: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="Share of words replaced by a masked-LM prediction of `contextual_model`.",
+    )
+    contextual_model: str | None = Field(
+        None,
+        description="The masked LM of `contextual`: a Hugging Face model directory with a masked-LM head, "
+        "e.g. one written by `kerasft.pretrain`. Defaults to `model.backbone`.",
+    )
+    back_translation: BackTranslationConfig | None = Field(
+        None, description="Round-trip translation; see below. null: off."
+    )
+    protected: list[str] = Field(
+        [],
+        description="Words never changed, moved or deleted (case-insensitive). Numbers, URLs, e-mail "
+        "addresses, @mentions and #hashtags are always protected.",
+    )
+    seed: int | None = Field(
+        None, description="Seed of the augmentation. Defaults to `training.seed`."
+    )
+
+    @model_validator(mode="after")
+    def _something_enabled(self) -> AugmentConfig:
+        if not self.operations():
+            raise ValueError(
+                "no operation is enabled: set a rate above 0 for synonym, insertion, swap, deletion "
+                "or contextual, or give back_translation"
+            )
+        return self
+
+    def operations(self) -> tuple[str, ...]:
+        """The enabled operations, in a fixed order."""
+        rates = {
+            n: getattr(self, n) for n in ("synonym", "insertion", "swap", "deletion", "contextual")
+        }
+        enabled = tuple(n for n, rate in rates.items() if rate > 0)
+        return enabled + (("back_translation",) if self.back_translation else ())
+
+
 class DataConfig(_Section):
     """Where the examples come from and how they become token ids."""
 
@@ -167,8 +256,13 @@ class DataConfig(_Section):
     )
     cache_dir: str | None = Field(
         ".cache/kerasft",
-        description="Token ids are cached here, keyed by data, tokenizer and max length, so a second run "
-        "skips tokenization; null turns the cache off.",
+        description="Token ids (and augmented rows) are cached here, keyed by data, tokenizer and max "
+        "length, so a second run skips tokenization; null turns the cache off.",
+    )
+    augment: AugmentConfig | None = Field(
+        None,
+        description="Augment the training split (EDA operations, masked-LM replacement, back-translation); "
+        "the added rows are written to the run's `augmented.jsonl`. null: off.",
     )
 
     @model_validator(mode="after")
@@ -681,6 +775,16 @@ class Config(_Section):
         return self
 
     @model_validator(mode="after")
+    def _augmentation_fits_task(self) -> Config:
+        augment = self.data.augment
+        if augment and augment.back_translation and self.task == "token_classification":
+            raise ValueError(
+                "`data.augment.back_translation` rewrites whole sentences, so word tags cannot follow; "
+                "token_classification can use synonym, insertion, swap, deletion and contextual"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _monitor_fits_task(self) -> Config:
         t = self.training
         if self.task not in ("classification", "multi_label") and (
@@ -723,6 +827,86 @@ class Config(_Section):
     def monitor(self) -> str:
         """`training.monitor`, or the task's default."""
         return self.training.monitor or MONITORS[self.task][0]
+
+
+class PretrainConfig(_Section):
+    """Continued masked-LM pretraining of the backbone on unlabelled in-domain text (`kerasft.pretrain`)."""
+
+    files: list[str] = Field(
+        min_length=1,
+        description="Unlabelled text: .txt files (one text per line) or CSV/TSV/JSONL/Parquet files with a "
+        "`text_column`; `pkg:<package>/<path>` for a file inside an installed package.",
+    )
+    text_column: str | int = Field(
+        "text",
+        description="The text column of CSV/TSV/JSONL/Parquet files (a name or 0-based position).",
+    )
+    encoding: str = Field("utf-8", description="Text encoding of the files, e.g. `latin-1`.")
+    max_length: int = Field(128, ge=8, le=4096, description="Truncate texts to this many tokens.")
+    max_examples: int | None = Field(
+        None, ge=1, description="Use at most this many texts (a seeded sample). null: all."
+    )
+    validation_share: float = Field(
+        0.05,
+        ge=0.0,
+        lt=0.5,
+        description="Share of the texts (at most 1,000) held out to report the masked-token loss "
+        "before and after.",
+    )
+    mlm_probability: float = Field(
+        0.15, gt=0.0, lt=1.0, description="Share of tokens (or words) masked in each text."
+    )
+    whole_word_masking: bool = Field(
+        True,
+        description="Mask every sub-token of a chosen word together (BERT's whole-word masking).",
+    )
+    epochs: int = Field(1, ge=1, description="Passes over the texts.")
+    max_steps: int | None = Field(
+        None, ge=1, description="Stop after this many steps (also sets the schedule's length)."
+    )
+    batch_size: int = Field(32, ge=1, description="Texts per step.")
+    learning_rate: float = Field(5e-5, gt=0.0, le=1.0, description="Peak learning rate of AdamW.")
+    weight_decay: float = Field(0.01, ge=0.0, description="Decoupled weight decay.")
+    warmup_ratio: float = Field(
+        0.06, ge=0.0, le=1.0, description="Share of the steps with linear warmup."
+    )
+    precision: Literal["auto", "float32", "mixed_bfloat16", "mixed_float16"] = Field(
+        "auto", description="Keras mixed-precision policy, as `training.precision`."
+    )
+    bucketing: bool = Field(
+        True,
+        description="Batch texts of similar length together (sorted in windows of 50 batches).",
+    )
+    seed: int = Field(0, description="Seed of the sample, the order and the masks.")
+    backup_every_steps: int = Field(
+        200,
+        ge=1,
+        description="Back up the model and optimizer this often; a killed run resumes there.",
+    )
+    log_every_steps: int = Field(50, ge=1, description="Print the loss and speed this often.")
+    output_dir: str | None = Field(
+        None,
+        description="The Hugging Face model directory written at the end (usable as `model.backbone`). "
+        "Defaults to `pretrained/<name>`.",
+    )
+
+
+class PretrainRun(_Section):
+    """A `kerasft.pretrain` config: a name, the backbone and the `pretrain:` section."""
+
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Name of the pretraining run."
+    )
+    model: ModelConfig = ModelConfig()
+    pretrain: PretrainConfig
+
+    @model_validator(mode="after")
+    def _a_transformer(self) -> PretrainRun:
+        if self.model.backbone == "bigru":
+            raise ValueError(
+                "`model.backbone: bigru` has no masked-LM pretraining; pick a transformer"
+            )
+        return self
 
 
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
@@ -781,9 +965,15 @@ def add_override_argument(parser: Any, example: str = "training.epochs=2") -> No
 
 
 def config_from_dict(
-    raw: dict[str, Any], source: str = "<dict>", overrides: list[str] | tuple[str, ...] = ()
-) -> Config:
+    raw: dict[str, Any],
+    source: str = "<dict>",
+    overrides: list[str] | tuple[str, ...] = (),
+    root: type[BaseModel] = Config,
+) -> Any:
     """Validates a plain dict, with `dotted.key=value` overrides applied, as a `Config`.
+
+    Args:
+        root: the config class to validate as, e.g. `PretrainRun`. Defaults to `Config`.
 
     Raises:
         ConfigError: naming `source`, or the `--set` override that gave the bad key.
@@ -791,10 +981,10 @@ def config_from_dict(
     for item in overrides:
         _apply_override(raw, item)
     try:
-        return Config.model_validate(raw)
+        return root.model_validate(raw)
     except ValidationError as exc:
         errors = exc.errors()
-        message = _describe(errors[0], raw, _origin(errors[0], source, overrides))
+        message = _describe(errors[0], raw, _origin(errors[0], source, overrides), root)
         if len(errors) > 1:
             message += (
                 f" ({len(errors) - 1} more problem{'s' if len(errors) > 2 else ''} in {source})"
@@ -848,11 +1038,13 @@ def _origin(error: dict[str, Any], source: str, overrides: list[str] | tuple[str
     return source
 
 
-def _describe(error: dict[str, Any], raw: dict[str, Any], source: str) -> str:
+def _describe(
+    error: dict[str, Any], raw: dict[str, Any], source: str, root: type[BaseModel] = Config
+) -> str:
     loc = [str(p) for p in error["loc"]]
     dotted = ".".join(loc)
     if error["type"] == "extra_forbidden":
-        allowed = _allowed_keys(loc[:-1])
+        allowed = _allowed_keys(loc[:-1], root)
         close = difflib.get_close_matches(loc[-1], allowed, n=1, cutoff=0.6)
         hint = f" Did you mean `{close[0]}`?" if close else ""
         return f"Unknown key `{dotted}` in {source}.{hint} Allowed keys here: {', '.join(allowed)}."
@@ -866,11 +1058,11 @@ def _describe(error: dict[str, Any], raw: dict[str, Any], source: str) -> str:
     return f"Invalid value for `{dotted}` in {source}. Received: {received!r}. Expected: {error['msg'].lower()}."
 
 
-def _allowed_keys(loc: list[str]) -> list[str]:
-    model: type[BaseModel] = Config
+def _allowed_keys(loc: list[str], root: type[BaseModel] = Config) -> list[str]:
+    model: type[BaseModel] = root
     for part in loc:
         if part not in model.model_fields:  # a free-form key, e.g. under tuning.space
-            if model is TuningConfig or model is Config:
+            if model is TuningConfig or model is root:
                 return []
             continue
         annotation = model.model_fields[part].annotation
@@ -926,6 +1118,11 @@ def reference() -> str:
             rows.append(f"| `{prefix}{name}` | {default} | {field.description or ''} |")
 
     walk(Config, "")
+    rows.append(
+        "| `pretrain` | | Used by `kerasft.pretrain` only, in a config of its own with `name` and "
+        "`model.backbone` (and `model.hidden_dropout`/`attention_dropout`): |"
+    )
+    walk(PretrainConfig, "pretrain.")
     return "\n".join(rows)
 
 

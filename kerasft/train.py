@@ -300,6 +300,7 @@ def training_summary(
     )
     return {
         "examples": examples,
+        "augmented": len(data.augmented),  # of `examples`, added by data.augment
         "epochs": len(history),
         "wall_seconds": round(wall, 2),
         # Training steps only (tracing included); wall_seconds adds validation and checkpoints.
@@ -404,7 +405,8 @@ def _best_epoch(values: list[float | None], mode: str) -> int | None:
 def open_run_dir(
     cfg: Config, data: Data, strategy: tf.distribute.Strategy, resume_dir: Path | None
 ) -> tuple[Path, Path | None]:
-    """The run directory (new, resumed or the cluster's) with config.yaml and labels.json in it.
+    """The run directory (new, resumed or the cluster's) with config.yaml, labels.json and, with
+    `data.augment`, augmented.jsonl in it.
 
     Returns:
         (run directory, the same directory if it is being resumed, else None).
@@ -416,6 +418,11 @@ def open_run_dir(
     if is_chief(strategy):
         (run_dir / "config.yaml").write_text(config_lib.dump_config(cfg), encoding="utf-8")
         (run_dir / "labels.json").write_text(data.splits.vocab.to_json(), encoding="utf-8")
+        if data.augmented:  # for inspection: what each operation made of which example
+            (run_dir / "augmented.jsonl").write_text(
+                "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in data.augmented),
+                encoding="utf-8",
+            )
     # TensorFlow checkpoint format: it restores into mirrored variables too (HDF5 does not).
     (run_dir / "checkpoints").mkdir(exist_ok=True)
     return run_dir, resume_dir

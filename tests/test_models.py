@@ -33,14 +33,14 @@ def test_directory_without_config_is_rejected(tmp_path):
 
 @pytest.mark.parametrize("spec", ["./not/here", "/abs/missing", "bad name!"])
 def test_unknown_backbone_is_rejected(spec):
-    with pytest.raises(ModelError, match=r"Unknown backbone"):
+    with pytest.raises(ModelError, match=r"Unknown model .* in `model.backbone`"):
         resolve_backbone(spec)
 
 
 def test_hub_name_offline_fails_fast_with_advice():
     with pytest.raises(
         ModelError,
-        match=r"Cannot get backbone `some-org/some-model`.*--local-dir DIR.*model.backbone: DIR",
+        match=r"Cannot get `model.backbone: some-org/some-model`.*--local-dir DIR.*model.backbone: DIR",
     ):
         resolve_backbone("some-org/some-model")
 

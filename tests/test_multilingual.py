@@ -77,5 +77,7 @@ def test_an_xlmr_run_trains_slices_by_language_and_serves_raw_text(tmp_path, tin
 
 @pytest.mark.parametrize("name", ["xlm-roberta-base", "bert-base-multilingual-cased"])
 def test_multilingual_hub_backbones_fail_clearly_offline(name):
-    with pytest.raises(ModelError, match=f"`{name}`.*huggingface-cli download {name}"):
+    with pytest.raises(
+        ModelError, match=f"`model.backbone: {name}`.*huggingface-cli download {name}"
+    ):
         resolve_backbone(name)

@@ -111,7 +111,7 @@ def _bad(tiny_config, tmp_path, mutate):
         ),
         (
             lambda c: c["model"].update(backbone="./no-such-model"),
-            r"Unknown backbone `./no-such-model`",
+            r"Unknown model `./no-such-model` in `model.backbone`",
         ),
         (
             lambda c: c["data"].update(labels=["pos", "neutral"]),

@@ -26,12 +26,14 @@ class Data:
         encoded: token ids per split name.
         max_length: the sequence length kept (the config's, capped by the tokenizer's).
         scaling: `(mean, std)` the regression targets were standardised with, else None.
+        augmented: the rows `data.augment` added to the training split, as readable records.
     """
 
     splits: Splits
     encoded: dict[str, Encoded]
     max_length: int
     scaling: tuple[float, float] | None = None
+    augmented: tuple[dict, ...] = ()
 
     @property
     def label_names(self) -> tuple[str, ...]:
@@ -58,8 +60,14 @@ def load_data(
 
     Raises:
         DataError: missing or malformed data (the message names the file and line).
+        ConfigError, ModelError: `data.augment` needs a model or package that cannot be loaded.
     """
     splits = load_splits(cfg.data, cfg.training.seed, spec, frames, cfg.evaluation.slices)
+    augmented: list[dict] = []
+    if cfg.data.augment is not None:  # the training split only, before anything is fitted to it
+        from kerasft.augment import augment_training
+
+        splits, augmented = augment_training(cfg, spec, splits)
     model_max = getattr(tokenizer, "model_max_length", None) or cfg.data.max_length
     max_length = min(cfg.data.max_length, model_max)
     scaling = None
@@ -69,7 +77,7 @@ def load_data(
         name: encode(tokenizer, getattr(splits, name), max_length, spec, cfg.data.cache_dir)
         for name in SPLITS
     }
-    return Data(splits, encoded, max_length, scaling)
+    return Data(splits, encoded, max_length, scaling, tuple(augmented))
 
 
 def standardise_targets(splits: Splits) -> tuple[Splits, tuple[float, float]]:

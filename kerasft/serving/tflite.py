@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,11 @@ def convert(
             tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
             tf.lite.OpsSet.TFLITE_BUILTINS,
         ]
-    path.write_bytes(converter.convert())
+    with warnings.catch_warnings():
+        # Calibration runs TF's own deprecated tf.lite.Interpreter; kerasft reads TFLite
+        # models with ai-edge-litert's, so the deprecation is not the user's to act on.
+        warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated")
+        path.write_bytes(converter.convert())
     return path.stat().st_size / 1e6
 
 

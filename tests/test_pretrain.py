@@ -1,0 +1,182 @@
+"""`kerasft.pretrain`: masked-LM pretraining lowers the masked-token loss, resumes after a kill, and
+writes a directory that is a backbone for training and a masked LM for contextual augmentation."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from kerasft.config import PretrainConfig, PretrainRun, config_from_dict
+from kerasft.errors import ConfigError
+from kerasft.pretrain import IGNORE, Texts, mask_batch
+from tests.conftest import NEGATIVE, POSITIVE, REPO, tiny_run_config, write_yaml
+
+
+def pretrain_config(tmp_path, backbone, **pretrain) -> dict:
+    (tmp_path / "unlabelled.txt").write_text("\n".join((POSITIVE + NEGATIVE) * 12) + "\n")
+    return {
+        "name": "dapt",
+        "model": {"backbone": str(backbone)},
+        "pretrain": {
+            "files": [str(tmp_path / "unlabelled.txt")],
+            "max_length": 16,
+            "batch_size": 8,
+            "learning_rate": 3e-3,
+            "warmup_ratio": 0.0,
+            "epochs": 4,
+            "validation_share": 0.2,
+            "log_every_steps": 5,
+            "output_dir": str(tmp_path / "dapt"),
+            **pretrain,
+        },
+    }
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory, tiny_bert_dir):
+    from kerasft.pretrain import run
+
+    root = tmp_path_factory.mktemp("pretrain")
+    cfg = config_from_dict(pretrain_config(root, tiny_bert_dir), root=PretrainRun)
+    return root, run(cfg)
+
+
+def test_masked_token_loss_falls_and_the_head_starts_fresh(pretrained, capfd):
+    root, result = pretrained
+    before, after = result.validation_loss
+    assert after < before - 0.5, (before, after)
+    assert np.mean(result.losses[-5:]) < np.mean(result.losses[:5])
+    summary = json.loads((result.output_dir / "pretrain.json").read_text())
+    assert summary["held_out_loss_after"] == pytest.approx(after)
+    assert not (root / "dapt.partial").exists()  # backups are gone once the directory is written
+
+
+def test_the_written_directory_is_a_backbone_and_a_masked_lm(pretrained, tmp_path):
+    from kerasft.augment import Job
+    from kerasft.augment.contextual import MaskedLmReplacer
+    from kerasft.augment.eda import OPERATIONS, Eda
+    from kerasft.config import load_config
+    from kerasft.train import run
+
+    _, result = pretrained
+    raw = tiny_run_config(
+        tmp_path, result.output_dir, training={"epochs": 1}, export={"enabled": False}
+    )
+    trained = run(load_config(write_yaml(tmp_path / "c.yaml", raw)), verbose=0)
+    assert trained.metrics["test"]["accuracy"] >= 0.0 and trained.metrics["train"]["epochs"] == 1
+    replacer = MaskedLmReplacer(result.output_dir)  # has a trained head now: no refusal
+    out = replacer.replace(
+        [Job(0, "contextual", "the movie was good".split())],
+        Eda({op: 0.0 for op in OPERATIONS}),
+        0.5,
+        np.random.default_rng(0),
+    )
+    assert len(out[0].words) == 4
+
+
+def test_whole_word_masking_masks_every_piece_of_a_chosen_word():
+    from tests.conftest import VOCAB
+
+    class Tok:  # the parts of a tokenizer mask_batch reads
+        all_special_ids = [0, 1, 2, 3, 4]
+        mask_token_id = 4
+
+        def __len__(self):
+            return len(VOCAB)
+
+    ids = [np.array([2, 10, 11, 12, 13, 14, 3], dtype=np.int32)]
+    words = [np.array([-1, 0, 0, 1, 2, 2, -1], dtype=np.int32)]  # word 0 and 2 have two pieces
+    p = PretrainConfig(files=["x"], mlm_probability=0.4)
+    for seed in range(30):
+        masked, attention, labels = mask_batch(
+            Texts(ids, words), np.array([0]), Tok(), p, np.random.default_rng(seed), 0
+        )
+        chosen = labels[0] != IGNORE
+        assert chosen.any() and not chosen[0] and not chosen[-1]  # never [CLS]/[SEP]
+        for word in (0, 1, 2):
+            pieces = chosen[words[0] == word]
+            assert pieces.all() or not pieces.any()  # a word is masked whole or not at all
+        np.testing.assert_array_equal(labels[0][chosen], ids[0][chosen])
+        assert attention.sum() == 7
+
+
+def test_bad_pretrain_configs_fail_with_one_line(tmp_path, tiny_bert_dir):
+    raw = pretrain_config(tmp_path, tiny_bert_dir)
+    raw["pretrain"]["mlm_probabilty"] = 0.2
+    with pytest.raises(
+        ConfigError, match=r"Unknown key `pretrain.mlm_probabilty`.*Did you mean `mlm_probability`"
+    ):
+        config_from_dict(raw, "p.yaml", root=PretrainRun)
+    raw = pretrain_config(tmp_path, tiny_bert_dir, files=[str(tmp_path / "missing.txt")])
+    code, out = _pretrain(write_yaml(tmp_path / "p.yaml", raw))
+    assert code == 2 and "error: `pretrain.files`: data file not found" in out
+    assert "Traceback" not in out and not (tmp_path / "dapt").exists()
+
+
+def _pretrain(path, *extra, kill_at=None):
+    cmd = [sys.executable, "-m", "kerasft.pretrain", "--config", str(path), *extra]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+    )
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if kill_at and line.startswith(kill_at):
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.wait(timeout=300)
+    return proc.returncode, "".join(lines)
+
+
+@pytest.mark.slow
+def test_a_killed_pretraining_resumes_from_its_backup_and_ends_the_same(tmp_path, tiny_bert_dir):
+    raw = pretrain_config(tmp_path, tiny_bert_dir, epochs=2, backup_every_steps=5, seed=3)
+    # Dropout draws are not part of a backup (as in training's resume test).
+    raw["model"].update(hidden_dropout=0.0, attention_dropout=0.0)
+    path = write_yaml(tmp_path / "p.yaml", raw)
+    code, out = _pretrain(path, kill_at="step 15/")
+    assert code == -signal.SIGKILL, out[-2000:]
+    assert (tmp_path / "dapt.partial" / "backup").is_dir() and not (tmp_path / "dapt").exists()
+    code, out = _pretrain(path)
+    assert code == 0, out[-3000:]
+    assert "resumed from the backup at step 15" in out and "step 10/" not in out
+    resumed = json.loads((tmp_path / "dapt" / "pretrain.json").read_text())
+
+    raw["pretrain"]["output_dir"] = str(tmp_path / "straight")
+    code, out = _pretrain(write_yaml(tmp_path / "s.yaml", raw))
+    assert code == 0 and "resumed" not in out
+    straight = json.loads((tmp_path / "straight" / "pretrain.json").read_text())
+    assert len(resumed["loss_per_step"]) == len(straight["loss_per_step"]) - 15
+    np.testing.assert_allclose(resumed["loss_per_step"], straight["loss_per_step"][15:], atol=1e-5)
+    assert resumed["held_out_loss_after"] == pytest.approx(
+        straight["held_out_loss_after"], abs=1e-5
+    )
+
+
+def test_the_loss_on_masked_positions_only_equals_the_full_masked_lm_loss(tiny_bert_dir):
+    from kerasft._compat import tf
+    from kerasft.masked_lm import load_masked_lm
+    from kerasft.optim import make_optimizer
+    from kerasft.pretrain import _steps
+
+    _, model, _ = load_masked_lm(tiny_bert_dir)
+    _, loss_fn = _steps(model, make_optimizer(1e-3, 0.0, 10, 0.0))
+    rng = np.random.default_rng(0)
+    ids = rng.integers(5, 20, size=(3, 9)).astype(np.int32)
+    attention = np.ones_like(ids)
+    attention[2, 6:] = 0
+    labels = np.where(rng.random(ids.shape) < 0.3, ids, IGNORE).astype(np.int32)
+    labels[0, 0] = ids[0, 0]  # at least one masked token
+    loss_sum, n = loss_fn(ids, attention, labels)
+    logits = model(input_ids=ids, attention_mask=attention, training=False).logits
+    full = tf.nn.sparse_softmax_cross_entropy_with_logits(np.where(labels < 0, 0, labels), logits)
+    expected = float(tf.reduce_sum(full * (labels >= 0)))
+    assert float(n) == (labels >= 0).sum()
+    assert float(loss_sum) == pytest.approx(expected, rel=1e-5)
