@@ -304,3 +304,93 @@ def test_back_translation_refuses_an_encoder_only_model(tiny_bert_dir, tiny_mari
     cfg = BackTranslationConfig(forward=str(tiny_bert_dir), backward=str(tiny_marians[1]))
     with pytest.raises(ModelError, match="not a translation"):
         BackTranslator(cfg)
+
+
+def test_masked_lm_and_back_translation_copies_join_the_training_split(
+    tmp_path, tiny_bert_dir, tiny_masked_lm, tiny_marians, monkeypatch
+):
+    from kerasft.augment import augment_training
+    from kerasft.data.splits import load_splits
+    from kerasft.tasks import TASKS
+
+    forward, backward = tiny_marians
+    raw = tiny_run_config(
+        tmp_path,
+        tiny_bert_dir,
+        copies=1,
+        data={
+            "augment": {
+                "copies": 3,
+                "contextual": 0.4,
+                "contextual_model": str(tiny_masked_lm),
+                "back_translation": {
+                    "forward": str(forward),
+                    "backward": str(backward),
+                    "max_length": 12,
+                },
+            }
+        },
+    )
+    cfg = load_config(write_yaml(tmp_path / "c.yaml", raw))
+    spec = TASKS["classification"]
+    splits = load_splits(cfg.data, 0, spec)
+    augmented, records = augment_training(cfg, spec, splits)
+    assert {r["operation"] for r in records} == {"contextual", "back_translation"}
+    assert len(augmented.train) == len(splits.train) + len(records)
+    by_row = {}
+    for r in records:
+        assert r["label"] == splits.vocab.names[int(splits.train.targets[r["row"]])]
+        by_row.setdefault(r["row"], []).append(r["text"])
+    assert all(len(set(texts)) == len(texts) for texts in by_row.values())  # no duplicate copies
+    # The second time the rows come from the cache, without loading either model.
+    from kerasft.augment import contextual, translate
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded despite the cache")
+
+    monkeypatch.setattr(contextual.MaskedLmReplacer, "__init__", refuse)
+    monkeypatch.setattr(translate.BackTranslator, "__init__", refuse)
+    again, cached = augment_training(cfg, spec, splits)
+    assert cached == records and again.train.texts == augmented.train.texts
+
+
+def test_token_classification_copies_keep_their_entities(tmp_path, tiny_bert_dir):
+    from kerasft.augment import augment_training
+    from kerasft.data.splits import load_splits
+    from kerasft.tasks import TASKS
+
+    sentences = (
+        "great film was good O B-X O O\nthe very boring movie plot was fun O O O B-X I-X O O\n"
+    )
+    conll = ""
+    for line in sentences.splitlines():
+        parts = line.split()
+        words, tags = parts[: len(parts) // 2], parts[len(parts) // 2 :]
+        conll += "".join(f"{w} {t}\n" for w, t in zip(words, tags, strict=True)) + "\n"
+    (tmp_path / "ner.conll").write_text(conll * 10)
+    raw = {
+        "name": "ner",
+        "task": "token_classification",
+        "data": {
+            "train": str(tmp_path / "ner.conll"),
+            "cache_dir": None,
+            "augment": {
+                "copies": 2,
+                "synonym": 0.3,
+                "insertion": 0.3,
+                "swap": 0.3,
+                "deletion": 0.3,
+            },
+        },
+        "model": {"backbone": str(tiny_bert_dir)},
+    }
+    cfg = load_config(write_yaml(tmp_path / "c.yaml", raw))
+    spec = TASKS["token_classification"]
+    splits = load_splits(cfg.data, 0, spec)
+    augmented, records = augment_training(cfg, spec, splits)
+    assert records and len(augmented.train) == len(splits.train) + len(records)
+    names = splits.vocab.names
+    for words, tags in zip(augmented.train.texts, augmented.train.targets, strict=True):
+        assert isinstance(words, list) and len(words) == len(tags)
+        entities = [(w, names[t]) for w, t in zip(words, tags, strict=True) if names[t] != "O"]
+        assert entities in ([("film", "B-X")], [("movie", "B-X"), ("plot", "I-X")])
