@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from kerasft.errors import ConfigError
 
@@ -131,6 +131,16 @@ class AugmentConfig(_Section):
     seed: int | None = Field(
         None, description="Seed of the augmentation. Defaults to `training.seed`."
     )
+
+    @field_validator("protected", mode="before")
+    @classmethod
+    def _words_not_booleans(cls, value: Any) -> Any:
+        if isinstance(value, list) and any(isinstance(v, bool) for v in value):
+            raise ValueError(
+                "YAML reads a bare no, yes, on or off as true/false; quote the words, "
+                'e.g. protected: ["not", "no"]'
+            )
+        return value
 
     @model_validator(mode="after")
     def _something_enabled(self) -> AugmentConfig:

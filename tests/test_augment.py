@@ -394,3 +394,11 @@ def test_token_classification_copies_keep_their_entities(tmp_path, tiny_bert_dir
         assert isinstance(words, list) and len(words) == len(tags)
         entities = [(w, names[t]) for w, t in zip(words, tags, strict=True) if names[t] != "O"]
         assert entities in ([("film", "B-X")], [("movie", "B-X"), ("plot", "I-X")])
+
+
+def test_a_bare_no_in_the_protected_words_gets_a_quoting_hint(tmp_path):
+    (tmp_path / "c.yaml").write_text(
+        "name: x\ndata:\n  train: d.csv\n  augment:\n    synonym: 0.1\n    protected: [not, no]\n"
+    )
+    with pytest.raises(ConfigError, match=r"`data.augment.protected`.*quote the words"):
+        load_config(tmp_path / "c.yaml")

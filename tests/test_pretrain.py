@@ -180,3 +180,13 @@ def test_the_loss_on_masked_positions_only_equals_the_full_masked_lm_loss(tiny_b
     expected = float(tf.reduce_sum(full * (labels >= 0)))
     assert float(n) == (labels >= 0).sum()
     assert float(loss_sum) == pytest.approx(expected, rel=1e-5)
+
+
+def test_shipped_few_label_configs_are_valid():
+    from kerasft.config import load_config, load_raw
+
+    path = REPO / "configs" / "pretrain_tweets.yaml"
+    cfg = config_from_dict(load_raw(path), str(path), root=PretrainRun)
+    assert cfg.pretrain.output_dir == "pretrained/tweets" and cfg.pretrain.whole_word_masking
+    augment = load_config(REPO / "configs" / "augment_tweets.yaml").data.augment
+    assert augment.operations() == ("synonym", "insertion", "swap", "deletion")
