@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import csv
+import gc
 import os
 import subprocess
 import sys
@@ -8,6 +9,7 @@ import sys
 import pytest
 import yaml
 
+from kerasft._compat import keras
 from kerasft.config import load_config
 from kerasft.errors import ConfigError
 from kerasft.train import run
@@ -95,17 +97,24 @@ def _rss_mb() -> float:
         return next(int(line.split()[1]) for line in handle if line.startswith("VmRSS")) / 1024
 
 
+def _live_models() -> int:
+    gc.collect()
+    return sum(isinstance(o, keras.Model) for o in gc.get_objects())
+
+
 @pytest.mark.slow
 def test_memory_stays_flat_over_trials(tune_config, tmp_path):
     tune_config["tuning"]["max_trials"] = 2
     path = write_yaml(tmp_path / "tune.yaml", tune_config)
     tune(str(path), [], verbose=0)  # warm-up: imports, first traces, caches
-    before = _rss_mb()
+    models, before = _live_models(), _rss_mb()
     tune(str(path), ["tuning.max_trials=5"], verbose=0)  # resumes: three more trials
+    # No trial's model outlives it: that is what a leak would be.
+    assert _live_models() <= models
+    # RSS swings by about 100 MB between tiny trials with nothing kept (1,028 to 1,133 MB
+    # and back over 10 trials, measured), so its bound only catches gross leaks.
     growth = _rss_mb() - before
-    # Three tiny-BERT trials; a leak of the models or graphs of earlier trials would
-    # show as tens of MB each. 60 MB allows allocator noise.
-    assert growth < 60, f"RSS grew {growth:.0f} MB over 3 trials"
+    assert growth < 250, f"RSS grew {growth:.0f} MB over 3 trials"
 
 
 @pytest.mark.slow
