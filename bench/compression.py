@@ -77,6 +77,8 @@ def speed(name: str, predict, batches: list[dict], labels: np.ndarray, repeats: 
 
 
 def savedmodel_predictor(export_dir: Path):
+    import tensorflow_text  # noqa: F401 - the raw-text signature's ops, needed to load any export
+
     serve = tf.saved_model.load(str(export_dir)).signatures["predict_ids"]
     return lambda b: serve(**{k: tf.constant(v) for k, v in b.items()})["probabilities"].numpy()
 

@@ -562,6 +562,12 @@ class ExportConfig(_Section):
         "out) and `model.int8.onnx`, with the tokenizer files and labels; their size, speed and accuracy on "
         "the test split go in the model card. Needs `pip install 'kerasft[onnx]'`.",
     )
+    onnx_optimize: bool = Field(
+        True,
+        description="Fuse `model.onnx` with onnxruntime's transformer optimizer (attention, layer norm, GELU "
+        "and embeddings as single com.microsoft kernels; onnxruntime only, faster on CPU). `false`: standard "
+        "ONNX ops only, for other runtimes. A fused graph that differs from the plain one is not kept.",
+    )
     dir: str = Field(
         "saved_models", description="Exports go to `<dir>/<name>/<version>/` (TF Serving layout)."
     )

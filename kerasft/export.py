@@ -54,6 +54,7 @@ def export_run(
         tflite=cfg.export.tflite,
         calibration=calibration if cfg.export.tflite_int8 else None,
         onnx=cfg.export.onnx,
+        onnx_optimize=cfg.export.onnx_optimize,
         check=test_data,
     )
 

@@ -121,3 +121,90 @@ def test_predict_names_a_file_that_is_not_a_kerasft_onnx_model(tmp_path):
         proc.stderr.strip().splitlines()[-1].startswith(f"error: --model {tmp_path / 'model.onnx'}")
     )
     assert not (tmp_path / "out.csv").exists()
+
+
+@pytest.mark.slow
+def test_the_fused_model_holds_onnxruntime_kernels_and_the_card_says_so(exported):
+    import onnx
+
+    directory = exported.export_dir.parent / "onnx" / exported.export_dir.name
+    ops = [n.op_type for n in onnx.load(str(directory / "model.onnx")).graph.node]
+    # The tiny BERT has 2 layers: attention and GELU once per layer, every layer norm fused.
+    assert ops.count("Attention") == 2 and ops.count("BiasGelu") + ops.count("Gelu") == 2
+    assert ops.count("SkipLayerNormalization") + ops.count("EmbedLayerNormalization") == 5
+    assert "Erf" not in ops and ops.count("Softmax") == 1  # the head's; attention's are fused
+    meta = json.loads((exported.export_dir / "assets.extra" / "kerasft.json").read_text())["onnx"]
+    assert meta["fused"]["Attention"] == 2
+
+
+def _gelu_graph(inv_sqrt2: float = 2**-0.5):
+    """TF's exact GELU as tf2onnx writes it: 0.5·x · (1 - erf(-x · 1/√2))."""
+    from onnx import TensorProto, helper
+
+    c = lambda name, v: helper.make_tensor(name, TensorProto.FLOAT, [], [v])  # noqa: E731
+    nodes = [
+        helper.make_node("Mul", ["x", "half"], ["hx"]),
+        helper.make_node("Neg", ["x"], ["nx"]),
+        helper.make_node("Mul", ["nx", "k"], ["z"]),
+        helper.make_node("Erf", ["z"], ["e"]),
+        helper.make_node("Sub", ["one", "e"], ["erfc"]),
+        helper.make_node("Mul", ["hx", "erfc"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "gelu",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 5])],
+        [c("half", 0.5), c("k", inv_sqrt2), c("one", 1.0)],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _run(model, x):
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, {"x": x})[0]
+
+
+def test_gelu_rewrite_computes_the_same_and_leaves_other_graphs_alone():
+    from kerasft.serving.onnx_graph import fuse_gelu, remove_dead_nodes
+
+    x = np.linspace(-4, 4, 10, dtype=np.float32).reshape(2, 5)
+    model = _gelu_graph()
+    expected = _run(model, x)
+    assert fuse_gelu(model) == 1 and remove_dead_nodes(model) == 5
+    assert [n.op_type for n in model.graph.node] == ["Gelu"]
+    np.testing.assert_allclose(_run(model, x), expected, atol=1e-6)
+    # Not GELU (another constant): left as it is.
+    near_miss = _gelu_graph(0.6)
+    assert fuse_gelu(near_miss) == 0 and len(near_miss.graph.node) == 6
+
+
+@pytest.mark.slow
+def test_onnx_optimize_false_writes_standard_ops_and_a_bad_fusion_is_not_kept(
+    exported, tmp_path, monkeypatch, capsys
+):
+    import shutil
+
+    import onnx
+    import yaml
+
+    from kerasft.export import reexport
+    from kerasft.serving import onnx as onnx_lib
+
+    def domains(export_dir):
+        path = export_dir.parent / "onnx" / export_dir.name / "model.onnx"
+        return {n.domain or "ai.onnx" for n in onnx.load(str(path)).graph.node}
+
+    run_dir = shutil.copytree(exported.run_dir, tmp_path / "run")  # the same run, not optimised
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    cfg["export"]["onnx_optimize"] = False
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg))
+    assert domains(reexport(run_dir, str(tmp_path / "plain"), onnx=True)) == {"ai.onnx"}
+    # A fused graph that disagrees with the plain conversion is dropped, and the export says so.
+    monkeypatch.setattr(onnx_lib, "largest_difference", lambda a, b, feed: 0.5)
+    kept = reexport(exported.run_dir, str(tmp_path / "kept"), onnx=True)
+    assert domains(kept) == {"ai.onnx"}
+    out = capsys.readouterr().out
+    assert "the fused graph differs from the plain one by 5.0e-01; kept the plain one" in out

@@ -1,18 +1,23 @@
 """ONNX export of a SavedModel's token-ids signature, its int8 variant, and running them.
 
-The ONNX model is converted from the staged SavedModel's `predict_ids` signature
+The ONNX model is converted from a SavedModel of the `predict_ids` signature alone
 (token ids in, the task's outputs out), not from the raw-text one: tensorflow-text's
 ops have no ONNX mapping, so the tokenizer files travel beside the model and the
-caller tokenizes (`kerasft.predict --model .../model.onnx` does). `model.int8.onnx`
-holds int8 weights and computes matrix products in int8 (onnxruntime's dynamic
-quantisation); sessions apply onnxruntime's full graph optimisations.
+caller tokenizes (`kerasft.predict --model .../model.onnx` does). That SavedModel is
+traced under `onnx_trace()`, and with `export.onnx_optimize` the converted graph is
+fused by onnxruntime's transformer optimizer (`kerasft.serving.onnx_graph`).
+`model.int8.onnx` holds int8 weights and computes matrix products in int8
+(onnxruntime's dynamic quantisation); sessions apply onnxruntime's full graph
+optimisations.
 
 Needs the `onnx` extra: `pip install 'kerasft[onnx]'` (tf2onnx, onnx, onnxruntime).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -75,10 +80,54 @@ def _numpy_dtype(onnx_dtype: int) -> Any:
     return helper.tensor_dtype_to_np_dtype(onnx_dtype)
 
 
+@contextlib.contextmanager
+def onnx_trace() -> Iterator[None]:
+    """Within it, models trace to the same function in graphs onnxruntime can fuse.
+
+    Dense layers on 3-D inputs compute `matmul(x, kernel)` (one ONNX MatMul) instead of
+    Keras' `tensordot` (a reshape to 2-D and back around every projection, with dynamic
+    shapes that hide the attention pattern), and Hugging Face's `stable_softmax` is
+    plain softmax (its `+ 1e-9`, an XLA workaround, changes no probability: softmax is
+    shift-invariant). Only for the ONNX conversion; the SavedModel is traced as usual.
+    """
+    from kerasft._compat import keras, tf
+
+    dense_call = keras.layers.Dense.call
+
+    def call(self, inputs):
+        if isinstance(inputs, tf.Tensor) and inputs.shape.rank == 3:
+            inputs = tf.cast(inputs, self._compute_dtype_object)
+            outputs = tf.matmul(inputs, self.kernel)  # BatchMatMulV2 broadcasts the kernel
+            if self.use_bias:
+                outputs = tf.nn.bias_add(outputs, self.bias)
+            return self.activation(outputs) if self.activation is not None else outputs
+        return dense_call(self, inputs)
+
+    def softmax(logits, axis=-1, name=None):
+        return tf.nn.softmax(logits, axis=axis, name=name)
+
+    modules = [
+        m
+        for name, m in list(sys.modules.items())
+        if name.startswith("transformers.models.") and hasattr(m, "stable_softmax")
+    ]
+    originals = [m.stable_softmax for m in modules]
+    keras.layers.Dense.call = call
+    for module in modules:
+        module.stable_softmax = softmax
+    try:
+        yield
+    finally:
+        keras.layers.Dense.call = dense_call
+        for module, original in zip(modules, originals, strict=True):
+            module.stable_softmax = original
+
+
 def convert(saved_model: Path, path: Path, opset: int = OPSET) -> float:
     """Writes `path` from the SavedModel's `predict_ids` signature; returns its size in MB."""
     import tensorflow_text  # noqa: F401 - registers the ops the raw-text signature holds
     from tf2onnx import convert as tf2onnx_convert
+    from tf2onnx import optimizer as tf2onnx_optimizer
     from tf2onnx import tf_loader
 
     _register_erfc()
@@ -90,25 +139,42 @@ def convert(saved_model: Path, path: Path, opset: int = OPSET) -> float:
         return_initialized_tables=True,
         return_tensors_to_rename=True,
     )
-    tf2onnx_convert.from_graph_def(
-        graph_def,
-        name="kerasft",
-        input_names=inputs,
-        output_names=outputs,
-        opset=opset,
-        tensors_to_rename=renames,
-        output_path=str(path),
-    )
+    # tf2onnx turns every ReduceMean over the last axis of a 3-D tensor (each layer norm's
+    # mean and variance) into GlobalAveragePool, which no layer-norm fusion recognises.
+    optimizers = tf2onnx_optimizer._optimizers
+    every = list(optimizers.items())
+    optimizers.pop("global_pool_optimizer", None)
+    try:
+        tf2onnx_convert.from_graph_def(
+            graph_def,
+            name="kerasft",
+            input_names=inputs,
+            output_names=outputs,
+            opset=opset,
+            tensors_to_rename=renames,
+            output_path=str(path),
+        )
+    finally:  # in their order: it matters to tf2onnx
+        optimizers.clear()
+        optimizers.update(every)
     return path.stat().st_size / 1e6
 
 
 def quantize(path: Path, out: Path) -> float:
     """Writes `out`, `path` with int8 weights and int8 matrix products; returns its size in MB."""
+    from onnx import TensorProto
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     # Per-channel weight scales: on SST-2 they kept accuracy within 0.3 points where one
     # scale per tensor lost 1.3 (bench/compression.py), at the same size and speed.
-    quantize_dynamic(str(path), str(out), weight_type=QuantType.QInt8, per_channel=True)
+    # Shape inference knows no types behind the fused com.microsoft ops: they are float.
+    quantize_dynamic(
+        str(path),
+        str(out),
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+        extra_options={"DefaultTensorType": TensorProto.FLOAT},
+    )
     return out.stat().st_size / 1e6
 
 
@@ -133,6 +199,20 @@ def runner(path: str | Path) -> Callable[[dict[str, np.ndarray]], dict[str, np.n
         return dict(zip(names, sess.run(names, feed), strict=True))
 
     return run
+
+
+def largest_difference(a: Path, b: Path, feed: dict[str, np.ndarray]) -> float:
+    """The largest absolute difference between two ONNX models' float outputs on `feed`
+    (infinite where an integer output, a label id, differs)."""
+    ran_a, ran_b = runner(a)(feed), runner(b)(feed)
+    gap = 0.0
+    for name, value in ran_a.items():
+        other = ran_b[name]
+        if value.dtype.kind == "f":
+            gap = max(gap, float(np.max(np.abs(value - other), initial=0.0)))
+        elif not np.array_equal(value, other):
+            return float("inf")
+    return gap
 
 
 def measure(
