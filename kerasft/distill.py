@@ -37,7 +37,7 @@ from kerasft.data.prepared import Data
 from kerasft.data.splits import Split
 from kerasft.data.tokenize import Encoded, encode
 from kerasft.errors import ConfigError, DataError, cli_main
-from kerasft.tasks import TaskSpec
+from kerasft.tasks import TASKS, TaskSpec
 
 UNLABELED = -1.0  # the label channel of texts only the teacher labels (NaN for regression)
 
@@ -256,17 +256,18 @@ class DistillationLoss(keras.losses.Loss):
     ) -> None:
         kwargs.setdefault("name", "distillation")
         super().__init__(**kwargs)
-        self.task, self.num_outputs = task, num_outputs
+        self.task, self.num_outputs = task, num_outputs  # the name, for get_config
         self.alpha, self.temperature = alpha, temperature
+        self._spec = TASKS[task]
 
     def call(self, packed: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
         packed, logits = tf.cast(packed, tf.float32), tf.cast(logits, tf.float32)
-        if self.task == "regression":
+        if self._spec.numeric:
             target, teacher = packed[:, 0], packed[:, 1]
             labelled = tf.math.is_finite(target)
             task = tf.where(labelled, tf.square(logits - tf.where(labelled, target, 0.0)), 0.0)
             return self.alpha * tf.square(logits - teacher) + (1 - self.alpha) * task
-        if self.task == "multi_label":
+        if self._spec.multi_hot:
             target, teacher = packed[:, : self.num_outputs], packed[:, self.num_outputs :]
             labelled = tf.cast(target[:, 0] >= 0, tf.float32)
             task = tf.reduce_mean(
@@ -283,7 +284,7 @@ class DistillationLoss(keras.losses.Loss):
         loss = self.alpha * self._softmax_kl(teacher, logits) + (1 - self.alpha) * tf.where(
             labelled, task, 0.0
         )
-        if self.task != "token_classification":
+        if not self._spec.per_token:
             return loss
         # One value per sequence: the mean over its labelled words, as the task loss does.
         if_kept = tf.cast(labelled, tf.float32)

@@ -225,6 +225,7 @@ def _onnx_predictor(path: Path) -> tuple[Predict, Lengths]:
     from transformers import AutoTokenizer
 
     from kerasft.serving import onnx as onnx_lib
+    from kerasft.tasks import TASKS
 
     meta_path = path.parent / onnx_lib.META
     if not path.is_file() or not meta_path.is_file():
@@ -243,7 +244,7 @@ def _onnx_predictor(path: Path) -> tuple[Predict, Lengths]:
         encoded = tokenizer(texts, pairs, add_special_tokens=False, truncation=False)["input_ids"]
         return np.array([len(ids) for ids in encoded])
 
-    if meta["task"] == "token_classification":
+    if TASKS[meta["task"]].per_token:
 
         def tag(texts: list[str], pairs: list[str] | None) -> list[dict]:
             results = tag_words(texts, tokenizer, lambda x: run(x)["tag_id"], labels, max_length)
