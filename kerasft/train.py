@@ -114,17 +114,7 @@ def run(
             taught = distill.start_student(model, cfg, teacher) if teacher else None
             state = TrainingState()
             datasets = build_datasets(cfg, data, backbone.pad_id, state, strategy, jit)
-            optimizer = build_optimizer(cfg.training, model, datasets.steps)
-            # After the optimizer: with gradual unfreezing it has slots for every block.
-            freeze(model, cfg.training.freeze_embeddings, cfg.training.freeze_layers)
-            if cfg.training.bitfit:
-                print(
-                    f"BitFit: {apply_bitfit(model)} bias vectors of the backbone train, and the head"
-                )
-            loss = distill.distillation_loss(cfg, data) if teacher else loss_for(cfg, spec, data)
-            metrics = [] if teacher else spec.fit_metrics()  # packed targets: validation scores it
-            model.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=jit)
-            state.track_in(model.optimizer)
+            compile_model(model, cfg, spec, data, datasets.steps, state, jit, bool(teacher))
         chief = is_chief(strategy)
         run_dir, resume_dir = open_run_dir(cfg, data, strategy, resume_dir)
         try:
@@ -154,6 +144,35 @@ def run(
             raise
     finally:  # the run's precision is its own, not the caller's from now on
         keras.mixed_precision.set_global_policy(before)
+
+
+def compile_model(
+    model: keras.Model,
+    cfg: Config,
+    spec: TaskSpec,
+    data: Data,
+    steps: int,
+    state: TrainingState,
+    jit: bool,
+    distilled: bool,
+) -> None:
+    """Compiles `model` for `fit`: optimizer, frozen weights, loss, metrics, XLA.
+
+    Args:
+        steps: optimizer steps per epoch (the schedule's length).
+        state: the checkpointed training state; it is tracked by the optimizer.
+        jit: compile the steps with XLA (`hardware.resolve_jit`).
+        distilled: the targets pack the teacher's logits (`distill.pack_targets`).
+    """
+    optimizer = build_optimizer(cfg.training, model, steps)
+    # After the optimizer: with gradual unfreezing it has slots for every block.
+    freeze(model, cfg.training.freeze_embeddings, cfg.training.freeze_layers)
+    if cfg.training.bitfit:
+        print(f"BitFit: {apply_bitfit(model)} bias vectors of the backbone train, and the head")
+    loss = distill.distillation_loss(cfg, data) if distilled else loss_for(cfg, spec, data)
+    metrics = [] if distilled else spec.fit_metrics()  # packed targets: validation scores it
+    model.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=jit)
+    state.track_in(model.optimizer)
 
 
 def start_runtime(cfg: Config) -> tf.distribute.Strategy:
