@@ -208,3 +208,26 @@ def test_onnx_optimize_false_writes_standard_ops_and_a_bad_fusion_is_not_kept(
     assert domains(kept) == {"ai.onnx"}
     out = capsys.readouterr().out
     assert "the fused graph differs from the plain one by 5.0e-01; kept the plain one" in out
+
+
+@pytest.mark.slow
+def test_onnx_trace_patches_dense_layers_even_after_a_keras_save(exported, tmp_path):
+    from kerasft.serving import tflite
+    from kerasft.serving.onnx import onnx_trace
+    from kerasft.tasks import TASKS
+
+    model = exported.model
+    names = ("input_ids", "token_type_ids", "attention_mask")
+    # The TFLite converter saves the Keras model, which leaves a bound `call` on each layer:
+    # an ONNX export after a TFLite one once traced Tensordot again and fused nothing.
+    tflite.convert(model, names, TASKS["classification"], tmp_path / "m.tflite")
+    specs = {n: tf.TensorSpec([None, None], tf.int32, name=n) for n in names}
+
+    def tensordots() -> int:
+        fn = tf.function(lambda **x: model(x, training=False)).get_concrete_function(**specs)
+        return sum("Tensordot" in op.name for op in fn.graph.get_operations())
+
+    before = tensordots()
+    with onnx_trace(model):
+        assert tensordots() == 0
+    assert before > 0 and tensordots() == before  # restored as it was

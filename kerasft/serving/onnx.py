@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import types
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -81,18 +82,19 @@ def _numpy_dtype(onnx_dtype: int) -> Any:
 
 
 @contextlib.contextmanager
-def onnx_trace() -> Iterator[None]:
-    """Within it, models trace to the same function in graphs onnxruntime can fuse.
+def onnx_trace(model: Any) -> Iterator[None]:
+    """Within it, `model` traces to the same function in graphs onnxruntime can fuse.
 
-    Dense layers on 3-D inputs compute `matmul(x, kernel)` (one ONNX MatMul) instead of
-    Keras' `tensordot` (a reshape to 2-D and back around every projection, with dynamic
-    shapes that hide the attention pattern), and Hugging Face's `stable_softmax` is
-    plain softmax (its `+ 1e-9`, an XLA workaround, changes no probability: softmax is
-    shift-invariant). Only for the ONNX conversion; the SavedModel is traced as usual.
+    Its Dense layers on 3-D inputs compute `matmul(x, kernel)` (one ONNX MatMul) instead
+    of Keras' `tensordot` (a reshape to 2-D and back around every projection, with
+    dynamic shapes that hide the attention pattern), and Hugging Face's `stable_softmax`
+    is plain softmax (its `+ 1e-9`, an XLA workaround, changes no probability: softmax
+    is shift-invariant). Only for the ONNX conversion; the SavedModel is traced as usual.
+
+    Each layer is patched on the instance: saving a Keras model (the TFLite converter
+    does) leaves a bound `call` on every layer, which would hide a patch of the class.
     """
     from kerasft._compat import keras, tf
-
-    dense_call = keras.layers.Dense.call
 
     def call(self, inputs):
         if isinstance(inputs, tf.Tensor) and inputs.shape.rank == 3:
@@ -101,25 +103,32 @@ def onnx_trace() -> Iterator[None]:
             if self.use_bias:
                 outputs = tf.nn.bias_add(outputs, self.bias)
             return self.activation(outputs) if self.activation is not None else outputs
-        return dense_call(self, inputs)
+        return type(self).call(self, inputs)
 
     def softmax(logits, axis=-1, name=None):
         return tf.nn.softmax(logits, axis=axis, name=name)
 
+    dense = [layer for layer in model.submodules if isinstance(layer, keras.layers.Dense)]
+    own_calls = [layer.__dict__.get("call") for layer in dense]  # None: the class's
     modules = [
         m
         for name, m in list(sys.modules.items())
         if name.startswith("transformers.models.") and hasattr(m, "stable_softmax")
     ]
-    originals = [m.stable_softmax for m in modules]
-    keras.layers.Dense.call = call
+    softmaxes = [m.stable_softmax for m in modules]
+    for layer in dense:
+        layer.call = types.MethodType(call, layer)
     for module in modules:
         module.stable_softmax = softmax
     try:
         yield
     finally:
-        keras.layers.Dense.call = dense_call
-        for module, original in zip(modules, originals, strict=True):
+        for layer, own in zip(dense, own_calls, strict=True):
+            if own is None:
+                del layer.call
+            else:
+                layer.call = own
+        for module, original in zip(modules, softmaxes, strict=True):
             module.stable_softmax = original
 
 

@@ -174,7 +174,7 @@ def _onnx(
     out.mkdir()
     facts: dict[str, Any] = {"opset": onnx_lib.OPSET}
     source = saved.parent / "onnx_source"
-    with onnx_lib.onnx_trace():  # the same function, in graphs onnxruntime can fuse
+    with onnx_lib.onnx_trace(model):  # the same function, in graphs onnxruntime can fuse
         module = ServingModule(model, TASKS[info.task], info, input_names, [])
         tf.saved_model.save(
             module, str(source), signatures={"predict_ids": module.signatures()["predict_ids"]}
