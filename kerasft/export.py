@@ -60,7 +60,10 @@ def export_run(
 
 
 def rebuild(
-    run_dir: str | Path, export_dir: str | None = None, onnx: bool = False
+    run_dir: str | Path,
+    export_dir: str | None = None,
+    onnx: bool = False,
+    overrides: list[str] | tuple[str, ...] = (),
 ) -> tuple[Any, Backbone, Config]:
     """A finished run's model, rebuilt in float32 from its config and best checkpoint.
 
@@ -68,14 +71,24 @@ def rebuild(
     weights): the export computes in full precision, runs on any CPU and converts
     to TFLite.
 
+    Args:
+        overrides: `export.*` settings to change, as `--set` takes them (`export.onnx_optimize=false`).
+            Defaults to none.
+
     Returns:
         (model, backbone, cfg); `cfg.export.dir` is `export_dir` when given, and
         `cfg.export.onnx` is on with `onnx`.
 
     Raises:
-        ConfigError: `run_dir` is not a finished kerasft run.
+        ConfigError: `run_dir` is not a finished kerasft run, or an override is not an `export.*` key.
     """
     run_dir = Path(run_dir)
+    for override in overrides:
+        if not override.startswith("export."):
+            raise ConfigError(
+                f"--set {override}: kerasft.export changes only export.* keys; the rest of the run's "
+                "config is what its checkpoint was trained with. Train again to change it."
+            )
     missing = [n for n in ("config.yaml", "export.json") if not (run_dir / n).is_file()]
     weights = best_checkpoint(run_dir / "checkpoints")
     if weights is None:
@@ -84,7 +97,7 @@ def rebuild(
         raise ConfigError(
             f"{run_dir} is not a finished kerasft run (no {', '.join(missing)}). Pass a directory printed as run_dir=."
         )
-    overrides = [f"export.dir={export_dir}"] if export_dir else []
+    overrides = [*overrides, *([f"export.dir={export_dir}"] if export_dir else [])]
     overrides += ["export.onnx=true"] if onnx else []
     cfg = config_lib.load_config(run_dir / "config.yaml", overrides)
     info = ExportInfo.read(run_dir)
@@ -108,6 +121,7 @@ def reexport(
     test_data=None,
     onnx: bool = False,
     calibration: list[dict] | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
 ) -> Path:
     """Exports a new version of a finished run from its best checkpoint, in float32 (see `rebuild`).
 
@@ -116,11 +130,12 @@ def reexport(
         onnx: also write the ONNX models, whatever the config says. Defaults to False.
         test_data: an (x, y) dataset for the TFLite and ONNX checks. Defaults to none.
         calibration: training examples for `export.tflite_int8`. Defaults to none.
+        overrides: `export.*` settings to change (see `rebuild`). Defaults to none.
 
     Raises:
-        ConfigError: `run_dir` is not a finished kerasft run.
+        ConfigError: `run_dir` is not a finished kerasft run, or an override is not an `export.*` key.
     """
-    model, backbone, cfg = rebuild(run_dir, export_dir, onnx)
+    model, backbone, cfg = rebuild(run_dir, export_dir, onnx, overrides)
     return export_run(Path(run_dir), model, backbone, cfg, test_data, calibration)
 
 
@@ -139,13 +154,14 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also write onnx/<version>/model.onnx and model.int8.onnx (as `export.onnx: true`)",
     )
+    config_lib.add_override_argument(p, "export.onnx_optimize=false")
     return p
 
 
 @cli_main
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    target = reexport(args.run, args.dir, onnx=args.onnx)
+    target = reexport(args.run, args.dir, onnx=args.onnx, overrides=args.overrides)
     print(f"export_dir={target}")
     return 0
 

@@ -76,6 +76,7 @@ def test_onnx_figures_are_measured_and_in_the_model_card(exported):
     assert all(meta[f"{m}_ex_per_s"] > 0 for m in ("savedmodel", "onnx", "onnx_int8"))
     card = (exported.export_dir.parent / "README.md").read_text()
     assert "## ONNX" in card and "`model.int8.onnx`" in card
+    assert "fused for onnxruntime (" in card and " Attention" in card
 
 
 @pytest.mark.slow
@@ -185,10 +186,7 @@ def test_gelu_rewrite_computes_the_same_and_leaves_other_graphs_alone():
 def test_onnx_optimize_false_writes_standard_ops_and_a_bad_fusion_is_not_kept(
     exported, tmp_path, monkeypatch, capsys
 ):
-    import shutil
-
     import onnx
-    import yaml
 
     from kerasft.export import reexport
     from kerasft.serving import onnx as onnx_lib
@@ -197,11 +195,13 @@ def test_onnx_optimize_false_writes_standard_ops_and_a_bad_fusion_is_not_kept(
         path = export_dir.parent / "onnx" / export_dir.name / "model.onnx"
         return {n.domain or "ai.onnx" for n in onnx.load(str(path)).graph.node}
 
-    run_dir = shutil.copytree(exported.run_dir, tmp_path / "run")  # the same run, not optimised
-    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
-    cfg["export"]["onnx_optimize"] = False
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg))
-    assert domains(reexport(run_dir, str(tmp_path / "plain"), onnx=True)) == {"ai.onnx"}
+    plain = reexport(
+        exported.run_dir,
+        str(tmp_path / "plain"),
+        onnx=True,
+        overrides=["export.onnx_optimize=false"],
+    )
+    assert domains(plain) == {"ai.onnx"}
     # A fused graph that disagrees with the plain conversion is dropped, and the export says so.
     monkeypatch.setattr(onnx_lib, "largest_difference", lambda a, b, feed: 0.5)
     kept = reexport(exported.run_dir, str(tmp_path / "kept"), onnx=True)
@@ -231,3 +231,13 @@ def test_onnx_trace_patches_dense_layers_even_after_a_keras_save(exported, tmp_p
     with onnx_trace(model):
         assert tensordots() == 0
     assert before > 0 and tensordots() == before  # restored as it was
+
+
+def test_export_set_takes_only_export_keys(tmp_path, capsys):
+    from kerasft.export import main
+
+    assert main(["--run", str(tmp_path), "--set", "training.epochs=3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(
+        "error: --set training.epochs=3: kerasft.export changes only export.* keys"
+    )

@@ -158,6 +158,13 @@ def _onnx_section(latest: int, facts: dict | None) -> list[str]:
         "files and `labels.txt`. `python -m kerasft.predict --model onnx/"
         f"{latest}/model.onnx` runs either with onnxruntime.",
     ]
+    fused = facts.get("fused")
+    if fused:
+        kernels = ", ".join(f"{n} {op}" for op, n in fused.items())
+        lines.append(
+            f"\nBoth are fused for onnxruntime ({kernels}: com.microsoft operators); for another "
+            "ONNX runtime, re-export with `--onnx --set export.onnx_optimize=false`."
+        )
     if "examples" not in facts:
         return lines
     accuracy = "savedmodel_accuracy" in facts
