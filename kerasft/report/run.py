@@ -109,7 +109,7 @@ def _summary(run: dict) -> str:
         ("train examples", train.get("examples")),
         ("epochs", train.get("epochs")),
         ("best epoch", train.get("best_epoch")),
-        ("train examples/s", train.get("examples_per_second")),
+        ("train examples/s", _one_decimal(train.get("examples_per_second"))),
     ]
     data = cfg.get("data", {})
     carved = "{:.0%} of the training file"
@@ -413,3 +413,8 @@ def _text(texts: list[str], pairs: list[str] | None, i: int) -> str:
 
 def _names(mask: np.ndarray, labels: list[str]) -> str:
     return ", ".join(labels[j] for j in np.flatnonzero(mask)) or "(none)"
+
+
+def _one_decimal(value: float | None) -> str | None:
+    # A speed, not a score: four decimals (the cards' default) read as false precision.
+    return None if value is None else f"{value:.1f}"
