@@ -132,8 +132,8 @@ def onnx_trace(model: Any) -> Iterator[None]:
             module.stable_softmax = original
 
 
-def convert(saved_model: Path, path: Path, opset: int = OPSET) -> float:
-    """Writes `path` from the SavedModel's `predict_ids` signature; returns its size in MB."""
+def convert(saved_model: Path, path: Path, opset: int = OPSET) -> None:
+    """Writes `path` from the SavedModel's `predict_ids` signature."""
     import tensorflow_text  # noqa: F401 - registers the ops the raw-text signature holds
     from tf2onnx import convert as tf2onnx_convert
     from tf2onnx import optimizer as tf2onnx_optimizer
@@ -166,7 +166,6 @@ def convert(saved_model: Path, path: Path, opset: int = OPSET) -> float:
     finally:  # in their order: it matters to tf2onnx
         optimizers.clear()
         optimizers.update(every)
-    return path.stat().st_size / 1e6
 
 
 def quantize(path: Path, out: Path) -> float:
