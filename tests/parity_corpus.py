@@ -84,3 +84,39 @@ def parity_corpus(n: int = 560, seed: int = 0) -> list[str]:
         parts = rng.sample(HARD, 3) + rng.sample(tweets or HARD, 2)
         corpus.append(" ".join(parts))
     return corpus[:n]
+
+
+SPECIAL_WORDS = ["[CLS]", "[SEP]", "[PAD]", "[MASK]", "[UNK]", "[cls]", "[ SEP ]", "[SEP", "x[SEP]y"]
+
+
+def hostile_corpus(n: int = 999, seed: int = 0) -> dict[str, list[str]]:
+    """`n` adversarial strings in three kinds of `n // 3`: random bytes read as UTF-8 with
+    replacement characters, random Unicode (any plane, control and format characters, white
+    space of every kind) and strings of literal special tokens."""
+    rng = random.Random(seed)
+    odd = [0x0, 0x9, 0xA, 0xB, 0xC, 0xD, 0x1C, 0x7F, 0x85, 0xA0, 0xAD, 0x200B, 0x2028, 0x3000]
+    odd += [0xFEFF, 0xFFFD, 0xE000, 0x1F600, 0x300, 0x301, 0xF0000]
+
+    def random_bytes() -> str:
+        size = rng.randrange(1, 40)
+        return bytes(rng.randrange(256) for _ in range(size)).decode("utf-8", "replace")
+
+    def random_unicode() -> str:
+        chars = []
+        for _ in range(rng.randrange(1, 30)):
+            r = rng.random()
+            if r < 0.5:
+                c = rng.randrange(0x20, 0x3000)
+            elif r < 0.8:
+                c = rng.randrange(0, 0x110000)
+            else:
+                c = rng.choice(odd)
+            chars.append(chr(0x41 if 0xD800 <= c <= 0xDFFF else c))  # no lone surrogates
+        return "".join(chars)
+
+    def specials() -> str:
+        words = SPECIAL_WORDS + ["hello", "world", "x"]
+        return rng.choice(["", " "]).join(rng.choice(words) for _ in range(rng.randrange(1, 8)))
+
+    kinds = {"bytes": random_bytes, "unicode": random_unicode, "special": specials}
+    return {kind: [make() for _ in range(n // 3)] for kind, make in kinds.items()}

@@ -5,11 +5,14 @@ vocabulary, sub-word prefix, unknown token, normaliser (clean text, CJK
 splitting, accent stripping, lower-casing), special tokens and the truncation
 of pairs (`longest_first`).
 
-Known differences from Hugging Face (see docs/serving.md): text that literally
-contains a special token such as `[SEP]` (Hugging Face keeps it as the special
-token, the graph tokenizes its characters), and words longer than 100 bytes but
-not 100 characters (non-ASCII words of 26-100 characters are [UNK] in one and
-tokenized in the other).
+Text that literally contains a special token such as `[SEP]` or `[PAD]` gets that
+token's id, as Hugging Face gives it (added tokens it matches on the raw text).
+
+Known differences from Hugging Face (see docs/serving.md): words longer than 100
+bytes but not 100 characters (non-ASCII words of 26-100 characters are [UNK] in
+one and tokenized in the other), and characters whose Unicode category changed
+between the Unicode versions of the two libraries (recently assigned marks and
+letters: Hugging Face's tables treat some as unassigned).
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ class GraphWordPiece(tf.Module):
         self.cls_id = int(hf_tokenizer.cls_token_id)
         self.sep_id = int(hf_tokenizer.sep_token_id)
         self.pad_id = int(hf_tokenizer.pad_token_id or 0)
+        self._special_pattern, self._special_ids = _special_tokens(state)
         self._wordpiece = tft.FastBertTokenizer(
             vocab=[token for token, _ in vocab],
             suffix_indicator=model.get("continuing_subword_prefix", "##"),
@@ -63,8 +67,15 @@ class GraphWordPiece(tf.Module):
     def normalize(self, text: tf.Tensor) -> tf.Tensor:
         """Hugging Face's BertNormalizer in string ops."""
         if self.clean_text:
-            text = tf.strings.regex_replace(text, r"\s", " ")
-            text = tf.strings.regex_replace(text, r"[\p{C}\x{FFFD}]", "")
+            # As tokenizers' Rust code: first delete U+FFFD and the control, format and
+            # private-use characters (Cc, Cf, Co, Cs) but tab, newline and carriage return; then
+            # map the remaining white space (Z*) to a space. A form feed is deleted, not a space.
+            text = tf.strings.regex_replace(
+                text,
+                r"[\x{0}-\x{8}\x{B}\x{C}\x{E}-\x{1F}\x{7F}-\x{9F}\p{Cf}\p{Co}\p{Cs}\x{FFFD}]",
+                "",
+            )
+            text = tf.strings.regex_replace(text, r"[\t\n\r\p{Z}]", " ")
         if self.handle_chinese_chars:
             text = tf.strings.regex_replace(
                 text,
@@ -83,9 +94,35 @@ class GraphWordPiece(tf.Module):
             text = tf.strings.lower(text, encoding="utf-8")
         return text
 
+    def tokenize(self, text: tf.Tensor) -> tf.RaggedTensor:
+        """Word-piece ids `[batch, (tokens)]` of a batch of strings, without special tokens
+        added; literal special tokens in the text (`[SEP]`, `[PAD]`, ...) keep their ids."""
+        if self._special_ids is None:
+            return self._wordpiece.tokenize(self.normalize(text))
+        import tensorflow_text as tft
+
+        if self.clean_text:  # regex_split reads a NUL as the string's end; the normaliser drops it
+            text = tf.strings.regex_replace(text, r"\x00", "")
+        pieces = tft.regex_split(text, self._special_pattern, self._special_pattern)
+        flat = pieces.flat_values
+        special = self._special_ids.lookup(tf.strings.strip(flat))
+        is_special = special >= 0
+        words = self._wordpiece.tokenize(self.normalize(flat))
+        # One row per piece: the special token's id, or the piece's word pieces.
+        kept = tf.repeat(tf.logical_not(is_special), words.row_lengths())
+        word_part = tf.RaggedTensor.from_row_lengths(
+            tf.boolean_mask(words.flat_values, kept),
+            tf.where(is_special, tf.zeros_like(words.row_lengths()), words.row_lengths()),
+        )
+        special_part = tf.RaggedTensor.from_row_lengths(
+            tf.boolean_mask(special, is_special), tf.cast(is_special, tf.int64)
+        )
+        per_piece = tf.concat([special_part, word_part], axis=1)
+        return tf.RaggedTensor.from_row_lengths(per_piece, pieces.row_lengths()).merge_dims(1, 2)
+
     def __call__(self, text: tf.Tensor, text_pair: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
         """Token-id tensors `[batch, length]` for a batch of strings (and second strings)."""
-        first = self._wordpiece.tokenize(self.normalize(text))
+        first = self.tokenize(text)
         batch = tf.shape(text)[0]
         cls = tf.fill([batch, 1], self.cls_id)
         sep = tf.fill([batch, 1], self.sep_id)
@@ -94,13 +131,40 @@ class GraphWordPiece(tf.Module):
             ids = tf.concat([cls, first, sep], axis=1)
             types = tf.zeros_like(ids)
         else:
-            second = self._wordpiece.tokenize(self.normalize(text_pair))
+            second = self.tokenize(text_pair)
             first, second = truncate_pair(first, second, self.max_length - 3)
             part_a = tf.concat([cls, first, sep], axis=1)
             part_b = tf.concat([second, sep], axis=1)
             ids = tf.concat([part_a, part_b], axis=1)
             types = tf.concat([tf.zeros_like(part_a), tf.ones_like(part_b)], axis=1)
         return model_inputs(ids, types, self.pad_id, self.input_names)
+
+
+def _special_tokens(state: dict) -> tuple[str | None, tf.lookup.StaticHashTable | None]:
+    """The regular expression of the added tokens Hugging Face matches on the raw text
+    (`normalized: false`, such as BERT's `[CLS] [SEP] [PAD] [MASK] [UNK]`), and a table from
+    each token to its id (-1 for any other string). (None, None) when there are none."""
+    import re
+
+    tokens = [t for t in state.get("added_tokens", []) if not t.get("normalized", True)]
+    if not tokens:
+        return None, None
+    # Longest first, so a token that contains another is matched whole.
+    tokens.sort(key=lambda t: -len(t["content"]))
+    parts = [
+        (r"\s*" if t.get("lstrip") else "")
+        + re.escape(t["content"])
+        + (r"\s*" if t.get("rstrip") else "")
+        for t in tokens
+    ]
+    table = tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(
+            tf.constant([t["content"] for t in tokens]),
+            tf.constant([int(t["id"]) for t in tokens], tf.int32),
+        ),
+        default_value=-1,
+    )
+    return "|".join(parts), table
 
 
 def _bert_normalizer(normalizer: dict | None) -> dict:
