@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from kerasft._compat import tf
@@ -19,10 +20,30 @@ def cpu_flags() -> set[str]:
     return set()
 
 
+# What `precision: auto` resolves to when set, instead of asking the hardware: lets one
+# machine take another's path (mixed_bfloat16 is emulated, slowly but exactly, on AVX2 CPUs).
+AUTO_PRECISION_ENV = "KERASFT_AUTO_PRECISION"
+POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
+
+
 def resolve_precision(setting: str) -> tuple[str, str]:
-    """The Keras policy for `training.precision`, and why it was chosen."""
+    """The Keras policy for `training.precision`, and why it was chosen.
+
+    Raises:
+        ConfigError: `KERASFT_AUTO_PRECISION` names no policy.
+    """
     if setting != "auto":
         return setting, "set in the config"
+    forced = os.environ.get(AUTO_PRECISION_ENV, "").strip()
+    if forced:
+        if forced not in POLICIES:
+            from kerasft.errors import ConfigError
+
+            raise ConfigError(
+                f"Invalid environment variable {AUTO_PRECISION_ENV}={forced!r}. "
+                f"Expected one of {', '.join(POLICIES)}, or unset it to let the hardware choose."
+            )
+        return forced, f"{AUTO_PRECISION_ENV}={forced}"
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:
         capability = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability")
