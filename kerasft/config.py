@@ -57,6 +57,17 @@ MONITORS = {
 }
 
 
+# Larger global batches than this do not fit any accelerator's memory with a transformer;
+# a typo such as 1000000000 would otherwise abort TensorFlow with std::bad_alloc.
+MAX_BATCH_SIZE = 65536
+# What a config file may hold before it is refused: values once aliases are expanded (a
+# "billion laughs" file grows a few lines into gigabytes), nesting, and the length of a value
+# echoed back in an error.
+MAX_YAML_VALUES = 100_000
+MAX_YAML_DEPTH = 50
+MAX_ECHO = 120
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
 
@@ -78,7 +89,7 @@ class BackTranslationConfig(_Section):
         description="Sample each output token (top-k) instead of taking the likeliest, so copies differ.",
     )
     top_k: int = Field(50, ge=1, description="With sampling: draw from this many likeliest tokens.")
-    batch_size: int = Field(16, ge=1, description="Texts translated at once.")
+    batch_size: int = Field(16, ge=1, le=MAX_BATCH_SIZE, description="Texts translated at once.")
     max_length: int = Field(
         128, ge=8, description="Longest translation in tokens (longer inputs are truncated)."
     )
@@ -129,7 +140,10 @@ class AugmentConfig(_Section):
         "addresses, @mentions and #hashtags are always protected.",
     )
     seed: int | None = Field(
-        None, description="Seed of the augmentation. Defaults to `training.seed`."
+        None,
+        ge=0,
+        le=2**32 - 1,
+        description="Seed of the augmentation. Defaults to `training.seed`.",
     )
 
     @field_validator("protected", mode="before")
@@ -412,7 +426,10 @@ class TrainingConfig(_Section):
 
     epochs: int = Field(3, ge=1, description="Maximum number of passes over the training set.")
     batch_size: int = Field(
-        32, ge=1, description="Global batch size (split across replicas when distributed)."
+        32,
+        ge=1,
+        le=MAX_BATCH_SIZE,
+        description="Global batch size (split across replicas when distributed).",
     )
     learning_rate: float = Field(5e-5, gt=0.0, le=1.0, description="Peak learning rate of AdamW.")
     weight_decay: float = Field(
@@ -538,7 +555,12 @@ class TrainingConfig(_Section):
         gt=0,
         description="Stop at the end of the step during which this much training time has passed.",
     )
-    seed: int = Field(42, description="Seed for splits, sampling, shuffling and initialisation.")
+    seed: int = Field(
+        42,
+        ge=0,
+        le=2**32 - 1,
+        description="Seed for splits, sampling, shuffling and initialisation (0 to 2^32 - 1).",
+    )
     output_dir: str = Field("runs", description="Runs go to `<output_dir>/<name>/<timestamp>/`.")
 
 
@@ -880,7 +902,7 @@ class PretrainConfig(_Section):
     max_steps: int | None = Field(
         None, ge=1, description="Stop after this many steps (also sets the schedule's length)."
     )
-    batch_size: int = Field(32, ge=1, description="Texts per step.")
+    batch_size: int = Field(32, ge=1, le=MAX_BATCH_SIZE, description="Texts per step.")
     learning_rate: float = Field(5e-5, gt=0.0, le=1.0, description="Peak learning rate of AdamW.")
     weight_decay: float = Field(0.01, ge=0.0, description="Decoupled weight decay.")
     warmup_ratio: float = Field(
@@ -893,7 +915,9 @@ class PretrainConfig(_Section):
         True,
         description="Batch texts of similar length together (sorted in windows of 50 batches).",
     )
-    seed: int = Field(0, description="Seed of the sample, the order and the masks.")
+    seed: int = Field(
+        0, ge=0, le=2**32 - 1, description="Seed of the sample, the order and the masks."
+    )
     backup_every_steps: int = Field(
         200,
         ge=1,
@@ -946,17 +970,16 @@ def load_raw(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> d
         ConfigError: the file is missing, not YAML, or an override is malformed.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"--config {path} is a directory. Pass a YAML file, e.g. {path}/x.yaml.")
     if not path.is_file():
         raise ConfigError(f"Config file not found: {path}. Pass an existing YAML file to --config.")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{where}: invalid YAML ({problem}).") from None
+        raw = parse_yaml(path.read_text(encoding="utf-8"), str(path))
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not UTF-8 text. Save the config as UTF-8.") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config ({exc.strerror}).") from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -968,7 +991,104 @@ def load_raw(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> d
     return raw
 
 
-def add_override_argument(parser: Any, example: str = "training.epochs=2") -> None:
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader that refuses duplicate keys and bounds aliases and nesting."""
+
+    def __init__(self, stream: str, source: str) -> None:
+        super().__init__(stream)
+        self.source = source
+        self.depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self.depth += 1
+        try:
+            if self.depth > MAX_YAML_DEPTH:
+                line = self.peek_event().start_mark.line + 1
+                raise ConfigError(
+                    f"{self.source}:{line}: nested more than {MAX_YAML_DEPTH} levels deep; "
+                    "a config has a few levels of sections."
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                first = seen.setdefault(key, line)
+            except TypeError:  # an unhashable key; SafeLoader says so below
+                continue
+            if first != line:
+                raise ConfigError(
+                    f"{self.source}:{line}: duplicate key `{_echo(key)}` (first set on line {first}); "
+                    "keep one of them."
+                )
+        return super().construct_mapping(node, deep=deep)
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """YAML text as Python values, with `_StrictLoader`'s limits.
+
+    Raises:
+        ConfigError: invalid YAML, a duplicate key, too many aliases or too deep nesting,
+            naming `source` and the line.
+    """
+    loader = _StrictLoader(text, source)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        size = _expanded_size(node, {})
+        if size > MAX_YAML_VALUES:
+            raise ConfigError(
+                f"{source}: expands to {size:,} values through YAML aliases (`*name`), more than "
+                f"{MAX_YAML_VALUES:,}; write the values out instead of nesting aliases."
+            )
+        return loader.construct_document(node)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark else source
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{where}: invalid YAML ({_echo(problem)}).") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: nested too deeply to read.") from None
+    finally:
+        loader.dispose()
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
+    """How many values `node` stands for once every alias is written out (shared nodes count
+    once per use), computed without expanding anything."""
+    if id(node) in sizes:
+        return sizes[id(node)]
+    sizes[id(node)] = 1  # a cycle counts once, not forever
+    total = 1
+    if isinstance(node, yaml.SequenceNode):
+        total += sum(_expanded_size(child, sizes) for child in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        total += sum(_expanded_size(k, sizes) + _expanded_size(v, sizes) for k, v in node.value)
+    sizes[id(node)] = total
+    return total
+
+
+def _echo(value: Any, limit: int = MAX_ECHO, quote: bool = False) -> str:
+    """`value` as an error message shows it: its repr for non-strings (and strings with `quote`),
+    cut to `limit` characters."""
+    if quote or not isinstance(value, str):
+        import reprlib
+
+        short = reprlib.Repr()  # never builds the full repr of a huge value
+        short.maxlevel, short.maxlist, short.maxdict, short.maxstring = 3, 6, 6, limit
+        value = short.repr(value)
+    return value if len(value) <= limit else value[: limit - 3] + "..."
+
+
+def add_override_argument(
+    parser: Any, example: str = "training.epochs=2", what: str = "override a config key"
+) -> None:
     """The `--set KEY=VALUE` option every command that reads a config shares."""
     parser.add_argument(
         "--set",
@@ -976,7 +1096,7 @@ def add_override_argument(parser: Any, example: str = "training.epochs=2") -> No
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help=f"override a config key, e.g. --set {example} (repeatable; the value is read as YAML)",
+        help=f"{what}, e.g. --set {example} (repeatable; the value is read as YAML)",
     )
 
 
@@ -1021,8 +1141,8 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
             f"Invalid override `{item}`. Expected `dotted.key=value`, e.g. `training.epochs=2`."
         )
     try:
-        value = yaml.safe_load(text) if text.strip() else None
-    except yaml.YAMLError:
+        value = parse_yaml(text, f"--set {key}") if text.strip() else None
+    except ConfigError:
         value = text
     set_dotted(raw, key, value, f"Invalid override `{item}`")
 
@@ -1063,15 +1183,17 @@ def _describe(
         allowed = _allowed_keys(loc[:-1], root)
         close = difflib.get_close_matches(loc[-1], allowed, n=1, cutoff=0.6)
         hint = f" Did you mean `{close[0]}`?" if close else ""
-        return f"Unknown key `{dotted}` in {source}.{hint} Allowed keys here: {', '.join(allowed)}."
+        return f"Unknown key `{_echo(dotted)}` in {source}.{hint} Allowed keys here: {', '.join(allowed)}."
     if error["type"] == "missing":
         return f"Missing required key `{dotted}` in {source}."
     if error["type"] == "value_error":
-        msg = str(error.get("ctx", {}).get("error", error["msg"]))
+        msg = _echo(str(error.get("ctx", {}).get("error", error["msg"])), 600)
         where = f"`{dotted}` in {source}" if dotted else source
         return f"Invalid {where}: {msg}."
-    received = error.get("input")
-    return f"Invalid value for `{dotted}` in {source}. Received: {received!r}. Expected: {error['msg'].lower()}."
+    received = _echo(error.get("input"), quote=True)
+    msg = error["msg"]
+    expected = msg[:1].lower() + msg[1:]  # the allowed pattern or choices keep their case
+    return f"Invalid value for `{dotted}` in {source}. Received: {received}. Expected: {_echo(expected, 400)}."
 
 
 def _allowed_keys(loc: list[str], root: type[BaseModel] = Config) -> list[str]:
