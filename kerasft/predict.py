@@ -6,6 +6,8 @@ word-level tags and entity spans with character offsets into the input text.
 
 from __future__ import annotations
 
+import codecs
+import math
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -13,9 +15,10 @@ from typing import Any
 
 import numpy as np
 
+from kerasft.data.readers import first_undecodable_line
 from kerasft.errors import DataError, cli_main
 from kerasft.ner_metrics import spans
-from kerasft.serving.versions import resolve_version
+from kerasft.serving.versions import load_export, read_labels
 
 _WORD = re.compile(r"\S+")
 
@@ -83,33 +86,60 @@ def tag_words(
 
 
 def _rows(path: Path, fmt: str, encoding: str, chunk: int):
-    """Yields lists of row dicts, `chunk` rows at a time, without reading the whole file."""
+    """Yields lists of row dicts, `chunk` rows at a time, without reading the whole file, with
+    the file line each row starts on (JSONL: its line; CSV/TSV: counted from the header, exact
+    unless a quoted field spans lines).
+
+    Raises:
+        DataError: a JSONL line that is not a JSON object (naming the line).
+    """
     import json as _json
 
     import pandas as pd
 
     if fmt == "jsonl":
-        batch = []
+        batch, lines = [], []
         with path.open(encoding=encoding) as handle:
-            for line in handle:
-                if line.strip():
-                    batch.append(_json.loads(line))
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = _json.loads(line)
+                except _json.JSONDecodeError as exc:
+                    raise DataError(
+                        f"{path}:{number}: invalid JSON ({exc.msg}). Each line must be one JSON object."
+                    ) from None
+                if not isinstance(row, dict):
+                    raise DataError(
+                        f"{path}:{number}: expected a JSON object, got {type(row).__name__}."
+                    )
+                batch.append(row)
+                lines.append(number)
                 if len(batch) == chunk:
-                    yield batch
-                    batch = []
+                    yield batch, lines
+                    batch, lines = [], []
         if batch:
-            yield batch
+            yield batch, lines
         return
-    reader = pd.read_csv(
-        path,
-        sep="\t" if fmt == "tsv" else ",",
-        dtype=str,
-        keep_default_na=False,
-        encoding="utf-8-sig" if encoding.lower() in ("utf-8", "utf8") else encoding,
-        chunksize=chunk,
-    )
-    for frame in reader:
-        yield frame.to_dict("records")
+    try:
+        reader = pd.read_csv(
+            path,
+            sep="\t" if fmt == "tsv" else ",",
+            dtype=str,
+            keep_default_na=False,
+            encoding="utf-8-sig" if encoding.lower() in ("utf-8", "utf8") else encoding,
+            chunksize=chunk,
+        )
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: the file is empty; it needs a header row and rows.") from None
+    first = 2  # line 1 is the header
+    try:
+        for frame in reader:
+            yield frame.to_dict("records"), list(range(first, first + len(frame)))
+            first += len(frame)
+    except pd.errors.ParserError as exc:
+        detail = str(exc).strip().splitlines()[-1]
+        raise DataError(f"{path}: cannot parse as {fmt} ({detail}).") from None
 
 
 def predict_file(
@@ -141,10 +171,15 @@ def predict_file(
 
     if batch_size < 1 or sort_window < 1:
         raise DataError("--batch-size and --sort-window must be at least 1.")
-    predict, lengths = _predictor(model_path)
     input_path, output_path = Path(input_path), Path(output_path)
-    if not input_path.is_file():
-        raise DataError(f"--input: file not found: {input_path}")
+    _check_paths(input_path, output_path)
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise DataError(
+            f"--encoding: unknown encoding `{encoding}`. Use e.g. utf-8 or latin-1."
+        ) from None
+    predict, lengths = _predictor(model_path)
     fmt = {".jsonl": "jsonl", ".json": "jsonl", ".tsv": "tsv"}.get(input_path.suffix.lower(), "csv")
     with input_path.open("rb") as handle:  # one cheap pass for the progress bar's total
         total = sum(1 for _ in handle) - (0 if fmt == "jsonl" else 1)
@@ -156,10 +191,13 @@ def predict_file(
             tqdm(total=max(total, 0), unit="rows", desc=f"predicting {input_path.name}") as bar,
         ):
             write = _record_writer(handle, output_path)
-            for rows in _rows(input_path, fmt, encoding, batch_size * sort_window):
-                _check_columns(rows[0], input_path, text_column, text_pair_column)
-                texts = [str(r[text_column]) for r in rows]
-                pairs = [str(r[text_pair_column]) for r in rows] if text_pair_column else None
+            for rows, lines in _rows(input_path, fmt, encoding, batch_size * sort_window):
+                if not rows:
+                    continue
+                texts = _column(rows, lines, input_path, text_column)
+                pairs = (
+                    _column(rows, lines, input_path, text_pair_column) if text_pair_column else None
+                )
                 records = _predict_window(
                     predict, lengths, texts, pairs, batch_size, sort_window, bar
                 )
@@ -168,12 +206,22 @@ def predict_file(
                 written += len(rows)
     except UnicodeDecodeError as exc:
         tmp.unlink(missing_ok=True)
+        line = first_undecodable_line(input_path, encoding)
         raise DataError(
-            f"{input_path}: bytes that are not valid {encoding} ({exc.reason}). Pass --encoding, e.g. latin-1."
+            f"{input_path}:{line}: bytes that are not valid {encoding} ({exc.reason}). Pass "
+            "--encoding, e.g. latin-1."
+        ) from None
+    except LookupError:
+        tmp.unlink(missing_ok=True)
+        raise DataError(
+            f"--encoding: unknown encoding `{encoding}`. Use e.g. utf-8 or latin-1."
         ) from None
     except BaseException:
         tmp.unlink(missing_ok=True)  # never leave half a predictions file behind
         raise
+    if not written:
+        tmp.unlink(missing_ok=True)
+        raise DataError(f"{input_path}: no rows to predict (the file has no data rows).")
     tmp.replace(output_path)
     return written
 
@@ -235,7 +283,7 @@ def _onnx_predictor(path: Path) -> tuple[Predict, Lengths]:
         )
     onnx_lib.require()
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    labels = (path.parent / "labels.txt").read_text(encoding="utf-8").splitlines()
+    labels = read_labels(path.parent / "labels.txt")
     tokenizer = AutoTokenizer.from_pretrained(str(path.parent))
     run = onnx_lib.runner(path)
     names, max_length = meta["input_names"], meta["max_length"]
@@ -270,15 +318,14 @@ def _export_predictor(model_path: str | Path) -> tuple[Predict, Lengths]:
     """
     from kerasft._compat import tf
 
-    version = resolve_version(model_path)
-    loaded = tf.saved_model.load(str(version))
+    version, loaded = load_export(model_path)
     serve = loaded.signatures["serving_default"]
     inputs = set(serve.structured_input_signature[1])
     if "text" not in inputs:
         raise DataError(
             f"{version}: this export takes token ids, not text; tokenize with the files in its assets/."
         )
-    labels = (version / "assets" / "labels.txt").read_text(encoding="utf-8").splitlines()
+    labels = read_labels(version / "assets" / "labels.txt")
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(version / "assets"))
@@ -303,10 +350,42 @@ def _export_predictor(model_path: str | Path) -> tuple[Predict, Lengths]:
     return (lambda texts, pairs: _predict(serve, texts, pairs, labels)), lengths
 
 
-def _check_columns(row: dict, path: Path, text_column: str, pair_column: str | None) -> None:
-    for column in (text_column, pair_column):
-        if column and column not in row:
-            raise DataError(f"{path}: no column `{column}`. Columns present: {', '.join(row)}.")
+def _check_paths(input_path: Path, output_path: Path) -> None:
+    """Raises DataError for an input that is not a file, or an output that cannot be written
+    or would replace the input."""
+    if not input_path.is_file():
+        raise DataError(f"--input: file not found: {input_path}")
+    if output_path.exists() and output_path.resolve() == input_path.resolve():
+        raise DataError(
+            f"--output {output_path} is the input file; writing predictions there would replace "
+            "the input. Pass another --output path."
+        )
+    if output_path.is_dir():
+        raise DataError(f"--output {output_path} is a directory; pass a .csv or .jsonl file path.")
+    if not output_path.parent.is_dir():
+        raise DataError(
+            f"--output {output_path}: the directory {output_path.parent} does not exist. "
+            "Create it first, or pass a path in an existing directory."
+        )
+
+
+def _column(rows: list[dict], lines: list[int], path: Path, column: str) -> list[str]:
+    """The `column` of every row as text.
+
+    Raises:
+        DataError: a row without that field, naming its line.
+    """
+    values = []
+    for row, line in zip(rows, lines, strict=True):
+        value = row.get(column)
+        if value is None or (isinstance(value, float) and math.isnan(value)):  # a short CSV row
+            present = ", ".join(str(k) for k in row) or "none"
+            raise DataError(
+                f"{path}:{line}: no `{column}` field (fields present: {present}). Every row needs "
+                "it; pass --text-column (or --text-pair-column) to name another."
+            )
+        values.append(value if isinstance(value, str) else str(value))
+    return values
 
 
 def _record_writer(handle, output_path: Path) -> Callable[[dict], None]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +64,7 @@ def write_card(model_dir: Path, name: str) -> Path:
         *_onnx_section(latest, meta.get("onnx")),
         *_signatures(name, meta),
         *_versions_table(metas, meta["metric_names"][:2]),
-        *["", "## Config", "", "```yaml", meta["config"].rstrip(), "```", ""],
+        *["", "## Config", "", *fenced(meta["config"].rstrip(), "yaml"), ""],
     ]
     card = model_dir / "README.md"
     card.write_text("\n".join(lines), encoding="utf-8")
@@ -71,7 +72,7 @@ def write_card(model_dir: Path, name: str) -> Path:
 
 
 def _summary(name: str, latest: int, meta: dict) -> list[str]:
-    labels = ", ".join(f"`{n}`" for n in meta["labels"]) or "(regression score)"
+    labels = ", ".join(code(n) for n in meta["labels"]) or "(regression score)"
     return [
         f"# {name}",
         "",
@@ -81,14 +82,14 @@ def _summary(name: str, latest: int, meta: dict) -> list[str]:
         "| | |",
         "| --- | --- |",
         f"| task | `{meta['task']}` |",
-        f"| backbone | `{meta['backbone']}` |",
+        f"| backbone | {code(meta['backbone'])} |",
         f"| labels | {labels} |",
         f"| max length | {meta['max_length']} tokens |",
-        f"| training data | {meta['data']['train']} ({meta['data']['train_examples']} examples) |",
-        f"| validation / test | {meta['data']['validation']} / {meta['data']['test']} |",
-        f"| run | `{meta['run_dir']}` |",
+        f"| training data | {code(meta['data']['train'])} ({meta['data']['train_examples']} examples) |",
+        f"| validation / test | {code(meta['data']['validation'])} / {code(meta['data']['test'])} |",
+        f"| run | {code(meta['run_dir'])} |",
         *(
-            [f"| distilled from | `{meta['teacher']}` (teacher run) |"]
+            [f"| distilled from | {code(meta['teacher'])} (teacher run) |"]
             if meta.get("teacher")
             else []
         ),
@@ -250,11 +251,29 @@ def _versions_table(metas: dict[int, dict], shown: list[str]) -> list[str]:
     for v, m in metas.items():
         test = m["metrics"].get("test", {})
         lines.append(
-            f"| {v} | {m['created']} | `{m['run_dir']}` | "
+            f"| {v} | {m['created']} | {code(m['run_dir'])} | "
             + " | ".join(_num(test.get(k)) for k in shown)
             + " |"
         )
     return lines
+
+
+def code(text: Any) -> str:
+    """`text` as a Markdown code span that stays one span in a table cell, whatever it holds:
+    the fence is longer than any run of backticks inside, pipes are escaped and line breaks
+    become spaces, so a label or path can neither end the span nor leave raw HTML."""
+    text = " ".join(str(text).splitlines()).replace("|", "\\|")
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * (longest + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def fenced(text: str, language: str = "") -> list[str]:
+    """A fenced code block around `text`, its fence longer than any backtick run inside."""
+    longest = max((len(run) for run in re.findall(r"`{3,}", text)), default=2)
+    fence = "`" * (longest + 1)
+    return [f"{fence}{language}", text, fence]
 
 
 def _num(value: Any) -> str:

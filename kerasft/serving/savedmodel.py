@@ -27,6 +27,30 @@ from kerasft.serving.versions import next_version
 from kerasft.tasks import TASKS
 
 LABELS_ASSET = "labels.txt"
+STAGING = ".tmp-export-"  # + the writing process's id
+
+
+def remove_stale_staging(model_dir: Path) -> list[Path]:
+    """Removes the staging folders of exports whose process is gone (killed mid-export);
+    a live export's folder is left alone. Returns what was removed."""
+    removed = []
+    for folder in model_dir.glob(f"{STAGING}*"):
+        pid = folder.name.removeprefix(STAGING).split("-", 1)[0]
+        if pid.isdigit() and _alive(int(pid)):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
 
 
 def export_model(
@@ -63,7 +87,8 @@ def export_model(
     """
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".tmp-export-", dir=model_dir))
+    remove_stale_staging(model_dir)
+    staging = Path(tempfile.mkdtemp(prefix=f"{STAGING}{os.getpid()}-", dir=model_dir))
     try:
         assets, graph = _assets(staging / "src", info, tokenizer, input_names)
         module = ServingModule(model, TASKS[info.task], info, input_names, assets, graph)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from kerasft.errors import DataError
 
@@ -35,3 +36,36 @@ def resolve_version(path: str | Path) -> Path:
     raise DataError(
         f"{path}: no SavedModel here. Pass an export_dir= printed by kerasft.train, or its parent."
     )
+
+
+def load_export(path: str | Path) -> tuple[Path, Any]:
+    """The version directory `path` resolves to (`resolve_version`) and its loaded SavedModel.
+
+    Registers tensorflow-text's ops first: a raw-text export holds them, and a process that
+    never imported tensorflow_text cannot load it (`Op type not registered 'NormalizeUTF8'`).
+
+    Raises:
+        DataError: no SavedModel there, or one that cannot be read (a corrupt `saved_model.pb`,
+            missing or damaged `variables/`).
+    """
+    import tensorflow_text  # noqa: F401 - registers the raw-text signature's ops
+
+    from kerasft._compat import tf
+
+    version = resolve_version(path)
+    try:
+        return version, tf.saved_model.load(str(version))
+    except (OSError, ValueError, tf.errors.OpError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(
+            f"{version}: cannot load this SavedModel ({reason[:200]}). Re-export it with "
+            "`python -m kerasft.export --run RUN_DIR`, or pass another version."
+        ) from None
+
+
+def read_labels(path: Path) -> list[str]:
+    """The label names of an export's `labels.txt`, one per line (split on newlines only, as
+    written: other characters `str.splitlines` breaks at may be part of a name)."""
+    with path.open(encoding="utf-8", newline="") as handle:  # no newline translation
+        text = handle.read()
+    return text.removesuffix("\n").split("\n") if text else []
