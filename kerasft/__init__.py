@@ -5,7 +5,14 @@ Entry points: `python -m kerasft.train`, `kerasft.tune`, `kerasft.export`, `kera
 `kerasft.train.run(config)`.
 """
 
-from kerasft.errors import ConfigError, DataError, KerasftError, ModelError
+from kerasft.errors import ConfigError, DataError, KerasftError, ModelError, TrainingError
 
 __version__ = "0.1.0"
-__all__ = ["ConfigError", "DataError", "KerasftError", "ModelError", "__version__"]
+__all__ = [
+    "ConfigError",
+    "DataError",
+    "KerasftError",
+    "ModelError",
+    "TrainingError",
+    "__version__",
+]

@@ -9,6 +9,7 @@ place that order is fixed.
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 from kerasft._compat import keras, tf
 from kerasft.config import Config
 from kerasft.distribute import is_chief, is_multi_worker
+from kerasft.errors import TrainingError
 from kerasft.freezing import GradualUnfreezing
 from kerasft.optim import current_rates, variable_groups
 from kerasft.tasks import TaskSpec, collect, evaluate, monitor_mode
@@ -74,6 +76,39 @@ class StepTimer(keras.callbacks.Callback):
     def on_train_end(self, logs: dict | None = None) -> None:
         if self._start is not None:  # stopped inside an epoch (step or time budget)
             self.on_epoch_end(-1)
+
+
+class StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """Stops training at the first step whose loss is NaN or infinite, naming the step.
+
+    Keras' `TerminateOnNaN` stops quietly and lets the run go on to evaluate and export a
+    broken model; a `TrainingError` instead ends the command with one line (and the new run's
+    directory is removed). `position` is the last step begun, (epoch, step) from 1, for the
+    line a Ctrl-C prints.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.on_train_begin()
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self.position: tuple[int, int] | None = None
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._epoch = epoch
+
+    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        self.position = (self._epoch + 1, batch + 1)
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            raise TrainingError(
+                f"training stopped at epoch {self._epoch + 1}, step {batch + 1}: the loss is "
+                f"{float(loss)}. Lower `training.learning_rate` (or set `training.clipnorm`), and "
+                "check the data's targets and the backbone's weights."
+            )
 
 
 class ValidationMetrics(keras.callbacks.Callback):
@@ -463,6 +498,7 @@ def build_callbacks(
     best_so_far = (min if mode == "min" else max)(earlier) if earlier else None
     callbacks = [
         timer,
+        StopOnNonFiniteLoss(),
         # Before every callback that reads the val_* logs it writes.
         ValidationMetrics(
             datasets.validation,

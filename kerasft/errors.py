@@ -7,6 +7,7 @@ keeps its traceback.
 
 from __future__ import annotations
 
+import errno
 import functools
 import sys
 from collections.abc import Callable
@@ -28,16 +29,56 @@ class ModelError(KerasftError):
     """A backbone cannot be found or loaded."""
 
 
+class TrainingError(KerasftError):
+    """Training cannot go on with these settings and data (e.g. the loss became NaN)."""
+
+
+class OutputError(KerasftError):
+    """An output directory cannot be written (a file in the way, read-only, or a full disk)."""
+
+
+class Interrupted(KerasftError):
+    """The user stopped the command (Ctrl-C); the message says where and what was kept."""
+
+
 def cli_main(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | None], int]:
     """Decorates a command's `main(argv)`: a `KerasftError` becomes one `error: ...` line on
-    stderr and exit status 2, so users never see a traceback for their own mistakes."""
+    stderr and exit status 2, so users never see a traceback for their own mistakes; Ctrl-C
+    becomes one `interrupted: ...` line and exit status 130 (128 + SIGINT), as shells expect."""
 
     @functools.wraps(main)
     def wrapped(argv: list[str] | None = None) -> int:
         try:
             return main(argv)
+        except Interrupted as exc:
+            print(f"interrupted: {exc}", file=sys.stderr)
+            return 130
+        except KeyboardInterrupt:
+            print("interrupted (Ctrl-C); nothing was written.", file=sys.stderr)
+            return 130
         except KerasftError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
+        except Exception as exc:
+            if not disk_full(exc):
+                raise
+            print(
+                f"error: the disk is full ({_first_line(exc)}). Free some space and run the "
+                "command again; nothing half-written was kept.",
+                file=sys.stderr,
+            )
+            return 2
 
     return wrapped
+
+
+def disk_full(exc: BaseException) -> bool:
+    """Whether `exc` says the disk (or quota) is full, as an OSError or in TensorFlow's words."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return "No space left on device" in str(exc) or "Disk quota exceeded" in str(exc)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__

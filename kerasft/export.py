@@ -19,6 +19,7 @@ from kerasft.config import Config
 from kerasft.errors import ConfigError, cli_main
 from kerasft.lora import merge_lora
 from kerasft.models import Backbone, backbone_for, build_model, load_tokenizer, model_directory
+from kerasft.rundir import check_writable
 from kerasft.serving import ExportInfo, export_model
 from kerasft.tasks import TASKS
 
@@ -100,6 +101,7 @@ def rebuild(
     overrides = [*overrides, *([f"export.dir={export_dir}"] if export_dir else [])]
     overrides += ["export.onnx=true"] if onnx else []
     cfg = config_lib.load_config(run_dir / "config.yaml", overrides)
+    check_writable(cfg.export.dir, "--dir" if export_dir else "export.dir", cfg.name)
     info = ExportInfo.read(run_dir)
     directory = model_directory(cfg.model)
     policy = keras.mixed_precision.global_policy()
@@ -154,7 +156,12 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also write onnx/<version>/model.onnx and model.int8.onnx (as `export.onnx: true`)",
     )
-    config_lib.add_override_argument(p, "export.onnx_optimize=false")
+    config_lib.add_override_argument(
+        p,
+        "export.onnx_optimize=false",
+        "override an export.* key of the run's config (other keys are what the checkpoint was "
+        "trained with)",
+    )
     return p
 
 

@@ -38,6 +38,7 @@ from kerasft._compat import keras, tf
 from kerasft.adapters import apply_bitfit
 from kerasft.callbacks import (
     StepTimer,
+    StopOnNonFiniteLoss,
     TrainingState,
     best_checkpoint,
     build_callbacks,
@@ -54,7 +55,14 @@ from kerasft.distribute import (
     is_multi_worker,
     resolve_strategy,
 )
-from kerasft.errors import ConfigError, KerasftError, cli_main
+from kerasft.errors import (
+    ConfigError,
+    Interrupted,
+    KerasftError,
+    OutputError,
+    cli_main,
+    disk_full,
+)
 from kerasft.evaluation import Predictions, distributions, slice_metrics
 from kerasft.export import export_run, reexport
 from kerasft.freezing import freeze
@@ -62,6 +70,13 @@ from kerasft.hardware import resolve_jit, resolve_precision
 from kerasft.models import Backbone, backbone_for, build_model, load_tokenizer, model_directory
 from kerasft.optim import build_optimizer
 from kerasft.report import write_report
+from kerasft.rundir import (
+    RunLock,
+    check_writable,
+    holds_progress,
+    is_live,
+    remove_leftovers,
+)
 from kerasft.serving import ExportInfo, RunCard
 from kerasft.tasks import TASKS, TaskSpec, collect, evaluate, monitor_mode, tune_thresholds
 
@@ -95,7 +110,9 @@ def run(
     """
     verbose = _verbosity(verbose)
     before = keras.mixed_precision.global_policy()
+    lock = None
     try:
+        check_outputs(cfg)
         strategy = start_runtime(cfg)
         spec = TASKS[cfg.task]
         teacher = distill.load_teacher(cfg.distill.teacher) if cfg.distill else None
@@ -116,7 +133,8 @@ def run(
             datasets = build_datasets(cfg, data, backbone.pad_id, state, strategy, jit)
             compile_model(model, cfg, spec, data, datasets.steps, state, jit, bool(teacher))
         chief = is_chief(strategy)
-        run_dir, resume_dir = open_run_dir(cfg, data, strategy, resume_dir)
+        run_dir, resume_dir, lock = open_run_dir(cfg, data, strategy, resume_dir)
+        callbacks: list = []
         try:
             timer = StepTimer()
             callbacks = build_callbacks(
@@ -138,12 +156,60 @@ def run(
             report = write_report(run_dir, cfg.evaluation.errors) if cfg.evaluation.report else None
             export_dir = export(cfg, run_dir, model, backbone, data, datasets)
             return RunResult(run_dir, export_dir, metrics, model, report)
-        except KerasftError:
-            if resume_dir is None and chief:
-                shutil.rmtree(run_dir, ignore_errors=True)
-            raise
+        except BaseException as exc:
+            ending = _stopped(exc, run_dir, resume_dir is not None or not chief, callbacks)
+            if ending is None:  # a bug: its own traceback
+                raise
+            raise ending from None
     finally:  # the run's precision is its own, not the caller's from now on
+        if lock is not None:
+            lock.release()
         keras.mixed_precision.set_global_policy(before)
+
+
+def check_outputs(cfg: Config) -> None:
+    """Checks that the run's and the export's directories can be written, before any work.
+
+    Raises:
+        OutputError: a file in the way, or a directory that cannot be written.
+    """
+    check_writable(cfg.training.output_dir, "training.output_dir", cfg.name)
+    if cfg.export.enabled:
+        check_writable(cfg.export.dir, "export.dir", cfg.name)
+
+
+def _stopped(exc: BaseException, run_dir: Path, keep: bool, callbacks: list) -> KerasftError | None:
+    """What a run that stopped on `exc` raises, after removing its directory unless `keep`
+    (a resumed run, or a worker's) or it holds a backup the same command resumes from.
+
+    A user's mistake, Ctrl-C and a full disk end in one line (`KerasftError`); anything else
+    is a bug, left as it is (None).
+    """
+    interrupted = isinstance(exc, KeyboardInterrupt)
+    full = not interrupted and disk_full(exc)
+    if not (interrupted or full or isinstance(exc, KerasftError)):
+        return None
+    resumable = holds_progress(run_dir) and not (run_dir / "metrics.json").exists()
+    if not keep and not (interrupted and resumable):
+        shutil.rmtree(run_dir, ignore_errors=True)
+    if full:
+        return OutputError(
+            f"the disk is full ({exc.__class__.__name__} while writing under {run_dir.parent}); "
+            f"{'kept' if keep else 'removed'} {run_dir}. Free some space and run the command again."
+        )
+    if not interrupted:
+        return exc  # type: ignore[return-value] - a KerasftError
+    where = next((c.position for c in callbacks if isinstance(c, StopOnNonFiniteLoss)), None)
+    stopped = f"at epoch {where[0]}, step {where[1]}" if where else "before its first step"
+    if resumable:
+        return Interrupted(
+            f"training stopped {stopped}; run the same command again to resume {run_dir} "
+            "from its last backup."
+        )
+    return Interrupted(
+        f"training stopped {stopped}, before its first backup; nothing to resume"
+        + ("." if keep else f", so {run_dir} was removed.")
+    )
 
 
 def compile_model(
@@ -423,18 +489,20 @@ def _best_epoch(values: list[float | None], mode: str) -> int | None:
 
 def open_run_dir(
     cfg: Config, data: Data, strategy: tf.distribute.Strategy, resume_dir: Path | None
-) -> tuple[Path, Path | None]:
+) -> tuple[Path, Path | None, RunLock | None]:
     """The run directory (new, resumed or the cluster's) with config.yaml, labels.json and, with
-    `data.augment`, augmented.jsonl in it.
+    `data.augment`, augmented.jsonl in it, locked for this process (`kerasft.rundir`).
 
     Returns:
-        (run directory, the same directory if it is being resumed, else None).
+        (run directory, the same directory if it is being resumed, else None, the lock; None
+        for a multi-worker run, whose workers share the directory).
     """
+    lock = None
     if is_multi_worker(strategy):
         run_dir, resume_dir = _multi_worker_run_dir(cfg)
     else:
         run_dir = resume_dir or _new_run_dir(Path(cfg.training.output_dir) / cfg.name)
-    if is_chief(strategy):
+        lock = RunLock(run_dir)
         (run_dir / "config.yaml").write_text(config_lib.dump_config(cfg), encoding="utf-8")
         (run_dir / "labels.json").write_text(data.splits.vocab.to_json(), encoding="utf-8")
         if data.augmented:  # for inspection: what each operation made of which example
@@ -444,11 +512,12 @@ def open_run_dir(
             )
     # TensorFlow checkpoint format: it restores into mirrored variables too (HDF5 does not).
     (run_dir / "checkpoints").mkdir(exist_ok=True)
-    return run_dir, resume_dir
+    return run_dir, resume_dir, lock
 
 
 def unfinished_run(cfg: Config) -> Path | None:
-    """The newest run of this exact config that was interrupted (a backup and no metrics.json)."""
+    """The newest run of this exact config that was interrupted (a backup and no metrics.json)
+    and that no live process is still writing (`kerasft.rundir`)."""
     parent = Path(cfg.training.output_dir) / cfg.name
     if not parent.is_dir():
         return None
@@ -459,6 +528,9 @@ def unfinished_run(cfg: Config) -> Path | None:
         config = run_dir / "config.yaml"
         same = config.is_file() and config.read_text() == resolved
         if same and not complete and backup.is_dir() and any(backup.rglob("checkpoint")):
+            if is_live(run_dir):
+                print(f"{run_dir} is being trained by another live process; starting a new run")
+                continue
             return run_dir
     return None
 
@@ -540,6 +612,9 @@ def launch(cfg: Config, fresh: bool) -> int:
             "is named after the config and cluster; change `name` to start over."
         )
     # Multi-worker runs find their own run directory (all workers must agree on it).
+    if not cluster_from_env():
+        for leftover in remove_leftovers(Path(cfg.training.output_dir) / cfg.name):
+            print(f"removed {leftover}: left by a run killed before its first backup")
     resume = None if fresh or cluster_from_env() else unfinished_run(cfg)
     if resume is not None:
         print(f"resuming the interrupted run {resume} from its last backup (--fresh starts over)")

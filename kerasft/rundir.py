@@ -1,0 +1,123 @@
+"""Run directories as shared state: a lock while a run is alive, stale leftovers, writable outputs.
+
+A run holds an exclusive `flock` on `<run dir>/.lock` from its first second to its end. The
+kernel drops the lock when the process dies, however it dies, so "locked" means "a live
+process is writing here": a second command of the same config never resumes (or deletes)
+a live run, and a directory that is unlocked, unfinished and holds nothing to resume from
+is a leftover of a run killed before its first backup.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import IO
+
+from kerasft.errors import ConfigError, OutputError
+
+LOCK = ".lock"
+
+
+class RunLock:
+    """An exclusive lock on a run directory, held until `release` or the process's end."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = run_dir
+        self._handle: IO[str] | None = open(run_dir / LOCK, "a+")  # noqa: SIM115 - held open
+        try:
+            fcntl.flock(self._handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._handle.close()
+            self._handle = None
+            raise ConfigError(
+                f"{run_dir} is being written by another live kerasft process; wait for it to "
+                "finish, or start a separate run with --fresh."
+            ) from None
+        self._handle.seek(0)
+        self._handle.truncate()
+        self._handle.write(f"{os.getpid()}\n")
+        self._handle.flush()
+
+    def release(self) -> None:
+        if self._handle is not None:
+            self._handle.close()  # closing drops the flock
+            self._handle = None
+
+
+def is_live(run_dir: Path) -> bool:
+    """Whether a live process holds `run_dir`'s lock."""
+    path = run_dir / LOCK
+    if not path.is_file():
+        return False
+    with open(path) as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return False
+
+
+def holds_progress(run_dir: Path) -> bool:
+    """Whether a run directory holds anything worth keeping: a finished run's metrics, a
+    backup to resume from, or a best checkpoint."""
+    return (
+        (run_dir / "metrics.json").exists()
+        or any((run_dir / "backup").rglob("checkpoint"))
+        or any((run_dir / "checkpoints").glob("*.index"))
+    )
+
+
+def remove_leftovers(parent: Path) -> list[Path]:
+    """Removes the run directories under `parent` (`<output_dir>/<name>`) that a run killed
+    before its first backup left: unlocked, and holding no progress. Returns them.
+
+    Only directories with a lock file are considered (runs of this kerasft), and never
+    multi-worker ones (their workers agree on the directory by name).
+    """
+    removed = []
+    if not parent.is_dir():
+        return removed
+    for run_dir in sorted(parent.iterdir()):
+        if (
+            run_dir.is_dir()
+            and not run_dir.name.startswith("multi-worker-")
+            and (run_dir / LOCK).is_file()
+            and not is_live(run_dir)
+            and not holds_progress(run_dir)
+        ):
+            shutil.rmtree(run_dir, ignore_errors=True)
+            removed.append(run_dir)
+    return removed
+
+
+def check_writable(path: str | Path, key: str, name: str | None = None) -> None:
+    """Checks, before any work, that the directory `key` names (and `<path>/<name>` in it)
+    can be created and written.
+
+    Raises:
+        OutputError: naming `key` and its value, when a file stands at or above that path,
+            or the first existing directory on the way cannot be written.
+    """
+    given = Path(path).expanduser()
+    target = given / name if name else given
+    existing = target
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        where = "is a file" if existing == given else f"has a file in the way, {existing}"
+        raise OutputError(
+            f"`{key}: {path}` {where}. Point `{key}` at a directory (created if missing), "
+            "or move that file away."
+        )
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        raise OutputError(
+            f"`{key}: {path}`: cannot write in {existing} ({exc.strerror or exc}). Point `{key}` "
+            "at a writable directory."
+        ) from None
