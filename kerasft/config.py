@@ -1138,13 +1138,13 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
     key = key.strip()
     if not sep or not key:
         raise ConfigError(
-            f"Invalid override `{item}`. Expected `dotted.key=value`, e.g. `training.epochs=2`."
+            f"Invalid override `{_echo(item)}`. Expected `dotted.key=value`, e.g. `training.epochs=2`."
         )
     try:
         value = parse_yaml(text, f"--set {key}") if text.strip() else None
     except ConfigError:
         value = text
-    set_dotted(raw, key, value, f"Invalid override `{item}`")
+    set_dotted(raw, key, value, f"Invalid override `{_echo(item)}`")
 
 
 def set_dotted(raw: dict[str, Any], key: str, value: Any, context: str = "Invalid key") -> None:
@@ -1170,7 +1170,7 @@ def _origin(error: dict[str, Any], source: str, overrides: list[str] | tuple[str
     for item in reversed(overrides):
         key = item.partition("=")[0].strip()
         if dotted == key or dotted.startswith(key + "."):
-            return f"--set {item}"
+            return f"--set {_echo(item)}"
     return source
 
 

@@ -1,0 +1,400 @@
+"""Hostile input ends in one line naming the file, key or line, exit status 2, nothing half-written.
+
+Each case here once ended otherwise: a traceback, a C++ abort, 312 MB of stderr, silently
+wrong labels or a directory left behind. In-process through each command's `main()`; the
+cases that need a process of their own (Ctrl-C, a second live run) are in test_resume.py.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+
+import numpy as np
+import pytest
+
+from kerasft.config import config_from_dict
+from tests.conftest import tiny_run_config, write_yaml
+
+
+def one_error_line(capsys, code: int, *fragments: str) -> str:
+    """Asserts exit status 2 and one `error:` line, the last on stderr (progress bars may come
+    before it), holding every fragment; no traceback."""
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err[-2000:]
+    assert "Traceback" not in err, err[-3000:]
+    lines = [line for line in re.split(r"[\r\n]+", err) if line.strip()]
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert len(errors) == 1 and lines[-1] == errors[0], err[-2000:]
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]
+    return errors[0]
+
+
+def train_main(*args: str) -> int:
+    from kerasft.train import main
+
+    return main(list(args))
+
+
+@pytest.fixture
+def config_file(tmp_path, tiny_bert_dir):
+    raw = tiny_run_config(tmp_path, tiny_bert_dir, training={"epochs": 1})
+    return write_yaml(tmp_path / "c.yaml", raw)
+
+
+# --- config -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("override", "fragment"),
+    [
+        ("training.batch_size=1000000000", "less than or equal to 65536"),
+        ("training.seed=-5", "`training.seed`"),
+        ("name=A B!", "pattern '^[A-Za-z0-9][A-Za-z0-9_.-]*$'"),  # the pattern keeps its case
+    ],
+)
+def test_bad_values_are_one_line_naming_the_key(config_file, capsys, override, fragment):
+    one_error_line(capsys, train_main("--config", str(config_file), "--set", override), fragment)
+    assert not (config_file.parent / "runs").exists()
+
+
+def test_a_duplicated_key_is_refused_naming_its_line(tmp_path, capsys):
+    path = tmp_path / "dup.yaml"
+    path.write_text("name: a\ntraining:\n  epochs: 1\n  epochs: 2\n")
+    one_error_line(
+        capsys, train_main("--config", str(path)), f"{path}:4: duplicate key `epochs`", "line 3"
+    )
+
+
+def test_an_alias_bomb_is_refused_before_it_expands(tmp_path, capsys):
+    lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for previous, name in zip("abcdefgh", "bcdefghi", strict=True):
+        lines.append(f"{name}: &{name} [" + ",".join([f"*{previous}"] * 9) + "]")
+    path = tmp_path / "bomb.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    err = one_error_line(capsys, train_main("--config", str(path)), "through YAML aliases")
+    assert len(err) < 400
+
+
+def test_deep_nesting_is_refused(tmp_path, capsys):
+    path = tmp_path / "deep.yaml"
+    path.write_text("a: " + "[" * 5000 + "]" * 5000 + "\n")
+    one_error_line(capsys, train_main("--config", str(path)), "nested more than 50 levels")
+
+
+def test_a_long_bad_value_is_not_echoed_in_full(config_file, capsys):
+    err = one_error_line(
+        capsys,
+        train_main("--config", str(config_file), "--set", "training.epochs=" + "9x" * 100_000),
+        "`training.epochs`",
+    )
+    assert len(err) < 1000
+
+
+def test_config_that_is_a_directory_says_so(tmp_path, capsys):
+    one_error_line(capsys, train_main("--config", str(tmp_path)), "is a directory")
+
+
+def test_auto_precision_can_be_forced_and_a_bad_value_is_named(monkeypatch):
+    from kerasft.errors import ConfigError
+    from kerasft.hardware import resolve_precision
+
+    monkeypatch.setenv("KERASFT_AUTO_PRECISION", "mixed_bfloat16")
+    assert resolve_precision("auto")[0] == "mixed_bfloat16"
+    assert resolve_precision("float32")[0] == "float32"  # an explicit setting wins
+    monkeypatch.setenv("KERASFT_AUTO_PRECISION", "bf16")
+    with pytest.raises(ConfigError, match="KERASFT_AUTO_PRECISION='bf16'"):
+        resolve_precision("auto")
+
+
+# --- model --------------------------------------------------------------------------------
+
+
+def _copy_model(source, target):
+    target.mkdir()
+    for f in source.iterdir():
+        (target / f.name).write_bytes(f.read_bytes())
+    return target
+
+
+def test_truncated_weights_are_one_line(config_file, tiny_bert_dir, tmp_path, capsys):
+    broken = _copy_model(tiny_bert_dir, tmp_path / "broken")
+    data = (broken / "model.safetensors").read_bytes()
+    (broken / "model.safetensors").write_bytes(data[: len(data) // 2])
+    code = train_main("--config", str(config_file), "--set", f"model.backbone={broken}")
+    one_error_line(capsys, code, f"{broken / 'model.safetensors'}: cannot read the weights")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_nan_weights_are_refused_before_training(config_file, tiny_bert_dir, tmp_path, capsys):
+    from safetensors.numpy import load_file, save_file
+
+    broken = _copy_model(tiny_bert_dir, tmp_path / "nan")
+    state = load_file(str(broken / "model.safetensors"))
+    name = sorted(state)[0]
+    state[name] = np.full_like(state[name], np.nan)
+    save_file(state, str(broken / "model.safetensors"), metadata={"format": "pt"})
+    code = train_main("--config", str(config_file), "--set", f"model.backbone={broken}")
+    one_error_line(capsys, code, "NaN or infinite values", name)
+
+
+def test_a_nan_loss_stops_at_its_step_and_leaves_no_run(tiny_config, tiny_bert_dir, tmp_path):
+    """TF-format weights are not scanned on load: the loss check catches what they do."""
+    from transformers import TFBertModel
+
+    from kerasft.errors import TrainingError
+    from kerasft.train import run
+    from tests.conftest import tiny_bert_config, write_tokenizer
+
+    broken = tmp_path / "nan-h5"
+    model = TFBertModel(tiny_bert_config())
+    model(model.dummy_inputs)
+    weights = model.get_weights()
+    weights[0] = np.full_like(weights[0], np.nan)  # the word embeddings
+    model.set_weights(weights)
+    broken.mkdir()
+    model.save_pretrained(str(broken), safe_serialization=False)  # tf_model.h5
+    write_tokenizer(broken)
+    tiny_config["model"]["backbone"] = str(broken)
+    with pytest.raises(TrainingError, match=r"epoch 1, step 1: the loss is nan"):
+        run(config_from_dict(tiny_config), verbose=0)
+    assert list((tmp_path / "runs" / "tiny").iterdir()) == []
+
+
+def test_missing_tokenizer_files_are_one_line(config_file, tiny_bert_dir, tmp_path, capsys):
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        (bare / name).write_bytes((tiny_bert_dir / name).read_bytes())
+    code = train_main("--config", str(config_file), "--set", f"model.backbone={bare}")
+    one_error_line(capsys, code, f"{bare}: ", "tokenizer")
+
+
+def test_a_backbone_that_is_a_file_is_not_sent_to_the_hub(config_file, tiny_bert_dir, capsys):
+    weights = tiny_bert_dir / "model.safetensors"
+    code = train_main("--config", str(config_file), "--set", f"model.backbone={weights}")
+    one_error_line(capsys, code, "is a file; point it at the model's directory")
+
+
+# --- data ---------------------------------------------------------------------------------
+
+
+def test_every_text_empty_says_so(config_file, tmp_path, capsys):
+    (tmp_path / "empty.csv").write_text("text,label\n" + ",pos\n,neg\n" * 10)
+    code = train_main("--config", str(config_file), "--set", f"data.train={tmp_path}/empty.csv")
+    one_error_line(capsys, code, "every text is empty", "`data.text_column`")
+
+
+def test_a_label_with_a_line_break_is_refused(tiny_config, tmp_path):
+    from kerasft.errors import DataError
+    from kerasft.train import run
+
+    rows = [{"text": f"text {i}", "label": ["a", "b", "c\nd"][i % 3]} for i in range(30)]
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tiny_config["data"]["train"] = str(tmp_path / "d.jsonl")
+    with pytest.raises(DataError, match=r"Label 'c\\nd' contains a line break"):
+        run(config_from_dict(tiny_config), verbose=0)
+
+
+def test_pkg_paths_cannot_leave_their_package():
+    from kerasft.data.readers import resolve_path
+    from kerasft.errors import DataError
+
+    with pytest.raises(DataError, match="leaves the package `kerasft`"):
+        resolve_path("pkg:kerasft/../setup.cfg")
+    assert resolve_path("pkg:kerasft/__init__.py").name == "__init__.py"
+
+
+# --- outputs ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key", ["training.output_dir", "export.dir"])
+def test_an_output_path_that_is_a_file_is_refused_before_training(
+    config_file, tmp_path, capsys, key
+):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("")
+    code = train_main("--config", str(config_file), "--set", f"{key}={blocker}")
+    one_error_line(capsys, code, f"`{key}: {blocker}` is a file")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_an_unwritable_output_directory_is_refused(monkeypatch, tmp_path):
+    """Root writes anywhere (CI runs as root), so the write itself is made to fail."""
+    import tempfile
+
+    from kerasft.errors import OutputError
+    from kerasft.rundir import check_writable
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", refuse)
+    with pytest.raises(
+        OutputError, match=r"`training.output_dir: .*`: cannot write in .*Permission denied"
+    ):
+        check_writable(tmp_path / "runs", "training.output_dir", "tiny")
+
+
+def test_a_full_disk_removes_the_run_and_says_so(tiny_config, tmp_path, monkeypatch):
+    from kerasft import train
+    from kerasft.errors import OutputError
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(train, "write_run_files", full)
+    with pytest.raises(OutputError, match="the disk is full"):
+        train.run(config_from_dict(tiny_config), verbose=0)
+    assert list((tmp_path / "runs" / "tiny").iterdir()) == []
+
+
+def test_export_dir_a_file_is_one_line(tmp_path, capsys, trained_run):
+    from kerasft.export import main
+
+    blocker = tmp_path / "blocker"
+    blocker.write_text("")
+    code = main(["--run", str(trained_run.run_dir), "--dir", str(blocker)])
+    one_error_line(capsys, code, f"`--dir: {blocker}` is a file")
+
+
+def test_stale_export_staging_is_removed_and_live_staging_kept(tmp_path):
+    from kerasft.serving.savedmodel import remove_stale_staging
+
+    dead = tmp_path / ".tmp-export-999999999-abc"
+    live = tmp_path / f".tmp-export-{os.getpid()}-def"
+    old_style = tmp_path / ".tmp-export-xyz"
+    for folder in (dead, live, old_style):
+        folder.mkdir()
+    assert sorted(remove_stale_staging(tmp_path)) == sorted([dead, old_style])
+    assert live.is_dir() and not dead.exists()
+
+
+# --- runs as shared state -----------------------------------------------------------------
+
+
+def test_a_locked_run_is_live_and_a_second_lock_is_refused(tmp_path):
+    from kerasft.errors import ConfigError
+    from kerasft.rundir import RunLock, is_live
+
+    lock = RunLock(tmp_path)
+    assert is_live(tmp_path)
+    with pytest.raises(ConfigError, match="being written by another live kerasft process"):
+        RunLock(tmp_path)
+    lock.release()
+    assert not is_live(tmp_path)
+
+
+def test_leftovers_of_runs_killed_before_their_first_backup_are_removed(tmp_path):
+    from kerasft.rundir import LOCK, RunLock, remove_leftovers
+
+    parent = tmp_path / "runs" / "tiny"
+    leftover, live, resumable, old = (parent / n for n in ("a", "b", "c", "d"))
+    for d in (leftover, live, resumable, old):
+        (d / "checkpoints").mkdir(parents=True)
+    for d in (leftover, resumable):
+        (d / LOCK).write_text("1\n")
+    (resumable / "backup" / "chief").mkdir(parents=True)
+    (resumable / "backup" / "chief" / "checkpoint").write_text("")
+    lock = RunLock(live)
+    try:
+        assert remove_leftovers(parent) == [leftover]
+    finally:
+        lock.release()
+    assert live.is_dir() and resumable.is_dir() and old.is_dir()  # old: no lock file, kept
+
+
+# --- predict ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, tiny_bert_dir):
+    from kerasft.train import run
+
+    root = tmp_path_factory.mktemp("hostile")
+    raw = tiny_run_config(root, tiny_bert_dir, copies=2, training={"epochs": 1})
+    return run(config_from_dict(raw), verbose=0)
+
+
+def predict_main(model, source, output) -> int:
+    from kerasft.predict import main
+
+    return main(["--model", str(model), "--input", str(source), "--output", str(output)])
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "fragment"),
+    [
+        ("empty.csv", b"", "the file is empty"),
+        ("header.csv", b"text\n", "no rows to predict"),
+        ("broken.jsonl", b'{"text": "good"}\n{"text": bad\n', "broken.jsonl:2: invalid JSON"),
+        ("later.jsonl", b'{"text": "good"}\n\n{"txt": "bad"}\n', "later.jsonl:3: no `text` field"),
+        (
+            "bytes.csv",
+            b"text\ngood\nbad \xff\xfe film\n",
+            "bytes.csv:3: bytes that are not valid utf-8",
+        ),
+    ],
+)
+def test_bad_predict_inputs_are_one_line_and_write_nothing(
+    trained_run, tmp_path, capsys, name, content, fragment
+):
+    source = tmp_path / name
+    source.write_bytes(content)
+    out = tmp_path / "out.jsonl"
+    one_error_line(capsys, predict_main(trained_run.export_dir, source, out), fragment)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]
+
+
+def test_predict_never_overwrites_its_input(trained_run, tmp_path, capsys):
+    source = tmp_path / "in.csv"
+    source.write_text("text\ngood movie\n")
+    one_error_line(
+        capsys, predict_main(trained_run.export_dir, source, source), "is the input file"
+    )
+    assert source.read_text() == "text\ngood movie\n"
+
+
+def test_predict_into_a_missing_directory_is_one_line(trained_run, tmp_path, capsys):
+    source = tmp_path / "in.csv"
+    source.write_text("text\ngood movie\n")
+    code = predict_main(trained_run.export_dir, source, tmp_path / "nowhere" / "out.csv")
+    one_error_line(capsys, code, "does not exist")
+
+
+@pytest.mark.parametrize("damage", ["saved_model.pb", "variables"])
+def test_a_damaged_export_is_one_line(trained_run, tmp_path, capsys, damage):
+    import shutil
+
+    version = tmp_path / "model" / "1"
+    shutil.copytree(trained_run.export_dir, version)
+    if damage == "saved_model.pb":
+        (version / damage).write_bytes((version / damage).read_bytes()[:1000])
+    else:
+        shutil.rmtree(version / damage)
+    source = tmp_path / "in.csv"
+    source.write_text("text\ngood movie\n")
+    code = predict_main(version, source, tmp_path / "out.csv")
+    one_error_line(capsys, code, f"{version}: cannot load this SavedModel")
+    assert not (tmp_path / "out.csv").exists()
+
+
+def test_labels_survive_any_character_but_a_line_break(tmp_path):
+    from kerasft.serving.versions import read_labels
+
+    names = ["a\x85b", "c\u2028d", "e\x0cf", "plain"]
+    path = tmp_path / "labels.txt"
+    path.write_text("".join(f"{n}\n" for n in names), encoding="utf-8")
+    assert read_labels(path) == names
+
+
+def test_the_model_card_escapes_labels_and_paths():
+    from kerasft.serving.model_card import code, fenced
+
+    assert code("a`b") == "``a`b``"
+    assert code("`x") == "`` `x ``"
+    assert code("p|q<script>") == "`p\\|q<script>`"
+    assert fenced("x ``` y", "yaml") == ["````yaml", "x ``` y", "````"]
