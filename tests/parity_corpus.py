@@ -86,7 +86,17 @@ def parity_corpus(n: int = 560, seed: int = 0) -> list[str]:
     return corpus[:n]
 
 
-SPECIAL_WORDS = ["[CLS]", "[SEP]", "[PAD]", "[MASK]", "[UNK]", "[cls]", "[ SEP ]", "[SEP", "x[SEP]y"]
+SPECIAL_WORDS = [
+    "[CLS]",
+    "[SEP]",
+    "[PAD]",
+    "[MASK]",
+    "[UNK]",
+    "[cls]",
+    "[ SEP ]",
+    "[SEP",
+    "x[SEP]y",
+]
 
 
 def hostile_corpus(n: int = 999, seed: int = 0) -> dict[str, list[str]]:

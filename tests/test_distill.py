@@ -16,6 +16,9 @@ from kerasft.distill import DistillationLoss, kept_layers
 from kerasft.errors import ConfigError, DataError
 from tests.conftest import REPO, tiny_run_config, write_yaml
 
+# Trains with `precision: auto`: `make test-bf16` reruns this module in mixed_bfloat16.
+pytestmark = pytest.mark.precision
+
 
 def _softmax(z, t=1.0):
     e = np.exp((z - z.max(-1, keepdims=True)) / t)

@@ -7,6 +7,9 @@ from kerasft._compat import tf
 from kerasft.models import build_classifier, load_backbone
 from kerasft.serving import ExportInfo, export_model, next_version
 
+# Trains with `precision: auto`: `make test-bf16` reruns this module in mixed_bfloat16.
+pytestmark = pytest.mark.precision
+
 IDS = {
     "input_ids": tf.constant([[2, 5, 6, 3, 0, 0], [2, 8, 9, 10, 11, 3]]),
     "attention_mask": tf.constant([[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1]]),

@@ -16,6 +16,9 @@ from kerasft.predict import predict_file
 from kerasft.train import run
 from tests.conftest import REPO, tiny_run_config
 
+# Trains with `precision: auto`: `make test-bf16` reruns this module in mixed_bfloat16.
+pytestmark = pytest.mark.precision
+
 TEXTS = ["good movie", "the plot was boring", "", "very great fun film"]
 
 

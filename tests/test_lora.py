@@ -9,6 +9,9 @@ from kerasft.errors import ConfigError
 from kerasft.lora import LoRADense, apply_lora, merge_lora
 from kerasft.models import build_classifier, load_backbone, resolve_backbone
 
+# Trains with `precision: auto`: `make test-bf16` reruns this module in mixed_bfloat16.
+pytestmark = pytest.mark.precision
+
 X = {
     "input_ids": tf.constant([[2, 5, 6, 3, 0], [2, 8, 9, 10, 3]]),
     "attention_mask": tf.constant([[1, 1, 1, 1, 0], [1, 1, 1, 1, 1]]),

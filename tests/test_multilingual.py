@@ -12,6 +12,9 @@ from kerasft.models import load_tokenizer, resolve_backbone
 from kerasft.train import run
 from tests.conftest import policy_atol, read_json, sentencepiece_tokenizer, tiny_run_config
 
+# Trains with `precision: auto`: `make test-bf16` reruns this module in mixed_bfloat16.
+pytestmark = pytest.mark.precision
+
 SENTENCES = {
     ("en", "pos"): ["a wonderful film", "great acting and a fine story", "I loved it"],
     ("en", "neg"): ["a dull film", "bad acting and a weak story", "I hated it"],

@@ -16,6 +16,9 @@ from kerasft.train import run
 from tests.conftest import REPO, tiny_run_config
 from tests.parity_corpus import parity_corpus
 
+# Trains with `precision: auto`: `make test-bf16` reruns this module in mixed_bfloat16.
+pytestmark = pytest.mark.precision
+
 pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
 
 

@@ -17,6 +17,9 @@ from kerasft.errors import ConfigError
 from kerasft.pretrain import IGNORE, Texts, mask_batch
 from tests.conftest import NEGATIVE, POSITIVE, REPO, tiny_run_config, write_yaml
 
+# Trains with `precision: auto`: `make test-bf16` reruns this module in mixed_bfloat16.
+pytestmark = pytest.mark.precision
+
 
 def pretrain_config(tmp_path, backbone, **pretrain) -> dict:
     (tmp_path / "unlabelled.txt").write_text("\n".join((POSITIVE + NEGATIVE) * 12) + "\n")

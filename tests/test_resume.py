@@ -17,7 +17,9 @@ from kerasft.callbacks import best_checkpoint
 from tests.conftest import REPO, write_yaml
 
 
-def train(path, *extra, kill_at=None):
+def train(path, *extra, kill_at=None, sig=signal.SIGKILL):
+    """Runs `kerasft.train`; with `kill_at`, sends `sig` when a line starts with it. Returns the
+    exit status and the output (stdout and stderr together, read to the end)."""
     cmd = [sys.executable, "-m", "kerasft.train", "--config", str(path), *extra]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
@@ -27,8 +29,10 @@ def train(path, *extra, kill_at=None):
     for line in proc.stdout:
         lines.append(line)
         if kill_at and line.startswith(kill_at):
-            proc.send_signal(signal.SIGKILL)
-            break
+            proc.send_signal(sig)
+            kill_at = None
+            if sig == signal.SIGKILL:
+                break
     proc.wait(timeout=300)
     return proc.returncode, "".join(lines)
 
@@ -110,6 +114,91 @@ def test_killed_mid_epoch_resumes_at_the_backup_step_with_the_same_result(
     assert len(names) > 20  # every weight (and optimizer slot) of the model
     for name in names:
         np.testing.assert_allclose(a.get_tensor(name), b.get_tensor(name), atol=1e-6)
+
+
+@pytest.mark.slow
+def test_ctrl_c_says_where_it_stopped_exits_130_and_resumes_to_the_same_weights(
+    deterministic_config, tmp_path
+):
+    deterministic_config["training"].update(epochs=3, batch_size=4, backup_every_steps=2)
+    path = write_yaml(tmp_path / "c.yaml", deterministic_config)
+    code, out = train(path, kill_at="epoch 2 step 4/", sig=signal.SIGINT)
+    (interrupted,) = list((tmp_path / "runs" / "tiny").iterdir())
+    assert code == 130, out[-3000:]
+    assert "Traceback" not in out
+    last = out.strip().splitlines()[-1]
+    assert re.fullmatch(
+        rf"interrupted: training stopped at epoch 2, step \d+; run the same command again to "
+        rf"resume {re.escape(str(interrupted))} from its last backup\.",
+        last,
+    ), last
+
+    code, out = train(path)
+    assert code == 0 and "resumed from the backup at epoch 2" in out, out[-3000:]
+    code, out = train(path, "--fresh")
+    assert code == 0
+    (fresh,) = [d for d in (tmp_path / "runs" / "tiny").iterdir() if d != interrupted]
+    a = tf.train.load_checkpoint(best_checkpoint(interrupted / "checkpoints"))
+    b = tf.train.load_checkpoint(best_checkpoint(fresh / "checkpoints"))
+    names = [n for n in a.get_variable_to_shape_map() if "/.ATTRIBUTES/VARIABLE_VALUE" in n]
+    assert len(names) > 20
+    for name in names:
+        np.testing.assert_allclose(a.get_tensor(name), b.get_tensor(name), atol=1e-6)
+
+
+@pytest.mark.slow
+def test_ctrl_c_before_the_first_backup_leaves_nothing(deterministic_config, tmp_path):
+    deterministic_config["training"].update(backup_every_steps=None)
+    path = write_yaml(tmp_path / "c.yaml", deterministic_config)
+    code, out = train(path, kill_at="epoch 1 step 1/", sig=signal.SIGINT)
+    assert code == 130, out[-3000:]
+    assert "before its first backup; nothing to resume" in out.strip().splitlines()[-1]
+    assert list((tmp_path / "runs" / "tiny").iterdir()) == []
+
+
+@pytest.mark.slow
+def test_a_run_killed_before_its_first_backup_is_cleaned_up_next_time(
+    deterministic_config, tmp_path
+):
+    deterministic_config["training"].update(backup_every_steps=None, epochs=1)
+    path = write_yaml(tmp_path / "c.yaml", deterministic_config)
+    code, _ = train(path, kill_at="epoch 1 step 1/")
+    assert code == -signal.SIGKILL
+    (leftover,) = list((tmp_path / "runs" / "tiny").iterdir())
+    code, out = train(path)
+    assert code == 0, out[-3000:]
+    assert f"removed {leftover}: left by a run killed before its first backup" in out
+    assert not leftover.exists()
+
+
+@pytest.mark.slow
+def test_a_second_train_of_a_live_run_starts_its_own(deterministic_config, tmp_path):
+    """Both commands of the same config: the second neither resumes nor rewrites the live
+    run (it once did, and crashed it on a rotated backup); both finish."""
+    deterministic_config["training"].update(
+        epochs=25, patience=100, batch_size=4, backup_every_steps=1
+    )
+    path = write_yaml(tmp_path / "c.yaml", deterministic_config)
+    cmd = [sys.executable, "-m", "kerasft.train", "--config", str(path)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    first = subprocess.Popen(
+        cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+    )
+    head = []
+    for line in first.stdout:
+        head.append(line)
+        if line.startswith("epoch 1 step 2/"):  # a backup exists: it looks resumable
+            break
+    (live,) = list((tmp_path / "runs" / "tiny").iterdir())
+    config_before = (live / "config.yaml").read_text()
+    second = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=600)
+    rest = first.communicate(timeout=600)[0]
+    assert first.returncode == 0, "".join(head)[-1000:] + rest[-3000:]
+    assert second.returncode == 0, second.stdout[-3000:]
+    assert f"{live} is being trained by another live process; starting a new run" in second.stdout
+    assert "resuming" not in second.stdout
+    assert (live / "config.yaml").read_text() == config_before
+    assert len(list((tmp_path / "runs" / "tiny").iterdir())) == 2
 
 
 @pytest.mark.slow

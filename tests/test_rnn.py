@@ -14,6 +14,9 @@ from kerasft.tasks import TASKS
 from kerasft.train import run
 from tests.conftest import assert_trained_and_served, tiny_run_config
 
+# Trains with `precision: auto`: `make test-bf16` reruns this module in mixed_bfloat16.
+pytestmark = pytest.mark.precision
+
 X = {
     "input_ids": tf.constant([[2, 5, 6, 3, 0, 0], [2, 8, 9, 10, 11, 3]]),
     "attention_mask": tf.constant([[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1]]),

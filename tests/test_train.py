@@ -12,6 +12,9 @@ from kerasft.config import config_from_dict, load_config
 from kerasft.train import main, run
 from tests.conftest import REPO, read_json, write_yaml
 
+# Trains with `precision: auto`: `make test-bf16` reruns this module in mixed_bfloat16.
+pytestmark = pytest.mark.precision
+
 
 @pytest.mark.slow
 def test_run_trains_evaluates_and_exports(tiny_config, tmp_path):
