@@ -880,6 +880,9 @@ class PretrainConfig(_Section):
         description="The text column of CSV/TSV/JSONL/Parquet files (a name or 0-based position).",
     )
     encoding: str = Field("utf-8", description="Text encoding of the files, e.g. `latin-1`.")
+    quoting: Literal["csv", "none"] = Field(
+        "csv", description="Quoting of CSV/TSV files, as `data.quoting` (`none` for GLUE TSVs)."
+    )
     max_length: int = Field(128, ge=8, le=4096, description="Truncate texts to this many tokens.")
     max_examples: int | None = Field(
         None, ge=1, description="Use at most this many texts (a seeded sample). null: all."

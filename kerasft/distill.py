@@ -21,7 +21,6 @@ only the teacher labels.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import hashlib
 import re
@@ -321,9 +320,8 @@ def unlabeled_split(cfg: Config, spec: TaskSpec, pairs: bool) -> Split | None:
     Raises:
         DataError: the file is missing, empty, or lacks the text column.
     """
-    import pandas as pd
 
-    from kerasft.data.readers import resolve_path
+    from kerasft.data.readers import read_text_column, resolve_path
 
     d = cfg.distill
     if d is None or not d.unlabeled:
@@ -333,30 +331,13 @@ def unlabeled_split(cfg: Config, spec: TaskSpec, pairs: bool) -> Split | None:
         raise DataError(
             f"`distill.unlabeled` ({path}): unlabelled text pairs are not supported; leave it out."
         )
-    if path.suffix.lower() == ".txt":
-        texts = [line.strip() for line in path.read_text(encoding=cfg.data.encoding).splitlines()]
-    else:
-        if path.suffix.lower() in (".jsonl", ".json"):
-            frame = pd.read_json(path, lines=True, dtype=False)
-        else:
-            sep = "\t" if path.suffix.lower() == ".tsv" else ","
-            quoting = csv.QUOTE_NONE if cfg.data.quoting == "none" else csv.QUOTE_MINIMAL
-            frame = pd.read_csv(
-                path,
-                sep=sep,
-                dtype=str,
-                keep_default_na=False,
-                encoding=cfg.data.encoding,
-                quoting=quoting,  # as `data.quoting` says for the labelled files
-            )
-        column = d.unlabeled_text_column
-        if column not in frame.columns:
-            raise DataError(
-                f"{path}: no column `{column}` (set by `distill.unlabeled_text_column`). "
-                f"Columns present: {', '.join(map(str, frame.columns))}."
-            )
-        texts = [str(t).strip() for t in frame[column]]
-    texts = [t for t in texts if t]
+    texts = read_text_column(
+        path,
+        d.unlabeled_text_column,
+        key="distill.unlabeled_text_column",
+        encoding=cfg.data.encoding,
+        quoting=cfg.data.quoting,  # as `data.quoting` says for the labelled files
+    )
     if not texts:
         raise DataError(f"{path}: no unlabelled texts in it.")
     if d.max_unlabeled and len(texts) > d.max_unlabeled:

@@ -54,7 +54,7 @@ def cli_main(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | N
             print(f"interrupted: {exc}", file=sys.stderr)
             return 130
         except KeyboardInterrupt:
-            print("interrupted (Ctrl-C); nothing was written.", file=sys.stderr)
+            print("interrupted (Ctrl-C).", file=sys.stderr)
             return 130
         except KerasftError as exc:
             print(f"error: {exc}", file=sys.stderr)

@@ -6,7 +6,6 @@ word-level tags and entity spans with character offsets into the input text.
 
 from __future__ import annotations
 
-import codecs
 import math
 import re
 from collections.abc import Callable, Sequence
@@ -15,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from kerasft.data.readers import first_undecodable_line
+from kerasft.data.readers import stream_rows
 from kerasft.errors import DataError, cli_main
 from kerasft.ner_metrics import spans
 from kerasft.serving.versions import load_export, read_labels
@@ -85,63 +84,6 @@ def tag_words(
     return results
 
 
-def _rows(path: Path, fmt: str, encoding: str, chunk: int):
-    """Yields lists of row dicts, `chunk` rows at a time, without reading the whole file, with
-    the file line each row starts on (JSONL: its line; CSV/TSV: counted from the header, exact
-    unless a quoted field spans lines).
-
-    Raises:
-        DataError: a JSONL line that is not a JSON object (naming the line).
-    """
-    import json as _json
-
-    import pandas as pd
-
-    if fmt == "jsonl":
-        batch, lines = [], []
-        with path.open(encoding=encoding) as handle:
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = _json.loads(line)
-                except _json.JSONDecodeError as exc:
-                    raise DataError(
-                        f"{path}:{number}: invalid JSON ({exc.msg}). Each line must be one JSON object."
-                    ) from None
-                if not isinstance(row, dict):
-                    raise DataError(
-                        f"{path}:{number}: expected a JSON object, got {type(row).__name__}."
-                    )
-                batch.append(row)
-                lines.append(number)
-                if len(batch) == chunk:
-                    yield batch, lines
-                    batch, lines = [], []
-        if batch:
-            yield batch, lines
-        return
-    try:
-        reader = pd.read_csv(
-            path,
-            sep="\t" if fmt == "tsv" else ",",
-            dtype=str,
-            keep_default_na=False,
-            encoding="utf-8-sig" if encoding.lower() in ("utf-8", "utf8") else encoding,
-            chunksize=chunk,
-        )
-    except pd.errors.EmptyDataError:
-        raise DataError(f"{path}: the file is empty; it needs a header row and rows.") from None
-    first = 2  # line 1 is the header
-    try:
-        for frame in reader:
-            yield frame.to_dict("records"), list(range(first, first + len(frame)))
-            first += len(frame)
-    except pd.errors.ParserError as exc:
-        detail = str(exc).strip().splitlines()[-1]
-        raise DataError(f"{path}: cannot parse as {fmt} ({detail}).") from None
-
-
 def predict_file(
     model_path: str | Path,
     input_path: str | Path,
@@ -173,16 +115,9 @@ def predict_file(
         raise DataError("--batch-size and --sort-window must be at least 1.")
     input_path, output_path = Path(input_path), Path(output_path)
     _check_paths(input_path, output_path)
-    try:
-        codecs.lookup(encoding)
-    except LookupError:
-        raise DataError(
-            f"--encoding: unknown encoding `{encoding}`. Use e.g. utf-8 or latin-1."
-        ) from None
     predict, lengths = _predictor(model_path)
-    fmt = {".jsonl": "jsonl", ".json": "jsonl", ".tsv": "tsv"}.get(input_path.suffix.lower(), "csv")
     with input_path.open("rb") as handle:  # one cheap pass for the progress bar's total
-        total = sum(1 for _ in handle) - (0 if fmt == "jsonl" else 1)
+        total = sum(1 for _ in handle) - (1 if input_path.suffix.lower() in (".csv", ".tsv") else 0)
     tmp = output_path.with_name(output_path.name + ".partial")
     written = 0
     try:
@@ -191,7 +126,13 @@ def predict_file(
             tqdm(total=max(total, 0), unit="rows", desc=f"predicting {input_path.name}") as bar,
         ):
             write = _record_writer(handle, output_path)
-            for rows, lines in _rows(input_path, fmt, encoding, batch_size * sort_window):
+            chunks = stream_rows(
+                input_path,
+                encoding=encoding,
+                chunk=batch_size * sort_window,
+                encoding_key="--encoding",
+            )
+            for rows, lines in chunks:
                 if not rows:
                     continue
                 texts = _column(rows, lines, input_path, text_column)
@@ -204,18 +145,6 @@ def predict_file(
                 for row, record in zip(rows, records, strict=True):
                     write({**(row if keep_columns else {}), **record})
                 written += len(rows)
-    except UnicodeDecodeError as exc:
-        tmp.unlink(missing_ok=True)
-        line = first_undecodable_line(input_path, encoding)
-        raise DataError(
-            f"{input_path}:{line}: bytes that are not valid {encoding} ({exc.reason}). Pass "
-            "--encoding, e.g. latin-1."
-        ) from None
-    except LookupError:
-        tmp.unlink(missing_ok=True)
-        raise DataError(
-            f"--encoding: unknown encoding `{encoding}`. Use e.g. utf-8 or latin-1."
-        ) from None
     except BaseException:
         tmp.unlink(missing_ok=True)  # never leave half a predictions file behind
         raise

@@ -25,17 +25,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from kerasft import config as config_lib
 from kerasft._compat import keras, tf
 from kerasft.config import PretrainConfig, PretrainRun
-from kerasft.data.readers import resolve_path
-from kerasft.errors import DataError, cli_main
+from kerasft.data.readers import read_text_column, resolve_path
+from kerasft.errors import DataError, Interrupted, cli_main
 from kerasft.hardware import resolve_precision
 from kerasft.masked_lm import load_masked_lm
 from kerasft.models import resolve_backbone
 from kerasft.optim import make_optimizer
+from kerasft.rundir import check_writable
 
 IGNORE = -100  # label of tokens the loss skips
 _WINDOW = 50  # batches sorted by length together
@@ -64,6 +64,7 @@ def run(cfg: PretrainRun) -> PretrainResult:
     partial = output.with_name(output.name + ".partial")
     before = keras.mixed_precision.global_policy()
     try:
+        check_writable(output.parent, "pretrain.output_dir")
         policy, why = resolve_precision(p.precision)
         keras.mixed_precision.set_global_policy(policy)
         print(f"precision: {policy} ({why})")
@@ -99,7 +100,15 @@ def run(cfg: PretrainRun) -> PretrainResult:
         first = evaluate(loss_fn, held_out, tokenizer, p, pad)
         if int(step.numpy()) == 0 and first is not None:
             print(f"held-out masked-token loss before: {first:.4f} ({len(held_out.ids)} texts)")
-        losses = _train(p, train, tokenizer, step_fn, step, manager, total, steps_per_epoch, pad)
+        try:
+            losses = _train(
+                p, train, tokenizer, step_fn, step, manager, total, steps_per_epoch, pad
+            )
+        except KeyboardInterrupt:
+            raise Interrupted(
+                f"pretraining stopped at step {int(step.numpy())} of {total}; run the same "
+                f"command again to resume from the last backup in {partial}."
+            ) from None
         last = evaluate(loss_fn, held_out, tokenizer, p, pad)
         if last is not None:
             print(f"held-out masked-token loss after: {last:.4f}")
@@ -134,43 +143,15 @@ def read_texts(p: PretrainConfig, tokenizer: Any) -> tuple[Texts, Texts]:
 
 
 def _read_file(path: Path, p: PretrainConfig) -> list[str]:
-    suffix = path.suffix.lower()
-    try:
-        if suffix in (".txt", ""):
-            return path.read_text(encoding=p.encoding).splitlines()
-        if suffix in (".csv", ".tsv"):
-            frame = pd.read_csv(
-                path,
-                sep="\t" if suffix == ".tsv" else ",",
-                encoding=p.encoding,
-                quoting=3 if suffix == ".tsv" else 0,
-            )
-        elif suffix in (".jsonl", ".json"):
-            frame = pd.read_json(path, lines=True, encoding=p.encoding)
-        elif suffix == ".parquet":
-            frame = pd.read_parquet(path)
-        else:
-            raise DataError(
-                f"`pretrain.files`: {path}: unknown extension `{suffix}`; use .txt, .csv, .tsv, .jsonl or .parquet."
-            )
-    except (UnicodeDecodeError, ValueError, pd.errors.ParserError) as exc:
-        raise DataError(
-            f"`pretrain.files`: {path}: cannot read it ({str(exc).splitlines()[0]}); check "
-            "`pretrain.encoding` and the format."
-        ) from None
-    column = p.text_column
-    if isinstance(column, int):
-        if column >= frame.shape[1]:
-            raise DataError(
-                f"`pretrain.text_column: {column}`: {path} has {frame.shape[1]} columns."
-            )
-        return frame.iloc[:, column].astype(str).tolist()
-    if column not in frame.columns:
-        raise DataError(
-            f"`pretrain.text_column: {column}` is not a column of {path} (columns: "
-            f"{', '.join(map(str, frame.columns))})."
-        )
-    return frame[column].dropna().astype(str).tolist()
+    """The texts of one `pretrain.files` entry: its lines (.txt), or its `text_column`."""
+    return read_text_column(
+        path,
+        p.text_column,
+        key="pretrain.text_column",
+        encoding=p.encoding,
+        quoting=p.quoting,
+        encoding_key="`pretrain.encoding`",
+    )
 
 
 def _word_index(encoded: Any, row: int, tokenizer: Any) -> np.ndarray:

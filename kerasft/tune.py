@@ -30,7 +30,7 @@ import yaml
 from kerasft import config as config_lib
 from kerasft._compat import keras, tf
 from kerasft.config import Config, SearchDimension
-from kerasft.errors import ConfigError, KerasftError, cli_main
+from kerasft.errors import ConfigError, Interrupted, KerasftError, cli_main
 from kerasft.tasks import monitor_mode
 
 
@@ -163,6 +163,8 @@ def _make_tuner_class():
                     result = run(seeded, verbose=self.verbose)
                     scores.append(_read_metric(result.metrics, objective))
                     runs.append(str(result.run_dir))
+            except Interrupted:  # Ctrl-C: keras-tuner retries any Exception, not this
+                raise KeyboardInterrupt from None
             except (
                 KerasftError
             ) as exc:  # a user error: stop the search, don't mark the trial failed
@@ -334,6 +336,11 @@ def main(argv: list[str] | None = None) -> int:
         best = tune(args.config, args.overrides)
     except kt.errors.FatalError as exc:  # keras-tuner's word for a search that cannot go on
         raise ConfigError(str(exc)) from None
+    except (KeyboardInterrupt, Interrupted):
+        raise Interrupted(
+            "the search stopped; run the same command again to continue it (finished trials are "
+            "kept, the interrupted one starts over)."
+        ) from None
     print(f"best_config={best}")
     return 0
 

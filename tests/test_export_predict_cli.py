@@ -130,7 +130,9 @@ def test_predict_sorts_each_window_by_token_length_and_keeps_the_input_order(
 def test_predict_names_a_missing_column(trained, tmp_path):
     source = tmp_path / "in.jsonl"
     source.write_text('{"sentence": "good"}\n')
-    with pytest.raises(DataError, match=r"no column `text`. Columns present: sentence"):
+    with pytest.raises(
+        DataError, match=r"in.jsonl:1: no `text` field \(fields present: sentence\)"
+    ):
         predict_file(trained.export_dir, source, tmp_path / "out.jsonl")
     assert list(tmp_path.glob("out.jsonl*")) == []
 
@@ -138,6 +140,6 @@ def test_predict_names_a_missing_column(trained, tmp_path):
 def test_predict_names_a_wrong_encoding(trained, tmp_path):
     source = tmp_path / "in.csv"
     source.write_bytes("text\ncaf\xe9\n".encode("latin-1"))
-    with pytest.raises(DataError, match=r"in.csv: bytes that are not valid utf-8.*--encoding"):
+    with pytest.raises(DataError, match=r"in.csv:2: bytes that are not valid utf-8.*--encoding"):
         predict_file(trained.export_dir, source, tmp_path / "out.csv")
     assert predict_file(trained.export_dir, source, tmp_path / "out.csv", encoding="latin-1") == 1

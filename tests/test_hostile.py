@@ -398,3 +398,47 @@ def test_the_model_card_escapes_labels_and_paths():
     assert code("`x") == "`` `x ``"
     assert code("p|q<script>") == "`p\\|q<script>`"
     assert fenced("x ``` y", "yaml") == ["````yaml", "x ``` y", "````"]
+
+
+# --- the one reader of non-split files (predict, distill.unlabeled, pretrain.files) ---------
+
+
+@pytest.mark.parametrize("suffix", [".txt", ".csv", ".tsv", ".jsonl", ".parquet"])
+def test_every_format_streams_its_text_column_with_lines(tmp_path, suffix):
+    import pandas as pd
+
+    from kerasft.data.readers import read_text_column, stream_rows
+
+    texts = ["first text", 'a "quoted" word', "third, with a comma"]
+    path = tmp_path / f"t{suffix}"
+    frame = pd.DataFrame({"id": ["1", "2", "3"], "text": texts})
+    if suffix == ".txt":
+        path.write_text("\n".join(texts) + "\n")
+    elif suffix == ".jsonl":
+        frame.to_json(path, orient="records", lines=True)
+    elif suffix == ".parquet":
+        frame.to_parquet(path)
+    else:
+        frame.to_csv(path, sep="\t" if suffix == ".tsv" else ",", index=False)
+    assert read_text_column(path, "text", key="k") == texts
+    assert read_text_column(path, 1, key="k") == texts  # by position (a .txt is its lines)
+    (rows, lines), *rest = list(stream_rows(path, chunk=2))
+    assert len(rows) == 2 and not rest[0][0][1:]
+    assert lines == {".txt": [1, 2], ".jsonl": [1, 2], ".parquet": [1, 2]}.get(suffix, [2, 3])
+
+
+def test_unlabelled_text_with_bad_bytes_names_the_line(tmp_path):
+    from kerasft.data.readers import read_text_column
+    from kerasft.errors import DataError
+
+    path = tmp_path / "u.csv"
+    path.write_bytes(b"text\nfine\nbad \xff here\n")
+    with pytest.raises(
+        DataError, match=r"u.csv:3: bytes that are not valid utf-8.*`data.encoding`"
+    ):
+        read_text_column(path, "text", key="distill.unlabeled_text_column")
+    path.write_bytes(b"words\nfine\n")
+    with pytest.raises(DataError, match=r"u.csv:2: no column `text` \(set by `distill"):
+        read_text_column(path, "text", key="distill.unlabeled_text_column")
+    with pytest.raises(DataError, match="unknown extension `.xlsx`"):
+        read_text_column(tmp_path / "u.xlsx", "text", key="k")
