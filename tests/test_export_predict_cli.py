@@ -92,18 +92,18 @@ def test_predict_streams_a_file_into_labels_and_probabilities(trained, tmp_path,
 def test_predict_sorts_each_window_by_token_length_and_keeps_the_input_order(
     trained, tmp_path, monkeypatch
 ):
-    import kerasft.predict as predict_module
+    from kerasft.serving.predictors import SavedModelPredictor
 
     words = "good bad plot film fun boring great movie".split()
     texts = [" ".join(words[: 1 + (i * 5) % 8]) for i in range(30)]  # lengths 1..8, shuffled
     source = tmp_path / "in.csv"
     source.write_text("text\n" + "".join(f"{t}\n" for t in texts))
     calls = []
-    real = predict_module._predict
+    real = SavedModelPredictor.outputs
     monkeypatch.setattr(
-        predict_module,
-        "_predict",
-        lambda serve, t, p, labels: calls.append(t) or real(serve, t, p, labels),
+        SavedModelPredictor,
+        "outputs",
+        lambda self, t, p: calls.append(t) or real(self, t, p),
     )
     results = {}
     for window in (1, 3):

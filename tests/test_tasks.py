@@ -153,6 +153,18 @@ def test_token_classification(tiny_config, tmp_path):
     assert out["probabilities"].shape == (2, 5, 3)
     assert {t.decode() for t in out["tag"].numpy().ravel()} <= {"B-X", "I-X", "O"}
 
+    # kerasft.predict tags words from the export's contract (task, tags, max length 16).
+    from kerasft.predict import predict_file
+
+    words = ["the", "movie", "plot", "was", "fun"] * 5  # 25 words: past max_length's 14
+    source = tmp_path / "in.jsonl"
+    source.write_text(json.dumps({"text": " ".join(words)}) + "\n")
+    predict_file(result.export_dir, source, tmp_path / "out.jsonl")
+    (record,) = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert len(record["tags"]) == 25
+    assert set(record["tags"][:14]) <= {"B-X", "I-X", "O"} and record["tags"][14:] == [None] * 11
+    assert all(e["type"] == "X" for e in record["entities"])
+
 
 def test_monitor_must_fit_the_task(tiny_config):
     from kerasft.errors import ConfigError

@@ -1,0 +1,233 @@
+"""Predictors: one interface over an export's SavedModel and its ONNX models.
+
+`open_predictor(path)` returns a `Predictor` for a SavedModel export (a version
+folder or its parent) or an ONNX file written by `export.onnx`. Both read the task,
+labels and max length from the export's own contract (`kerasft.json`), tokenize
+lengths with the export's tokenizer files, and tag words the same way; they differ
+only in how a batch runs (`outputs`, `tag_ids`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kerasft.errors import DataError
+from kerasft.ner_metrics import spans
+from kerasft.serving.versions import load_export, read_labels
+from kerasft.tasks import TASKS
+
+_WORD = re.compile(r"\S+")
+DEFAULT_MAX_LENGTH = 128  # exports written without kerasft.json (no model card)
+
+
+class Predictor:
+    """Batches of raw texts (and second texts) in, one output record per text out.
+
+    Attributes:
+        labels: label or tag names in id order.
+        max_length: the training max length (word tags beyond it are `None`).
+        per_token: whether the export tags words (token classification).
+    """
+
+    def __init__(self, tokenizer: Any, labels: list[str], max_length: int, per_token: bool):
+        self.tokenizer = tokenizer
+        self.labels = labels
+        self.max_length = max_length
+        self.per_token = per_token
+
+    def outputs(self, texts: list[str], pairs: list[str] | None) -> dict[str, np.ndarray]:
+        """The export's named outputs for a batch of texts."""
+        raise NotImplementedError
+
+    def tag_ids(self, ids: dict[str, np.ndarray]) -> np.ndarray:
+        """Tag ids `[B, T]` for int32 token ids `[B, T]` by input name (token classification)."""
+        raise NotImplementedError
+
+    def lengths(self, texts: list[str], pairs: list[str] | None) -> np.ndarray:
+        """Token lengths of the texts (and pairs), for sorting batches by length."""
+        encoded = self.tokenizer(texts, pairs, add_special_tokens=False, truncation=False)
+        return np.array([len(ids) for ids in encoded["input_ids"]])
+
+    def __call__(self, texts: list[str], pairs: list[str] | None = None) -> list[dict]:
+        if self.per_token:
+            tagged = tag_words(texts, self.tokenizer, self.tag_ids, self.labels, self.max_length)
+            return [{"tags": r["tags"], "entities": r["entities"]} for r in tagged]
+        return records(self.outputs(texts, pairs), self.labels)
+
+
+class SavedModelPredictor(Predictor):
+    """A SavedModel export's raw-text `serving_default` (and `predict_ids` for word tags)."""
+
+    def __init__(self, model_path: str | Path):
+        from transformers import AutoTokenizer
+
+        version, loaded = load_export(model_path)
+        self.version = version
+        self._serve = loaded.signatures["serving_default"]
+        self._ids = loaded.signatures["predict_ids"]
+        self._inputs = set(self._serve.structured_input_signature[1])
+        if "text" not in self._inputs:
+            raise DataError(
+                f"{version}: this export takes token ids, not text; tokenize with the files in "
+                "its assets/."
+            )
+        meta_path = version / "assets.extra" / "kerasft.json"
+        meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
+        if meta.get("task") in TASKS:
+            per_token = TASKS[meta["task"]].per_token
+        else:  # an export without its contract: its outputs say whether it tags
+            per_token = "text_pair" not in self._inputs and "tag" in self._serve.structured_outputs
+        labels = meta.get("labels") or read_labels(version / "assets" / "labels.txt")
+        tokenizer = AutoTokenizer.from_pretrained(str(version / "assets"))
+        super().__init__(tokenizer, labels, meta.get("max_length", DEFAULT_MAX_LENGTH), per_token)
+
+    def outputs(self, texts: list[str], pairs: list[str] | None) -> dict[str, np.ndarray]:
+        from kerasft._compat import tf
+
+        feed = {"text": tf.constant(texts)}
+        if pairs is not None:
+            feed["text_pair"] = tf.constant(pairs)
+        return {k: v.numpy() for k, v in self._serve(**feed).items()}
+
+    def tag_ids(self, ids: dict[str, np.ndarray]) -> np.ndarray:
+        from kerasft._compat import tf
+
+        return self._ids(**{k: tf.constant(v) for k, v in ids.items()})["tag_id"].numpy()
+
+
+class OnnxPredictor(Predictor):
+    """`onnx/<version>/model.onnx` (or `model.int8.onnx`): tokenized in Python with the
+    tokenizer files beside it, as in training."""
+
+    def __init__(self, path: Path):
+        from transformers import AutoTokenizer
+
+        from kerasft.serving import onnx as onnx_lib
+
+        meta_path = path.parent / onnx_lib.META
+        if not path.is_file() or not meta_path.is_file():
+            raise DataError(
+                f"--model {path}: not an ONNX model written by kerasft (no such file, or no "
+                f"{onnx_lib.META} beside it). Pass saved_models/<name>/onnx/<version>/model.onnx."
+            )
+        onnx_lib.require()
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        labels = meta.get("labels") or read_labels(path.parent / "labels.txt")
+        tokenizer = AutoTokenizer.from_pretrained(str(path.parent))
+        self._run = onnx_lib.runner(path)
+        self._names = meta["input_names"]
+        super().__init__(tokenizer, labels, meta["max_length"], TASKS[meta["task"]].per_token)
+
+    def outputs(self, texts: list[str], pairs: list[str] | None) -> dict[str, np.ndarray]:
+        enc = self.tokenizer(
+            texts,
+            pairs,
+            truncation=True,
+            max_length=self.max_length,
+            padding=True,
+            return_tensors="np",
+        )
+        return self._run({n: enc[n] for n in self._names})
+
+    def tag_ids(self, ids: dict[str, np.ndarray]) -> np.ndarray:
+        return self._run(ids)["tag_id"]
+
+
+def open_predictor(model_path: str | Path) -> Predictor:
+    """The predictor for an ONNX file (`.onnx`) or a SavedModel export.
+
+    Raises:
+        DataError: no such export, one that cannot be loaded, or one that takes token ids.
+    """
+    if str(model_path).endswith(".onnx"):
+        return OnnxPredictor(Path(model_path))
+    return SavedModelPredictor(model_path)
+
+
+def records(out: dict[str, np.ndarray], labels: list[str]) -> list[dict[str, Any]]:
+    """One output record per example from a signature's (or ONNX model's) named outputs."""
+    if "score" in out:
+        return [{"score": float(s)} for s in out["score"]]
+    if "predicted" in out:
+        return [
+            {
+                "labels": [labels[j] for j in np.flatnonzero(hit)],
+                "probabilities": {labels[j]: round(float(p), 6) for j, p in enumerate(probs)},
+            }
+            for hit, probs in zip(out["predicted"], out["probabilities"], strict=True)
+        ]
+    return [
+        {
+            "label": labels[int(i)],
+            "probabilities": {labels[j]: round(float(p), 6) for j, p in enumerate(probs)},
+        }
+        for i, probs in zip(out["label_id"], out["probabilities"], strict=True)
+    ]
+
+
+def tag_words(
+    texts: Sequence[str],
+    tokenizer: Any,
+    predict: Callable[[dict[str, np.ndarray]], np.ndarray],
+    tag_names: Sequence[str],
+    max_length: int = DEFAULT_MAX_LENGTH,
+) -> list[dict[str, Any]]:
+    """Word-level tags and entity spans for raw texts.
+
+    Words are whitespace-separated, as in training data; each word takes the tag
+    predicted for its first sub-token (the one that carried it in training).
+
+    Args:
+        texts: raw strings.
+        tokenizer: the backbone's fast tokenizer.
+        predict: maps a dict of int32 token-id arrays `[B, T]` to tag ids `[B, T]`,
+            e.g. `lambda x: export.signatures["predict_ids"](**x)["tag_id"].numpy()`.
+        tag_names: tag names in id order.
+        max_length: the training max length; words beyond it get no tag (`None`).
+
+    Returns:
+        One dict per text: `words` (text, start, end), `tags`, and `entities`
+        (`type`, `start`, `end`, `text`; end exclusive, in characters).
+    """
+    words = [[(m.group(), m.start(), m.end()) for m in _WORD.finditer(t)] for t in texts]
+    enc = tokenizer(
+        [[w for w, _, _ in ws] for ws in words],
+        is_split_into_words=True,
+        truncation=True,
+        max_length=max_length,
+        padding=True,
+        return_tensors="np",
+    )
+    names = [n for n in tokenizer.model_input_names if n in enc]
+    ids = predict({n: enc[n].astype(np.int32) for n in names})
+    results = []
+    for row, ws in enumerate(words):
+        tags: list[str | None] = [None] * len(ws)
+        previous = None
+        for position, word in enumerate(enc.word_ids(row)):
+            if word is not None and word != previous:
+                tags[word] = tag_names[int(ids[row, position])]
+            previous = word
+        found = spans([t or "O" for t in tags])
+        results.append(
+            {
+                "words": ws,
+                "tags": tags,
+                "entities": [
+                    {
+                        "type": kind,
+                        "start": ws[a][1],
+                        "end": ws[b - 1][2],
+                        "text": texts[row][ws[a][1] : ws[b - 1][2]],
+                    }
+                    for kind, a, b in found
+                ],
+            }
+        )
+    return results
