@@ -503,6 +503,7 @@ def open_run_dir(
     else:
         run_dir = resume_dir or _new_run_dir(Path(cfg.training.output_dir) / cfg.name)
         lock = RunLock(run_dir)
+    if is_chief(strategy):
         (run_dir / "config.yaml").write_text(config_lib.dump_config(cfg), encoding="utf-8")
         (run_dir / "labels.json").write_text(data.splits.vocab.to_json(), encoding="utf-8")
         if data.augmented:  # for inspection: what each operation made of which example
