@@ -24,7 +24,7 @@ from kerasft.serving.model_card import write_card, write_meta, write_warmup
 from kerasft.serving.module import ServingModule
 from kerasft.serving.tokenizers import UnsupportedTokenizer, graph_tokenizer_for
 from kerasft.serving.versions import next_version
-from kerasft.tasks import TASKS
+from kerasft.tasks import TASKS, TaskSpec
 
 LABELS_ASSET = "labels.txt"
 STAGING = ".tmp-export-"  # + the writing process's id
@@ -90,27 +90,11 @@ def export_model(
     remove_stale_staging(model_dir)
     staging = Path(tempfile.mkdtemp(prefix=f"{STAGING}{os.getpid()}-", dir=model_dir))
     try:
-        assets, graph = _assets(staging / "src", info, tokenizer, input_names)
-        module = ServingModule(model, TASKS[info.task], info, input_names, assets, graph)
-        saved = staging / "saved_model"
-        signatures = module.signatures()
-        tf.saved_model.save(module, str(saved), signatures=signatures)
-        if info.warmup_texts and graph is not None:
-            write_warmup(saved, model_dir.name, list(info.warmup_texts), info.warmup_pairs)
-        lite = _tflite(model, info.task, input_names, saved, check) if tflite else None
-        lite_int8 = (
-            _tflite(model, info.task, input_names, saved, check, calibration)
-            if calibration
-            else None
-        )
-        outputs = sorted(signatures["predict_ids"].structured_outputs)
-        metadata = _metadata(info, input_names, outputs, graph is not None)
-        onnx_dir = staging / "onnx"
-        onnx_facts = (
-            _onnx(model, info, input_names, saved, onnx_dir, assets, metadata, check, onnx_optimize)
-            if onnx
-            else None
-        )
+        ctx = ExportContext(model, info, TASKS[info.task], tuple(input_names), staging, check)
+        saved, assets, metadata = write_savedmodel(ctx, tokenizer, model_dir.name)
+        lite = write_tflite(ctx, saved) if tflite else None
+        lite_int8 = write_tflite(ctx, saved, calibration) if calibration else None
+        onnx_facts = write_onnx(ctx, saved, assets, metadata, onnx_optimize) if onnx else None
         if info.card is not None:
             write_meta(
                 saved,
@@ -124,12 +108,50 @@ def export_model(
             )
         lite_files = [staging / n for n in ("model.tflite", "model.int8.tflite")]
         lite_files = [f for f in lite_files if f.exists()]
-        target = _publish(saved, model_dir, lite_files, onnx_dir if onnx else None)
+        target = _publish(saved, model_dir, lite_files, staging / "onnx" if onnx else None)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     if info.card is not None:
         write_card(model_dir, model_dir.name)
     return target
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportContext:
+    """What every format's writer takes: the model, its contract and task (looked up once),
+    its input names, the staging folder it writes into, and a test split to check against.
+
+    Attributes:
+        model: the trained Keras model (token-id inputs → task logits), in float32.
+        check: an (x, y) dataset the TFLite and ONNX writers compare with; None: no check.
+    """
+
+    model: Any
+    info: ExportInfo
+    spec: TaskSpec
+    input_names: tuple[str, ...]
+    staging: Path
+    check: tf.data.Dataset | None = None
+
+
+def write_savedmodel(
+    ctx: ExportContext, tokenizer: Any, served_name: str
+) -> tuple[Path, list[Path], dict[str, Any]]:
+    """Writes the staged SavedModel (signatures, assets, warmup requests).
+
+    Returns:
+        (its folder, the asset files, the signature contract for `kerasft.json`).
+    """
+    assets, graph = _assets(ctx.staging / "src", ctx.info, tokenizer, ctx.input_names)
+    module = ServingModule(ctx.model, ctx.spec, ctx.info, ctx.input_names, assets, graph)
+    saved = ctx.staging / "saved_model"
+    signatures = module.signatures()
+    tf.saved_model.save(module, str(saved), signatures=signatures)
+    info = ctx.info
+    if info.warmup_texts and graph is not None:
+        write_warmup(saved, served_name, list(info.warmup_texts), info.warmup_pairs)
+    outputs = sorted(signatures["predict_ids"].structured_outputs)
+    return saved, assets, _metadata(info, ctx.input_names, outputs, graph is not None)
 
 
 def _assets(
@@ -153,20 +175,20 @@ def _assets(
         return assets, None
 
 
-def _tflite(
-    model, task: str, input_names, saved: Path, check: tf.data.Dataset | None, calibration=None
-) -> dict:
-    """Writes `model.tflite` (or, calibrated, `model.int8.tflite`) beside the staged SavedModel;
+def write_tflite(
+    ctx: ExportContext, saved: Path, calibration: list[dict] | None = None
+) -> dict[str, Any]:
+    """Writes `model.tflite` (or, calibrated, `model.int8.tflite`) into the staging folder;
     returns its size and agreement figures."""
     from kerasft.serving import tflite as tflite_lib
 
-    spec = TASKS[task]
-    path = saved.parent / ("model.int8.tflite" if calibration else "model.tflite")
-    lite = {"mb": tflite_lib.convert(model, tuple(input_names), spec, path, calibration)}
+    model, spec = ctx.model, ctx.spec
+    path = ctx.staging / ("model.int8.tflite" if calibration else "model.tflite")
+    lite = {"mb": tflite_lib.convert(model, ctx.input_names, spec, path, calibration)}
     variables = sum(p.stat().st_size for p in (saved / "variables").iterdir()) / 1e6
     lite["size_ratio"] = lite["mb"] / variables
-    if check is not None:
-        lite.update(tflite_lib.compare(path, model, check, spec))
+    if ctx.check is not None:
+        lite.update(tflite_lib.compare(path, model, ctx.check, spec))
     agreement = (
         f", top label agrees on {100 * lite['agreement']:.1f}% of {lite['examples']} test examples"
         if lite.get("agreement") is not None
@@ -180,27 +202,26 @@ def _tflite(
     return lite
 
 
-def _onnx(
-    model: Any,
-    info: ExportInfo,
-    input_names: tuple[str, ...],
-    saved: Path,
-    out: Path,
-    assets: list[Path],
-    metadata: dict,
-    check: tf.data.Dataset | None,
-    optimize: bool,
+def write_onnx(
+    ctx: ExportContext, saved: Path, assets: list[Path], metadata: dict, optimize: bool
 ) -> dict[str, Any]:
-    """Writes the ONNX models, tokenizer files, labels and contract into `out`; returns their figures."""
+    """Writes the ONNX models, tokenizer files, labels and contract into `<staging>/onnx`;
+    returns their figures.
+
+    Args:
+        optimize: fuse the graph for onnxruntime (`export.onnx_optimize`).
+    """
     from kerasft.serving import onnx as onnx_lib
     from kerasft.serving import onnx_graph
 
     onnx_lib.require()
+    model, info, input_names, check = ctx.model, ctx.info, ctx.input_names, ctx.check
+    out = ctx.staging / "onnx"
     out.mkdir()
     facts: dict[str, Any] = {"opset": onnx_lib.OPSET}
     source = saved.parent / "onnx_source"
     with onnx_lib.onnx_trace(model):  # the same function, in graphs onnxruntime can fuse
-        module = ServingModule(model, TASKS[info.task], info, input_names, [])
+        module = ServingModule(model, ctx.spec, info, input_names, [])
         tf.saved_model.save(
             module, str(source), signatures={"predict_ids": module.signatures()["predict_ids"]}
         )
@@ -225,7 +246,7 @@ def _onnx(
         shutil.copy2(asset, out / asset.name)
     (out / onnx_lib.META).write_text(json.dumps(metadata, indent=2), encoding="utf-8")
     if check is not None:
-        facts.update(onnx_lib.measure(saved, out, check, TASKS[metadata["task"]]))
+        facts.update(onnx_lib.measure(saved, out, check, ctx.spec))
     diff = (
         f", largest output change {facts['onnx_max_abs_diff']:.1e}"
         if "onnx_max_abs_diff" in facts
