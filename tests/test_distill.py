@@ -165,10 +165,28 @@ def test_a_student_with_a_fresh_head_moves_toward_its_teacher(teacher_run):
 
 @pytest.mark.slow
 def test_a_one_layer_student_cut_from_a_two_layer_teacher_trains_and_exports(teacher_run, capsys):
+    from kerasft.distill import init_from_teacher, load_teacher
     from kerasft.export import reexport
+    from kerasft.models import build_model, load_backbone, resolve_backbone
+    from kerasft.tasks import TASKS
     from kerasft.train import run
 
     raw, teacher = teacher_run
+    # The copy itself, weight by weight: the student's layer 0 is the teacher's layer 1.
+    loaded = load_teacher(teacher.run_dir)
+    directory = resolve_backbone(raw["model"]["backbone"])
+    cut = build_model(
+        config_from_dict({**raw, "model": {**raw["model"], "num_layers": 1}}).model,
+        TASKS["classification"],
+        load_backbone(directory, num_layers=1),
+        2,
+    )
+    assert init_from_teacher(cut, loaded.model, [1]) == len(cut.weights)
+    teacher_weights = {w.name.split("/", 1)[1]: w.numpy() for w in loaded.model.weights}
+    for weight in cut.weights:
+        name = weight.name.split("/", 1)[1].replace("layer_._0/", "layer_._1/")
+        np.testing.assert_array_equal(weight.numpy(), teacher_weights[name])
+
     result = run(config_from_dict(_student_raw(raw, teacher.run_dir)), verbose=0)
     out = capsys.readouterr().out
     assert (

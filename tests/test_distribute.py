@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from kerasft.config import config_from_dict
@@ -33,10 +34,7 @@ print(json.dumps({"replicas": result.model.distribute_strategy.num_replicas_in_s
 """
 
 
-@pytest.mark.slow
-def test_mirrored_over_two_logical_cpus_trains_and_exports(tiny_config, tmp_path):
-    tiny_config["training"].update(distribution="mirrored", batch_size=8)
-    path = write_yaml(tmp_path / "c.yaml", tiny_config)
+def _train_in_process(path) -> tuple[str, dict]:
     proc = subprocess.run(
         [sys.executable, "-c", SCRIPT, str(path)],
         cwd=REPO,
@@ -45,14 +43,32 @@ def test_mirrored_over_two_logical_cpus_trains_and_exports(tiny_config, tmp_path
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert (
-        "distribution: MirroredStrategy over 2 devices; global batch 8 = 4 per replica"
-        in proc.stdout
-    )
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert out["replicas"] == 2
-    assert all(loss == loss for loss in out["loss"])  # finite, not NaN
-    assert len(out["probabilities"]) == 2 and abs(sum(out["probabilities"][0]) - 1) < 1e-5
+    return proc.stdout, json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_mirrored_over_two_logical_cpus_trains_like_one_device(tiny_config, tmp_path):
+    """Two replicas of 4 examples compute the mean gradient of the same global batch of 8
+    as one device does: the same losses and the same exported probabilities (float32, no
+    dropout, so both runs are deterministic)."""
+    tiny_config["model"].update(hidden_dropout=0.0, attention_dropout=0.0, dropout=0.0)
+    tiny_config["training"].update(batch_size=8, precision="float32")
+    results = {}
+    for distribution in ("mirrored", "none"):
+        tiny_config["training"]["distribution"] = distribution
+        tiny_config["training"]["output_dir"] = str(tmp_path / distribution)
+        path = write_yaml(tmp_path / f"{distribution}.yaml", tiny_config)
+        stdout, results[distribution] = _train_in_process(path)
+        if distribution == "mirrored":
+            assert (
+                "distribution: MirroredStrategy over 2 devices; global batch 8 = 4 per replica"
+                in stdout
+            )
+    mirrored, single = results["mirrored"], results["none"]
+    assert mirrored["replicas"] == 2 and single["replicas"] == 1
+    np.testing.assert_allclose(mirrored["loss"], single["loss"], atol=1e-4)
+    np.testing.assert_allclose(mirrored["probabilities"], single["probabilities"], atol=1e-4)
+    assert abs(sum(mirrored["probabilities"][0]) - 1) < 1e-5
 
 
 def test_mirrored_needs_two_devices_and_an_even_batch(tiny_config):

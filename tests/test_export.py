@@ -150,7 +150,10 @@ def test_run_export_has_card_meta_and_warmup_that_replays_like_tf_serving(tiny_c
 
 
 @pytest.mark.slow
-def test_tflite_export_is_smaller_and_agrees(tiny_config):
+def test_tflite_exports_report_their_size_and_agree(tiny_config):
+    """A tiny model's int8 file is not smaller than its float variables (fixed overheads dominate
+    at 17k weights), so size is checked as reported, not as a ratio; the MiniLM's shrinks 4x
+    (bench/compression.py)."""
     from kerasft.config import config_from_dict
     from kerasft.train import run
 
@@ -163,6 +166,8 @@ def test_tflite_export_is_smaller_and_agrees(tiny_config):
 
     meta = json.loads((result.export_dir / "assets.extra" / "kerasft.json").read_text())
     dynamic, integer = meta["tflite"], meta["tflite_int8"]
+    assert dynamic["mb"] == pytest.approx(lite.stat().st_size / 1e6, rel=1e-6)
+    assert integer["mb"] == pytest.approx(full.stat().st_size / 1e6, rel=1e-6)
     assert dynamic["examples"] == 8 and dynamic["agreement"] >= 0.75
     assert dynamic["max_abs_diff"] < 0.1
     # Full integer: int8 activations too, calibrated on the training split; still close.
