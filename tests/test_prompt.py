@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -131,4 +133,13 @@ def test_combines_with_layerwise_rates_accumulation_and_mixed_precision(
     result = run(config_from_dict(raw), verbose=0)
     assert result.model.dtype_policy.name == "mixed_bfloat16"
     assert np.isfinite(result.metrics["train"]["history"]["loss"]).all()
-    assert 0.0 <= result.metrics["test"]["accuracy"] <= 1.0
+    steps = [json.loads(line) for line in (result.run_dir / "steps.jsonl").read_text().splitlines()]
+    rates = [s["lr"] for s in steps]
+    # Accumulation: the schedule moves once per applied update, every second batch.
+    head = [r["head"] for r in rates]
+    assert len(steps) == 10 and len(set(head)) == 5 and head == sorted(head, reverse=True)
+    if method == "bigru":  # layer-wise decay: the embeddings learn at 0.8 of the head's rate
+        assert all(r["embeddings"] == pytest.approx(0.8 * r["head"], rel=1e-3) for r in rates)
+    else:  # the frozen backbone's groups learn nothing; the prompt and the head do
+        assert all(r["layer_0"] == r["layer_1"] == r["embeddings"] == 0.0 for r in rates)
+        assert all(r["head"] > 0 for r in rates)
