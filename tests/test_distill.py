@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -14,7 +12,7 @@ from kerasft._compat import tf
 from kerasft.config import config_from_dict
 from kerasft.distill import DistillationLoss, kept_layers
 from kerasft.errors import ConfigError, DataError
-from tests.conftest import REPO, tiny_run_config, write_yaml
+from tests.conftest import tiny_run_config, write_yaml
 
 # Trains with `precision: auto`: `make test-bf16` reruns this module in mixed_bfloat16.
 pytestmark = pytest.mark.precision
@@ -248,16 +246,12 @@ def test_distillation_inputs_that_cannot_work_are_one_line_errors(teacher_run, t
     assert not (tmp_path / "runs").exists()
 
 
-def test_distill_command_needs_a_distill_section(tiny_config, tmp_path):
+def test_distill_command_needs_a_distill_section(tiny_config, tmp_path, capsys):
+    from kerasft.distill import main
+
     path = write_yaml(tmp_path / "c.yaml", tiny_config)
-    proc = subprocess.run(
-        [sys.executable, "-m", "kerasft.distill", "--config", str(path)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-    )
-    assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines()[-1] == (
+    assert main(["--config", str(path)]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
         f"error: {path}: no `distill:` section; add one with `teacher: <run dir>` "
         "(configs/distill_sst2.yaml shows one)."
     )

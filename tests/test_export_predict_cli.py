@@ -2,8 +2,6 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -14,7 +12,7 @@ from kerasft.errors import DataError
 from kerasft.export import main as export_main
 from kerasft.predict import predict_file
 from kerasft.train import run
-from tests.conftest import REPO, tiny_run_config
+from tests.conftest import tiny_run_config
 
 # Trains with `precision: auto`: `make test-bf16` reruns this module in mixed_bfloat16.
 pytestmark = pytest.mark.precision
@@ -47,16 +45,11 @@ def test_reexport_writes_a_new_version_with_the_same_answers(trained, capsys):
     assert "Latest version: **2**" in card and "| 1 |" in card
 
 
-def test_reexport_of_something_else_is_a_one_line_error(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "-m", "kerasft.export", "--run", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-    )
-    assert proc.returncode == 2
+def test_reexport_of_something_else_is_a_one_line_error(tmp_path, capsys):
+    assert export_main(["--run", str(tmp_path)]) == 2
     assert (
-        proc.stderr.strip()
+        capsys.readouterr()
+        .err.strip()
         .splitlines()[-1]
         .startswith(f"error: {tmp_path} is not a finished kerasft run")
     )

@@ -141,6 +141,7 @@ def test_nan_weights_are_refused_before_training(config_file, tiny_bert_dir, tmp
     one_error_line(capsys, code, "NaN or infinite values", name)
 
 
+@pytest.mark.slow
 def test_a_nan_loss_stops_at_its_step_and_leaves_no_run(tiny_config, tiny_bert_dir, tmp_path):
     """TF-format weights are not scanned on load: the loss check catches what they do."""
     from transformers import TFBertModel
@@ -239,6 +240,7 @@ def test_an_unwritable_output_directory_is_refused(monkeypatch, tmp_path):
         check_writable(tmp_path / "runs", "training.output_dir", "tiny")
 
 
+@pytest.mark.slow
 def test_a_full_disk_removes_the_run_and_says_so(tiny_config, tmp_path, monkeypatch):
     from kerasft import train
     from kerasft.errors import OutputError

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -13,7 +11,7 @@ from kerasft._compat import tf
 from kerasft.config import config_from_dict
 from kerasft.predict import predict_file
 from kerasft.train import run
-from tests.conftest import REPO, tiny_run_config
+from tests.conftest import tiny_run_config
 from tests.parity_corpus import parity_corpus
 
 # Trains with `precision: auto`: `make test-bf16` reruns this module in mixed_bfloat16.
@@ -105,28 +103,14 @@ def test_predict_runs_an_onnx_model_like_the_savedmodel(exported, tmp_path, mode
             assert a["label"] == b["label"]
 
 
-def test_predict_names_a_file_that_is_not_a_kerasft_onnx_model(tmp_path):
+def test_predict_names_a_file_that_is_not_a_kerasft_onnx_model(tmp_path, capsys):
+    from kerasft.predict import main
+
     (tmp_path / "in.csv").write_text("text\nhello\n")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "kerasft.predict",
-            "--model",
-            str(tmp_path / "model.onnx"),
-            "--input",
-            str(tmp_path / "in.csv"),
-            "--output",
-            str(tmp_path / "out.csv"),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-    )
-    assert proc.returncode == 2
-    assert (
-        proc.stderr.strip().splitlines()[-1].startswith(f"error: --model {tmp_path / 'model.onnx'}")
-    )
+    args = ["--model", str(tmp_path / "model.onnx"), "--input", str(tmp_path / "in.csv")]
+    assert main([*args, "--output", str(tmp_path / "out.csv")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines()[-1].startswith(f"error: --model {tmp_path / 'model.onnx'}")
     assert not (tmp_path / "out.csv").exists()
 
 

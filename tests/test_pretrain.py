@@ -50,6 +50,7 @@ def pretrained(tmp_path_factory, tiny_bert_dir):
     return root, run(cfg)
 
 
+@pytest.mark.slow
 def test_masked_token_loss_falls_and_the_head_starts_fresh(pretrained, capfd):
     root, result = pretrained
     before, after = result.validation_loss
@@ -60,6 +61,7 @@ def test_masked_token_loss_falls_and_the_head_starts_fresh(pretrained, capfd):
     assert not (root / "dapt.partial").exists()  # backups are gone once the directory is written
 
 
+@pytest.mark.slow
 def test_the_written_directory_is_a_backbone_and_a_masked_lm(pretrained, tmp_path):
     from kerasft.augment import Job
     from kerasft.augment.contextual import MaskedLmReplacer
@@ -109,7 +111,9 @@ def test_whole_word_masking_masks_every_piece_of_a_chosen_word():
         assert attention.sum() == 7
 
 
-def test_bad_pretrain_configs_fail_with_one_line(tmp_path, tiny_bert_dir):
+def test_bad_pretrain_configs_fail_with_one_line(tmp_path, tiny_bert_dir, capsys):
+    from kerasft.pretrain import main
+
     raw = pretrain_config(tmp_path, tiny_bert_dir)
     raw["pretrain"]["mlm_probabilty"] = 0.2
     with pytest.raises(
@@ -117,9 +121,10 @@ def test_bad_pretrain_configs_fail_with_one_line(tmp_path, tiny_bert_dir):
     ):
         config_from_dict(raw, "p.yaml", root=PretrainRun)
     raw = pretrain_config(tmp_path, tiny_bert_dir, files=[str(tmp_path / "missing.txt")])
-    code, out = _pretrain(write_yaml(tmp_path / "p.yaml", raw))
-    assert code == 2 and "error: `pretrain.files`: data file not found" in out
-    assert "Traceback" not in out and not (tmp_path / "dapt").exists()
+    assert main(["--config", str(write_yaml(tmp_path / "p.yaml", raw))]) == 2
+    err = capsys.readouterr().err
+    assert "error: `pretrain.files`: data file not found" in err.strip().splitlines()[-1]
+    assert "Traceback" not in err and not (tmp_path / "dapt").exists()
 
 
 def _pretrain(path, *extra, kill_at=None):

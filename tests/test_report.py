@@ -289,6 +289,7 @@ def test_tuning_report_lists_trials_best_first(tmp_path):
 # ---- looked at as a person would ---------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_report_renders_in_headless_chromium(tmp_path):
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:

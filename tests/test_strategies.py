@@ -131,6 +131,7 @@ def test_label_smoothing_and_focal_loss_values():
     )
 
 
+@pytest.mark.slow
 def test_strategy_options_train_end_to_end(tiny_config):
     tiny_config["training"].update(
         schedule="cosine",
@@ -187,6 +188,7 @@ def test_bfloat16_run_has_finite_loss_float32_outputs_and_exports(tiny_config):
         assert policy == "mixed_bfloat16" and "native bfloat16" in why
 
 
+@pytest.mark.slow
 def test_group_optimizers_train_and_their_state_round_trips_a_checkpoint(tiny_config):
     tiny_config["training"]["group_optimizers"] = {
         "head": {"learning_rate": 1e-2},
