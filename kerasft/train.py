@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kerasft import config as config_lib
-from kerasft import distill
+from kerasft import distillation as distill
 from kerasft._compat import keras, tf
 from kerasft.adapters import apply_bitfit
 from kerasft.callbacks import (
@@ -228,7 +228,7 @@ def compile_model(
         steps: optimizer steps per epoch (the schedule's length).
         state: the checkpointed training state; it is tracked by the optimizer.
         jit: compile the steps with XLA (`hardware.resolve_jit`).
-        distilled: the targets pack the teacher's logits (`distill.pack_targets`).
+        distilled: the targets pack the teacher's logits (`distillation.pack_targets`).
     """
     optimizer = build_optimizer(cfg.training, model, steps)
     # After the optimizer: with gradual unfreezing it has slots for every block.

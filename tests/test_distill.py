@@ -10,7 +10,7 @@ import yaml
 
 from kerasft._compat import tf
 from kerasft.config import config_from_dict
-from kerasft.distill import DistillationLoss, kept_layers
+from kerasft.distillation import DistillationLoss, kept_layers
 from kerasft.errors import ConfigError, DataError
 from tests.conftest import tiny_run_config, write_yaml
 
@@ -135,7 +135,7 @@ def test_a_student_with_a_fresh_head_moves_toward_its_teacher(teacher_run):
     from kerasft._compat import keras
     from kerasft.data import load_data
     from kerasft.data.pipeline import eval_dataset
-    from kerasft.distill import load_teacher
+    from kerasft.distillation import load_teacher
     from kerasft.models import build_model, load_backbone, load_tokenizer, resolve_backbone
     from kerasft.tasks import TASKS
     from kerasft.train import run
@@ -163,7 +163,7 @@ def test_a_student_with_a_fresh_head_moves_toward_its_teacher(teacher_run):
 
 @pytest.mark.slow
 def test_a_one_layer_student_cut_from_a_two_layer_teacher_trains_and_exports(teacher_run, capsys):
-    from kerasft.distill import init_from_teacher, load_teacher
+    from kerasft.distillation import init_from_teacher, load_teacher
     from kerasft.export import reexport
     from kerasft.models import build_model, load_backbone, resolve_backbone
     from kerasft.tasks import TASKS
