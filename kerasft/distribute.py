@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kerasft._compat import tf
-from kerasft.errors import ConfigError
+from kerasft.errors import ConfigError, first_line
 
 _MULTI_WORKER: tf.distribute.Strategy | None = None  # one per process: it configures the runtime
 
@@ -134,9 +134,8 @@ def _tpu() -> tuple[tf.distribute.Strategy, str]:
         tf.config.experimental_connect_to_cluster(resolver)
         tf.tpu.experimental.initialize_tpu_system(resolver)
     except (ValueError, RuntimeError, tf.errors.OpError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(
-            f"`training.distribution: tpu`: no TPU found ({first}); set TPU_NAME or run on a TPU VM, "
+            f"`training.distribution: tpu`: no TPU found ({first_line(exc)}); set TPU_NAME or run on a TPU VM, "
             "or use `auto`."
         ) from None
     strategy = tf.distribute.TPUStrategy(resolver)

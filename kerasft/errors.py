@@ -63,7 +63,7 @@ def cli_main(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | N
             if not disk_full(exc):
                 raise
             print(
-                f"error: the disk is full ({_first_line(exc)}). Free some space and run the "
+                f"error: the disk is full ({first_line(exc)}). Free some space and run the "
                 "command again; nothing half-written was kept.",
                 file=sys.stderr,
             )
@@ -79,6 +79,7 @@ def disk_full(exc: BaseException) -> bool:
     return "No space left on device" in str(exc) or "Disk quota exceeded" in str(exc)
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (at most 200 characters), else its type's name."""
     text = str(exc).strip()
     return text.splitlines()[0][:200] if text else type(exc).__name__

@@ -255,3 +255,25 @@ def assert_trained_and_served(result, ids: dict) -> None:
     in_memory = tf.nn.softmax(result.model(ids, training=False)).numpy()
     exported = loaded.signatures["predict_ids"](**ids)["probabilities"].numpy()
     np.testing.assert_allclose(exported, in_memory, atol=policy_atol(result.model))
+
+
+def pretrain_config(tmp_path, backbone, **pretrain) -> dict:
+    """A `kerasft.pretrain` config dict on the easy sentences (written to `tmp_path`) for 4
+    epochs; `pretrain` updates the `pretrain:` section."""
+    (tmp_path / "unlabelled.txt").write_text("\n".join((POSITIVE + NEGATIVE) * 12) + "\n")
+    return {
+        "name": "dapt",
+        "model": {"backbone": str(backbone)},
+        "pretrain": {
+            "files": [str(tmp_path / "unlabelled.txt")],
+            "max_length": 16,
+            "batch_size": 8,
+            "learning_rate": 3e-3,
+            "warmup_ratio": 0.0,
+            "epochs": 4,
+            "validation_share": 0.2,
+            "log_every_steps": 5,
+            "output_dir": str(tmp_path / "dapt"),
+            **pretrain,
+        },
+    }

@@ -15,7 +15,7 @@ import pytest
 
 from kerasft._compat import tf
 from kerasft.config import PretrainRun, config_from_dict
-from tests.conftest import NEGATIVE, POSITIVE, tiny_run_config
+from tests.conftest import NEGATIVE, POSITIVE, pretrain_config, tiny_run_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.precision]
 pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
@@ -78,19 +78,7 @@ def test_pretraining_runs_in_bf16_and_writes_a_backbone(tiny_bert_dir, tmp_path)
     from kerasft.models import load_backbone
     from kerasft.pretrain import run
 
-    (tmp_path / "texts.txt").write_text("\n".join((POSITIVE + NEGATIVE) * 6) + "\n")
-    raw = {
-        "name": "dapt",
-        "model": {"backbone": str(tiny_bert_dir)},
-        "pretrain": {
-            "files": [str(tmp_path / "texts.txt")],
-            "max_length": 16,
-            "batch_size": 8,
-            "epochs": 1,
-            "precision": "mixed_bfloat16",
-            "output_dir": str(tmp_path / "dapt"),
-        },
-    }
+    raw = pretrain_config(tmp_path, tiny_bert_dir, epochs=1, precision="mixed_bfloat16")
     result = run(config_from_dict(raw, root=PretrainRun))
     backbone = load_backbone(result.output_dir)
     assert backbone.model.dtype_policy.name == "float32"  # loads as a float32 backbone

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import NEGATIVE, POSITIVE, REPO, tiny_run_config, write_yaml
+from tests.conftest import POSITIVE, REPO, pretrain_config, tiny_run_config, write_yaml
 
 pytestmark = [pytest.mark.slow, pytest.mark.precision]
 
@@ -144,18 +144,7 @@ def test_tune_in_a_fresh_process(trained, tmp_path):
 
 
 def test_pretrain_in_a_fresh_process(tiny_bert_dir, tmp_path):
-    (tmp_path / "texts.txt").write_text("\n".join((POSITIVE + NEGATIVE) * 4) + "\n")
-    raw = {
-        "name": "dapt",
-        "model": {"backbone": str(tiny_bert_dir)},
-        "pretrain": {
-            "files": [str(tmp_path / "texts.txt")],
-            "max_length": 16,
-            "batch_size": 8,
-            "epochs": 1,
-            "output_dir": str(tmp_path / "dapt"),
-        },
-    }
+    raw = pretrain_config(tmp_path, tiny_bert_dir, epochs=1)
     done = command("pretrain", "--config", str(write_yaml(tmp_path / "p.yaml", raw)))
     written = last_value(done, "output_dir")
     assert os.path.isfile(os.path.join(written, "config.json"))

@@ -15,30 +15,10 @@ import pytest
 from kerasft.config import PretrainConfig, PretrainRun, config_from_dict
 from kerasft.errors import ConfigError
 from kerasft.pretrain import IGNORE, Texts, mask_batch
-from tests.conftest import NEGATIVE, POSITIVE, REPO, tiny_run_config, write_yaml
+from tests.conftest import REPO, pretrain_config, tiny_run_config, write_yaml
 
 # Trains with `precision: auto`: `make test-bf16` reruns this module in mixed_bfloat16.
 pytestmark = pytest.mark.precision
-
-
-def pretrain_config(tmp_path, backbone, **pretrain) -> dict:
-    (tmp_path / "unlabelled.txt").write_text("\n".join((POSITIVE + NEGATIVE) * 12) + "\n")
-    return {
-        "name": "dapt",
-        "model": {"backbone": str(backbone)},
-        "pretrain": {
-            "files": [str(tmp_path / "unlabelled.txt")],
-            "max_length": 16,
-            "batch_size": 8,
-            "learning_rate": 3e-3,
-            "warmup_ratio": 0.0,
-            "epochs": 4,
-            "validation_share": 0.2,
-            "log_every_steps": 5,
-            "output_dir": str(tmp_path / "dapt"),
-            **pretrain,
-        },
-    }
 
 
 @pytest.fixture(scope="module")

@@ -219,22 +219,9 @@ def _looks_like_header(frame: pd.DataFrame, label_column: Any, task: TaskSpec) -
 
 def _read_jsonl(path: Path, cfg: DataConfig) -> pd.DataFrame:
     rows, lines = [], []
-    with path.open(encoding=_encoding(cfg)) as handle:
-        for number, text in enumerate(handle, start=1):
-            if not text.strip():
-                continue
-            try:
-                row = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise DataError(
-                    f"{path}:{number}: invalid JSON ({exc.msg}). Each line must be one JSON object."
-                ) from None
-            if not isinstance(row, dict):
-                raise DataError(
-                    f"{path}:{number}: expected a JSON object, got {type(row).__name__}."
-                )
-            rows.append(row)
-            lines.append(number)
+    for chunk, numbers in _jsonl_rows(path, "jsonl", _encoding(cfg), cfg.quoting, 100_000):
+        rows += chunk
+        lines += numbers
     frame = pd.DataFrame(rows)
     frame["__line__"] = lines
     return frame
@@ -550,42 +537,48 @@ def read_text_column(
     return texts
 
 
-def _text_rows(path: Path, fmt: str, encoding: str, quoting: str, chunk: int):
+def _chunks(numbered_rows, chunk: int):
+    """`(rows, lines)` lists of `chunk` from `(line, row)` pairs."""
     rows, lines = [], []
-    with path.open(encoding=encoding, newline="") as handle:
-        for number, line in enumerate(handle, start=1):
-            rows.append({"text": line.rstrip("\r\n")})
-            lines.append(number)
-            if len(rows) == chunk:
-                yield rows, lines
-                rows, lines = [], []
+    for line, row in numbered_rows:
+        rows.append(row)
+        lines.append(line)
+        if len(rows) == chunk:
+            yield rows, lines
+            rows, lines = [], []
     if rows:
         yield rows, lines
+
+
+def _text_rows(path: Path, fmt: str, encoding: str, quoting: str, chunk: int):
+    with path.open(encoding=encoding, newline="") as handle:
+        numbered = ((n, {"text": line.rstrip("\r\n")}) for n, line in enumerate(handle, start=1))
+        yield from _chunks(numbered, chunk)
 
 
 def _jsonl_rows(path: Path, fmt: str, encoding: str, quoting: str, chunk: int):
-    rows, lines = [], []
     with path.open(encoding=encoding) as handle:
-        for number, text in enumerate(handle, start=1):
-            if not text.strip():
-                continue
-            try:
-                row = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise DataError(
-                    f"{path}:{number}: invalid JSON ({exc.msg}). Each line must be one JSON object."
-                ) from None
-            if not isinstance(row, dict):
-                raise DataError(
-                    f"{path}:{number}: expected a JSON object, got {type(row).__name__}."
-                )
-            rows.append(row)
-            lines.append(number)
-            if len(rows) == chunk:
-                yield rows, lines
-                rows, lines = [], []
-    if rows:
-        yield rows, lines
+        yield from _chunks(_json_objects(path, handle), chunk)
+
+
+def _json_objects(path: Path, handle):
+    """`(line, object)` for each non-blank line of a JSONL file.
+
+    Raises:
+        DataError: a line that is not one JSON object, naming it.
+    """
+    for number, text in enumerate(handle, start=1):
+        if not text.strip():
+            continue
+        try:
+            row = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise DataError(
+                f"{path}:{number}: invalid JSON ({exc.msg}). Each line must be one JSON object."
+            ) from None
+        if not isinstance(row, dict):
+            raise DataError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}.")
+        yield number, row
 
 
 def _delimited_rows(path: Path, fmt: str, encoding: str, quoting: str, chunk: int):

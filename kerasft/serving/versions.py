@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from kerasft.errors import DataError
+from kerasft.errors import DataError, first_line
 
 
 def list_versions(model_dir: str | Path) -> list[int]:
@@ -56,9 +56,8 @@ def load_export(path: str | Path) -> tuple[Path, Any]:
     try:
         return version, tf.saved_model.load(str(version))
     except (OSError, ValueError, tf.errors.OpError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(
-            f"{version}: cannot load this SavedModel ({reason[:200]}). Re-export it with "
+            f"{version}: cannot load this SavedModel ({first_line(exc)}). Re-export it with "
             "`python -m kerasft.export --run RUN_DIR`, or pass another version."
         ) from None
 
