@@ -3,6 +3,7 @@ from __future__ import annotations
 import csv
 import gc
 import os
+import signal
 import subprocess
 import sys
 
@@ -170,3 +171,29 @@ def test_export_best_retrains_and_exports_the_best_config(tune_config, tmp_path,
     out = capsys.readouterr().out
     assert "best config retrained:" in out
     assert (tmp_path / "saved_models" / "tiny" / "1" / "saved_model.pb").is_file()
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_search_with_one_line_and_exit_130(tune_config, tmp_path):
+    tune_config["training"].update(epochs=30, patience=50)
+    path = write_yaml(tmp_path / "tune.yaml", tune_config)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kerasft.tune", "--config", str(path)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    for line in proc.stdout:
+        if line.startswith("epoch 2 step 1/"):  # mid-trial: keras-tuner retries exceptions
+            proc.send_signal(signal.SIGINT)
+            break
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1] == (
+        "interrupted: the search stopped; run the same command again to continue it "
+        "(finished trials are kept, the interrupted one starts over)."
+    )
