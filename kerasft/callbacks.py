@@ -493,28 +493,10 @@ def build_callbacks(
     chief, multi_worker = is_chief(strategy), is_multi_worker(strategy)
     steps_per_epoch = datasets.steps
     t = cfg.training
-    monitor, mode = cfg.monitor, monitor_mode(cfg.monitor)
-    earlier = [e[monitor] for e in read_history(run_dir / "history.jsonl") if monitor in e]
-    best_so_far = (min if mode == "min" else max)(earlier) if earlier else None
     callbacks = [
         timer,
         StopOnNonFiniteLoss(),
-        # Before every callback that reads the val_* logs it writes.
-        ValidationMetrics(
-            datasets.validation,
-            spec,
-            data.label_names,
-            data.scaling,
-            run_dir / "logs" / "validation" if chief else None,
-        ),
-        BestCheckpoint(
-            run_dir / "checkpoints",
-            chief,
-            monitor=monitor,
-            mode=mode,
-            initial_value_threshold=best_so_far,
-        ),
-        keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=t.patience),
+        *_monitoring(cfg, spec, run_dir, data, datasets, chief),
         keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs"), profile_batch=0),
         EpochLog(run_dir / "history.jsonl" if chief else None),
         StepLog(run_dir / "steps.jsonl" if chief else None, steps_per_epoch),
@@ -531,6 +513,45 @@ def build_callbacks(
         ),
     ]
     # After Backup: they read the epochs and steps its restore brings back.
+    return callbacks + _optional_callbacks(t, state, steps_per_epoch, verbose)
+
+
+def _monitoring(
+    cfg: Config, spec: TaskSpec, run_dir: Path, data: Any, datasets: Any, chief: bool
+) -> list[keras.callbacks.Callback]:
+    """Validation metrics into the logs (first: the others read them), the best checkpoint
+    and early stopping on `cfg.monitor`."""
+    monitor, mode = cfg.monitor, monitor_mode(cfg.monitor)
+    return [
+        ValidationMetrics(
+            datasets.validation,
+            spec,
+            data.label_names,
+            data.scaling,
+            run_dir / "logs" / "validation" if chief else None,
+        ),
+        BestCheckpoint(
+            run_dir / "checkpoints",
+            chief,
+            monitor=monitor,
+            mode=mode,
+            initial_value_threshold=_best_so_far(run_dir, monitor, mode),
+        ),
+        keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=cfg.training.patience),
+    ]
+
+
+def _best_so_far(run_dir: Path, monitor: str, mode: str) -> float | None:
+    """The best `monitor` value of the epochs a resumed run already has (None for a new run)."""
+    earlier = [e[monitor] for e in read_history(run_dir / "history.jsonl") if monitor in e]
+    return (min if mode == "min" else max)(earlier) if earlier else None
+
+
+def _optional_callbacks(
+    t: Any, state: TrainingState, steps_per_epoch: int, verbose: int
+) -> list[keras.callbacks.Callback]:
+    """Gradual unfreezing, the step or time budget and progress lines, as configured."""
+    callbacks: list[keras.callbacks.Callback] = []
     if t.unfreeze_every_epochs or t.unfreeze_every_steps:
         unit = "epoch" if t.unfreeze_every_epochs else "step"
         every = t.unfreeze_every_epochs or t.unfreeze_every_steps

@@ -321,7 +321,8 @@ def unlabeled_split(cfg: Config, spec: TaskSpec, pairs: bool) -> Split | None:
         DataError: the file is missing, empty, or lacks the text column.
     """
 
-    from kerasft.data.readers import read_text_column, resolve_path
+    from kerasft.data.readers import resolve_path
+    from kerasft.data.rows import read_text_column
 
     d = cfg.distill
     if d is None or not d.unlabeled:

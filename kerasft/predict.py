@@ -6,6 +6,7 @@ The export runs through a `kerasft.serving.predictors.Predictor` (SavedModel or 
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from kerasft.data.readers import stream_rows
+from kerasft.data.rows import stream_rows
 from kerasft.errors import DataError, cli_main
 from kerasft.serving.predictors import Predictor, open_predictor, tag_words
 
@@ -47,46 +48,55 @@ def predict_file(
     """
     from tqdm import tqdm
 
-    if batch_size < 1 or sort_window < 1:
-        raise DataError("--batch-size and --sort-window must be at least 1.")
     input_path, output_path = Path(input_path), Path(output_path)
-    _check_paths(input_path, output_path)
+    _check_arguments(input_path, output_path, batch_size, sort_window)
     predictor = open_predictor(model_path)
-    with input_path.open("rb") as handle:  # one cheap pass for the progress bar's total
-        total = sum(1 for _ in handle) - (1 if input_path.suffix.lower() in (".csv", ".tsv") else 0)
-    tmp = output_path.with_name(output_path.name + ".partial")
-    written = 0
-    try:
-        with (
-            tmp.open("w", encoding="utf-8", newline="") as handle,
-            tqdm(total=max(total, 0), unit="rows", desc=f"predicting {input_path.name}") as bar,
-        ):
-            write = _record_writer(handle, output_path)
-            chunks = stream_rows(
-                input_path,
-                encoding=encoding,
-                chunk=batch_size * sort_window,
-                encoding_key="--encoding",
+    with (
+        _partial_file(output_path) as handle,
+        tqdm(
+            total=_row_count(input_path), unit="rows", desc=f"predicting {input_path.name}"
+        ) as bar,
+    ):
+        write = _record_writer(handle, output_path)
+        chunks = stream_rows(
+            input_path, encoding=encoding, chunk=batch_size * sort_window, encoding_key="--encoding"
+        )
+        written = 0
+        for rows, lines in chunks:
+            texts, pairs = (
+                _column(rows, lines, input_path, c) if c else None
+                for c in (text_column, text_pair_column)
             )
-            for rows, lines in chunks:
-                if not rows:
-                    continue
-                texts = _column(rows, lines, input_path, text_column)
-                pairs = (
-                    _column(rows, lines, input_path, text_pair_column) if text_pair_column else None
-                )
-                records = _predict_window(predictor, texts, pairs, batch_size, sort_window, bar)
-                for row, record in zip(rows, records, strict=True):
-                    write({**(row if keep_columns else {}), **record})
-                written += len(rows)
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # never leave half a predictions file behind
-        raise
-    if not written:
-        tmp.unlink(missing_ok=True)
-        raise DataError(f"{input_path}: no rows to predict (the file has no data rows).")
-    tmp.replace(output_path)
+            records = _predict_window(predictor, texts, pairs, batch_size, sort_window, bar)
+            for row, record in zip(rows, records, strict=True):
+                write({**(row if keep_columns else {}), **record})
+            written += len(rows)
+        if not written:
+            raise DataError(f"{input_path}: no rows to predict (the file has no data rows).")
     return written
+
+
+@contextlib.contextmanager
+def _partial_file(output_path: Path):
+    """`<output>.partial`, open for writing, renamed to `output_path` when the block ends well
+    and removed when it raises: never half a predictions file under the real name."""
+    tmp = output_path.with_name(output_path.name + ".partial")
+    try:
+        with tmp.open("w", encoding="utf-8", newline="") as handle:
+            yield handle
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    tmp.replace(output_path)
+
+
+def _row_count(path: Path) -> int | None:
+    """Rows in a text file, for the progress bar (one cheap pass); None for Parquet."""
+    if path.suffix.lower() == ".parquet":
+        return None
+    with path.open("rb") as handle:
+        lines = sum(1 for _ in handle)
+    return max(lines - (1 if path.suffix.lower() in (".csv", ".tsv") else 0), 0)
 
 
 def _predict_window(
@@ -116,9 +126,13 @@ def _predict_window(
     return records
 
 
-def _check_paths(input_path: Path, output_path: Path) -> None:
-    """Raises DataError for an input that is not a file, or an output that cannot be written
-    or would replace the input."""
+def _check_arguments(
+    input_path: Path, output_path: Path, batch_size: int, sort_window: int
+) -> None:
+    """Raises DataError for batch sizes below 1, an input that is not a file, or an output
+    that cannot be written or would replace the input."""
+    if batch_size < 1 or sort_window < 1:
+        raise DataError("--batch-size and --sort-window must be at least 1.")
     if not input_path.is_file():
         raise DataError(f"--input: file not found: {input_path}")
     if output_path.exists() and output_path.resolve() == input_path.resolve():

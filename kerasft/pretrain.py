@@ -29,7 +29,8 @@ import numpy as np
 from kerasft import config as config_lib
 from kerasft._compat import keras, tf
 from kerasft.config import PretrainConfig, PretrainRun
-from kerasft.data.readers import read_text_column, resolve_path
+from kerasft.data.readers import resolve_path
+from kerasft.data.rows import read_text_column
 from kerasft.errors import DataError, Interrupted, cli_main
 from kerasft.hardware import resolve_precision
 from kerasft.masked_lm import load_masked_lm

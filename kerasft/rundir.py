@@ -16,7 +16,13 @@ import tempfile
 from pathlib import Path
 from typing import IO
 
-from kerasft.errors import ConfigError, OutputError
+from kerasft.errors import (
+    ConfigError,
+    Interrupted,
+    KerasftError,
+    OutputError,
+    disk_full,
+)
 
 LOCK = ".lock"
 
@@ -121,3 +127,39 @@ def check_writable(path: str | Path, key: str, name: str | None = None) -> None:
             f"`{key}: {path}`: cannot write in {existing} ({exc.strerror or exc}). Point `{key}` "
             "at a writable directory."
         ) from None
+
+
+def ending_for(
+    exc: BaseException, run_dir: Path, keep: bool, where: tuple[int, int] | None
+) -> KerasftError | None:
+    """What a run that stopped on `exc` raises, after removing its directory unless `keep`
+    (a resumed run, or a worker's) or it holds a backup the same command resumes from.
+    `where` is the (epoch, step) training had reached, for the Ctrl-C line.
+
+    A user's mistake, Ctrl-C and a full disk end in one line (`KerasftError`); anything else
+    is a bug, left as it is (None).
+    """
+    interrupted = isinstance(exc, KeyboardInterrupt)
+    full = not interrupted and disk_full(exc)
+    if not (interrupted or full or isinstance(exc, KerasftError)):
+        return None
+    resumable = holds_progress(run_dir) and not (run_dir / "metrics.json").exists()
+    if not keep and not (interrupted and resumable):
+        shutil.rmtree(run_dir, ignore_errors=True)
+    if full:
+        return OutputError(
+            f"the disk is full ({exc.__class__.__name__} while writing under {run_dir.parent}); "
+            f"{'kept' if keep else 'removed'} {run_dir}. Free some space and run the command again."
+        )
+    if not interrupted:
+        return exc  # type: ignore[return-value] - a KerasftError
+    stopped = f"at epoch {where[0]}, step {where[1]}" if where else "before its first step"
+    if resumable:
+        return Interrupted(
+            f"training stopped {stopped}; run the same command again to resume {run_dir} "
+            "from its last backup."
+        )
+    return Interrupted(
+        f"training stopped {stopped}, before its first backup; nothing to resume"
+        + ("." if keep else f", so {run_dir} was removed.")
+    )

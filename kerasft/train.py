@@ -57,11 +57,7 @@ from kerasft.distribute import (
 )
 from kerasft.errors import (
     ConfigError,
-    Interrupted,
-    KerasftError,
-    OutputError,
     cli_main,
-    disk_full,
 )
 from kerasft.evaluation import Predictions, distributions, slice_metrics
 from kerasft.export import export_run, reexport
@@ -70,13 +66,7 @@ from kerasft.hardware import resolve_jit, resolve_precision
 from kerasft.models import Backbone, backbone_for, build_model, load_tokenizer, model_directory
 from kerasft.optim import build_optimizer
 from kerasft.report import write_report
-from kerasft.rundir import (
-    RunLock,
-    check_writable,
-    holds_progress,
-    is_live,
-    remove_leftovers,
-)
+from kerasft.rundir import RunLock, check_writable, ending_for, is_live, remove_leftovers
 from kerasft.serving import ExportInfo, RunCard
 from kerasft.tasks import TASKS, TaskSpec, collect, evaluate, monitor_mode, tune_thresholds
 
@@ -114,14 +104,7 @@ def run(
     try:
         check_outputs(cfg)
         strategy = start_runtime(cfg)
-        spec = TASKS[cfg.task]
-        teacher = distill.load_teacher(cfg.distill.teacher) if cfg.distill else None
-        cfg = distill.student_config(cfg, teacher) if teacher else cfg
-        directory = model_directory(cfg.model)
-        tokenizer = load_tokenizer(directory)
-        data = load_data(cfg, spec, tokenizer, frames)
-        if teacher:  # the teacher's logits join the training targets
-            data = distill.distillation_data(cfg, spec, data, teacher, tokenizer)
+        cfg, spec, data, teacher, tokenizer, directory = prepare_data(cfg, frames)
         jit = resolve_jit(cfg.training.jit_compile)
         with strategy.scope():  # model, optimizer and metrics live on every replica
             backbone = backbone_for(cfg.model, directory, tokenizer, _dropout_overrides(cfg))
@@ -157,7 +140,10 @@ def run(
             export_dir = export(cfg, run_dir, model, backbone, data, datasets)
             return RunResult(run_dir, export_dir, metrics, model, report)
         except BaseException as exc:
-            ending = _stopped(exc, run_dir, resume_dir is not None or not chief, callbacks)
+            where = next(
+                (c.position for c in callbacks if isinstance(c, StopOnNonFiniteLoss)), None
+            )
+            ending = ending_for(exc, run_dir, resume_dir is not None or not chief, where)
             if ending is None:  # a bug: its own traceback
                 raise
             raise ending from None
@@ -165,6 +151,24 @@ def run(
         if lock is not None:
             lock.release()
         keras.mixed_precision.set_global_policy(before)
+
+
+def prepare_data(cfg: Config, frames: dict | None) -> tuple:
+    """The run's data, with the teacher's outputs among the targets when `cfg.distill` names one.
+
+    Returns:
+        (cfg, with a cut student's layer count; the task spec; `Data`; the teacher or None;
+        the backbone's tokenizer; its directory).
+    """
+    spec = TASKS[cfg.task]
+    teacher = distill.load_teacher(cfg.distill.teacher) if cfg.distill else None
+    cfg = distill.student_config(cfg, teacher) if teacher else cfg
+    directory = model_directory(cfg.model)
+    tokenizer = load_tokenizer(directory)
+    data = load_data(cfg, spec, tokenizer, frames)
+    if teacher:  # the teacher's logits join the training targets
+        data = distill.distillation_data(cfg, spec, data, teacher, tokenizer)
+    return cfg, spec, data, teacher, tokenizer, directory
 
 
 def check_outputs(cfg: Config) -> None:
@@ -176,40 +180,6 @@ def check_outputs(cfg: Config) -> None:
     check_writable(cfg.training.output_dir, "training.output_dir", cfg.name)
     if cfg.export.enabled:
         check_writable(cfg.export.dir, "export.dir", cfg.name)
-
-
-def _stopped(exc: BaseException, run_dir: Path, keep: bool, callbacks: list) -> KerasftError | None:
-    """What a run that stopped on `exc` raises, after removing its directory unless `keep`
-    (a resumed run, or a worker's) or it holds a backup the same command resumes from.
-
-    A user's mistake, Ctrl-C and a full disk end in one line (`KerasftError`); anything else
-    is a bug, left as it is (None).
-    """
-    interrupted = isinstance(exc, KeyboardInterrupt)
-    full = not interrupted and disk_full(exc)
-    if not (interrupted or full or isinstance(exc, KerasftError)):
-        return None
-    resumable = holds_progress(run_dir) and not (run_dir / "metrics.json").exists()
-    if not keep and not (interrupted and resumable):
-        shutil.rmtree(run_dir, ignore_errors=True)
-    if full:
-        return OutputError(
-            f"the disk is full ({exc.__class__.__name__} while writing under {run_dir.parent}); "
-            f"{'kept' if keep else 'removed'} {run_dir}. Free some space and run the command again."
-        )
-    if not interrupted:
-        return exc  # type: ignore[return-value] - a KerasftError
-    where = next((c.position for c in callbacks if isinstance(c, StopOnNonFiniteLoss)), None)
-    stopped = f"at epoch {where[0]}, step {where[1]}" if where else "before its first step"
-    if resumable:
-        return Interrupted(
-            f"training stopped {stopped}; run the same command again to resume {run_dir} "
-            "from its last backup."
-        )
-    return Interrupted(
-        f"training stopped {stopped}, before its first backup; nothing to resume"
-        + ("." if keep else f", so {run_dir} was removed.")
-    )
 
 
 def compile_model(

@@ -409,7 +409,7 @@ def test_the_model_card_escapes_labels_and_paths():
 def test_every_format_streams_its_text_column_with_lines(tmp_path, suffix):
     import pandas as pd
 
-    from kerasft.data.readers import read_text_column, stream_rows
+    from kerasft.data.rows import read_text_column, stream_rows
 
     texts = ["first text", 'a "quoted" word', "third, with a comma"]
     path = tmp_path / f"t{suffix}"
@@ -430,7 +430,7 @@ def test_every_format_streams_its_text_column_with_lines(tmp_path, suffix):
 
 
 def test_unlabelled_text_with_bad_bytes_names_the_line(tmp_path):
-    from kerasft.data.readers import read_text_column
+    from kerasft.data.rows import read_text_column
     from kerasft.errors import DataError
 
     path = tmp_path / "u.csv"

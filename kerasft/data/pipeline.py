@@ -69,28 +69,9 @@ def train_dataset(
             epoch then yields that many fewer batches than its declared cardinality,
             which is what Keras asks for when it resumes at a later step. Defaults to none.
     """
-    lengths = tf.constant(encoded.lengths, tf.int64)
-    if epoch is None:
-        epoch = tf.Variable(-1, dtype=tf.int64, trainable=False)
-        advance = True
-    else:
-        advance = False
-
-    @tf.autograph.experimental.do_not_convert
-    def epoch_order(_):
-        # Read when the epoch's iterator starts, after a restore has set the counter.
-        number = epoch.assign_add(1) if advance else epoch.read_value()
-        order = _epoch_order(
-            lengths,
-            batch_size,
-            window if bucketing else 1,
-            tf.stack([tf.constant(seed, tf.int64), number]),
-        )
-        return tf.data.Dataset.from_tensor_slices(order)
-
-    ds = tf.data.Dataset.from_tensors(tf.constant(0, tf.int64)).flat_map(epoch_order)
+    order = _epoch_orders(encoded, batch_size, window if bucketing else 1, seed, epoch)
     padding = _padding_values(encoded, pad_id)
-    ds = _examples(encoded, ds).padded_batch(
+    ds = _examples(encoded, order).padded_batch(
         batch_size, padding_values=padding, drop_remainder=drop_remainder
     )
     if fixed_widths:
@@ -107,6 +88,28 @@ def train_dataset(
         ds = _skipping(ds, skip)
     ds = ds.apply(tf.data.experimental.assert_cardinality(steps))
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _epoch_orders(
+    encoded: Encoded, batch_size: int, window: int, seed: int, epoch: tf.Variable | None
+) -> tf.data.Dataset:
+    """Example indices, one seeded, length-sorted-in-windows permutation per epoch (see
+    `train_dataset`); without `epoch`, a counter of its own advances every pass."""
+    lengths = tf.constant(encoded.lengths, tf.int64)
+    advance = epoch is None
+    if advance:
+        epoch = tf.Variable(-1, dtype=tf.int64, trainable=False)
+
+    @tf.autograph.experimental.do_not_convert
+    def epoch_order(_):
+        # Read when the epoch's iterator starts, after a restore has set the counter.
+        number = epoch.assign_add(1) if advance else epoch.read_value()
+        order = _epoch_order(
+            lengths, batch_size, window, tf.stack([tf.constant(seed, tf.int64), number])
+        )
+        return tf.data.Dataset.from_tensor_slices(order)
+
+    return tf.data.Dataset.from_tensors(tf.constant(0, tf.int64)).flat_map(epoch_order)
 
 
 def _skipping(batches: tf.data.Dataset, skip: tf.Variable) -> tf.data.Dataset:

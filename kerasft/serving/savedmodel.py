@@ -96,16 +96,8 @@ def export_model(
         lite_int8 = write_tflite(ctx, saved, calibration) if calibration else None
         onnx_facts = write_onnx(ctx, saved, assets, metadata, onnx_optimize) if onnx else None
         if info.card is not None:
-            write_meta(
-                saved,
-                {
-                    **dataclasses.asdict(info.card),
-                    **metadata,
-                    "tflite": lite,
-                    "tflite_int8": lite_int8,
-                    "onnx": onnx_facts,
-                },
-            )
+            facts = {"tflite": lite, "tflite_int8": lite_int8, "onnx": onnx_facts}
+            write_meta(saved, {**dataclasses.asdict(info.card), **metadata, **facts})
         lite_files = [staging / n for n in ("model.tflite", "model.int8.tflite")]
         lite_files = [f for f in lite_files if f.exists()]
         target = _publish(saved, model_dir, lite_files, staging / "onnx" if onnx else None)

@@ -1,0 +1,213 @@
+"""Streaming rows of the files that are not training splits: predict inputs, `distill.unlabeled`
+and `pretrain.files` (text, CSV, TSV, JSONL, Parquet), with the quoting, encodings and
+line-numbered `DataError`s of the training readers (`kerasft.data.readers`).
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from kerasft.errors import DataError
+
+
+def as_text(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return str(value)
+
+
+def first_undecodable_line(path: Path, encoding: str) -> int:
+    """The 1-based number of the first line of `path` that does not decode as `encoding`."""
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                raw.decode(encoding)
+            except UnicodeDecodeError:
+                return number
+    return 1
+
+
+ROW_FORMATS = {
+    ".txt": "text",
+    "": "text",
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".jsonl": "jsonl",
+    ".json": "jsonl",
+    ".parquet": "parquet",
+}
+
+
+def stream_rows(
+    path: Path,
+    *,
+    encoding: str = "utf-8",
+    quoting: str = "csv",
+    chunk: int = 10_000,
+    encoding_key: str = "`data.encoding`",
+):
+    """Yields `(rows, lines)`, `chunk` row dicts at a time with the line each starts on,
+    without reading the whole file: the one reader of files that are not training splits.
+
+    Formats by extension: `.txt` (one text per line, as `{"text": line}`), `.csv`/`.tsv`
+    (a header row; `quoting` as `data.quoting`), `.jsonl`/`.json` (one object per line),
+    `.parquet` (row numbers for lines). CSV/TSV lines count from the header and are exact
+    unless a quoted field spans lines.
+
+    Raises:
+        DataError: an unknown extension or encoding, bytes that do not decode (naming the
+            line and `encoding_key`), a JSONL line that is not an object, an empty file, or
+            a CSV/TSV that does not parse.
+    """
+    fmt = ROW_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise DataError(
+            f"{path}: unknown extension `{path.suffix}`; use .txt, .csv, .tsv, .jsonl or .parquet."
+        )
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise DataError(
+            f"{encoding_key}: unknown encoding `{encoding}`. Use e.g. utf-8 or latin-1."
+        ) from None
+    readers = {"text": _text_rows, "jsonl": jsonl_rows, "parquet": _parquet_rows}
+    read = readers.get(fmt, _delimited_rows)
+    try:
+        yield from read(path, fmt, encoding, quoting, chunk)
+    except UnicodeDecodeError as exc:
+        line = first_undecodable_line(path, encoding)
+        raise DataError(
+            f"{path}:{line}: bytes that are not valid {encoding} ({exc.reason}). Set "
+            f"{encoding_key} to the file's encoding, e.g. latin-1."
+        ) from None
+
+
+def read_text_column(
+    path: Path,
+    column: str | int,
+    *,
+    key: str,
+    encoding: str = "utf-8",
+    quoting: str = "csv",
+    encoding_key: str = "`data.encoding`",
+) -> list[str]:
+    """The stripped, non-empty texts of `column` (a name, or a 0-based position) in a file
+    `stream_rows` reads; a `.txt` file is its lines.
+
+    Raises:
+        DataError: as `stream_rows`, or the column is missing (naming `key` and the line).
+    """
+    texts: list[str] = []
+    for rows, lines in stream_rows(
+        path, encoding=encoding, quoting=quoting, encoding_key=encoding_key
+    ):
+        for row, line in zip(rows, lines, strict=True):
+            name = "text" if path.suffix.lower() in (".txt", "") else column
+            if isinstance(name, int):
+                names = list(row)
+                if name >= len(names):
+                    raise DataError(
+                        f"{path}:{line}: `{key}: {name}` is past the last column ({len(names)} columns)."
+                    )
+                name = names[name]
+            value = row.get(name)
+            if value is None and name not in row:
+                present = ", ".join(map(str, row)) or "none"
+                raise DataError(
+                    f"{path}:{line}: no column `{name}` (set by `{key}`). Columns present: {present}."
+                )
+            text = as_text(value).strip()
+            if text:
+                texts.append(text)
+    return texts
+
+
+def _chunks(numbered_rows, chunk: int):
+    """`(rows, lines)` lists of `chunk` from `(line, row)` pairs."""
+    rows, lines = [], []
+    for line, row in numbered_rows:
+        rows.append(row)
+        lines.append(line)
+        if len(rows) == chunk:
+            yield rows, lines
+            rows, lines = [], []
+    if rows:
+        yield rows, lines
+
+
+def _text_rows(path: Path, fmt: str, encoding: str, quoting: str, chunk: int):
+    with path.open(encoding=encoding, newline="") as handle:
+        numbered = ((n, {"text": line.rstrip("\r\n")}) for n, line in enumerate(handle, start=1))
+        yield from _chunks(numbered, chunk)
+
+
+def jsonl_rows(path: Path, fmt: str, encoding: str, quoting: str, chunk: int):
+    with path.open(encoding=encoding) as handle:
+        yield from _chunks(_json_objects(path, handle), chunk)
+
+
+def _json_objects(path: Path, handle):
+    """`(line, object)` for each non-blank line of a JSONL file.
+
+    Raises:
+        DataError: a line that is not one JSON object, naming it.
+    """
+    for number, text in enumerate(handle, start=1):
+        if not text.strip():
+            continue
+        try:
+            row = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise DataError(
+                f"{path}:{number}: invalid JSON ({exc.msg}). Each line must be one JSON object."
+            ) from None
+        if not isinstance(row, dict):
+            raise DataError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}.")
+        yield number, row
+
+
+def _delimited_rows(path: Path, fmt: str, encoding: str, quoting: str, chunk: int):
+    try:
+        reader = pd.read_csv(
+            path,
+            sep="\t" if fmt == "tsv" else ",",
+            dtype=str,
+            keep_default_na=False,
+            encoding="utf-8-sig"
+            if encoding.lower().replace("_", "-") in ("utf-8", "utf8")
+            else encoding,
+            quoting=csv.QUOTE_NONE if quoting == "none" else csv.QUOTE_MINIMAL,
+            chunksize=chunk,
+        )
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: the file is empty; it needs a header row and rows.") from None
+    first = 2  # line 1 is the header
+    try:
+        for frame in reader:
+            if len(frame):  # a header-only file reads as one empty frame
+                yield frame.to_dict("records"), list(range(first, first + len(frame)))
+            first += len(frame)
+    except pd.errors.ParserError as exc:
+        detail = str(exc).strip().splitlines()[-1]
+        raise DataError(f"{path}: cannot parse as {fmt} ({detail}).") from None
+
+
+def _parquet_rows(path: Path, fmt: str, encoding: str, quoting: str, chunk: int):
+    import pyarrow.parquet as pq
+
+    try:
+        source = pq.ParquetFile(path)
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a bad file
+        raise DataError(f"{path}: not a readable Parquet file ({str(exc)[:160]}).") from None
+    first = 1
+    for batch in source.iter_batches(batch_size=chunk):
+        rows = batch.to_pylist()
+        yield rows, list(range(first, first + len(rows)))
+        first += len(rows)
