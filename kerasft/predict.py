@@ -33,7 +33,7 @@ def predict_file(
     sort_window: int = 50,
     keep_columns: bool = True,
 ) -> int:
-    """Streams a CSV/TSV/JSONL file through an exported model's raw-text signature into CSV or JSONL.
+    """Streams a CSV/TSV/JSONL/Parquet/text file through an exported model's raw-text signature into CSV or JSONL.
 
     Rows are read `sort_window` batches at a time; within each window they are sorted
     by token length and cut into batches, so each batch pads to a similar length,
@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(
         prog="python -m kerasft.predict",
-        description="Batch prediction with an exported model: CSV/TSV/JSONL in, CSV or JSONL out (by extension).",
+        description="Batch prediction with an exported model: CSV/TSV/JSONL/Parquet/.txt in, CSV or JSONL out (by extension).",
         epilog="Streams the input in batches, so memory stays flat on large files. The output is written to "
         "<output>.partial and renamed when complete. Exit status 2: a bad path, column or export.",
     )
@@ -207,7 +207,11 @@ def main(argv: list[str] | None = None) -> int:
         help="an export version directory, its parent (newest version), or an ONNX file written by "
         "`export.onnx` (saved_models/<name>/onnx/<version>/model.onnx or model.int8.onnx)",
     )
-    p.add_argument("--input", required=True, help="CSV, TSV or JSONL file with a text column")
+    p.add_argument(
+        "--input",
+        required=True,
+        help="CSV, TSV, JSONL or Parquet file with a text column (or a .txt file, one text per line: column `text`)",
+    )
     p.add_argument("--output", required=True, help="predictions file: .csv or .jsonl")
     p.add_argument("--text-column", default="text", help="column with the text (default: text)")
     p.add_argument(
