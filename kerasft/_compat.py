@@ -71,3 +71,60 @@ __all__ = ["VERBOSE", "keras", "tf"]
 
 # transformers' TF classes warn on every import and call that TF support is deprecated.
 warnings.filterwarnings("ignore", message=".*seed_generator.*", category=UserWarning)
+
+
+# -- The private tf-keras hooks kerasft uses, each with why it has no public form. -----
+# tests/test_compat.py fails loudly when a tf-keras release changes one of them.
+
+
+def build_learning_rate(optimizer, learning_rate) -> None:
+    """Gives a custom optimizer its learning rate (a float or a schedule).
+
+    Every built-in tf-keras optimizer does this in its constructor through the
+    protected `_build_learning_rate`, which creates the current-rate variable in a
+    form every distribution strategy can update; the public `learning_rate` setter
+    only replaces a rate that already exists.
+    """
+    optimizer._learning_rate = optimizer._build_learning_rate(learning_rate)
+
+
+def restored_position(model, steps_per_epoch: int) -> tuple[int, int]:
+    """Epoch and step a `BackupAndRestore` restore landed at; (0, 0) without a backup.
+
+    `fit` asks the model this privately (`_maybe_load_initial_counters_from_ckpt`)
+    to choose its first epoch and step; tf-keras has no public way to read it.
+    """
+    return model._maybe_load_initial_counters_from_ckpt(steps_per_epoch, 0)
+
+
+def backup_now(callback) -> None:
+    """Writes a `BackupAndRestore` backup at once, of the epoch and step it last saw begin.
+
+    `BackupAndRestore` backs up on its own schedule; its `_backup` is the only way
+    to write one at an epoch's last step (so a restore continues with the next epoch).
+    """
+    callback._backup(epoch=0)  # the position comes from the callback's own record
+
+
+def skip_log_sync(callback) -> None:
+    """Tells `fit` the callback never reads a step's logs, so no step waits to copy them.
+
+    tf-keras syncs the logs to NumPy after every step unless each callback sets the
+    protected `_supports_tf_logs`; there is no public setting.
+    """
+    callback._supports_tf_logs = True
+
+
+def train_only(layer, keep) -> int:
+    """Of a layer's own weights (not its sublayers'), only those `keep(weight)` accepts train.
+
+    Keras decides what trains per layer (`layer.trainable`), not per weight; BitFit
+    needs a layer's bias to train while its kernel does not. The others are moved
+    to the layer's non-trainable weights, which is what `add_weight(trainable=False)`
+    records. Returns how many of its weights still train.
+    """
+    own = list(layer._trainable_weights)
+    kept = [w for w in own if keep(w)]
+    layer._non_trainable_weights.extend(w for w in own if not keep(w))
+    layer._trainable_weights = kept
+    return len(kept)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kerasft._compat import keras, tf
+from kerasft._compat import keras, tf, train_only
 from kerasft.errors import ConfigError, ModelError
 from kerasft.freezing import backbone_blocks, layers_in
 
@@ -154,14 +154,7 @@ def apply_bitfit(model: keras.Model) -> int:
     biases = 0
     for part in parts:
         for layer in [part, *layers_in(part)]:
-            kept = []
-            for weight in list(layer._trainable_weights):
-                if _is_bias(weight):
-                    kept.append(weight)
-                else:
-                    layer._non_trainable_weights.append(weight)
-            layer._trainable_weights = kept
-            biases += len(kept)
+            biases += train_only(layer, _is_bias)
     _check_only(blocks, _is_bias, "BitFit")
     return biases
 

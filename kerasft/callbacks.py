@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from kerasft._compat import keras, tf
+from kerasft._compat import backup_now, keras, restored_position, skip_log_sync, tf
 from kerasft.config import Config
 from kerasft.distribute import is_chief, is_multi_worker
 from kerasft.errors import TrainingError
@@ -26,8 +26,8 @@ from kerasft.tasks import TaskSpec, collect, evaluate, monitor_mode
 class TrainingState:
     """Where training is: finished epochs, and the batches a mid-epoch restore leaves out.
 
-    `epochs_done` is saved with every backup (see `track_in`) and seeds each epoch's
-    data order, so a resumed run sees the same batches as an uninterrupted one.
+    `epochs_done` seeds each epoch's data order, so a resumed run sees the same
+    batches as an uninterrupted one; `Backup` sets it from where a restore landed.
     `resume_skip` is set by `Backup` when it restores a mid-epoch backup; the
     training pipeline skips that many batches of the epoch. Create it under the
     distribution strategy's scope.
@@ -36,10 +36,6 @@ class TrainingState:
     def __init__(self):
         self.epochs_done = tf.Variable(0, dtype=tf.int64, trainable=False, name="epochs_done")
         self.resume_skip = tf.Variable(0, dtype=tf.int64, trainable=False, name="resume_skip")
-
-    def track_in(self, optimizer: Any) -> None:
-        """Makes the optimizer track the epoch count: every backup then holds it, weight files do not."""
-        optimizer.kerasft_epochs_done = self.epochs_done
 
     def steps_done(self, steps_per_epoch: int) -> int:
         """Training steps already taken (after a restore: the steps of the restored backup)."""
@@ -58,7 +54,7 @@ class StepTimer(keras.callbacks.Callback):
         self.seconds = 0.0
         self.steps = 0
         self._start = None
-        self._supports_tf_logs = True  # it never reads the logs: no per-step sync for them
+        skip_log_sync(self)  # it never reads the logs: no per-step sync for them
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         self.seconds, self.steps, self._start = 0.0, 0, None
@@ -178,30 +174,43 @@ class StepProgress(keras.callbacks.Callback):
         steps: batches per epoch.
         batch_size: global batch size, for the examples/s figure.
         every: print every this many steps. Defaults to a tenth of an epoch.
+        total: number the steps across epochs, out of this many (`step 150/600`).
+            Defaults to none: per epoch (`epoch 2 step 15/60`).
     """
 
-    def __init__(self, steps: int, batch_size: int, every: int | None = None):
+    def __init__(
+        self, steps: int, batch_size: int, every: int | None = None, total: int | None = None
+    ):
         super().__init__()
         self.steps = steps
         self.batch_size = batch_size
         self.every = every or max(1, steps // 10)
+        self.total = total
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self._epoch = epoch
         self._start = time.perf_counter()
+        self._count = 0
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        done = batch + 1
-        if done % self.every and done != self.steps:
+        done = int(batch) + 1  # continues mid-epoch after a restore
+        self._count += 1
+        step = self._epoch * self.steps + done if self.total else done
+        last = self.total if self.total else self.steps
+        if step % self.every and step != last:
             return
         elapsed = time.perf_counter() - self._start
-        rate = done * self.batch_size / max(elapsed, 1e-9)
-        eta = (self.steps - done) * elapsed / done
+        rate = self._count * self.batch_size / max(elapsed, 1e-9)
         loss = (logs or {}).get("loss", float("nan"))
-        print(
-            f"epoch {self._epoch + 1} step {done}/{self.steps}  loss {loss:.4f}  {rate:.1f} examples/s  eta {eta:.0f}s",
-            flush=True,
-        )
+        if self.total:
+            line = f"step {step}/{self.total}  loss {loss:.4f}  {rate:.1f} examples/s"
+        else:
+            eta = (self.steps - done) * elapsed / self._count
+            line = (
+                f"epoch {self._epoch + 1} step {done}/{self.steps}  loss {loss:.4f}  "
+                f"{rate:.1f} examples/s  eta {eta:.0f}s"
+            )
+        print(line, flush=True)
 
 
 class TrainingBudget(keras.callbacks.Callback):
@@ -249,13 +258,10 @@ class TrainingBudget(keras.callbacks.Callback):
 
 
 class EpochCounter(keras.callbacks.Callback):
-    """Counts finished epochs in a variable that the backup saves and the data order reads.
-
-    Must come before `Backup` in the callback list, so the count is updated
-    before the backup is written.
+    """Counts finished epochs in the variable that each epoch's data order reads.
 
     Args:
-        counter: an int64 `tf.Variable` tracked by the model (so it is checkpointed).
+        counter: an int64 `tf.Variable` (`TrainingState.epochs_done`).
     """
 
     def __init__(self, counter: tf.Variable):
@@ -296,15 +302,15 @@ class Backup(keras.callbacks.BackupAndRestore):
         super().__init__(
             backup_dir, save_freq=every or "epoch", delete_checkpoint=delete_checkpoint
         )
-        self.skip = state.resume_skip
+        self.skip, self.epochs_done = state.resume_skip, state.epochs_done
         self.steps_per_epoch = steps_per_epoch
-        self._supports_tf_logs = True  # it never reads the logs: no per-step sync for them
+        skip_log_sync(self)  # it never reads the logs: no per-step sync for them
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         super().on_train_begin(logs)  # restores the newest backup, if any
-        # Keras has no public way to read where a restore landed; fit() itself asks this.
-        epoch, step = self.model._maybe_load_initial_counters_from_ckpt(self.steps_per_epoch, 0)
+        epoch, step = restored_position(self.model, self.steps_per_epoch)
         self.skip.assign(step)
+        self.epochs_done.assign(epoch)  # the data order of the epochs to come
         if step:
             print(
                 f"resumed from the backup at epoch {epoch + 1} step {step}/{self.steps_per_epoch}; "
@@ -319,7 +325,7 @@ class Backup(keras.callbacks.BackupAndRestore):
         if self.save_freq == "epoch":
             super().on_epoch_end(epoch, logs)
         else:  # as the epoch's last step: a restore continues with the next epoch
-            self._backup(epoch=epoch, batch=self.steps_per_epoch - 1)
+            backup_now(self)  # recorded at the epoch's last step
 
 
 class BestCheckpoint(keras.callbacks.ModelCheckpoint):

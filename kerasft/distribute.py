@@ -151,8 +151,8 @@ def check_fits(training: Any, replicas: int, multi_worker: bool) -> None:
         multi_worker: whether the strategy spans several worker processes.
 
     Raises:
-        ConfigError: a time budget across workers, accumulation or per-group optimizers
-            under a strategy, or a batch that does not split evenly over the replicas.
+        ConfigError: a time budget across workers, or a batch that does not split evenly
+            over the replicas.
     """
     if multi_worker and training.max_seconds:
         raise ConfigError(
@@ -161,11 +161,6 @@ def check_fits(training: Any, replicas: int, multi_worker: bool) -> None:
         )
     if replicas == 1 and not multi_worker:
         return
-    if training.gradient_accumulation_steps > 1 or training.group_optimizers:
-        raise ConfigError(
-            "`training.gradient_accumulation_steps` and `training.group_optimizers` do not run under "
-            "a distribution strategy yet; set `training.distribution: none`."
-        )
     if training.batch_size % replicas:
         raise ConfigError(
             f"`training.batch_size: {training.batch_size}` does not split evenly over {replicas} replicas."

@@ -15,6 +15,7 @@ from typing import Any
 from kerasft._compat import keras, tf
 from kerasft.errors import ConfigError, ModelError
 from kerasft.freezing import layers_in
+from kerasft.tasks import forget_forward
 
 
 class LoRADense(keras.layers.Layer):
@@ -132,7 +133,7 @@ def merge_lora(model: keras.Model, targets: list[str]) -> int:
             setattr(parent, attr, layer.base)
             merged += 1
     # Functions traced with the adapters would now add the update twice: drop them.
-    model.__dict__.pop("_kerasft_forward", None)
+    forget_forward(model)
     model.train_function = model.test_function = model.predict_function = None
     return merged
 

@@ -10,7 +10,7 @@ import math
 import re
 from typing import Any
 
-from kerasft._compat import keras, tf
+from kerasft._compat import build_learning_rate, keras, tf
 from kerasft.config import TrainingConfig
 
 # Decoupled weight decay is not applied to these (BERT's original recipe).
@@ -92,8 +92,6 @@ def build_optimizer(training: TrainingConfig, model: keras.Model, steps_per_epoc
         momentum=t.momentum,
         lazy_sparse=t.lazy_embedding_updates,
     )
-    if t.gradient_accumulation_steps > 1:
-        optimizer.prepare_accumulation(model.trainable_variables, t.gradient_accumulation_steps)
     if t.group_optimizers:
         specs = {g: spec.model_dump() for g, spec in t.group_optimizers.items()}
         optimizer = grouped_optimizer(model, specs, optimizer, updates, t.warmup_ratio)
@@ -101,10 +99,9 @@ def build_optimizer(training: TrainingConfig, model: keras.Model, steps_per_epoc
             f"{g} {s['optimizer']} lr {s['learning_rate']:g}" for g, s in specs.items()
         )
         print(f"separate optimizers: {shown}")
-    if t.unfreeze_every_epochs or t.unfreeze_every_steps:
-        # Slots for every variable now, while all are trainable, so blocks unfrozen later
-        # get Adam state and the ones already training keep theirs.
-        optimizer.build(model.trainable_variables)
+    # Slots for every variable now, while all are trainable (blocks unfrozen later get
+    # Adam state and the ones already training keep theirs), under the strategy's scope.
+    optimizer.build(model.trainable_variables)
     return optimizer
 
 
@@ -150,36 +147,21 @@ def make_optimizer(
         optimizer: `adamw`, or `sgd` (with `momentum`). Defaults to `adamw`.
         lazy_sparse: AdamW updates only the embedding rows a batch uses (see `_Lazy`).
             Defaults to True.
-        accumulation_steps: apply the mean gradient of this many micro-batches at once; call
-            `optimizer.prepare_accumulation(variables, steps)` before training. Defaults to 1.
+        accumulation_steps: apply the mean gradient of this many micro-batches at once.
+            Defaults to 1.
     """
     warmup = warmup_steps if warmup_steps is not None else round(warmup_ratio * total_steps)
-    kwargs = {
+    common = {
         "learning_rate": WarmupDecay(learning_rate, total_steps, warmup, schedule),
         "weight_decay": weight_decay,
-        "beta_1": 0.9,
-        "beta_2": 0.999,
-        "epsilon": 1e-6,
-        "global_clipnorm": clipnorm,
+        "lr_multipliers": lr_multipliers,
+        "accumulation_steps": accumulation_steps,
+        "clipnorm": clipnorm,
+        "no_decay": NO_DECAY,
     }
     if optimizer == "sgd":
-        kwargs = {
-            "learning_rate": kwargs["learning_rate"],
-            "momentum": momentum,
-            "global_clipnorm": clipnorm,
-            "weight_decay": weight_decay or None,
-        }
-        cls = LayerwiseSGD if lr_multipliers else keras.optimizers.SGD
-    else:
-        cls = LayerwiseAdamW if lr_multipliers else AdamW
-        kwargs["lazy_sparse"] = lazy_sparse
-    if lr_multipliers:
-        kwargs["lr_multipliers"] = lr_multipliers
-    if accumulation_steps > 1:
-        cls = accumulating(cls)
-    built = cls(**kwargs)
-    built.exclude_from_weight_decay(var_names=NO_DECAY)
-    return built
+        return SGD(momentum=momentum, **common)
+    return AdamW(beta_1=0.9, beta_2=0.999, epsilon=1e-6, lazy_sparse=lazy_sparse, **common)
 
 
 _LAYER = re.compile(r"/layer_\._(\d+)/")
@@ -217,123 +199,354 @@ def layerwise_multipliers(model: keras.Model, decay: float) -> dict[str, float]:
     return {name: float(decay ** (top - depth)) for name, depth in depths.items()}
 
 
-class _Layerwise:
-    """Mixin: scales the optimizer's learning rate (and so decoupled weight decay) per variable.
+class _PerVariable(keras.optimizers.Optimizer):
+    """Base of kerasft's optimizers: per-variable rates, decoupled weight decay, accumulation.
 
-    Keras optimizers read `self.learning_rate` inside `update_step`; while a
-    variable's update is traced, the property returns the rate times that
-    variable's multiplier. Works for any tf_keras optimizer built on `update_step`.
+    Everything runs through Keras' public optimizer hooks (`build`, `apply_gradients`,
+    `aggregate_gradients`, `update_step`, `add_variable_from_reference`), so the same
+    code runs on one device and under MirroredStrategy or MultiWorkerMirroredStrategy:
+
+    - a variable's slots, rate multiplier and decay flag are found through an index that
+      `build` fills for the variable and for each replica's copy of it
+      (`strategy.experimental_local_results`), since under a strategy `update_step`
+      receives one replica's copy;
+    - decoupled weight decay is applied in `update_step`, scaled like the rate;
+    - with `accumulation_steps` N > 1, `apply_gradients` adds each (all-reduced) gradient
+      / N to a running total kept in a slot; `update_step` stores the total and, on every
+      N-th call, applies it and clears the slot. The condition is evaluated per variable
+      inside the strategy's update, where no cross-replica call may sit under a `tf.cond`.
+      `iterations` counts calls (micro-batches, as in Keras); the schedule and Adam's
+      bias correction count applied updates, `iterations // N`;
+    - `clipnorm` clips the gradient that is applied (the accumulated mean) to that
+      global norm.
 
     Args:
-        lr_multipliers: variable name → multiplier of the learning rate; others get 1.
+        learning_rate: a float or a `LearningRateSchedule` of applied updates.
+        weight_decay: decoupled weight decay (times the variable's rate). Defaults to 0.
+        lr_multipliers: variable name → multiplier of the rate; others get 1.
+        accumulation_steps: micro-batches per applied update. Defaults to 1.
+        clipnorm: clip the applied gradient to this global norm. Defaults to none.
     """
 
-    def __init__(self, lr_multipliers: dict[str, float] | None = None, **kwargs):
-        super().__init__(**kwargs)
+    def __init__(
+        self,
+        learning_rate=1e-3,
+        weight_decay: float | None = 0.0,
+        lr_multipliers: dict[str, float] | None = None,
+        accumulation_steps: int = 1,
+        clipnorm: float | None = None,
+        no_decay: list[str] | None = None,
+        name: str = "optimizer",
+        **kwargs,
+    ):
+        kwargs.pop("global_clipnorm", None)
+        super().__init__(name=name, **kwargs)
+        self.accumulation_steps = int(accumulation_steps)
+        if self.accumulation_steps > 1 and isinstance(
+            learning_rate, keras.optimizers.schedules.LearningRateSchedule
+        ):
+            learning_rate = PerUpdate(learning_rate, self.accumulation_steps)
+        build_learning_rate(self, learning_rate)
+        self.initial_learning_rate = learning_rate  # for get_config
+        self.decay_rate = float(weight_decay or 0.0)
         self.lr_multipliers = dict(lr_multipliers or {})
-        self._scale = 1.0  # set per variable while its update is traced
+        self.clipnorm_value = clipnorm
+        self.no_decay = list(no_decay or [])
+        self._slot_index = _SlotIndex()
+
+    def exclude_from_weight_decay(self, var_list=None, var_names=None) -> None:
+        """Variables (or names matching any of `var_names`) that get no weight decay."""
+        self.no_decay = list(var_names or []) + [v.name for v in var_list or []]
+
+    # -- slots -------------------------------------------------------------------------
+
+    def slot_names(self) -> tuple[str, ...]:
+        """The per-variable state of the algorithm (e.g. `m`, `v` for Adam)."""
+        return ()
+
+    def build(self, var_list):
+        super().build(var_list)
+        strategy = tf.distribute.get_strategy()
+        for variable in var_list:
+            if self._slot_index.has(variable):
+                continue
+            slots = {
+                name: self.add_variable_from_reference(variable, name) for name in self.slot_names()
+            }
+            if self.accumulation_steps > 1:
+                slots["accumulated"] = self.add_variable_from_reference(variable, "accumulated")
+            decays = self.decay_rate > 0 and not any(
+                re.search(pattern, variable.name) for pattern in self.no_decay
+            )
+            entry = _Slots(slots, self.lr_multipliers.get(variable.name, 1.0), decays)
+            self._slot_index.add(variable, strategy.experimental_local_results(variable), entry)
+
+    # -- one step ----------------------------------------------------------------------
 
     @property
-    def learning_rate(self):
-        rate = super().learning_rate
-        return rate * self._scale if getattr(self, "_scale", 1.0) != 1.0 else rate
+    def updates_done(self):
+        """Applied updates so far (`iterations // accumulation_steps`)."""
+        return self.iterations // self.accumulation_steps
 
-    @learning_rate.setter
-    def learning_rate(self, value):
-        super(_Layerwise, type(self)).learning_rate.fset(self, value)
+    def apply_gradients(
+        self, grads_and_vars, name=None, skip_gradients_aggregation=False, **kwargs
+    ):
+        pairs = [(g, v) for g, v in grads_and_vars if g is not None]
+        if not pairs:
+            return self.iterations
+        if not skip_gradients_aggregation and kwargs.pop("experimental_aggregate_gradients", True):
+            pairs = self.aggregate_gradients(pairs)
+        with tf.init_scope():
+            self.build([v for _, v in pairs])
+        grads = [g for g, _ in pairs]
+        variables = [v for _, v in pairs]
+        last = None
+        if self.accumulation_steps > 1:
+            # The running total, read on this replica (every replica holds the same one).
+            grads = [
+                self._slot_index.get(v).slots["accumulated"]
+                + tf.convert_to_tensor(g) / self.accumulation_steps
+                for g, v in pairs
+            ]
+            last = (self.iterations + 1) % self.accumulation_steps == 0
+        if self.clipnorm_value:
+            grads = _clip(grads, self.clipnorm_value, last)
+        return super().apply_gradients(
+            list(zip(grads, variables, strict=True)), name=name, skip_gradients_aggregation=True
+        )
 
     def update_step(self, gradient, variable):
-        self._scale = self.lr_multipliers.get(variable.name, 1.0)
-        try:
-            return super().update_step(gradient, variable)
-        finally:
-            self._scale = 1.0
+        entry = self._slot_index.get(variable)
+        if self.accumulation_steps == 1:
+            return self._apply(gradient, variable, entry)
+        total = entry.slots["accumulated"]
+        last = (self.iterations + 1) % self.accumulation_steps == 0
 
-    def _apply_weight_decay(self, variables):
-        if self.weight_decay is None:
-            return
-        for variable in variables:
-            if self._use_weight_decay(variable):
-                scale = self.lr_multipliers.get(variable.name, 1.0)
-                lr = tf.cast(self.learning_rate, variable.dtype) * scale
-                variable.assign_sub(variable * tf.cast(self.weight_decay, variable.dtype) * lr)
+        def apply():
+            self._apply(tf.convert_to_tensor(gradient), variable, entry)
+            total.assign(tf.zeros_like(total))
+            return tf.constant(True)
+
+        def keep():
+            total.assign(tf.convert_to_tensor(gradient))
+            return tf.constant(False)
+
+        return tf.cond(last, apply, keep)
+
+    def _apply(self, gradient, variable, entry: _Slots):
+        dtype = variable.dtype
+        rate = tf.cast(self.learning_rate, dtype) * entry.multiplier
+        sparse = isinstance(gradient, tf.IndexedSlices)
+        if entry.decays and not (sparse and self.sparse_rows()):
+            variable.assign_sub(variable * tf.cast(self.decay_rate, dtype) * rate)
+        self.step(gradient, variable, entry, rate)
+
+    def sparse_rows(self) -> bool:
+        """Whether `step` decays and moves only the rows of a sparse gradient."""
+        return False
+
+    def step(self, gradient, variable, entry: _Slots, rate) -> None:
+        """Moves `variable` by the algorithm's update at `rate` (decay has been applied)."""
+        raise NotImplementedError
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "lr_multipliers": self.lr_multipliers}
+        config = super().get_config()
+        rate = self.initial_learning_rate
+        if isinstance(rate, PerUpdate):  # rebuilt from the accumulation steps
+            rate = rate.schedule
+        config.update(
+            learning_rate=keras.optimizers.schedules.serialize(rate)
+            if isinstance(rate, keras.optimizers.schedules.LearningRateSchedule)
+            else float(rate),
+            weight_decay=self.decay_rate,
+            lr_multipliers=self.lr_multipliers,
+            accumulation_steps=self.accumulation_steps,
+            clipnorm=self.clipnorm_value,
+            no_decay=self.no_decay,
+        )
+        for key in ("global_clipnorm", "use_ema", "ema_momentum", "ema_overwrite_frequency"):
+            config.pop(key, None)
+        return config
 
 
-class _Lazy:
-    """Mixin for AdamW: sparse gradients (embedding lookups) update only the rows they touch.
+def _clip(gradients: list, clipnorm: float, when=None) -> list:
+    """`gradients` scaled to a global norm of at most `clipnorm` (only where `when` holds, if given)."""
+    norm = tf.linalg.global_norm(gradients)
+    factor = clipnorm / tf.maximum(norm, clipnorm)
+    if when is not None:
+        factor = tf.where(when, factor, 1.0)
+    scaled = []
+    for g in gradients:
+        f = tf.cast(factor, g.dtype)
+        if isinstance(g, tf.IndexedSlices):
+            scaled.append(tf.IndexedSlices(g.values * f, g.indices, g.dense_shape))
+        else:
+            scaled.append(g * f)
+    return scaled
+
+
+@keras.utils.register_keras_serializable(package="kerasft")
+class PerUpdate(keras.optimizers.schedules.LearningRateSchedule):
+    """A schedule of applied updates, read at micro-batch counts: `schedule(step // steps)`."""
+
+    def __init__(self, schedule, steps: int):
+        super().__init__()
+        if isinstance(schedule, dict):
+            schedule = keras.optimizers.schedules.deserialize(schedule)
+        self.schedule, self.steps = schedule, int(steps)
+
+    def __call__(self, step):
+        return self.schedule(step // self.steps)
+
+    def get_config(self) -> dict:
+        return {
+            "schedule": keras.optimizers.schedules.serialize(self.schedule),
+            "steps": self.steps,
+        }
+
+
+class _Slots:
+    """One variable's optimizer state: its slots, rate multiplier and whether it decays."""
+
+    def __init__(self, slots: dict, multiplier: float, decays: bool):
+        self.slots, self.multiplier, self.decays = slots, float(multiplier), decays
+
+
+class _SlotIndex:
+    """Variable (or any replica's copy of it) → its `_Slots`. Not tracked: the slots are."""
+
+    def __init__(self):
+        self._entries: dict = {}
+
+    def has(self, variable) -> bool:
+        return variable.ref() in self._entries
+
+    def add(self, variable, copies, entry: _Slots) -> None:
+        for each in (variable, *copies):
+            self._entries[each.ref()] = entry
+
+    def get(self, variable) -> _Slots:
+        try:
+            return self._entries[variable.ref()]
+        except KeyError:
+            raise KeyError(
+                f"The optimizer has no state for {variable.name}; call `optimizer.build(variables)` "
+                "with every variable that will train before training."
+            ) from None
+
+
+@keras.utils.register_keras_serializable(package="kerasft")
+class AdamW(_PerVariable):
+    """AdamW (decoupled weight decay) whose sparse (embedding) gradients update only their rows.
 
     Keras' AdamW decays both moments and moves every row of an embedding matrix
     on every step, even rows of tokens absent from the batch: for a 30k x 384
     vocabulary that dense work is about a third of a MiniLM training step on CPU.
     Here, as in TF Addons' LazyAdam, a row's moments, weight decay and update are
-    applied only when the row's token is in the batch; dense gradients are
-    untouched. Rows of frequent tokens follow dense AdamW almost exactly.
+    applied only when the row's token is in the batch; dense gradients follow
+    Keras' AdamW exactly. Rows of frequent tokens follow dense AdamW almost exactly.
 
     Args:
+        beta_1, beta_2, epsilon: Adam's. Defaults to 0.9, 0.999, 1e-7 (Keras').
         lazy_sparse: update sparse gradients lazily. Defaults to True.
+        **kwargs: see `_PerVariable`.
     """
 
-    def __init__(self, lazy_sparse: bool = True, **kwargs):
-        super().__init__(**kwargs)
+    def __init__(
+        self,
+        learning_rate=1e-3,
+        beta_1: float = 0.9,
+        beta_2: float = 0.999,
+        epsilon: float = 1e-7,
+        lazy_sparse: bool = True,
+        name: str = "AdamW",
+        **kwargs,
+    ):
+        super().__init__(learning_rate=learning_rate, name=name, **kwargs)
+        self.beta_1, self.beta_2, self.epsilon = beta_1, beta_2, epsilon
         self.lazy_sparse = lazy_sparse
-        self._sparse_keys = frozenset()  # variables with sparse gradients in this step's trace
 
-    def apply_gradients(self, grads_and_vars, *args, **kwargs):
-        grads_and_vars = list(grads_and_vars)
-        if self.lazy_sparse:
-            self._sparse_keys = frozenset(
-                self._var_key(v) for g, v in grads_and_vars if isinstance(g, tf.IndexedSlices)
-            )
-        return super().apply_gradients(grads_and_vars, *args, **kwargs)
+    def slot_names(self) -> tuple[str, ...]:
+        return ("m", "v")
 
-    def _use_weight_decay(self, variable) -> bool:
-        # Sparse rows are decayed in update_step, with their update.
-        if self._var_key(variable) in getattr(self, "_sparse_keys", ()):
-            return False
-        return super()._use_weight_decay(variable)
+    def sparse_rows(self) -> bool:
+        return self.lazy_sparse
 
-    def update_step(self, gradient, variable):
-        if not (self.lazy_sparse and isinstance(gradient, tf.IndexedSlices)):
-            return super().update_step(gradient, variable)
-        # Keras has merged duplicate indices by now (_deduplicate_sparse_grad).
-        rows, grad = gradient.indices, gradient.values
+    def step(self, gradient, variable, entry: _Slots, rate) -> None:
         dtype = variable.dtype
-        lr = tf.cast(self.learning_rate, dtype)
-        step = tf.cast(self.iterations + 1, dtype)
+        m, v = entry.slots["m"], entry.slots["v"]
+        count = tf.cast(self.updates_done + 1, dtype)
         beta_1, beta_2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
-        alpha = lr * tf.sqrt(1 - tf.pow(beta_2, step)) / (1 - tf.pow(beta_1, step))
-        index = self._index_dict[self._var_key(variable)]
-        m, v = self._momentums[index], self._velocities[index]
-        m_rows = tf.gather(m, rows) * beta_1 + grad * (1 - beta_1)
-        v_rows = tf.gather(v, rows) * beta_2 + tf.square(grad) * (1 - beta_2)
-        m.scatter_update(tf.IndexedSlices(m_rows, rows))
-        v.scatter_update(tf.IndexedSlices(v_rows, rows))
-        weights = tf.gather(variable, rows)
-        if self.weight_decay is not None and super()._use_weight_decay(variable):
-            weights -= weights * tf.cast(self.weight_decay, dtype) * lr
-        weights -= alpha * m_rows / (tf.sqrt(v_rows) + self.epsilon)
-        variable.scatter_update(tf.IndexedSlices(weights, rows))
+        alpha = rate * tf.sqrt(1 - tf.pow(beta_2, count)) / (1 - tf.pow(beta_1, count))
+        if isinstance(gradient, tf.IndexedSlices) and self.lazy_sparse:
+            # Keras has merged duplicate indices by now.
+            rows, grad = gradient.indices, gradient.values
+            m_rows = tf.gather(m, rows) * beta_1 + grad * (1 - beta_1)
+            v_rows = tf.gather(v, rows) * beta_2 + tf.square(grad) * (1 - beta_2)
+            m.scatter_update(tf.IndexedSlices(m_rows, rows))
+            v.scatter_update(tf.IndexedSlices(v_rows, rows))
+            weights = tf.gather(variable, rows)
+            if entry.decays:
+                weights -= weights * tf.cast(self.decay_rate, dtype) * rate
+            weights -= alpha * m_rows / (tf.sqrt(v_rows) + self.epsilon)
+            variable.scatter_update(tf.IndexedSlices(weights, rows))
+            return
+        if isinstance(gradient, tf.IndexedSlices):  # Keras' dense-moment sparse update
+            m.assign_add(-m * (1 - self.beta_1))
+            m.scatter_add(tf.IndexedSlices(gradient.values * (1 - self.beta_1), gradient.indices))
+            v.assign_add(-v * (1 - self.beta_2))
+            v.scatter_add(
+                tf.IndexedSlices(tf.square(gradient.values) * (1 - self.beta_2), gradient.indices)
+            )
+        else:
+            m.assign_add((gradient - m) * (1 - self.beta_1))
+            v.assign_add((tf.square(gradient) - v) * (1 - self.beta_2))
+        variable.assign_sub((m * alpha) / (tf.sqrt(v) + self.epsilon))
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "lazy_sparse": self.lazy_sparse}
+        return {
+            **super().get_config(),
+            "beta_1": self.beta_1,
+            "beta_2": self.beta_2,
+            "epsilon": self.epsilon,
+            "lazy_sparse": self.lazy_sparse,
+        }
 
 
 @keras.utils.register_keras_serializable(package="kerasft")
-class AdamW(_Lazy, keras.optimizers.AdamW):
-    """Keras' AdamW whose sparse (embedding) gradients update only the rows they touch."""
+class SGD(_PerVariable):
+    """SGD with optional momentum (Keras' form: `m = momentum * m - rate * g; w += m`).
 
+    Args:
+        momentum: Defaults to 0 (no momentum slot).
+        **kwargs: see `_PerVariable`.
+    """
 
-@keras.utils.register_keras_serializable(package="kerasft")
-class LayerwiseAdamW(_Layerwise, AdamW):
-    """AdamW with a learning-rate multiplier per variable (layer-wise decay, per-group rates)."""
+    def __init__(self, learning_rate=0.01, momentum: float = 0.0, name: str = "SGD", **kwargs):
+        super().__init__(learning_rate=learning_rate, name=name, **kwargs)
+        self.momentum = float(momentum)
 
+    def slot_names(self) -> tuple[str, ...]:
+        return ("momentum",) if self.momentum else ()
 
-@keras.utils.register_keras_serializable(package="kerasft")
-class LayerwiseSGD(_Layerwise, keras.optimizers.SGD):
-    """SGD with a learning-rate multiplier per variable (layer-wise decay, per-group rates)."""
+    def step(self, gradient, variable, entry: _Slots, rate) -> None:
+        sparse = isinstance(gradient, tf.IndexedSlices)
+        if not self.momentum:
+            if sparse:
+                variable.scatter_sub(tf.IndexedSlices(gradient.values * rate, gradient.indices))
+            else:
+                variable.assign_sub(gradient * rate)
+            return
+        m = entry.slots["momentum"]
+        m.assign(m * tf.cast(self.momentum, variable.dtype))
+        if sparse:
+            m.scatter_add(tf.IndexedSlices(-gradient.values * rate, gradient.indices))
+        else:
+            m.assign_sub(gradient * rate)
+        variable.assign_add(m)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "momentum": self.momentum}
 
 
 def group_of(depth: int, top: int) -> str:
@@ -405,65 +618,6 @@ def group_multipliers(model: keras.Model, rates: dict[str, float], base: float) 
     return {name: rates.get(group_of(d, top), base) / base for name, d in depths.items()}
 
 
-class _Accumulating:
-    """Mixin: sums gradients over `accumulation_steps` calls of `apply_gradients`, then applies their mean once.
-
-    The optimizer's step counter (and so the schedule) advances once per applied
-    update, and weight decay is applied once per update, exactly as with one batch
-    `accumulation_steps` times larger.
-    """
-
-    def prepare_accumulation(self, variables, steps: int) -> None:
-        with tf.init_scope():
-            self.accumulation_steps = int(steps)
-            self._micro_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="micro_step")
-            self._accumulators = {
-                self._var_key(v): tf.Variable(
-                    tf.zeros_like(v), trainable=False, name="accumulated_gradient"
-                )
-                for v in variables
-            }
-
-    def apply_gradients(self, grads_and_vars, *args, **kwargs):
-        grads_and_vars = [(g, v) for g, v in grads_and_vars if g is not None]
-        scale = 1.0 / self.accumulation_steps
-        for gradient, variable in grads_and_vars:
-            self._accumulators[self._var_key(variable)].assign_add(
-                tf.convert_to_tensor(gradient) * scale
-            )
-        self._micro_step.assign_add(1)
-
-        def apply():
-            pairs = [
-                (self._accumulators[self._var_key(v)].read_value(), v) for _, v in grads_and_vars
-            ]
-            with tf.control_dependencies(
-                [super(_Accumulating, self).apply_gradients(pairs, *args, **kwargs)]
-            ):
-                resets = [
-                    self._accumulators[self._var_key(v)].assign(tf.zeros_like(v))
-                    for _, v in grads_and_vars
-                ]
-            with tf.control_dependencies(resets):
-                return tf.identity(self.iterations)
-
-        return tf.cond(
-            self._micro_step % self.accumulation_steps == 0,
-            apply,
-            lambda: tf.identity(self.iterations),
-        )
-
-
-_ACCUMULATING: dict[type, type] = {}
-
-
-def accumulating(cls: type) -> type:
-    """The optimizer class `cls` with gradient accumulation (call `prepare_accumulation` before training)."""
-    if cls not in _ACCUMULATING:
-        _ACCUMULATING[cls] = type(f"Accumulating{cls.__name__}", (_Accumulating, cls), {})
-    return _ACCUMULATING[cls]
-
-
 class GroupedOptimizer(keras.optimizers.Optimizer):
     """One optimizer per layer group: each variable's gradient goes to its group's optimizer.
 
@@ -498,24 +652,36 @@ class GroupedOptimizer(keras.optimizers.Optimizer):
     def learning_rate(self, value):
         self.optimizers["default"].learning_rate = value
 
+    @property
+    def iterations(self):
+        """The step count of a group that trains (all groups step together)."""
+        return self.optimizers[getattr(self, "counting_group", "default")].iterations
+
+    @iterations.setter
+    def iterations(self, variable):  # Keras' constructor sets its own counter: unused here
+        pass
+
     def build(self, var_list):
         super().build(var_list)
         for group, optimizer in self.optimizers.items():
-            optimizer.build([v for v in var_list if self._group(v) == group])
+            members = [v for v in var_list if self._group(v) == group]
+            optimizer.build(members)
+            if members and getattr(self, "counting_group", None) is None:
+                self.counting_group = group
 
     def apply_gradients(
         self, grads_and_vars, name=None, skip_gradients_aggregation=False, **kwargs
     ):
+        pairs = [(g, v) for g, v in grads_and_vars if g is not None]
+        if not skip_gradients_aggregation and kwargs.pop("experimental_aggregate_gradients", True):
+            pairs = self.aggregate_gradients(pairs)  # once, for every group
         split: dict[str, list] = {group: [] for group in self.optimizers}
-        for gradient, variable in grads_and_vars:
-            if gradient is not None:
-                split[self._group(variable)].append((gradient, variable))
-        for group, pairs in split.items():
-            if pairs:
-                self.optimizers[group].apply_gradients(
-                    pairs, skip_gradients_aggregation=skip_gradients_aggregation
-                )
-        return self.iterations.assign_add(1)
+        for gradient, variable in pairs:
+            split[self._group(variable)].append((gradient, variable))
+        for group, group_pairs in split.items():
+            if group_pairs:
+                self.optimizers[group].apply_gradients(group_pairs, skip_gradients_aggregation=True)
+        return self.iterations
 
     def update_step(self, gradient, variable):  # never called: apply_gradients delegates
         raise NotImplementedError

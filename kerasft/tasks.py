@@ -14,6 +14,7 @@ instead of comparing task names.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -276,14 +277,24 @@ def collect(model: keras.Model, dataset: tf.data.Dataset, spec: TaskSpec) -> tup
     return np.concatenate(outputs), np.concatenate(targets)
 
 
+# model → {input structure → traced forward pass}; entries go with their model.
+_FORWARD: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def forget_forward(model: keras.Model) -> None:
+    """Drops `model`'s traced forward passes (after its layers change, e.g. LoRA merging)."""
+    _FORWARD.pop(model, None)
+
+
 def _forward(model: keras.Model, spec: TaskSpec, input_spec):
     # One trace per input structure: batches of every length share the [None, None]
     # signature (reduce_retracing would trace two or three times, ~1.5 s each).
-    cache = model.__dict__.setdefault("_kerasft_forward", {})  # LoRA merging resets it
+    cache = _FORWARD.setdefault(model, {})
     key = repr(input_spec)
     if key not in cache:
+        held = weakref.ref(model)  # a strong one in the value would keep the key alive
         cache[key] = tf.function(
-            lambda x: spec.activation(tf.cast(model(x, training=False), tf.float32)),
+            lambda x: spec.activation(tf.cast(held()(x, training=False), tf.float32)),
             input_signature=[input_spec],
         )
     return cache[key]

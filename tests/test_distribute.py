@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -25,50 +26,78 @@ cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 from kerasft.config import load_config
 from kerasft.train import run
-result = run(load_config(sys.argv[1]), verbose=0)
-loaded = tf.saved_model.load(str(result.export_dir))
-out = loaded.signatures["serving_default"](text=tf.constant(["good movie", "bad film"]))
-print(json.dumps({"replicas": result.model.distribute_strategy.num_replicas_in_sync,
-                  "loss": result.metrics["train"]["history"]["loss"],
-                  "probabilities": out["probabilities"].numpy().tolist()}))
+for path in sys.argv[1:]:
+    result = run(load_config(path), verbose=0)
+    model = result.model
+    loaded = tf.saved_model.load(str(result.export_dir))
+    out = loaded.signatures["serving_default"](text=tf.constant(["good movie", "bad film"]))
+    strategy = model.distribute_strategy
+    spread = max(  # how far apart the replicas' copies of any weight are
+        float(tf.reduce_max(tf.abs(tf.cast(c, tf.float32) - tf.cast(copies[0], tf.float32))))
+        for v in model.weights for copies in [strategy.experimental_local_results(v)] for c in copies
+    )
+    print(json.dumps({"replicas": strategy.num_replicas_in_sync, "spread": spread,
+                      "loss": result.metrics["train"]["history"]["loss"],
+                      "probabilities": out["probabilities"].numpy().tolist()}))
 """
 
-
-def _train_in_process(path) -> tuple[str, dict]:
-    proc = subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(path)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc.stdout, json.loads(proc.stdout.strip().splitlines()[-1])
+OPTIONS = {
+    "plain": {},
+    # Per-variable rates, clipping and accumulation live in the optimizer's update, which runs
+    # once per replica: every replica must apply the same rate to its copy.
+    "accumulation, layer-wise rates, clipping": {
+        "gradient_accumulation_steps": 2,
+        "layerwise_lr_decay": 0.5,
+        "clipnorm": 0.5,
+    },
+    "per-group optimizers": {
+        "group_optimizers": {
+            "embeddings": {"optimizer": "sgd", "learning_rate": 0.05, "momentum": 0.9},
+            "head": {"learning_rate": 1e-3},
+        },
+    },
+}
 
 
 @pytest.mark.slow
 def test_mirrored_over_two_logical_cpus_trains_like_one_device(tiny_config, tmp_path):
     """Two replicas of 4 examples compute the mean gradient of the same global batch of 8
     as one device does: the same losses and the same exported probabilities (float32, no
-    dropout, so both runs are deterministic)."""
+    dropout, so both runs are deterministic), with every optimizer feature, and every
+    replica's copy of every weight stays the same."""
     tiny_config["model"].update(hidden_dropout=0.0, attention_dropout=0.0, dropout=0.0)
-    tiny_config["training"].update(batch_size=8, precision="float32")
-    results = {}
-    for distribution in ("mirrored", "none"):
-        tiny_config["training"]["distribution"] = distribution
-        tiny_config["training"]["output_dir"] = str(tmp_path / distribution)
-        path = write_yaml(tmp_path / f"{distribution}.yaml", tiny_config)
-        stdout, results[distribution] = _train_in_process(path)
-        if distribution == "mirrored":
-            assert (
-                "distribution: MirroredStrategy over 2 devices; global batch 8 = 4 per replica"
-                in stdout
-            )
-    mirrored, single = results["mirrored"], results["none"]
-    assert mirrored["replicas"] == 2 and single["replicas"] == 1
-    np.testing.assert_allclose(mirrored["loss"], single["loss"], atol=1e-4)
-    np.testing.assert_allclose(mirrored["probabilities"], single["probabilities"], atol=1e-4)
-    assert abs(sum(mirrored["probabilities"][0]) - 1) < 1e-5
+    paths = []
+    for i, options in enumerate(OPTIONS.values()):
+        for distribution in ("mirrored", "none"):
+            config = copy.deepcopy(tiny_config)
+            config["training"].update(batch_size=8, precision="float32", **options)
+            config["training"]["distribution"] = distribution
+            config["training"]["output_dir"] = str(tmp_path / f"{distribution}{i}")
+            config["export"]["dir"] = str(tmp_path / f"export-{distribution}{i}")
+            paths.append(write_yaml(tmp_path / f"{distribution}{i}.yaml", config))
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT, *map(str, paths)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (
+        "distribution: MirroredStrategy over 2 devices; global batch 8 = 4 per replica"
+        in proc.stdout
+    )
+    results = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert len(results) == 2 * len(OPTIONS)
+    for i, name in enumerate(OPTIONS):
+        mirrored, single = results[2 * i], results[2 * i + 1]
+        assert mirrored["replicas"] == 2 and single["replicas"] == 1, name
+        assert mirrored["spread"] < 1e-6, name
+        np.testing.assert_allclose(mirrored["loss"], single["loss"], atol=1e-4, err_msg=name)
+        np.testing.assert_allclose(
+            mirrored["probabilities"], single["probabilities"], atol=1e-4, err_msg=name
+        )
+        assert abs(sum(mirrored["probabilities"][0]) - 1) < 1e-5
 
 
 def test_mirrored_needs_two_devices_and_an_even_batch(tiny_config):
@@ -83,10 +112,7 @@ def test_mirrored_needs_two_devices_and_an_even_batch(tiny_config):
         check_fits(training, replicas=2, multi_worker=False)
     check_fits(training, replicas=3, multi_worker=False)  # 3 per replica
     check_fits(training, replicas=1, multi_worker=False)  # one device: any batch
-    tiny_config["training"].update(batch_size=8, gradient_accumulation_steps=2)
-    with pytest.raises(ConfigError, match=r"do not run under a distribution strategy"):
-        check_fits(config_from_dict(tiny_config).training, replicas=2, multi_worker=False)
-    tiny_config["training"].update(gradient_accumulation_steps=1, max_seconds=60)
+    tiny_config["training"].update(batch_size=8, max_seconds=60)
     with pytest.raises(ConfigError, match=r"use `training.max_steps`"):
         check_fits(config_from_dict(tiny_config).training, replicas=2, multi_worker=True)
 
@@ -129,8 +155,11 @@ def _start_workers(config: Path, tmp_path: Path, extra_env: dict | None = None, 
 
 @pytest.mark.slow
 def test_two_worker_processes_train_and_only_the_chief_exports(tiny_config, tmp_path):
-    """`distribution: auto` with a TF_CONFIG cluster: MultiWorkerMirroredStrategy on 127.0.0.1."""
-    tiny_config["training"].update(batch_size=8, epochs=2)
+    """`distribution: auto` with a TF_CONFIG cluster: MultiWorkerMirroredStrategy on 127.0.0.1,
+    with gradient accumulation and layer-wise rates in the optimizer."""
+    tiny_config["training"].update(
+        batch_size=8, epochs=2, gradient_accumulation_steps=2, layerwise_lr_decay=0.8
+    )
     config = write_yaml(tmp_path / "c.yaml", tiny_config)
     procs = _start_workers(config, tmp_path)
     codes = [p.wait(timeout=600) for p in procs]

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from kerasft._compat import keras, tf
-from kerasft.optim import WarmupDecay, accumulating, make_optimizer
+from kerasft.optim import WarmupDecay, make_optimizer
 
 
 def _two_sentences() -> dict:
@@ -65,11 +65,11 @@ def test_layer_depths_follow_the_backbone_structure(tiny_bert_dir):
 def test_one_step_moves_each_layer_by_its_own_learning_rate(tiny_bert_dir):
     """Adam's first step moves every weight by lr * sign(gradient): here lr * the layer's multiplier."""
     from kerasft.models import build_classifier, load_backbone
-    from kerasft.optim import LayerwiseAdamW, layerwise_multipliers
+    from kerasft.optim import AdamW, layerwise_multipliers
 
     model = build_classifier(load_backbone(tiny_bert_dir), 2, dropout=0.0)
     multipliers = layerwise_multipliers(model, 0.5)
-    optimizer = LayerwiseAdamW(
+    optimizer = AdamW(
         lr_multipliers=multipliers, learning_rate=1e-3, weight_decay=0.0, epsilon=1e-12
     )
     x = _two_sentences()
@@ -93,11 +93,13 @@ def test_one_step_moves_each_layer_by_its_own_learning_rate(tiny_bert_dir):
 
 
 def test_layerwise_optimizer_round_trips_its_config():
-    from kerasft.optim import LayerwiseAdamW
+    from kerasft.optim import AdamW
 
-    opt = LayerwiseAdamW(lr_multipliers={"a:0": 0.5}, learning_rate=1e-3)
-    clone = LayerwiseAdamW.from_config(opt.get_config())
+    opt = make_optimizer(1e-3, 0.01, 10, 0.1, {"a:0": 0.5}, accumulation_steps=2, clipnorm=1.0)
+    clone = AdamW.from_config(opt.get_config())
     assert clone.lr_multipliers == {"a:0": 0.5}
+    assert (clone.decay_rate, clone.accumulation_steps, clone.clipnorm_value) == (0.01, 2, 1.0)
+    assert clone.no_decay == opt.no_decay and clone.epsilon == 1e-6
 
 
 def test_cosine_and_constant_schedules():
@@ -124,6 +126,7 @@ def test_gradient_clipping_by_global_norm():
 
 def test_four_micro_batches_of_8_equal_one_batch_of_32(tiny_bert_dir):
     from kerasft.models import build_classifier, load_backbone
+    from kerasft.optim import SGD
 
     rng = np.random.default_rng(0)
     x = {
@@ -141,15 +144,13 @@ def test_four_micro_batches_of_8_equal_one_batch_of_32(tiny_bert_dir):
         no_dropout = {"hidden": 0.0, "attention": 0.0}
         model = build_classifier(load_backbone(tiny_bert_dir, dropout=no_dropout), 2, dropout=0.0)
         model.set_weights(start)
-        cls = accumulating(keras.optimizers.SGD) if accumulation > 1 else keras.optimizers.SGD
-        optimizer = cls(learning_rate=0.5)
-        if accumulation > 1:
-            optimizer.prepare_accumulation(model.trainable_variables, accumulation)
+        optimizer = SGD(learning_rate=0.5, accumulation_steps=accumulation)
         model.compile(
             optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         )
         model.fit(x, y, batch_size=batch_size, epochs=1, shuffle=False, verbose=0)
-        assert int(optimizer.iterations) == 1  # one update either way
+        assert int(optimizer.iterations) == accumulation  # micro-batches, as in Keras
+        assert int(optimizer.updates_done) == 1  # one update either way
         return model.get_weights()
 
     big, accumulated = trained(32, 1), trained(8, 4)
@@ -162,21 +163,20 @@ def test_four_micro_batches_of_8_equal_one_batch_of_32(tiny_bert_dir):
 def test_adamw_with_accumulation_applies_once_per_four_micro_batches():
     opt = make_optimizer(0.1, 0.0, 10, 0.0, accumulation_steps=4)
     v = tf.Variable([1.0])
-    opt.prepare_accumulation([v], 4)
     for _ in range(3):
         opt.apply_gradients([(tf.constant([1.0]), v)])
-    assert float(v[0]) == 1.0 and int(opt.iterations) == 0
+    assert float(v[0]) == 1.0 and int(opt.updates_done) == 0
     opt.apply_gradients([(tf.constant([1.0]), v)])
-    assert float(v[0]) < 1.0 and int(opt.iterations) == 1
+    assert float(v[0]) < 1.0 and int(opt.updates_done) == 1 and int(opt.iterations) == 4
 
 
 def test_plain_sgd_step_is_each_groups_rate_times_its_gradient(tiny_bert_dir):
     from kerasft.models import build_classifier, load_backbone
-    from kerasft.optim import LayerwiseSGD, layerwise_multipliers
+    from kerasft.optim import SGD, layerwise_multipliers
 
     model = build_classifier(load_backbone(tiny_bert_dir), 2, dropout=0.0)
     multipliers = layerwise_multipliers(model, 0.5)
-    optimizer = LayerwiseSGD(lr_multipliers=multipliers, learning_rate=0.1)
+    optimizer = SGD(lr_multipliers=multipliers, learning_rate=0.1)
     x = _two_sentences()
     with tf.GradientTape() as tape:
         loss = tf.reduce_mean(tf.square(model(x, training=False)))

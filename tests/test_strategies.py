@@ -148,7 +148,7 @@ def test_strategy_options_train_end_to_end(tiny_config):
     assert result.metrics["train"]["epochs"] == 2 and np.isfinite(history["loss"]).all()
     schedule = model.optimizer.get_config()["learning_rate"]["config"]
     assert (schedule["decay"], schedule["warmup_steps"]) == ("cosine", 1)
-    assert model.optimizer.global_clipnorm == 1.0
+    assert model.optimizer.clipnorm_value == 1.0
     assert isinstance(model.loss, SparseFocalCrossentropy)
     assert (model.loss.label_smoothing, model.loss.gamma) == (0.1, 2.0)
     # One block per finished epoch, from the top: both encoder layers, not yet the embeddings.
