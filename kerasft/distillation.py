@@ -289,6 +289,20 @@ class DistillationLoss(keras.losses.Loss):
         if_kept = tf.cast(labelled, tf.float32)
         return tf.reduce_sum(loss * if_kept, -1) / tf.maximum(tf.reduce_sum(if_kept, -1), 1.0)
 
+    def true_targets(self, packed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """The true targets in `packed`, and a weight that is 0 where there is none (a text only
+        the teacher labels, a sub-token)."""
+        if self._spec.numeric:
+            target = packed[:, 0]
+            labelled = tf.math.is_finite(target)
+            return tf.where(labelled, target, 0.0), tf.cast(labelled, tf.float32)
+        if self._spec.multi_hot:
+            target = packed[:, : self.num_outputs]
+            return tf.maximum(target, 0.0), tf.cast(target[:, 0] >= 0, tf.float32)
+        label = packed[..., 0]
+        labelled = label >= 0
+        return tf.where(labelled, label, 0.0), tf.cast(labelled, tf.float32)
+
     def _softmax_kl(self, teacher: tf.Tensor, student: tf.Tensor) -> tf.Tensor:
         t = self.temperature
         p = tf.nn.softmax(teacher / t, axis=-1)
@@ -312,6 +326,47 @@ class DistillationLoss(keras.losses.Loss):
             "alpha": self.alpha,
             "temperature": self.temperature,
         }
+
+
+class Distiller(keras.Model):
+    """A student that learns from its teacher's cached outputs.
+
+    Built over the student's own layers (`Distiller.around(student, loss)`), so it
+    has the student's variables, names and checkpoint layout: a best checkpoint or
+    export of a Distiller is one of the student. Its training targets pack the true
+    target with the teacher's logits (`pack_targets`): `train_step` minimises the
+    `DistillationLoss` on them and updates the compiled metrics (the task's `fit`
+    metrics) on the labelled examples' true targets; `test_step` is Keras' own, with
+    the compiled task loss on true targets, as for any run.
+
+    Args:
+        distillation: the loss on packed targets. Set by `around`.
+    """
+
+    @classmethod
+    def around(cls, student: keras.Model, distillation: DistillationLoss) -> Distiller:
+        """A Distiller sharing `student`'s layers and weights."""
+        distiller = cls(inputs=student.inputs, outputs=student.outputs, name=student.name)
+        distiller.distillation = distillation
+        distiller.distillation_loss = keras.metrics.Mean(name="loss")
+        return distiller
+
+    def train_step(self, data):
+        x, packed, weights = keras.utils.unpack_x_y_sample_weight(data)
+        with tf.GradientTape() as tape:
+            logits = self(x, training=True)
+            loss = self.distillation(packed, logits, weights)
+            if self.losses:
+                loss += tf.add_n(self.losses)
+        self.optimizer.minimize(loss, self.trainable_variables, tape=tape)
+        self.distillation_loss.update_state(loss)
+        targets, labelled = self.distillation.true_targets(packed)
+        keep = labelled > 0  # Keras' plain metrics take no sample weights: leave the rest out
+        self.compiled_metrics.update_state(
+            tf.boolean_mask(targets, keep), tf.boolean_mask(logits, keep)
+        )
+        results = {m.name: m.result() for m in self.compiled_metrics.metrics}
+        return {**results, "loss": self.distillation_loss.result()}
 
 
 def unlabeled_split(cfg: Config, spec: TaskSpec, pairs: bool) -> Split | None:
@@ -436,3 +491,12 @@ def distillation_loss(cfg: Config, data: Data) -> DistillationLoss:
     return DistillationLoss(
         cfg.task, max(len(data.label_names), 1), cfg.distill.alpha, cfg.distill.temperature
     )
+
+
+def build_distiller(
+    student: keras.Model, cfg: Config, data: Data, teacher: Teacher
+) -> tuple[Distiller, dict[str, Any]]:
+    """The student, started from its teacher when cut from it, as a `Distiller`; and the facts
+    metrics.json records under `distill`."""
+    facts = start_student(student, cfg, teacher)
+    return Distiller.around(student, distillation_loss(cfg, data)), facts

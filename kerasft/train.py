@@ -3,8 +3,11 @@
 `run(cfg)` is the whole run as named steps:
 
     start_runtime    distribution strategy, seed, precision
-    load_data        splits, label vocabulary, token ids           (kerasft.data)
-    build_model      backbone, task head, prompt / LoRA / adapters (kerasft.models)
+    prepare_data     splits, label vocabulary, token ids           (kerasft.data)
+                     and, with `distill:`, the teacher's outputs   (kerasft.distillation)
+    the builder      task_model_for: backbone, task head, prompt / LoRA / adapters
+                     (kerasft.models); or distilling: that model as the student
+                     of a Distiller                                (kerasft.distillation)
     build_datasets   length-sorted, resumable tf.data pipelines    (kerasft.data)
     build_optimizer  AdamW, schedule, per-layer rates              (kerasft.optim)
     build_callbacks  validation metrics, best checkpoint, backups  (kerasft.callbacks)
@@ -30,6 +33,7 @@ import shutil
 import sys
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from kerasft import config as config_lib
@@ -108,13 +112,11 @@ def run(
         jit = resolve_jit(cfg.training.jit_compile)
         with strategy.scope():  # model, optimizer and metrics live on every replica
             backbone = backbone_for(cfg.model, directory, tokenizer, _dropout_overrides(cfg))
-            model = build_model(
-                cfg.model, spec, backbone, len(data.label_names), cfg.data.max_length
-            )
-            taught = distill.start_student(model, cfg, teacher) if teacher else None
+            builder = partial(distilling, teacher=teacher) if teacher else task_model_for
+            model, facts = builder(cfg, spec, backbone, data)
             state = TrainingState()
             datasets = build_datasets(cfg, data, backbone.pad_id, state, strategy, jit)
-            compile_model(model, cfg, spec, data, datasets.steps, state, jit, bool(teacher))
+            compile_model(model, cfg, spec, data, datasets.steps, jit)
         chief = is_chief(strategy)
         run_dir, resume_dir, lock = open_run_dir(cfg, data, strategy, resume_dir)
         callbacks: list = []
@@ -133,8 +135,7 @@ def run(
             metrics, thresholds = evaluate_best(model, cfg, spec, run_dir, data, datasets)
             metrics["train"] = training_summary(cfg, data, datasets.steps, timer, wall, run_dir)
             metrics["data"] = distributions(data.splits, spec)
-            if taught:
-                metrics["distill"] = taught
+            metrics.update(facts)
             write_run_files(cfg, run_dir, backbone, data, metrics, thresholds)
             report = write_report(run_dir, cfg.evaluation.errors) if cfg.evaluation.report else None
             export_dir = export(cfg, run_dir, model, backbone, data, datasets)
@@ -188,27 +189,41 @@ def compile_model(
     spec: TaskSpec,
     data: Data,
     steps: int,
-    state: TrainingState,
     jit: bool,
-    distilled: bool,
 ) -> None:
     """Compiles `model` for `fit`: optimizer, frozen weights, loss, metrics, XLA.
 
     Args:
         steps: optimizer steps per epoch (the schedule's length).
-        state: the checkpointed training state; it is tracked by the optimizer.
         jit: compile the steps with XLA (`hardware.resolve_jit`).
-        distilled: the targets pack the teacher's logits (`distillation.pack_targets`).
     """
     optimizer = build_optimizer(cfg.training, model, steps)
     # After the optimizer: with gradual unfreezing it has slots for every block.
     freeze(model, cfg.training.freeze_embeddings, cfg.training.freeze_layers)
     if cfg.training.bitfit:
         print(f"BitFit: {apply_bitfit(model)} bias vectors of the backbone train, and the head")
-    loss = distill.distillation_loss(cfg, data) if distilled else loss_for(cfg, spec, data)
-    metrics = [] if distilled else spec.fit_metrics()  # packed targets: validation scores it
-    model.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=jit)
-    state.track_in(model.optimizer)
+    model.compile(
+        optimizer=optimizer,
+        loss=loss_for(cfg, spec, data),
+        metrics=spec.fit_metrics(),
+        jit_compile=jit,
+    )
+
+
+def task_model_for(
+    cfg: Config, spec: TaskSpec, backbone: Backbone, data: Data
+) -> tuple[keras.Model, dict]:
+    """The model builder of a training run: the `model:` section's task model, and no facts."""
+    return build_model(cfg.model, spec, backbone, len(data.label_names), cfg.data.max_length), {}
+
+
+def distilling(
+    cfg: Config, spec: TaskSpec, backbone: Backbone, data: Data, teacher: distill.Teacher
+) -> tuple[keras.Model, dict]:
+    """The model builder of a distillation run: the student as a `Distiller`, and its facts."""
+    student, _ = task_model_for(cfg, spec, backbone, data)
+    model, facts = distill.build_distiller(student, cfg, data, teacher)
+    return model, {"distill": facts}
 
 
 def start_runtime(cfg: Config) -> tf.distribute.Strategy:

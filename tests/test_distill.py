@@ -87,6 +87,49 @@ def test_regression_multi_label_and_token_losses_match_by_hand():
     np.testing.assert_allclose(float(loss), expected, rtol=1e-5)
 
 
+def test_distiller_trains_the_students_own_weights_on_packed_targets(tiny_bert_dir):
+    """One step: the loss is the distillation loss of the packed targets, accuracy counts only
+    the labelled examples, and the student's own variables move (a Distiller is the student)."""
+    from kerasft._compat import keras, tf
+    from kerasft.distillation import DistillationLoss, Distiller
+    from kerasft.models import build_classifier, load_backbone
+
+    no_dropout = {"hidden": 0.0, "attention": 0.0}
+    student = build_classifier(load_backbone(tiny_bert_dir, dropout=no_dropout), 2, dropout=0.0)
+    loss = DistillationLoss("classification", 2, alpha=0.5, temperature=2.0)
+    distiller = Distiller.around(student, loss)
+    assert [id(w) for w in distiller.trainable_weights] == [
+        id(w) for w in student.trainable_weights
+    ]
+    assert {id(w) for w in student.weights} <= {id(w) for w in distiller.weights}
+    distiller.compile(
+        optimizer=keras.optimizers.SGD(0.5),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+    )
+    x = {
+        "input_ids": tf.constant([[2, 5, 6, 3], [2, 8, 9, 3], [2, 7, 7, 3], [2, 9, 5, 3]]),
+        "attention_mask": tf.ones((4, 4), tf.int32),
+        "token_type_ids": tf.zeros((4, 4), tf.int32),
+    }
+    logits = student(x, training=False).numpy()
+    predicted = logits.argmax(-1)
+    labels = np.array([predicted[0], 1 - predicted[1], predicted[2], -1])  # the last: unlabelled
+    packed = np.concatenate([labels[:, None], np.array([[2.0, -1.0]] * 4)], 1).astype(np.float32)
+    before = [w.numpy().copy() for w in student.trainable_weights]
+    logs = distiller.train_on_batch(x, packed, return_dict=True)
+    assert logs["loss"] == pytest.approx(float(loss(packed, logits)), rel=1e-4)
+    assert logs["accuracy"] == pytest.approx(2 / 3)  # of the three labelled examples
+    still = [
+        w.name
+        for w, b in zip(student.trainable_weights, before, strict=True)
+        if np.allclose(w.numpy(), b) and "key/bias" not in w.name  # softmax ignores the key bias
+    ]
+    assert still == [], still
+    scored = distiller.evaluate(x, np.array([0, 1, 0, 1]), return_dict=True, verbose=0)
+    assert set(scored) == {"loss", "accuracy"}  # Keras' own test step: the task loss
+
+
 def test_kept_layers_are_evenly_spaced_and_end_at_the_top():
     assert kept_layers(6, 3) == [1, 3, 5]
     assert kept_layers(12, 6) == [1, 3, 5, 7, 9, 11]
@@ -163,7 +206,7 @@ def test_a_student_with_a_fresh_head_moves_toward_its_teacher(teacher_run):
 
 @pytest.mark.slow
 def test_a_one_layer_student_cut_from_a_two_layer_teacher_trains_and_exports(teacher_run, capsys):
-    from kerasft.distillation import init_from_teacher, load_teacher
+    from kerasft.distillation import Distiller, init_from_teacher, load_teacher
     from kerasft.export import reexport
     from kerasft.models import build_model, load_backbone, resolve_backbone
     from kerasft.tasks import TASKS
@@ -186,6 +229,7 @@ def test_a_one_layer_student_cut_from_a_two_layer_teacher_trains_and_exports(tea
         np.testing.assert_array_equal(weight.numpy(), teacher_weights[name])
 
     result = run(config_from_dict(_student_raw(raw, teacher.run_dir)), verbose=0)
+    assert isinstance(result.model, Distiller)  # the builder's choice for a `distill:` run
     out = capsys.readouterr().out
     assert (
         "distill: a 1-layer student starts from the teacher's layers 1, embeddings and head" in out
