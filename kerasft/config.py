@@ -908,6 +908,13 @@ class PretrainConfig(_Section):
     batch_size: int = Field(32, ge=1, le=MAX_BATCH_SIZE, description="Texts per step.")
     learning_rate: float = Field(5e-5, gt=0.0, le=1.0, description="Peak learning rate of AdamW.")
     weight_decay: float = Field(0.01, ge=0.0, description="Decoupled weight decay.")
+    layerwise_lr_decay: float = Field(
+        1.0,
+        gt=0.0,
+        le=1.0,
+        description="Multiply the learning rate by this per layer from the top down, as in "
+        "`training.layerwise_lr_decay`; 1 means one rate for all.",
+    )
     warmup_ratio: float = Field(
         0.06, ge=0.0, le=1.0, description="Share of the steps with linear warmup."
     )

@@ -20,7 +20,6 @@ import dataclasses
 import json
 import shutil
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -28,26 +27,30 @@ import numpy as np
 
 from kerasft import config as config_lib
 from kerasft._compat import keras, tf
-from kerasft.config import PretrainConfig, PretrainRun
+from kerasft.callbacks import (
+    Backup,
+    EpochCounter,
+    StepLog,
+    StepProgress,
+    StopOnNonFiniteLoss,
+    TrainingBudget,
+    TrainingState,
+    read_steps,
+)
+from kerasft.config import PretrainConfig, PretrainRun, TrainingConfig
+from kerasft.data.pipeline import eval_dataset, train_dataset
+from kerasft.data.pipeline import steps_per_epoch as steps_per_epoch_of
 from kerasft.data.readers import resolve_path
 from kerasft.data.rows import read_text_column
+from kerasft.data.tokenize import Encoded
 from kerasft.errors import DataError, Interrupted, cli_main
 from kerasft.hardware import resolve_precision
-from kerasft.masked_lm import load_masked_lm
+from kerasft.masked_lm import MaskedLanguageModel, load_masked_lm, masking_for
 from kerasft.models import resolve_backbone
-from kerasft.optim import make_optimizer
-from kerasft.rundir import check_writable
+from kerasft.optim import build_optimizer
+from kerasft.rundir import LOCK, RunLock, check_writable
 
-IGNORE = -100  # label of tokens the loss skips
 _WINDOW = 50  # batches sorted by length together
-
-
-@dataclasses.dataclass(frozen=True)
-class Texts:
-    """Token ids of the texts as lists, with the word index of every token (for whole-word masking)."""
-
-    ids: list[np.ndarray]
-    words: list[np.ndarray]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,68 +62,118 @@ class PretrainResult:
 
 
 def run(cfg: PretrainRun) -> PretrainResult:
-    """Pretrains, resuming from a backup of the same config, and writes `output_dir`."""
+    """Pretrains on Keras' `fit`, resuming from a backup of the same config, and writes `output_dir`.
+
+    The same pieces as a training run: the one file reader, the length-sorted,
+    resumable `tf.data` pipeline, the optimizer builder (so `layerwise_lr_decay`
+    applies), and the callbacks (backups with mid-epoch resume, the step log,
+    progress lines, TensorBoard under `<output_dir>.partial/logs`).
+    """
     p = cfg.pretrain
     output = Path(p.output_dir or Path("pretrained") / cfg.name)
     partial = output.with_name(output.name + ".partial")
     before = keras.mixed_precision.global_policy()
+    lock = None
     try:
         check_writable(output.parent, "pretrain.output_dir")
         policy, why = resolve_precision(p.precision)
         keras.mixed_precision.set_global_policy(policy)
         print(f"precision: {policy} ({why})")
         keras.utils.set_random_seed(p.seed)  # the fresh head's initial weights
-        directory = resolve_backbone(cfg.model.backbone)
-        dropout = {"hidden": cfg.model.hidden_dropout, "attention": cfg.model.attention_dropout}
-        tokenizer, model, fresh = load_masked_lm(
-            directory, dropout={k: v for k, v in dropout.items() if v is not None}
-        )
-        if fresh:
-            print(
-                f"{directory} has no masked-LM head: a fresh one is initialised (its decoder is the "
-                "input embedding matrix, tied as in pretraining)"
-            )
+        tokenizer, model = _model(cfg)
         train, held_out = read_texts(p, tokenizer)
-        steps_per_epoch = len(train.ids) // p.batch_size
+        steps_per_epoch = steps_per_epoch_of(train, p.batch_size, drop_remainder=True)
         if steps_per_epoch == 0:
             raise DataError(
-                f"`pretrain.files`: {len(train.ids)} texts make no batch of {p.batch_size}; lower "
+                f"`pretrain.files`: {len(train)} texts make no batch of {p.batch_size}; lower "
                 "`pretrain.batch_size`."
             )
         total = min(p.max_steps or steps_per_epoch * p.epochs, steps_per_epoch * p.epochs)
-        optimizer = make_optimizer(
-            p.learning_rate, p.weight_decay, total, p.warmup_ratio, lazy_sparse=False
-        )
-        if policy == "mixed_float16":
-            optimizer = keras.mixed_precision.LossScaleOptimizer(optimizer)
-        step_fn, loss_fn = _steps(model, optimizer)
-        step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-        checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step)
-        manager = _backups(checkpoint, partial, cfg)
+        lock = _open_partial(partial, cfg)
+        state = TrainingState()
         pad = tokenizer.pad_token_id or 0
-        first = evaluate(loss_fn, held_out, tokenizer, p, pad)
-        if int(step.numpy()) == 0 and first is not None:
-            print(f"held-out masked-token loss before: {first:.4f} ({len(held_out.ids)} texts)")
+        model.compile(optimizer=build_optimizer(_schedule(p), model, steps_per_epoch))
+        first = _held_out_loss(model, held_out, p, pad)
+        if first is not None and not (partial / "backup").is_dir():
+            print(f"held-out masked-token loss before: {first:.4f} ({len(held_out)} texts)")
         try:
-            losses = _train(
-                p, train, tokenizer, step_fn, step, manager, total, steps_per_epoch, pad
+            model.fit(
+                _training_batches(train, p, pad, state),
+                epochs=p.epochs,
+                verbose=0,
+                callbacks=_callbacks(p, partial, state, steps_per_epoch, total),
             )
         except KeyboardInterrupt:
             raise Interrupted(
-                f"pretraining stopped at step {int(step.numpy())} of {total}; run the same "
-                f"command again to resume from the last backup in {partial}."
+                f"pretraining stopped at step {int(model.optimizer.iterations.numpy())} of {total}; "
+                f"run the same command again to resume from the last backup in {partial}."
             ) from None
-        last = evaluate(loss_fn, held_out, tokenizer, p, pad)
+        last = _held_out_loss(model, held_out, p, pad)
         if last is not None:
             print(f"held-out masked-token loss after: {last:.4f}")
-        _write(output, partial, model, tokenizer, cfg, total, first, last, losses)
+        losses = [r["loss"] for r in read_steps(partial / "steps.jsonl")]
+        _write(output, partial, model.mlm, tokenizer, cfg, Summary(total, first, last, losses))
         return PretrainResult(output, total, (first or 0.0, last or 0.0), losses)
     finally:
+        if lock is not None:
+            lock.release()
         keras.mixed_precision.set_global_policy(before)
 
 
-def read_texts(p: PretrainConfig, tokenizer: Any) -> tuple[Texts, Texts]:
+def _model(cfg: PretrainRun) -> tuple[Any, MaskedLanguageModel]:
+    """The tokenizer and the masked LM, built (its variables exist before the optimizer's)."""
+    p = cfg.pretrain
+    directory = resolve_backbone(cfg.model.backbone)
+    dropout = {"hidden": cfg.model.hidden_dropout, "attention": cfg.model.attention_dropout}
+    tokenizer, mlm, fresh = load_masked_lm(
+        directory, dropout={k: v for k, v in dropout.items() if v is not None}
+    )
+    if fresh:
+        print(
+            f"{directory} has no masked-LM head: a fresh one is initialised (its decoder is the "
+            "input embedding matrix, tied as in pretraining)"
+        )
+    model = MaskedLanguageModel(
+        mlm, masking_for(tokenizer, p.mlm_probability, p.whole_word_masking), p.seed
+    )
+    model({"input_ids": tf.ones((1, 4), tf.int32), "attention_mask": tf.ones((1, 4), tf.int32)})
+    return tokenizer, model
+
+
+def _schedule(p: PretrainConfig) -> TrainingConfig:
+    """The `training:` settings `build_optimizer` reads, from the `pretrain:` section."""
+    return TrainingConfig(
+        epochs=p.epochs,
+        batch_size=p.batch_size,
+        max_steps=p.max_steps,
+        learning_rate=p.learning_rate,
+        weight_decay=p.weight_decay,
+        warmup_ratio=p.warmup_ratio,
+        layerwise_lr_decay=p.layerwise_lr_decay,
+        lazy_embedding_updates=False,  # the tied decoder makes the embedding gradient dense
+    )
+
+
+def _callbacks(
+    p: PretrainConfig, partial: Path, state: TrainingState, steps_per_epoch: int, total: int
+) -> list:
+    """A training run's callbacks, minus validation: backups, budget, step log, progress."""
+    return [
+        StopOnNonFiniteLoss(),
+        keras.callbacks.TensorBoard(log_dir=str(partial / "logs"), profile_batch=0),
+        StepLog(partial / "steps.jsonl", steps_per_epoch),
+        EpochCounter(state.epochs_done),
+        Backup(str(partial / "backup"), p.backup_every_steps, state, steps_per_epoch),
+        TrainingBudget(total, None, steps_per_epoch, state),
+        StepProgress(steps_per_epoch, p.batch_size, p.log_every_steps, total=total),
+    ]
+
+
+def read_texts(p: PretrainConfig, tokenizer: Any) -> tuple[Encoded, Encoded]:
     """The tokenized texts of `pretrain.files`, split into training and held-out texts.
+
+    Each text's features are its `input_ids`, `attention_mask` and `word_ids` (the word
+    of every token, -1 for special tokens, for whole-word masking).
 
     Raises:
         DataError: a file is missing or unreadable, lacks `text_column`, or holds no text.
@@ -140,7 +193,21 @@ def read_texts(p: PretrainConfig, tokenizer: Any) -> tuple[Texts, Texts]:
     ids = [np.asarray(x, dtype=np.int32) for x in encoded["input_ids"]]
     words = [_word_index(encoded, i, tokenizer) for i in range(len(ids))]
     print(f"pretraining texts: {len(ids) - held} for training, {held} held out")
-    return Texts(ids[held:], words[held:]), Texts(ids[:held], words[:held])
+    return _encoded(ids[held:], words[held:]), _encoded(ids[:held], words[:held])
+
+
+def _encoded(ids: list[np.ndarray], words: list[np.ndarray]) -> Encoded:
+    lengths = np.array([len(x) for x in ids], dtype=np.int64)
+    flat = np.concatenate(ids) if ids else np.zeros(0, np.int32)
+    return Encoded(
+        features={
+            "input_ids": flat,
+            "attention_mask": np.ones_like(flat),
+            "word_ids": np.concatenate(words).astype(np.int32) if words else np.zeros(0, np.int32),
+        },
+        lengths=lengths,
+        targets=np.zeros(len(ids), np.int32),  # unused: the masks are the targets
+    )
 
 
 def _read_file(path: Path, p: PretrainConfig) -> list[str]:
@@ -163,192 +230,64 @@ def _word_index(encoded: Any, row: int, tokenizer: Any) -> np.ndarray:
     return np.asarray([-1 if w is None else w for w in word_ids], dtype=np.int32)
 
 
-def mask_batch(
-    texts: Texts,
-    rows: np.ndarray,
-    tokenizer: Any,
-    p: PretrainConfig,
-    rng: np.random.Generator,
-    pad: int,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(masked input ids, attention mask, labels) of a padded batch.
-
-    Chosen tokens (whole words with `whole_word_masking`) are replaced by the mask token 80%
-    of the time, by a random token 10% and kept 10%, as in BERT; the labels are the original
-    ids at chosen tokens and -100 elsewhere. At least one token per text is chosen.
-    """
-    width = max(len(texts.ids[r]) for r in rows)
-    ids = np.full((len(rows), width), pad, dtype=np.int32)
-    labels = np.full((len(rows), width), IGNORE, dtype=np.int32)
-    attention = np.zeros((len(rows), width), dtype=np.int32)
-    special = set(tokenizer.all_special_ids)
-    for k, r in enumerate(rows):
-        tokens, words = texts.ids[r], texts.words[r]
-        n = len(tokens)
-        ids[k, :n], attention[k, :n] = tokens, 1
-        ordinary = np.array([t not in special for t in tokens])
-        unit = words if p.whole_word_masking else np.arange(n)
-        units = np.unique(unit[ordinary & (words >= 0)])
-        if len(units) == 0:
-            continue
-        chosen_units = units[rng.random(len(units)) < p.mlm_probability]
-        if len(chosen_units) == 0:
-            chosen_units = units[[rng.integers(len(units))]]
-        chosen = np.flatnonzero(np.isin(unit, chosen_units) & ordinary)
-        labels[k, chosen] = tokens[chosen]
-        draw = rng.random(len(chosen))
-        ids[k, chosen[draw < 0.8]] = tokenizer.mask_token_id
-        swap = chosen[(draw >= 0.8) & (draw < 0.9)]
-        ids[k, swap] = rng.integers(len(tokenizer), size=len(swap))
-    return ids, attention, labels
+def _training_batches(train: Encoded, p: PretrainConfig, pad: int, state: TrainingState):
+    """Full batches, length-sorted in windows of `_WINDOW` batches, in a seeded, resumable order."""
+    return train_dataset(
+        train,
+        p.batch_size,
+        pad,
+        bucketing=p.bucketing,
+        max_length=p.max_length,
+        seed=p.seed,
+        window=_WINDOW,
+        epoch=state.epochs_done,
+        skip=state.resume_skip,
+        drop_remainder=True,
+    )
 
 
-def batches(texts: Texts, p: PretrainConfig, epoch: int) -> list[np.ndarray]:
-    """The epoch's batches of row indices: a seeded permutation, sorted by length in windows, shuffled."""
-    rng = np.random.default_rng([p.seed, epoch])
-    order = rng.permutation(len(texts.ids))
-    if p.bucketing:
-        window = _WINDOW * p.batch_size
-        lengths = np.array([len(t) for t in texts.ids])
-        order = np.concatenate(
-            [
-                order[i : i + window][np.argsort(lengths[order[i : i + window]], kind="stable")]
-                for i in range(0, len(order), window)
-            ]
-        )
-    full = len(order) // p.batch_size
-    out = [order[i * p.batch_size : (i + 1) * p.batch_size] for i in range(full)]
-    return [out[i] for i in rng.permutation(full)]
-
-
-def evaluate(loss_fn, texts: Texts, tokenizer: Any, p: PretrainConfig, pad: int) -> float | None:
-    """The mean masked-token loss on the held-out texts with fixed masks (None without any)."""
-    if not texts.ids:
+def _held_out_loss(model: Any, held_out: Encoded, p: PretrainConfig, pad: int) -> float | None:
+    """The masked-token loss on the held-out texts, with the same masks every time (None without any)."""
+    if not len(held_out):
         return None
-    rng = np.random.default_rng([p.seed, 10**6])
-    total = count = 0.0
-    for begin in range(0, len(texts.ids), p.batch_size):
-        rows = np.arange(begin, min(begin + p.batch_size, len(texts.ids)))
-        ids, attention, labels = mask_batch(texts, rows, tokenizer, p, rng, pad)
-        loss_sum, n = loss_fn(ids, attention, labels)
-        total += float(loss_sum)
-        count += float(n)
-    return total / max(count, 1.0)
+    return float(model.evaluate(eval_dataset(held_out, p.batch_size, pad), verbose=0))
 
 
-def _steps(model: Any, optimizer: Any):
-    spec = [tf.TensorSpec([None, None], tf.int32)] * 3
-
-    encoder, head = _encoder_and_head(model)
-
-    def losses(ids, attention, labels, training):
-        mask = tf.not_equal(labels, IGNORE)
-        if head is None:
-            logits = model(input_ids=ids, attention_mask=attention, training=training).logits
-            targets = tf.where(mask, labels, 0)
-            weights = tf.cast(mask, tf.float32)
-        else:  # the vocabulary projection only where a token is masked (~15%), not everywhere
-            hidden = encoder(input_ids=ids, attention_mask=attention, training=training)[0]
-            at = tf.where(mask)
-            logits = head(tf.gather_nd(hidden, at)[tf.newaxis], training=training)[0]
-            targets = tf.gather_nd(labels, at)
-            weights = tf.ones_like(targets, tf.float32)
-        per_token = tf.nn.sparse_softmax_cross_entropy_with_logits(
-            labels=targets, logits=tf.cast(logits, tf.float32)
-        )
-        return tf.reduce_sum(per_token * weights), tf.reduce_sum(weights)
-
-    @tf.function(input_signature=spec, reduce_retracing=True)
-    def train_step(ids, attention, labels):
-        with tf.GradientTape() as tape:
-            loss_sum, n = losses(ids, attention, labels, True)
-            loss = loss_sum / tf.maximum(n, 1.0)
-            scaled = (
-                optimizer.get_scaled_loss(loss) if hasattr(optimizer, "get_scaled_loss") else loss
-            )
-        variables = model.trainable_variables
-        grads = tape.gradient(scaled, variables)
-        if hasattr(optimizer, "get_unscaled_gradients"):
-            grads = optimizer.get_unscaled_gradients(grads)
-        optimizer.apply_gradients(zip(grads, variables, strict=True))
-        return loss
-
-    @tf.function(input_signature=spec, reduce_retracing=True)
-    def loss_fn(ids, attention, labels):
-        return losses(ids, attention, labels, False)
-
-    return train_step, loss_fn
-
-
-def _encoder_and_head(model: Any) -> tuple[Any, Any]:
-    """The encoder and the masked-LM head of a two-part transformers model (BERT, RoBERTa, XLM-R,
-    ALBERT: `[main layer, head]`), or `(model, None)` where the head is several layers."""
-    layers = model.layers
-    if len(layers) == 2 and hasattr(layers[0], "embeddings"):
-        return layers[0], layers[1]
-    return model, None
-
-
-def _backups(checkpoint: tf.train.Checkpoint, partial: Path, cfg: PretrainRun):
-    """The backup manager; restores the last backup of this exact config, or starts `partial` afresh."""
+def _open_partial(partial: Path, cfg: PretrainRun) -> RunLock:
+    """Locks `partial` (the backups), first clearing what another config left there."""
     resolved = config_lib.yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
     stamp = partial / "config.yaml"
-    if partial.is_dir() and not (stamp.is_file() and stamp.read_text() == resolved):
-        shutil.rmtree(partial)  # another config's leftovers
     partial.mkdir(parents=True, exist_ok=True)
+    lock = RunLock(partial)
+    if not (stamp.is_file() and stamp.read_text() == resolved):
+        for leftover in partial.iterdir():  # another config's backups
+            if leftover.name != LOCK:
+                shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
     stamp.write_text(resolved, encoding="utf-8")
-    manager = tf.train.CheckpointManager(checkpoint, str(partial / "backup"), max_to_keep=1)
-    if manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint).expect_partial()
-        print(f"resumed from the backup at step {int(checkpoint.step.numpy())} in {partial}")
-    return manager
+    return lock
 
 
-def _train(p, texts, tokenizer, step_fn, step, manager, total, per_epoch, pad) -> list[float]:
-    done = int(step.numpy())
-    losses: list[float] = []
-    start, seen, window = time.monotonic(), 0, []
-    for epoch in range(done // per_epoch, p.epochs):
-        for index, rows in enumerate(batches(texts, p, epoch)):
-            global_step = epoch * per_epoch + index
-            if global_step < done:
-                continue  # done before the backup this run resumed from
-            if global_step >= total:
-                return losses
-            rng = np.random.default_rng([p.seed, epoch, index])
-            ids, attention, labels = mask_batch(texts, rows, tokenizer, p, rng, pad)
-            loss = float(step_fn(ids, attention, labels))
-            losses.append(loss)
-            window.append(loss)
-            seen += len(rows)
-            step.assign(global_step + 1)
-            if (
-                global_step + 1
-            ) % p.backup_every_steps == 0:  # before the line that reports the step
-                manager.save(checkpoint_number=global_step + 1)
-            if (global_step + 1) % p.log_every_steps == 0 or global_step + 1 == total:
-                rate = seen / max(time.monotonic() - start, 1e-9)
-                print(
-                    f"step {global_step + 1}/{total}  loss {np.mean(window):.4f}  {rate:.1f} texts/s",
-                    flush=True,
-                )
-                window = []
-    return losses
+@dataclasses.dataclass(frozen=True)
+class Summary:
+    steps: int
+    first: float | None  # held-out loss before
+    last: float | None  # and after
+    losses: list[float]
 
 
-def _write(output, partial, model, tokenizer, cfg, total, first, last, losses) -> None:
+def _write(output: Path, partial: Path, mlm: Any, tokenizer: Any, cfg: PretrainRun, s: Summary):
     """The model directory, written beside the backups and moved into place when complete."""
     staging = partial / "model"
     shutil.rmtree(staging, ignore_errors=True)
-    model.save_pretrained(str(staging))
+    mlm.save_pretrained(str(staging))
     tokenizer.save_pretrained(str(staging))
     summary = {
         "name": cfg.name,
         "backbone": cfg.model.backbone,
-        "steps": total,
-        "held_out_loss_before": first,
-        "held_out_loss_after": last,
-        "loss_per_step": losses,
+        "steps": s.steps,
+        "held_out_loss_before": s.first,
+        "held_out_loss_after": s.last,
+        "loss_per_step": s.losses,
         "config": cfg.model_dump(mode="json"),
     }
     (staging / "pretrain.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")

@@ -12,9 +12,9 @@ import sys
 import numpy as np
 import pytest
 
-from kerasft.config import PretrainConfig, PretrainRun, config_from_dict
+from kerasft.config import PretrainRun, config_from_dict
 from kerasft.errors import ConfigError
-from kerasft.pretrain import IGNORE, Texts, mask_batch
+from kerasft.masked_lm import IGNORE, Masking, mask_tokens
 from tests.conftest import REPO, pretrain_config, tiny_run_config, write_yaml
 
 # Trains with `precision: auto`: `make test-bf16` reruns this module in mixed_bfloat16.
@@ -66,29 +66,28 @@ def test_the_written_directory_is_a_backbone_and_a_masked_lm(pretrained, tmp_pat
 
 
 def test_whole_word_masking_masks_every_piece_of_a_chosen_word():
-    from tests.conftest import VOCAB
+    """Pieces of one word share their word index: chosen together, labelled together."""
+    from kerasft._compat import tf
 
-    class Tok:  # the parts of a tokenizer mask_batch reads
-        all_special_ids = [0, 1, 2, 3, 4]
-        mask_token_id = 4
-
-        def __len__(self):
-            return len(VOCAB)
-
-    ids = [np.array([2, 10, 11, 12, 13, 14, 3], dtype=np.int32)]
-    words = [np.array([-1, 0, 0, 1, 2, 2, -1], dtype=np.int32)]  # word 0 and 2 have two pieces
-    p = PretrainConfig(files=["x"], mlm_probability=0.4)
-    for seed in range(30):
-        masked, attention, labels = mask_batch(
-            Texts(ids, words), np.array([0]), Tok(), p, np.random.default_rng(seed), 0
-        )
-        chosen = labels[0] != IGNORE
-        assert chosen.any() and not chosen[0] and not chosen[-1]  # never [CLS]/[SEP]
-        for word in (0, 1, 2):
-            pieces = chosen[words[0] == word]
-            assert pieces.all() or not pieces.any()  # a word is masked whole or not at all
-        np.testing.assert_array_equal(labels[0][chosen], ids[0][chosen])
-        assert attention.sum() == 7
+    masking = Masking(0.3, True, mask_id=4, vocab_size=30, special_ids=(0, 2, 3, 4))
+    # [CLS] w0 w0 w1 w2 w2 w2 w3 [SEP] [PAD]: word 2 has three pieces
+    ids = tf.constant([[2, 10, 11, 12, 13, 14, 15, 16, 3, 0]] * 64)
+    attention = tf.constant([[1] * 9 + [0]] * 64)
+    words = tf.constant([[-1, 0, 0, 1, 2, 2, 2, 3, -1, 0]] * 64)
+    chosen_any, masked_share = 0, []
+    for s in range(20):
+        masked, labels = mask_tokens(ids, attention, words, tf.constant([7, s]), masking)
+        chosen = labels.numpy() != IGNORE
+        assert chosen.any(axis=1).all()  # at least one word per text
+        assert not chosen[:, [0, 8, 9]].any()  # never [CLS], [SEP] or padding
+        for group in ([1, 2], [4, 5, 6]):
+            assert (chosen[:, group].all(axis=1) == chosen[:, group].any(axis=1)).all()
+        np.testing.assert_array_equal(labels.numpy()[chosen], ids.numpy()[chosen])
+        masked_share.append((masked.numpy()[chosen] == 4).mean())
+        chosen_any += chosen.sum()
+        again, _ = mask_tokens(ids, attention, words, tf.constant([7, s]), masking)
+        np.testing.assert_array_equal(again.numpy(), masked.numpy())  # the seed decides
+    assert 0.7 < np.mean(masked_share) < 0.9  # 80% become [MASK]
 
 
 def test_bad_pretrain_configs_fail_with_one_line(tmp_path, tiny_bert_dir, capsys):
@@ -129,12 +128,12 @@ def test_a_killed_pretraining_resumes_from_its_backup_and_ends_the_same(tmp_path
     # Dropout draws are not part of a backup (as in training's resume test).
     raw["model"].update(hidden_dropout=0.0, attention_dropout=0.0)
     path = write_yaml(tmp_path / "p.yaml", raw)
-    code, out = _pretrain(path, kill_at="step 15/")
+    code, out = _pretrain(path, kill_at="step 15/")  # mid-epoch: 2 epochs of 24 steps
     assert code == -signal.SIGKILL, out[-2000:]
     assert (tmp_path / "dapt.partial" / "backup").is_dir() and not (tmp_path / "dapt").exists()
     code, out = _pretrain(path)
     assert code == 0, out[-3000:]
-    assert "resumed from the backup at step 15" in out and "step 10/" not in out
+    assert "resumed from the backup at epoch 1 step 15/24" in out and "step 10/" not in out, out
     resumed = json.loads((tmp_path / "dapt" / "pretrain.json").read_text())
 
     raw["pretrain"]["output_dir"] = str(tmp_path / "straight")
@@ -146,24 +145,38 @@ def test_a_killed_pretraining_resumes_from_its_backup_and_ends_the_same(tmp_path
     assert resumed["held_out_loss_after"] == pytest.approx(
         straight["held_out_loss_after"], abs=1e-5
     )
+    import h5py
+
+    def weights(directory):
+        with h5py.File(directory / "tf_model.h5") as f:
+            found = {}
+            f.visititems(
+                lambda name, d: found.update({name: d[()]}) if hasattr(d, "shape") else None
+            )
+            return found
+
+    resumed_weights, straight_weights = weights(tmp_path / "dapt"), weights(tmp_path / "straight")
+    assert resumed_weights.keys() == straight_weights.keys() and len(resumed_weights) > 10
+    for name, value in straight_weights.items():
+        np.testing.assert_allclose(resumed_weights[name], value, atol=1e-6, err_msg=name)
 
 
 def test_the_loss_on_masked_positions_only_equals_the_full_masked_lm_loss(tiny_bert_dir):
     from kerasft._compat import tf
-    from kerasft.masked_lm import load_masked_lm
-    from kerasft.optim import make_optimizer
-    from kerasft.pretrain import _steps
+    from kerasft.masked_lm import MaskedLanguageModel, load_masked_lm
 
-    _, model, _ = load_masked_lm(tiny_bert_dir)
-    _, loss_fn = _steps(model, make_optimizer(1e-3, 0.0, 10, 0.0))
+    tokenizer, mlm, _ = load_masked_lm(tiny_bert_dir)
+    masking = Masking(0.15, True, tokenizer.mask_token_id, len(tokenizer), (0,))
+    model = MaskedLanguageModel(mlm, masking, seed=0)
+    assert model.head is not None  # BERT: encoder + head, the gathered path
     rng = np.random.default_rng(0)
     ids = rng.integers(5, 20, size=(3, 9)).astype(np.int32)
     attention = np.ones_like(ids)
     attention[2, 6:] = 0
     labels = np.where(rng.random(ids.shape) < 0.3, ids, IGNORE).astype(np.int32)
     labels[0, 0] = ids[0, 0]  # at least one masked token
-    loss_sum, n = loss_fn(ids, attention, labels)
-    logits = model(input_ids=ids, attention_mask=attention, training=False).logits
+    loss_sum, n = model.masked_loss(ids, attention, labels, False)
+    logits = mlm(input_ids=ids, attention_mask=attention, training=False).logits
     full = tf.nn.sparse_softmax_cross_entropy_with_logits(np.where(labels < 0, 0, labels), logits)
     expected = float(tf.reduce_sum(full * (labels >= 0)))
     assert float(n) == (labels >= 0).sum()
