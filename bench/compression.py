@@ -31,7 +31,7 @@ from kerasft._compat import tf
 from kerasft.config import load_config
 from kerasft.predict import predict_file
 from kerasft.serving import onnx as onnx_lib
-from kerasft.train import run
+from kerasft.training.runner import run
 
 REPO = Path(__file__).resolve().parents[1]
 DEV = REPO.parent / "shared" / "data" / "sst2" / "glue_dev.tsv"
@@ -141,7 +141,7 @@ def main() -> None:
         f"export.dir={work / 'exports'}",
     ]
     if args.teacher:
-        from kerasft.export import reexport
+        from kerasft.training.exports import reexport
 
         teacher_run = Path(args.teacher)
         teacher_export = reexport(teacher_run, str(work / "exports"), onnx=True)

@@ -34,7 +34,7 @@ from sst2 import SST2, require_sst2  # noqa: E402
 
 from kerasft.config import PretrainRun, config_from_dict  # noqa: E402
 from kerasft.pretrain import run as pretrain  # noqa: E402
-from kerasft.train import run as train  # noqa: E402
+from kerasft.training.runner import run as train  # noqa: E402
 
 METHODS = ("base", "eda", "dapt", "both", "self")
 EDA = {"synonym": 0.1, "insertion": 0.1, "swap": 0.1, "deletion": 0.1}

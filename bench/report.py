@@ -25,9 +25,9 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kerasft.evaluation import Predictions, distributions, slice_metrics  # noqa: E402
-from kerasft.metrics import classification_metrics  # noqa: E402
 from kerasft.tasks import TASKS  # noqa: E402
+from kerasft.tasks.evaluation import Predictions, distributions, slice_metrics  # noqa: E402
+from kerasft.tasks.metrics import classification_metrics  # noqa: E402
 
 NAMES = ("negative", "neutral", "positive")
 

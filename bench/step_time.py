@@ -35,7 +35,7 @@ def measure(examples: int, overrides: dict) -> float:
 
     from kerasft._compat import keras
     from kerasft.config import config_from_dict
-    from kerasft.train import run
+    from kerasft.training.runner import run
 
     times: list[float] = []
 

@@ -22,7 +22,7 @@ from sst2 import require_sst2, sst2_data
 
 from kerasft._compat import keras
 from kerasft.config import config_from_dict
-from kerasft.train import run
+from kerasft.training.runner import run
 
 STRATEGIES = {
     "full": ({"learning_rate": 1e-4}, {}),

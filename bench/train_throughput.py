@@ -95,7 +95,7 @@ def run_hf(examples: int, seed: int) -> dict:
 
 def run_kerasft(examples: int, precision: str, seed: int, overrides: list[str]) -> dict:
     from kerasft.config import config_from_dict
-    from kerasft.train import run
+    from kerasft.training.runner import run
 
     work = Path(tempfile.mkdtemp())
     texts, labels = subset(examples, seed)

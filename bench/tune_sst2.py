@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 from sst2 import require_sst2, sst2_data
 
-from kerasft.tune import tune
+from kerasft.training.search import tune
 
 
 def main() -> None:

@@ -2,7 +2,7 @@
 
 Entry points: `python -m kerasft.train`, `kerasft.tune`, `kerasft.export`, `kerasft.predict`
 (or the `kerasft` command). From Python: `kerasft.config.load_config(path)` and
-`kerasft.train.run(config)`.
+`kerasft.training.runner.run(config)`.
 """
 
 from kerasft.errors import ConfigError, DataError, KerasftError, ModelError, TrainingError

@@ -1,4 +1,8 @@
-"""`kerasft <command> ...`: one entry point for the module commands.
+"""`kerasft <command> ...`: one entry point for the module commands, and what they share.
+
+Every command's `main(argv)` is wrapped in `cli_main` (one `error: ...` line and exit
+status 2 for bad input, 130 for Ctrl-C); `run_parser` is the argument parser of the
+commands that start a training run (train, distill).
 
 kerasft train   --config configs/x.yaml     (python -m kerasft.train)
 kerasft tune    --config configs/x.yaml     (python -m kerasft.tune)
@@ -11,10 +15,69 @@ kerasft pretrain --config configs/pretrain_tweets.yaml   (python -m kerasft.pret
 
 from __future__ import annotations
 
+import argparse
+import functools
 import importlib
 import sys
+from collections.abc import Callable
+
+from kerasft.errors import Interrupted, KerasftError, disk_full, first_line
 
 COMMANDS = ("train", "tune", "export", "predict", "distill", "report", "pretrain")
+
+
+def cli_main(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | None], int]:
+    """Decorates a command's `main(argv)`: a `KerasftError` becomes one `error: ...` line on
+    stderr and exit status 2, so users never see a traceback for their own mistakes; Ctrl-C
+    becomes one `interrupted: ...` line and exit status 130 (128 + SIGINT), as shells expect."""
+
+    @functools.wraps(main)
+    def wrapped(argv: list[str] | None = None) -> int:
+        try:
+            return main(argv)
+        except Interrupted as exc:
+            print(f"interrupted: {exc}", file=sys.stderr)
+            return 130
+        except KeyboardInterrupt:
+            print("interrupted (Ctrl-C).", file=sys.stderr)
+            return 130
+        except KerasftError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        except Exception as exc:
+            if not disk_full(exc):
+                raise
+            print(
+                f"error: the disk is full ({first_line(exc)}). Free some space and run the "
+                "command again; nothing half-written was kept.",
+                file=sys.stderr,
+            )
+            return 2
+
+    return wrapped
+
+
+def run_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """`--config`, `--fresh` and overrides: the arguments of a command that starts a training run."""
+    from kerasft import config as config_lib
+
+    p = argparse.ArgumentParser(
+        prog=prog,
+        description=description,
+        epilog="The last three output lines are run_dir=<path>, export_dir=<path> and report=<path> "
+        "(report.html in the run directory). "
+        "Exit status 2 means a problem with the config, data or backbone (the message says which).",
+    )
+    p.add_argument(
+        "--config", required=True, help="the experiment's YAML file, e.g. configs/quickstart.yaml"
+    )
+    p.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start a new run even if an interrupted run of the same config could be resumed",
+    )
+    config_lib.add_override_argument(p)
+    return p
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             return 2
         return 0
-    return importlib.import_module(f"kerasft.{argv[0]}").main(argv[1:])
+    module = "kerasft.report.cli" if argv[0] == "report" else f"kerasft.{argv[0]}"
+    return importlib.import_module(module).main(argv[1:])
 
 
 if __name__ == "__main__":

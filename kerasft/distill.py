@@ -1,20 +1,21 @@
 """`python -m kerasft.distill --config configs/distill_sst2.yaml`: a smaller student taught by a finished run.
 
 A distillation run is a training run whose config has a `distill:` section naming the
-teacher run; `kerasft.distillation` holds the teacher, the student's start and the loss,
-and `kerasft.train` runs it like any other run.
+teacher run; `kerasft.training.distillation` holds the teacher, its cached outputs and
+the `Distiller` model, and `kerasft.training.runner` runs it like any other run.
 """
 
 from __future__ import annotations
 
 from kerasft import config as config_lib
-from kerasft.errors import ConfigError, cli_main
-from kerasft.train import launch, parser
+from kerasft.cli import cli_main, run_parser
+from kerasft.errors import ConfigError
+from kerasft.training.runner import launch
 
 
 @cli_main
 def main(argv: list[str] | None = None) -> int:
-    args = parser(
+    args = run_parser(
         "python -m kerasft.distill",
         "Train a smaller student on a finished run's outputs (the config's `distill:` section; "
         "every other section as for kerasft.train).",

@@ -8,9 +8,6 @@ keeps its traceback.
 from __future__ import annotations
 
 import errno
-import functools
-import sys
-from collections.abc import Callable
 
 
 class KerasftError(Exception):
@@ -39,37 +36,6 @@ class OutputError(KerasftError):
 
 class Interrupted(KerasftError):
     """The user stopped the command (Ctrl-C); the message says where and what was kept."""
-
-
-def cli_main(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | None], int]:
-    """Decorates a command's `main(argv)`: a `KerasftError` becomes one `error: ...` line on
-    stderr and exit status 2, so users never see a traceback for their own mistakes; Ctrl-C
-    becomes one `interrupted: ...` line and exit status 130 (128 + SIGINT), as shells expect."""
-
-    @functools.wraps(main)
-    def wrapped(argv: list[str] | None = None) -> int:
-        try:
-            return main(argv)
-        except Interrupted as exc:
-            print(f"interrupted: {exc}", file=sys.stderr)
-            return 130
-        except KeyboardInterrupt:
-            print("interrupted (Ctrl-C).", file=sys.stderr)
-            return 130
-        except KerasftError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        except Exception as exc:
-            if not disk_full(exc):
-                raise
-            print(
-                f"error: the disk is full ({first_line(exc)}). Free some space and run the "
-                "command again; nothing half-written was kept.",
-                file=sys.stderr,
-            )
-            return 2
-
-    return wrapped
 
 
 def disk_full(exc: BaseException) -> bool:

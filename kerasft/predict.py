@@ -14,8 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from kerasft.cli import cli_main
 from kerasft.data.rows import stream_rows
-from kerasft.errors import DataError, cli_main
+from kerasft.errors import DataError
 from kerasft.serving.predictors import Predictor, open_predictor, tag_words
 
 __all__ = ["main", "predict_file", "tag_words"]

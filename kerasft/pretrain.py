@@ -27,28 +27,29 @@ import numpy as np
 
 from kerasft import config as config_lib
 from kerasft._compat import keras, tf
-from kerasft.callbacks import (
-    Backup,
-    EpochCounter,
-    StepLog,
-    StepProgress,
-    StopOnNonFiniteLoss,
-    TrainingBudget,
-    TrainingState,
-    read_steps,
-)
+from kerasft.cli import cli_main
 from kerasft.config import PretrainConfig, PretrainRun, TrainingConfig
 from kerasft.data.pipeline import eval_dataset, train_dataset
 from kerasft.data.pipeline import steps_per_epoch as steps_per_epoch_of
 from kerasft.data.readers import resolve_path
 from kerasft.data.rows import read_text_column
 from kerasft.data.tokenize import Encoded
-from kerasft.errors import DataError, Interrupted, cli_main
-from kerasft.hardware import resolve_precision
-from kerasft.masked_lm import MaskedLanguageModel, load_masked_lm, masking_for
+from kerasft.errors import DataError, Interrupted
 from kerasft.models import resolve_backbone
-from kerasft.optim import build_optimizer
-from kerasft.rundir import LOCK, RunLock, check_writable
+from kerasft.models.masked_lm import MaskedLanguageModel, load_masked_lm, masking_for
+from kerasft.report.history import read_steps
+from kerasft.training.callbacks import (
+    Backup,
+    EpochCounter,
+    StepLog,
+    StepProgress,
+    StopOnNonFiniteLoss,
+    TrainingBudget,
+)
+from kerasft.training.hardware import resolve_precision
+from kerasft.training.optimizers import build_optimizer
+from kerasft.training.rundir import LOCK, RunLock, check_writable
+from kerasft.training.state import TrainingState
 
 _WINDOW = 50  # batches sorted by length together
 

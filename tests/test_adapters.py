@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 
 from kerasft._compat import keras, tf
-from kerasft.adapters import AdapterDense, apply_adapters, apply_bitfit
 from kerasft.config import config_from_dict
 from kerasft.errors import ConfigError
 from kerasft.models import build_classifier, load_backbone
-from kerasft.train import run
+from kerasft.peft.adapters import AdapterDense, apply_adapters
+from kerasft.peft.bitfit import apply_bitfit
+from kerasft.training.runner import run
 from tests.conftest import assert_trained_and_served, tiny_run_config
 
 # Trains with `precision: auto`: `make test-bf16` reruns this module in mixed_bfloat16.

@@ -8,9 +8,9 @@ import warnings
 import numpy as np
 import pytest
 
-from kerasft.augment.eda import OPERATIONS, Eda
-from kerasft.augment.wordnet import synonyms
 from kerasft.config import BackTranslationConfig, load_config
+from kerasft.data.augment.eda import OPERATIONS, Eda
+from kerasft.data.augment.wordnet import synonyms
 from kerasft.errors import ConfigError, ModelError
 from tests.conftest import VOCAB, tiny_bert_config, tiny_run_config, write_tokenizer, write_yaml
 
@@ -82,7 +82,7 @@ def test_a_run_augments_its_training_split_only_and_writes_the_rows(
 ):
     from kerasft.data.prepared import load_data
     from kerasft.tasks import TASKS
-    from kerasft.train import run
+    from kerasft.training.runner import run
 
     raw = tiny_run_config(
         tmp_path,
@@ -133,7 +133,7 @@ def _tokenizer(cfg):
 
 
 def test_sentence_pairs_are_augmented_on_both_sides(tmp_path, tiny_bert_dir):
-    from kerasft.augment import augment_training
+    from kerasft.data.augment import augment_training
     from kerasft.data.splits import load_splits
     from kerasft.tasks import TASKS
 
@@ -194,8 +194,8 @@ def tiny_masked_lm(tmp_path_factory):
 
 
 def test_contextual_replacement_puts_whole_vocabulary_words_in_place(tiny_masked_lm):
-    from kerasft.augment import Job
-    from kerasft.augment.contextual import MaskedLmReplacer
+    from kerasft.data.augment import Job
+    from kerasft.data.augment.contextual import MaskedLmReplacer
 
     replacer = MaskedLmReplacer(tiny_masked_lm)
     eda = Eda({op: 0.0 for op in OPERATIONS})
@@ -209,7 +209,7 @@ def test_contextual_replacement_puts_whole_vocabulary_words_in_place(tiny_masked
 
 
 def test_contextual_replacement_refuses_a_backbone_without_a_masked_lm_head(tiny_bert_dir):
-    from kerasft.augment.contextual import MaskedLmReplacer
+    from kerasft.data.augment.contextual import MaskedLmReplacer
 
     with pytest.raises(ModelError, match="has no masked-LM head.*kerasft.pretrain"):
         MaskedLmReplacer(tiny_bert_dir)
@@ -269,7 +269,7 @@ def tiny_marians(tmp_path_factory, spm_model):
 
 
 def test_back_translation_round_trips_every_text_in_order(tiny_marians):
-    from kerasft.augment.translate import BackTranslator
+    from kerasft.data.augment.translate import BackTranslator
 
     forward, backward = tiny_marians
     cfg = BackTranslationConfig(
@@ -285,7 +285,7 @@ def test_back_translation_round_trips_every_text_in_order(tiny_marians):
 
 
 def test_back_translation_from_the_hub_fails_clearly_offline():
-    from kerasft.augment.translate import BackTranslator
+    from kerasft.data.augment.translate import BackTranslator
 
     cfg = BackTranslationConfig(
         forward="Helsinki-NLP/opus-mt-en-de", backward="Helsinki-NLP/opus-mt-de-en"
@@ -299,7 +299,7 @@ def test_back_translation_from_the_hub_fails_clearly_offline():
 
 
 def test_back_translation_refuses_an_encoder_only_model(tiny_bert_dir, tiny_marians):
-    from kerasft.augment.translate import BackTranslator
+    from kerasft.data.augment.translate import BackTranslator
 
     cfg = BackTranslationConfig(forward=str(tiny_bert_dir), backward=str(tiny_marians[1]))
     with pytest.raises(ModelError, match="not a translation"):
@@ -309,7 +309,7 @@ def test_back_translation_refuses_an_encoder_only_model(tiny_bert_dir, tiny_mari
 def test_masked_lm_and_back_translation_copies_join_the_training_split(
     tmp_path, tiny_bert_dir, tiny_masked_lm, tiny_marians, monkeypatch
 ):
-    from kerasft.augment import augment_training
+    from kerasft.data.augment import augment_training
     from kerasft.data.splits import load_splits
     from kerasft.tasks import TASKS
 
@@ -343,7 +343,7 @@ def test_masked_lm_and_back_translation_copies_join_the_training_split(
         by_row.setdefault(r["row"], []).append(r["text"])
     assert all(len(set(texts)) == len(texts) for texts in by_row.values())  # no duplicate copies
     # The second time the rows come from the cache, without loading either model.
-    from kerasft.augment import contextual, translate
+    from kerasft.data.augment import contextual, translate
 
     def refuse(*args, **kwargs):
         raise AssertionError("a model was loaded despite the cache")
@@ -355,7 +355,7 @@ def test_masked_lm_and_back_translation_copies_join_the_training_split(
 
 
 def test_token_classification_copies_keep_their_entities(tmp_path, tiny_bert_dir):
-    from kerasft.augment import augment_training
+    from kerasft.data.augment import augment_training
     from kerasft.data.splits import load_splits
     from kerasft.tasks import TASKS
 

@@ -23,7 +23,7 @@ pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
 
 @pytest.fixture(scope="module")
 def bf16_run(tmp_path_factory, tiny_bert_dir):
-    from kerasft.train import run
+    from kerasft.training.runner import run
 
     root = tmp_path_factory.mktemp("bf16")
     raw = tiny_run_config(
@@ -61,7 +61,7 @@ def test_a_bf16_run_exports_savedmodel_tflite_and_onnx_in_float32(bf16_run):
 
 
 def test_a_student_distils_from_a_bf16_teacher(bf16_run, tmp_path):
-    from kerasft.train import run
+    from kerasft.training.runner import run
 
     raw, teacher = bf16_run
     student = json.loads(json.dumps(raw))

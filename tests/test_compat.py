@@ -65,7 +65,8 @@ def test_at_most_five_private_hooks_each_documented():
 
 
 def test_build_learning_rate_gives_a_custom_optimizer_a_schedule():
-    from kerasft.optim import AdamW, WarmupDecay
+    from kerasft.training.optimizers import AdamW
+    from kerasft.training.schedules import WarmupDecay
 
     optimizer = AdamW(learning_rate=WarmupDecay(1.0, total_steps=10, warmup_steps=4))
     variable = tf.Variable([0.0])

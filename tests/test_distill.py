@@ -10,8 +10,8 @@ import yaml
 
 from kerasft._compat import tf
 from kerasft.config import config_from_dict
-from kerasft.distillation import DistillationLoss, kept_layers
 from kerasft.errors import ConfigError, DataError
+from kerasft.training.distillation import DistillationLoss, kept_layers
 from tests.conftest import tiny_run_config, write_yaml
 
 # Trains with `precision: auto`: `make test-bf16` reruns this module in mixed_bfloat16.
@@ -91,8 +91,8 @@ def test_distiller_trains_the_students_own_weights_on_packed_targets(tiny_bert_d
     """One step: the loss is the distillation loss of the packed targets, accuracy counts only
     the labelled examples, and the student's own variables move (a Distiller is the student)."""
     from kerasft._compat import keras, tf
-    from kerasft.distillation import DistillationLoss, Distiller
     from kerasft.models import build_classifier, load_backbone
+    from kerasft.training.distillation import DistillationLoss, Distiller
 
     no_dropout = {"hidden": 0.0, "attention": 0.0}
     student = build_classifier(load_backbone(tiny_bert_dir, dropout=no_dropout), 2, dropout=0.0)
@@ -139,7 +139,7 @@ def test_kept_layers_are_evenly_spaced_and_end_at_the_top():
 
 @pytest.fixture(scope="module")
 def teacher_run(tmp_path_factory, tiny_bert_dir):
-    from kerasft.train import run
+    from kerasft.training.runner import run
 
     root = tmp_path_factory.mktemp("teacher")
     raw = tiny_run_config(
@@ -178,10 +178,10 @@ def test_a_student_with_a_fresh_head_moves_toward_its_teacher(teacher_run):
     from kerasft._compat import keras
     from kerasft.data import load_data
     from kerasft.data.pipeline import eval_dataset
-    from kerasft.distillation import load_teacher
     from kerasft.models import build_model, load_backbone, load_tokenizer, resolve_backbone
     from kerasft.tasks import TASKS
-    from kerasft.train import run
+    from kerasft.training.distillation import load_teacher
+    from kerasft.training.runner import run
 
     raw, teacher = teacher_run
     student_raw = _student_raw(raw, teacher.run_dir, alpha=1.0, temperature=1.0)
@@ -206,11 +206,11 @@ def test_a_student_with_a_fresh_head_moves_toward_its_teacher(teacher_run):
 
 @pytest.mark.slow
 def test_a_one_layer_student_cut_from_a_two_layer_teacher_trains_and_exports(teacher_run, capsys):
-    from kerasft.distillation import Distiller, init_from_teacher, load_teacher
-    from kerasft.export import reexport
     from kerasft.models import build_model, load_backbone, resolve_backbone
     from kerasft.tasks import TASKS
-    from kerasft.train import run
+    from kerasft.training.distillation import Distiller, init_from_teacher, load_teacher
+    from kerasft.training.exports import reexport
+    from kerasft.training.runner import run
 
     raw, teacher = teacher_run
     # The copy itself, weight by weight: the student's layer 0 is the teacher's layer 1.
@@ -273,7 +273,7 @@ def test_a_one_layer_student_cut_from_a_two_layer_teacher_trains_and_exports(tea
 
 @pytest.mark.slow
 def test_distillation_inputs_that_cannot_work_are_one_line_errors(teacher_run, tmp_path):
-    from kerasft.train import run
+    from kerasft.training.runner import run
 
     raw, teacher = teacher_run
     runs = tmp_path / "runs"

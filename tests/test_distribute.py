@@ -25,7 +25,7 @@ import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 from kerasft.config import load_config
-from kerasft.train import run
+from kerasft.training.runner import run
 for path in sys.argv[1:]:
     result = run(load_config(path), verbose=0)
     model = result.model
@@ -101,7 +101,7 @@ def test_mirrored_over_two_logical_cpus_trains_like_one_device(tiny_config, tmp_
 
 
 def test_mirrored_needs_two_devices_and_an_even_batch(tiny_config):
-    from kerasft.distribute import check_fits, resolve_strategy
+    from kerasft.training.strategies import check_fits, resolve_strategy
 
     with pytest.raises(ConfigError, match=r"needs two or more devices"):
         resolve_strategy("mirrored")  # this test process has one CPU device
@@ -184,7 +184,7 @@ def test_two_worker_processes_train_and_only_the_chief_exports(tiny_config, tmp_
 
 
 def test_tf_config_is_read_and_bad_ones_are_named(monkeypatch):
-    from kerasft.distribute import cluster_from_env
+    from kerasft.training.strategies import cluster_from_env
 
     monkeypatch.delenv("TF_CONFIG", raising=False)
     assert cluster_from_env() is None
@@ -213,7 +213,7 @@ def test_tf_config_is_read_and_bad_ones_are_named(monkeypatch):
 
 
 def test_distribution_settings_that_cannot_run_here_are_config_errors(monkeypatch):
-    from kerasft.distribute import resolve_strategy
+    from kerasft.training.strategies import resolve_strategy
 
     monkeypatch.delenv("TF_CONFIG", raising=False)
     with pytest.raises(ConfigError, match=r"needs TF_CONFIG naming the cluster"):

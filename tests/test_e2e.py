@@ -13,10 +13,10 @@ import pytest
 from kerasft._compat import tf
 from kerasft.config import load_config
 from kerasft.data import encode, eval_dataset, load_splits
-from kerasft.export import rebuild
 from kerasft.models import load_tokenizer, resolve_backbone
 from kerasft.tasks import TASKS, collect
-from kerasft.train import run
+from kerasft.training.exports import rebuild
+from kerasft.training.runner import run
 from tests.conftest import REPO, read_json
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

@@ -121,7 +121,7 @@ def test_run_export_has_card_meta_and_warmup_that_replays_like_tf_serving(tiny_c
     from tensorflow_serving.apis import prediction_log_pb2
 
     from kerasft.config import config_from_dict
-    from kerasft.train import run
+    from kerasft.training.runner import run
 
     result = run(config_from_dict(tiny_config), verbose=0)
     export = result.export_dir
@@ -155,7 +155,7 @@ def test_tflite_exports_report_their_size_and_agree(tiny_config):
     at 17k weights), so size is checked as reported, not as a ratio; the MiniLM's shrinks 4x
     (bench/compression.py)."""
     from kerasft.config import config_from_dict
-    from kerasft.train import run
+    from kerasft.training.runner import run
 
     tiny_config["export"].update(tflite=True, tflite_int8=True)
     result = run(config_from_dict(tiny_config), verbose=0)

@@ -11,7 +11,7 @@ from kerasft.config import config_from_dict
 from kerasft.errors import DataError
 from kerasft.export import main as export_main
 from kerasft.predict import predict_file
-from kerasft.train import run
+from kerasft.training.runner import run
 from tests.conftest import tiny_run_config
 
 # Trains with `precision: auto`: `make test-bf16` reruns this module in mixed_bfloat16.

@@ -100,7 +100,7 @@ def test_config_that_is_a_directory_says_so(tmp_path, capsys):
 
 def test_auto_precision_can_be_forced_and_a_bad_value_is_named(monkeypatch):
     from kerasft.errors import ConfigError
-    from kerasft.hardware import resolve_precision
+    from kerasft.training.hardware import resolve_precision
 
     monkeypatch.setenv("KERASFT_AUTO_PRECISION", "mixed_bfloat16")
     assert resolve_precision("auto")[0] == "mixed_bfloat16"
@@ -147,7 +147,7 @@ def test_a_nan_loss_stops_at_its_step_and_leaves_no_run(tiny_config, tiny_bert_d
     from transformers import TFBertModel
 
     from kerasft.errors import TrainingError
-    from kerasft.train import run
+    from kerasft.training.runner import run
     from tests.conftest import tiny_bert_config, write_tokenizer
 
     broken = tmp_path / "nan-h5"
@@ -191,7 +191,7 @@ def test_every_text_empty_says_so(config_file, tmp_path, capsys):
 
 def test_a_label_with_a_line_break_is_refused(tiny_config, tmp_path):
     from kerasft.errors import DataError
-    from kerasft.train import run
+    from kerasft.training.runner import run
 
     rows = [{"text": f"text {i}", "label": ["a", "b", "c\nd"][i % 3]} for i in range(30)]
     (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -228,7 +228,7 @@ def test_an_unwritable_output_directory_is_refused(monkeypatch, tmp_path):
     import tempfile
 
     from kerasft.errors import OutputError
-    from kerasft.rundir import check_writable
+    from kerasft.training.rundir import check_writable
 
     def refuse(*args, **kwargs):
         raise PermissionError(errno.EACCES, "Permission denied")
@@ -280,7 +280,7 @@ def test_stale_export_staging_is_removed_and_live_staging_kept(tmp_path):
 
 def test_a_locked_run_is_live_and_a_second_lock_is_refused(tmp_path):
     from kerasft.errors import ConfigError
-    from kerasft.rundir import RunLock, is_live
+    from kerasft.training.rundir import RunLock, is_live
 
     lock = RunLock(tmp_path)
     assert is_live(tmp_path)
@@ -291,7 +291,7 @@ def test_a_locked_run_is_live_and_a_second_lock_is_refused(tmp_path):
 
 
 def test_leftovers_of_runs_killed_before_their_first_backup_are_removed(tmp_path):
-    from kerasft.rundir import LOCK, RunLock, remove_leftovers
+    from kerasft.training.rundir import LOCK, RunLock, remove_leftovers
 
     parent = tmp_path / "runs" / "tiny"
     leftover, live, resumable, old = (parent / n for n in ("a", "b", "c", "d"))
@@ -314,7 +314,7 @@ def test_leftovers_of_runs_killed_before_their_first_backup_are_removed(tmp_path
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory, tiny_bert_dir):
-    from kerasft.train import run
+    from kerasft.training.runner import run
 
     root = tmp_path_factory.mktemp("hostile")
     raw = tiny_run_config(root, tiny_bert_dir, copies=2, training={"epochs": 1})

@@ -6,8 +6,8 @@ import pytest
 from kerasft._compat import tf
 from kerasft.config import config_from_dict
 from kerasft.errors import ConfigError
-from kerasft.lora import LoRADense, apply_lora, merge_lora
 from kerasft.models import build_classifier, load_backbone, resolve_backbone
+from kerasft.peft.lora import LoRADense, apply_lora, merge_lora
 
 # Trains with `precision: auto`: `make test-bf16` reruns this module in mixed_bfloat16.
 pytestmark = pytest.mark.precision
@@ -70,8 +70,8 @@ def test_rank_8_on_minilm_trains_under_2_percent():
 
 @pytest.mark.slow
 def test_lora_run_exports_a_merged_model_with_the_same_outputs(tiny_config):
-    from kerasft.export import rebuild
-    from kerasft.train import run
+    from kerasft.training.exports import rebuild
+    from kerasft.training.runner import run
 
     tiny_config["model"]["lora"] = {"rank": 4, "dropout": 0.0}
     tiny_config["training"]["learning_rate"] = 1e-2

@@ -9,7 +9,7 @@ from kerasft._compat import tf
 from kerasft.config import config_from_dict
 from kerasft.errors import ModelError
 from kerasft.models import load_tokenizer, resolve_backbone
-from kerasft.train import run
+from kerasft.training.runner import run
 from tests.conftest import policy_atol, read_json, sentencepiece_tokenizer, tiny_run_config
 
 # Trains with `precision: auto`: `make test-bf16` reruns this module in mixed_bfloat16.

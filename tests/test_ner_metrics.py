@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from kerasft.ner_metrics import entity_scores, spans
+from kerasft.tasks.ner import entity_scores, spans
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ import pytest
 from kerasft._compat import tf
 from kerasft.config import config_from_dict
 from kerasft.predict import predict_file
-from kerasft.train import run
+from kerasft.training.runner import run
 from tests.conftest import tiny_run_config
 from tests.parity_corpus import parity_corpus
 
@@ -178,8 +178,8 @@ def test_onnx_optimize_false_writes_standard_ops_and_a_bad_fusion_is_not_kept(
 ):
     import onnx
 
-    from kerasft.export import reexport
     from kerasft.serving import onnx as onnx_lib
+    from kerasft.training.exports import reexport
 
     def domains(export_dir):
         path = export_dir.parent / "onnx" / export_dir.name / "model.onnx"

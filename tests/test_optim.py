@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from kerasft._compat import keras, tf
-from kerasft.optim import WarmupDecay, make_optimizer
+from kerasft.training.optimizers import make_optimizer
+from kerasft.training.schedules import WarmupDecay
 
 
 def _two_sentences() -> dict:
@@ -49,7 +50,7 @@ def test_weight_decay_skips_biases_and_layer_norm():
 
 def test_layer_depths_follow_the_backbone_structure(tiny_bert_dir):
     from kerasft.models import build_classifier, load_backbone
-    from kerasft.optim import layer_depths, layerwise_multipliers
+    from kerasft.training.layer_groups import layer_depths, layerwise_multipliers
 
     model = build_classifier(load_backbone(tiny_bert_dir), 2)
     depths = layer_depths(model)
@@ -65,7 +66,8 @@ def test_layer_depths_follow_the_backbone_structure(tiny_bert_dir):
 def test_one_step_moves_each_layer_by_its_own_learning_rate(tiny_bert_dir):
     """Adam's first step moves every weight by lr * sign(gradient): here lr * the layer's multiplier."""
     from kerasft.models import build_classifier, load_backbone
-    from kerasft.optim import AdamW, layerwise_multipliers
+    from kerasft.training.layer_groups import layerwise_multipliers
+    from kerasft.training.optimizers import AdamW
 
     model = build_classifier(load_backbone(tiny_bert_dir), 2, dropout=0.0)
     multipliers = layerwise_multipliers(model, 0.5)
@@ -93,7 +95,7 @@ def test_one_step_moves_each_layer_by_its_own_learning_rate(tiny_bert_dir):
 
 
 def test_layerwise_optimizer_round_trips_its_config():
-    from kerasft.optim import AdamW
+    from kerasft.training.optimizers import AdamW
 
     opt = make_optimizer(1e-3, 0.01, 10, 0.1, {"a:0": 0.5}, accumulation_steps=2, clipnorm=1.0)
     clone = AdamW.from_config(opt.get_config())
@@ -126,7 +128,7 @@ def test_gradient_clipping_by_global_norm():
 
 def test_four_micro_batches_of_8_equal_one_batch_of_32(tiny_bert_dir):
     from kerasft.models import build_classifier, load_backbone
-    from kerasft.optim import SGD
+    from kerasft.training.optimizers import SGD
 
     rng = np.random.default_rng(0)
     x = {
@@ -172,7 +174,8 @@ def test_adamw_with_accumulation_applies_once_per_four_micro_batches():
 
 def test_plain_sgd_step_is_each_groups_rate_times_its_gradient(tiny_bert_dir):
     from kerasft.models import build_classifier, load_backbone
-    from kerasft.optim import SGD, layerwise_multipliers
+    from kerasft.training.layer_groups import layerwise_multipliers
+    from kerasft.training.optimizers import SGD
 
     model = build_classifier(load_backbone(tiny_bert_dir), 2, dropout=0.0)
     multipliers = layerwise_multipliers(model, 0.5)
@@ -194,7 +197,7 @@ def test_plain_sgd_step_is_each_groups_rate_times_its_gradient(tiny_bert_dir):
 def test_group_learning_rates(tiny_bert_dir):
     from kerasft.errors import ConfigError
     from kerasft.models import build_classifier, load_backbone
-    from kerasft.optim import group_multipliers
+    from kerasft.training.layer_groups import group_multipliers
 
     model = build_classifier(load_backbone(tiny_bert_dir), 2)
     multipliers = group_multipliers(model, {"embeddings": 1e-5, "head": 1e-3}, base=1e-4)
@@ -209,7 +212,7 @@ def test_group_learning_rates(tiny_bert_dir):
 
 def test_separate_optimizer_per_group(tiny_bert_dir):
     from kerasft.models import build_classifier, load_backbone
-    from kerasft.optim import grouped_optimizer
+    from kerasft.training.optimizers import grouped_optimizer
 
     model = build_classifier(load_backbone(tiny_bert_dir), 2, dropout=0.0)
     default = make_optimizer(1e-3, 0.0, 10, 0.0)
@@ -258,7 +261,7 @@ def test_separate_optimizer_per_group(tiny_bert_dir):
 
 def test_lazy_adamw_updates_only_the_embedding_rows_in_the_batch():
     """Rows used every step follow Keras' AdamW; unused rows stay put (no momentum, no decay)."""
-    from kerasft.optim import AdamW
+    from kerasft.training.optimizers import AdamW
 
     def train(optimizer, batches):
         table = tf.Variable(tf.reshape(tf.range(12, dtype=tf.float32), (6, 2)) / 10.0)

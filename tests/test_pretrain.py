@@ -14,7 +14,7 @@ import pytest
 
 from kerasft.config import PretrainRun, config_from_dict
 from kerasft.errors import ConfigError
-from kerasft.masked_lm import IGNORE, Masking, mask_tokens
+from kerasft.models.masked_lm import IGNORE, Masking, mask_tokens
 from tests.conftest import REPO, pretrain_config, tiny_run_config, write_yaml
 
 # Trains with `precision: auto`: `make test-bf16` reruns this module in mixed_bfloat16.
@@ -43,11 +43,11 @@ def test_masked_token_loss_falls_and_the_head_starts_fresh(pretrained, capfd):
 
 @pytest.mark.slow
 def test_the_written_directory_is_a_backbone_and_a_masked_lm(pretrained, tmp_path):
-    from kerasft.augment import Job
-    from kerasft.augment.contextual import MaskedLmReplacer
-    from kerasft.augment.eda import OPERATIONS, Eda
     from kerasft.config import load_config
-    from kerasft.train import run
+    from kerasft.data.augment import Job
+    from kerasft.data.augment.contextual import MaskedLmReplacer
+    from kerasft.data.augment.eda import OPERATIONS, Eda
+    from kerasft.training.runner import run
 
     _, result = pretrained
     raw = tiny_run_config(
@@ -163,7 +163,7 @@ def test_a_killed_pretraining_resumes_from_its_backup_and_ends_the_same(tmp_path
 
 def test_the_loss_on_masked_positions_only_equals_the_full_masked_lm_loss(tiny_bert_dir):
     from kerasft._compat import tf
-    from kerasft.masked_lm import MaskedLanguageModel, load_masked_lm
+    from kerasft.models.masked_lm import MaskedLanguageModel, load_masked_lm
 
     tokenizer, mlm, _ = load_masked_lm(tiny_bert_dir)
     masking = Masking(0.15, True, tokenizer.mask_token_id, len(tokenizer), (0,))

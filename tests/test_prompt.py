@@ -11,9 +11,9 @@ from kerasft._compat import tf
 from kerasft.config import PromptConfig, config_from_dict
 from kerasft.errors import ConfigError, ModelError
 from kerasft.models import load_backbone, task_model
-from kerasft.prompt import SoftPrompt, check_prompt_length
+from kerasft.peft.prompt import SoftPrompt, check_prompt_length
 from kerasft.tasks import TASKS
-from kerasft.train import run
+from kerasft.training.runner import run
 from tests.conftest import assert_trained_and_served, tiny_run_config
 
 # Trains with `precision: auto`: `make test-bf16` reruns this module in mixed_bfloat16.

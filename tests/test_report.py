@@ -14,12 +14,16 @@ import pytest
 import yaml
 
 from kerasft.config import config_from_dict
-from kerasft.evaluation import Predictions, slice_metrics
-from kerasft.metrics import classification_metrics, expected_calibration_error, multi_label_metrics
 from kerasft.report import compare_runs, tuning_report, write_report
 from kerasft.report.cli import main as report_main
 from kerasft.tasks import TASKS
-from kerasft.train import run
+from kerasft.tasks.evaluation import Predictions, slice_metrics
+from kerasft.tasks.metrics import (
+    classification_metrics,
+    expected_calibration_error,
+    multi_label_metrics,
+)
+from kerasft.training.runner import run
 from tests.conftest import NEGATIVE, POSITIVE, read_json, tiny_run_config
 
 
@@ -119,7 +123,7 @@ def test_predictions_are_saved_in_input_order(trained):
 
 @pytest.mark.slow
 def test_steps_log_shows_layerwise_rates_and_warmup(trained):
-    from kerasft.callbacks import read_steps
+    from kerasft.report.history import read_steps
 
     steps = read_steps(trained.run_dir / "steps.jsonl")
     assert [s["step"] for s in steps] == list(range(1, len(steps) + 1))

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from kerasft._compat import tf
-from kerasft.callbacks import best_checkpoint
+from kerasft.training.callbacks import best_checkpoint
 from tests.conftest import REPO, write_yaml
 
 
@@ -220,7 +220,7 @@ def test_a_resumed_run_keeps_its_step_budget(deterministic_config, tmp_path):
 
 def test_best_checkpoint_moves_its_pointer_only_after_a_complete_write(tmp_path):
     from kerasft._compat import keras
-    from kerasft.callbacks import BestCheckpoint
+    from kerasft.training.callbacks import BestCheckpoint
 
     x = np.linspace(-1, 1, 64, dtype=np.float32)[:, None]
     model = keras.Sequential([keras.layers.Dense(1, input_shape=(1,))])

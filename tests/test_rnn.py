@@ -9,9 +9,9 @@ from kerasft._compat import tf
 from kerasft.config import ModelConfig, RnnConfig, config_from_dict
 from kerasft.errors import ConfigError, ModelError
 from kerasft.models import backbone_for, load_backbone, load_tokenizer, task_model
-from kerasft.rnn import build_bigru
+from kerasft.models.rnn import build_bigru
 from kerasft.tasks import TASKS
-from kerasft.train import run
+from kerasft.training.runner import run
 from tests.conftest import assert_trained_and_served, tiny_run_config
 
 # Trains with `precision: auto`: `make test-bf16` reruns this module in mixed_bfloat16.

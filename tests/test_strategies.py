@@ -8,10 +8,10 @@ import pytest
 from kerasft._compat import keras, tf
 from kerasft.config import config_from_dict
 from kerasft.errors import ConfigError
-from kerasft.freezing import GradualUnfreezing, backbone_blocks, freeze
 from kerasft.models import build_classifier, load_backbone
-from kerasft.optim import make_optimizer
+from kerasft.peft.freezing import GradualUnfreezing, backbone_blocks, freeze
 from kerasft.tasks import TASKS, SparseFocalCrossentropy
+from kerasft.training.optimizers import make_optimizer
 
 X = {
     "input_ids": tf.constant([[2, 5, 6, 3], [2, 8, 9, 3], [2, 10, 11, 3], [2, 12, 7, 3]]),
@@ -159,7 +159,7 @@ def test_strategy_options_train_end_to_end(tiny_config):
 
 
 def run_config(raw):
-    from kerasft.train import run
+    from kerasft.training.runner import run
 
     return run(config_from_dict(raw), verbose=0)
 
@@ -172,7 +172,7 @@ def test_conflicting_options_are_rejected(tiny_config):
 
 @pytest.mark.slow
 def test_bfloat16_run_has_finite_loss_float32_outputs_and_exports(tiny_config):
-    from kerasft.hardware import cpu_flags, resolve_precision
+    from kerasft.training.hardware import cpu_flags, resolve_precision
 
     tiny_config["training"]["precision"] = "mixed_bfloat16"
     try:
@@ -251,7 +251,7 @@ def test_an_xla_run_compiles_its_steps_and_trains(tiny_config):
     result = run_config(tiny_config)
     assert result.model._jit_compile
     assert all(np.isfinite(result.metrics["train"]["history"]["loss"]))
-    from kerasft.hardware import resolve_jit
+    from kerasft.training.hardware import resolve_jit
 
     assert resolve_jit("auto") == bool(tf.config.list_physical_devices("GPU"))
 

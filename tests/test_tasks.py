@@ -10,7 +10,7 @@ import pytest
 from kerasft._compat import tf
 from kerasft.config import config_from_dict
 from kerasft.tasks import TASKS, evaluate, tune_thresholds
-from kerasft.train import run
+from kerasft.training.runner import run
 from tests.conftest import NEGATIVE, POSITIVE
 
 # Trains with `precision: auto`: `make test-bf16` reruns this module in mixed_bfloat16.

@@ -9,7 +9,8 @@ import pytest
 
 from kerasft._compat import tf
 from kerasft.config import config_from_dict, load_config
-from kerasft.train import main, run
+from kerasft.train import main
+from kerasft.training.runner import run
 from tests.conftest import read_json, write_yaml
 
 # Trains with `precision: auto`: `make test-bf16` reruns this module in mixed_bfloat16.

@@ -13,8 +13,9 @@ import yaml
 from kerasft._compat import keras
 from kerasft.config import load_config
 from kerasft.errors import ConfigError
-from kerasft.train import run
-from kerasft.tune import main, tune
+from kerasft.training.runner import run
+from kerasft.training.search import tune
+from kerasft.tune import main
 from tests.conftest import REPO, write_yaml
 
 SPACE = {

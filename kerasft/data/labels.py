@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from kerasft.errors import DataError
-from kerasft.tasks import IGNORE_INDEX, TaskSpec
+from kerasft.tasks import IGNORE_INDEX, TaskSpec, class_counts
 
 __all__ = [
     "IGNORE_INDEX",
@@ -90,18 +90,6 @@ def targets(
             hot[row, [index[v] for v in labels]] = 1.0
         return hot
     return [np.array([index[v] for v in row], np.int32) for row in frame["label"]]
-
-
-def class_counts(
-    target: np.ndarray | list[np.ndarray], n_classes: int, spec: TaskSpec
-) -> np.ndarray:
-    """Examples (or words, for tags) per class."""
-    if spec.multi_hot:
-        return target.sum(axis=0).astype(np.int64)
-    if spec.per_token:
-        flat = np.concatenate(target) if len(target) else np.zeros(0, np.int32)
-        return np.bincount(flat, minlength=n_classes)
-    return np.bincount(target, minlength=n_classes)
 
 
 def balanced_class_weights(counts: np.ndarray) -> dict[int, float]:

@@ -12,7 +12,6 @@ from kerasft.config import Config
 from kerasft.data.pipeline import eval_dataset, steps_per_epoch, train_dataset
 from kerasft.data.splits import SPLITS, Splits, load_splits
 from kerasft.data.tokenize import Encoded, encode
-from kerasft.distribute import is_multi_worker
 from kerasft.errors import DataError
 from kerasft.tasks import TaskSpec
 
@@ -65,7 +64,7 @@ def load_data(
     splits = load_splits(cfg.data, cfg.training.seed, spec, frames, cfg.evaluation.slices)
     augmented: list[dict] = []
     if cfg.data.augment is not None:  # the training split only, before anything is fitted to it
-        from kerasft.augment import augment_training
+        from kerasft.data.augment import augment_training
 
         splits, augmented = augment_training(cfg, spec, splits)
     model_max = getattr(tokenizer, "model_max_length", None) or cfg.data.max_length
@@ -136,7 +135,7 @@ def build_datasets(
         fixed_widths=fixed_widths,
         drop_remainder=replicas > 1,
     )
-    if strategy is not None and is_multi_worker(strategy):
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         # Every worker builds the same seeded stream of global batches; each takes its
         # share of every batch, so all run the same number of steps.
         options = tf.data.Options()

@@ -18,14 +18,8 @@ import numpy as np
 from kerasft.data.labels import IGNORE_INDEX
 from kerasft.data.splits import Split
 from kerasft.errors import ModelError
+from kerasft.models.backbones import model_input_names
 from kerasft.tasks import TASKS, TaskSpec
-
-MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-
-
-def model_input_names(tokenizer: Any) -> tuple[str, ...]:
-    """The token-id inputs a backbone takes, in its tokenizer's order (a subset of `MODEL_INPUTS`)."""
-    return tuple(n for n in tokenizer.model_input_names if n in MODEL_INPUTS)
 
 
 @dataclasses.dataclass

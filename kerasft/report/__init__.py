@@ -4,11 +4,10 @@
     compare_runs(run_dirs, output)  <output>/report.html: differing config keys, metrics, curves
     tuning_report(directory)        <tuning directory>/report.html: trials and parameters
 
-`python -m kerasft.report RUN_DIR [RUN_DIR ...]` is the command.
+`python -m kerasft.report RUN_DIR [RUN_DIR ...]` is the command (`kerasft.report.cli`).
 """
 
-from kerasft.report.cli import main
 from kerasft.report.compare import compare_runs, tuning_report
 from kerasft.report.run import write_report
 
-__all__ = ["compare_runs", "main", "tuning_report", "write_report"]
+__all__ = ["compare_runs", "tuning_report", "write_report"]

@@ -6,7 +6,8 @@ import argparse
 import datetime as dt
 from pathlib import Path
 
-from kerasft.errors import DataError, cli_main
+from kerasft.cli import cli_main
+from kerasft.errors import DataError
 
 
 def parser() -> argparse.ArgumentParser:

@@ -10,9 +10,9 @@ from typing import Any
 
 import yaml
 
-from kerasft.callbacks import read_history
 from kerasft.errors import DataError
 from kerasft.report import page, plots
+from kerasft.report.history import read_history
 from kerasft.report.run import monitor_of
 
 IGNORED_KEYS = ("training.output_dir", "tuning")  # differ between runs without changing them

@@ -14,12 +14,12 @@ from typing import Any
 import numpy as np
 import yaml
 
-from kerasft.callbacks import read_history, read_steps
 from kerasft.errors import DataError
-from kerasft.evaluation import Predictions
-from kerasft.metrics import reliability
 from kerasft.report import page, plots
+from kerasft.report.history import read_history, read_steps
 from kerasft.tasks import TASKS
+from kerasft.tasks.evaluation import Predictions
+from kerasft.tasks.metrics import reliability
 
 
 def write_report(run_dir: str | Path, errors: int = 20) -> Path:

@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 
 from kerasft.errors import DataError
-from kerasft.ner_metrics import spans
 from kerasft.serving.versions import load_export, read_labels
 from kerasft.tasks import TASKS
+from kerasft.tasks.ner import spans
 
 _WORD = re.compile(r"\S+")
 DEFAULT_MAX_LENGTH = 128  # exports written without kerasft.json (no model card)

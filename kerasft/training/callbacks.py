@@ -16,30 +16,13 @@ from typing import Any
 
 from kerasft._compat import backup_now, keras, restored_position, skip_log_sync, tf
 from kerasft.config import Config
-from kerasft.distribute import is_chief, is_multi_worker
 from kerasft.errors import TrainingError
-from kerasft.freezing import GradualUnfreezing
-from kerasft.optim import current_rates, variable_groups
+from kerasft.peft.freezing import GradualUnfreezing
+from kerasft.report.history import read_history
 from kerasft.tasks import TaskSpec, collect, evaluate, monitor_mode
-
-
-class TrainingState:
-    """Where training is: finished epochs, and the batches a mid-epoch restore leaves out.
-
-    `epochs_done` seeds each epoch's data order, so a resumed run sees the same
-    batches as an uninterrupted one; `Backup` sets it from where a restore landed.
-    `resume_skip` is set by `Backup` when it restores a mid-epoch backup; the
-    training pipeline skips that many batches of the epoch. Create it under the
-    distribution strategy's scope.
-    """
-
-    def __init__(self):
-        self.epochs_done = tf.Variable(0, dtype=tf.int64, trainable=False, name="epochs_done")
-        self.resume_skip = tf.Variable(0, dtype=tf.int64, trainable=False, name="resume_skip")
-
-    def steps_done(self, steps_per_epoch: int) -> int:
-        """Training steps already taken (after a restore: the steps of the restored backup)."""
-        return int(self.epochs_done.numpy()) * steps_per_epoch + int(self.resume_skip.numpy())
+from kerasft.training.layer_groups import current_rates, variable_groups
+from kerasft.training.state import TrainingState
+from kerasft.training.strategies import is_chief, is_multi_worker
 
 
 class StepTimer(keras.callbacks.Callback):
@@ -430,18 +413,6 @@ class StepLog(keras.callbacks.Callback):
         self._pending = []
 
 
-def read_steps(path: Path) -> list[dict]:
-    """Per-step records `StepLog` wrote, by step (the last record wins where a resumed run redid steps)."""
-    if not path.is_file():
-        return []
-    by_step = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            record = json.loads(line)
-            by_step[record["step"]] = record
-    return [by_step[s] for s in sorted(by_step)]
-
-
 class EpochLog(keras.callbacks.Callback):
     """Appends each epoch's logs to a JSON-lines file, so an interrupted run's history survives.
 
@@ -460,18 +431,6 @@ class EpochLog(keras.callbacks.Callback):
         record = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}}
         with open(self.path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
-
-
-def read_history(path: Path) -> list[dict]:
-    """Per-epoch logs `EpochLog` wrote, one per epoch (the last record wins if an epoch was redone)."""
-    if not path.is_file():
-        return []
-    by_epoch = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            record = json.loads(line)
-            by_epoch[record["epoch"]] = record
-    return [by_epoch[e] for e in sorted(by_epoch)]
 
 
 def build_callbacks(

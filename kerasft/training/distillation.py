@@ -60,9 +60,9 @@ def load_teacher(run_dir: str | Path) -> Teacher:
     Raises:
         ConfigError: not a finished kerasft run.
     """
-    from kerasft.callbacks import best_checkpoint
-    from kerasft.export import rebuild
     from kerasft.serving import ExportInfo
+    from kerasft.training.callbacks import best_checkpoint
+    from kerasft.training.exports import rebuild
 
     run_dir = Path(run_dir)
     model, backbone, cfg = rebuild(run_dir)

@@ -18,7 +18,7 @@ import re
 
 import numpy as np
 
-from kerasft.augment.wordnet import synonyms
+from kerasft.data.augment.wordnet import synonyms
 
 OPERATIONS = ("synonym", "insertion", "swap", "deletion")
 

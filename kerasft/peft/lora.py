@@ -14,7 +14,7 @@ from typing import Any
 
 from kerasft._compat import keras, tf
 from kerasft.errors import ConfigError, ModelError
-from kerasft.freezing import layers_in
+from kerasft.peft.freezing import layers_in
 from kerasft.tasks import forget_forward
 
 

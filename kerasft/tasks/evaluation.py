@@ -1,6 +1,6 @@
 """A split's predictions in input order, saved beside the run, and metrics per slice of the data.
 
-`evaluate_best` (kerasft.train) collects each split's outputs in the evaluation
+`evaluate_best` (kerasft.training.runner) collects each split's outputs in the evaluation
 pipeline's length-sorted order; `Predictions.in_input_order` puts them back in
 the order of the data file, with the texts and the `evaluation.slices` columns,
 so the report (kerasft.report) can list errors and draw curves without the model.
@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from kerasft.tasks import TaskSpec, evaluate
+from kerasft.tasks.specs import TaskSpec, class_counts, evaluate
 
 MISSING = "(missing)"
 MIN_SLICE_EXAMPLES = 10  # smaller slices are scored but left out of the largest gap
@@ -198,7 +198,6 @@ def _flat(rows: list[np.ndarray]) -> np.ndarray:
 
 def distributions(splits: Any, spec: TaskSpec) -> dict[str, dict]:
     """Per split: examples (words, for tags) per class, or a 20-bin histogram of regression targets."""
-    from kerasft.data.labels import class_counts
 
     names = splits.vocab.names
     out = {}

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from kerasft.augment.eda import OPERATIONS, Eda
 from kerasft.config import AugmentConfig, Config
+from kerasft.data.augment.eda import OPERATIONS, Eda
 from kerasft.data.splits import Split, Splits
 from kerasft.tasks import TaskSpec
 
@@ -110,7 +110,7 @@ def make_copies(
 def _contextual(augment, eda, masked_lm, jobs, rng) -> list[Job]:
     if not jobs:
         return []
-    from kerasft.augment.contextual import MaskedLmReplacer
+    from kerasft.data.augment.contextual import MaskedLmReplacer
 
     replacer = MaskedLmReplacer(masked_lm)
     return replacer.replace(jobs, eda, augment.contextual, rng)
@@ -119,7 +119,7 @@ def _contextual(augment, eda, masked_lm, jobs, rng) -> list[Job]:
 def _back_translated(augment: AugmentConfig, jobs: list[Job]) -> list[Job]:
     if not jobs:
         return []
-    from kerasft.augment.translate import BackTranslator
+    from kerasft.data.augment.translate import BackTranslator
 
     translator = BackTranslator(augment.back_translation)
     texts = [" ".join(j.words) for j in jobs]

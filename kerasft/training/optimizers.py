@@ -1,4 +1,4 @@
-"""Optimizers and learning-rate schedules.
+"""Optimizers on public Keras hooks: AdamW and SGD with per-variable rates, decay and accumulation.
 
 `build_optimizer(cfg.training, model, steps_per_epoch)` is the builder training
 calls; `make_optimizer` builds one optimizer from plain arguments.
@@ -12,58 +12,17 @@ from typing import Any
 
 from kerasft._compat import build_learning_rate, keras, tf
 from kerasft.config import TrainingConfig
+from kerasft.errors import ConfigError
+from kerasft.training.layer_groups import (
+    group_multipliers,
+    group_of,
+    layer_depths,
+    layerwise_multipliers,
+)
+from kerasft.training.schedules import PerUpdate, WarmupDecay
 
 # Decoupled weight decay is not applied to these (BERT's original recipe).
 NO_DECAY = ["bias", "LayerNorm", "layer_norm", "LayerNormalization"]
-
-
-@keras.utils.register_keras_serializable(package="kerasft")
-class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
-    """Linear warmup from 0 to `peak` over `warmup_steps`, then `decay` down to 0 at `total_steps`.
-
-    Args:
-        peak: the learning rate at the end of warmup.
-        total_steps: step at which the rate reaches 0 (linear, cosine).
-        warmup_steps: steps of linear warmup. Defaults to 0.
-        decay: `linear`, `cosine` or `constant` (stays at `peak`). Defaults to `linear`.
-    """
-
-    def __init__(self, peak: float, total_steps: int, warmup_steps: int = 0, decay: str = "linear"):
-        super().__init__()
-        if total_steps < 1:
-            raise ValueError(
-                f"Invalid value for `total_steps`. Received: total_steps={total_steps}. Expected >= 1."
-            )
-        if decay not in ("linear", "cosine", "constant"):
-            raise ValueError(
-                f"Invalid value for `decay`. Received: decay={decay!r}. Expected 'linear', 'cosine' or 'constant'."
-            )
-        self.peak = float(peak)
-        self.total_steps = int(total_steps)
-        self.warmup_steps = int(min(max(warmup_steps, 0), total_steps))
-        self.decay = decay
-
-    def __call__(self, step):
-        step = tf.cast(step, tf.float32)
-        warm = tf.cast(max(self.warmup_steps, 1), tf.float32)
-        rise = self.peak * (step + 1.0) / warm
-        span = tf.cast(max(self.total_steps - self.warmup_steps, 1), tf.float32)
-        progress = tf.clip_by_value((step - self.warmup_steps) / span, 0.0, 1.0)
-        if self.decay == "linear":
-            after = self.peak * tf.maximum(0.0, (self.total_steps - step) / span)
-        elif self.decay == "cosine":
-            after = self.peak * 0.5 * (1.0 + tf.cos(math.pi * progress))
-        else:
-            after = tf.constant(self.peak)
-        return tf.where(step < self.warmup_steps, rise, tf.minimum(after, self.peak))
-
-    def get_config(self) -> dict:
-        return {
-            "peak": self.peak,
-            "total_steps": self.total_steps,
-            "warmup_steps": self.warmup_steps,
-            "decay": self.decay,
-        }
 
 
 def build_optimizer(training: TrainingConfig, model: keras.Model, steps_per_epoch: int):
@@ -162,41 +121,6 @@ def make_optimizer(
     if optimizer == "sgd":
         return SGD(momentum=momentum, **common)
     return AdamW(beta_1=0.9, beta_2=0.999, epsilon=1e-6, lazy_sparse=lazy_sparse, **common)
-
-
-_LAYER = re.compile(r"/layer_\._(\d+)/")
-
-
-def layer_depths(model: keras.Model, variables: list | None = None) -> dict[str, int]:
-    """Depth of every trainable variable: 0 for embeddings, i+1 for encoder layer i, top for the rest.
-
-    Layers are found by Hugging Face's TF naming (`.../layer_._<i>/...`), which BERT, RoBERTa,
-    DistilBERT, ELECTRA, XLM-R and MiniLM share; everything that is neither embedding nor
-    encoder layer (pooler, task head) sits on top.
-
-    Args:
-        variables: the variables to place. Defaults to the model's trainable ones.
-    """
-    names = [v.name for v in (model.trainable_variables if variables is None else variables)]
-    layers = [int(m.group(1)) for n in names if (m := _LAYER.search(n))]
-    top = (max(layers) + 2) if layers else 1
-    depths = {}
-    for name in names:
-        match = _LAYER.search(name)
-        if match:
-            depths[name] = int(match.group(1)) + 1
-        elif "embeddings" in name:
-            depths[name] = 0
-        else:
-            depths[name] = top
-    return depths
-
-
-def layerwise_multipliers(model: keras.Model, decay: float) -> dict[str, float]:
-    """Learning-rate multipliers `decay ** (top - depth)`: the head at the full rate, lower layers less."""
-    depths = layer_depths(model)
-    top = max(depths.values(), default=0)
-    return {name: float(decay ** (top - depth)) for name, depth in depths.items()}
 
 
 class _PerVariable(keras.optimizers.Optimizer):
@@ -385,26 +309,6 @@ def _clip(gradients: list, clipnorm: float, when=None) -> list:
     return scaled
 
 
-@keras.utils.register_keras_serializable(package="kerasft")
-class PerUpdate(keras.optimizers.schedules.LearningRateSchedule):
-    """A schedule of applied updates, read at micro-batch counts: `schedule(step // steps)`."""
-
-    def __init__(self, schedule, steps: int):
-        super().__init__()
-        if isinstance(schedule, dict):
-            schedule = keras.optimizers.schedules.deserialize(schedule)
-        self.schedule, self.steps = schedule, int(steps)
-
-    def __call__(self, step):
-        return self.schedule(step // self.steps)
-
-    def get_config(self) -> dict:
-        return {
-            "schedule": keras.optimizers.schedules.serialize(self.schedule),
-            "steps": self.steps,
-        }
-
-
 class _Slots:
     """One variable's optimizer state: its slots, rate multiplier and whether it decays."""
 
@@ -549,75 +453,6 @@ class SGD(_PerVariable):
         return {**super().get_config(), "momentum": self.momentum}
 
 
-def group_of(depth: int, top: int) -> str:
-    """The name of a depth group: `embeddings`, `layer_<i>` or `head`."""
-    return "embeddings" if depth == 0 else "head" if depth == top else f"layer_{depth - 1}"
-
-
-def variable_groups(model: keras.Model) -> dict[str, str]:
-    """Every weight of the model (frozen ones too) → its group: `embeddings`, `layer_<i>` or `head`."""
-    depths = layer_depths(model, model.weights)
-    top = max(depths.values(), default=0)
-    return {name: group_of(depth, top) for name, depth in depths.items()}
-
-
-def current_rates(optimizer, groups: dict[str, str], trainable: set[str]) -> dict[str, float]:
-    """The learning rate each group's last update used; 0 for a group with nothing trainable.
-
-    A group's rate is the schedule's current value times the mean multiplier of its
-    trainable variables (layer-wise decay, per-group rates), or its own optimizer's
-    rate under `group_optimizers`.
-
-    Args:
-        groups: variable name → group, from `variable_groups`.
-        trainable: names of the variables that train now (frozen and not yet unfrozen ones
-            are left out).
-    """
-    subs = getattr(optimizer, "optimizers", None)
-    base = _value(optimizer.learning_rate) if subs is None else None
-    multipliers = getattr(optimizer, "lr_multipliers", {})
-    members: dict[str, list[str]] = {}
-    for name, group in groups.items():
-        members.setdefault(group, []).append(name)
-    rates = {}
-    for group, names in members.items():
-        live = [n for n in names if n in trainable]
-        if not live:
-            rates[group] = 0.0
-        elif subs is not None:
-            rates[group] = _value(subs.get(group, subs["default"]).learning_rate)
-        else:
-            rates[group] = base * sum(multipliers.get(n, 1.0) for n in live) / len(live)
-    return rates
-
-
-def _value(rate) -> float:
-    """A learning rate (a float, tensor, or a variable that may be mirrored across replicas) as a float."""
-    return float(keras.backend.get_value(rate))
-
-
-def group_multipliers(model: keras.Model, rates: dict[str, float], base: float) -> dict[str, float]:
-    """Multipliers that give each named group its own learning rate (others keep `base`).
-
-    Raises:
-        ConfigError: a group name the model does not have.
-    """
-    from kerasft.errors import ConfigError
-
-    depths = layer_depths(model)
-    top = max(depths.values(), default=0)
-    names = sorted(
-        {group_of(d, top) for d in depths.values()},
-        key=lambda g: (g != "embeddings", g == "head", g),
-    )
-    unknown = sorted(set(rates) - set(names))
-    if unknown:
-        raise ConfigError(
-            f"`training.group_learning_rates`: no group `{unknown[0]}` in this model; groups: {', '.join(names)}."
-        )
-    return {name: rates.get(group_of(d, top), base) / base for name, d in depths.items()}
-
-
 class GroupedOptimizer(keras.optimizers.Optimizer):
     """One optimizer per layer group: each variable's gradient goes to its group's optimizer.
 
@@ -706,8 +541,6 @@ def grouped_optimizer(
     Raises:
         ConfigError: a group name the model does not have.
     """
-    from kerasft.errors import ConfigError
-
     depths = layer_depths(model)
     top = max(depths.values(), default=0)
     assignment = {name: group_of(depth, top) for name, depth in depths.items()}

@@ -23,8 +23,8 @@ import numpy as np
 
 from kerasft._compat import keras, tf
 from kerasft.config import MONITORS
-from kerasft.metrics import classification_metrics, multi_label_metrics, regression_metrics
-from kerasft.ner_metrics import entity_scores
+from kerasft.tasks.metrics import classification_metrics, multi_label_metrics, regression_metrics
+from kerasft.tasks.ner import entity_scores
 
 IGNORE_INDEX = -100  # sub-tokens and special tokens: no loss, no metric (Hugging Face's convention)
 
@@ -333,3 +333,15 @@ def tune_thresholds(probs: np.ndarray, hot: np.ndarray) -> np.ndarray:
         f1 = 2 * tp / np.maximum(pred.sum(axis=1) + truth.sum(), 1)
         best[j] = grid[int(np.argmax(f1))]
     return best
+
+
+def class_counts(
+    target: np.ndarray | list[np.ndarray], n_classes: int, spec: TaskSpec
+) -> np.ndarray:
+    """Examples (or words, for tags) per class."""
+    if spec.multi_hot:
+        return target.sum(axis=0).astype(np.int64)
+    if spec.per_token:
+        flat = np.concatenate(target) if len(target) else np.zeros(0, np.int32)
+        return np.bincount(flat, minlength=n_classes)
+    return np.bincount(target, minlength=n_classes)

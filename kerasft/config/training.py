@@ -1,0 +1,311 @@
+"""The training, export, evaluation, distillation and tuning sections."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from kerasft.config.base import MAX_BATCH_SIZE, _Section
+
+
+class GroupOptimizerConfig(_Section):
+    """The optimizer of one layer group."""
+
+    optimizer: Literal["adamw", "sgd"] = Field("adamw", description="`adamw` or `sgd`.")
+    learning_rate: float = Field(gt=0.0, le=1.0, description="Peak learning rate of this group.")
+    momentum: float = Field(0.0, ge=0.0, lt=1.0, description="Momentum (sgd).")
+    weight_decay: float = Field(0.0, ge=0.0, description="Decoupled weight decay.")
+
+
+class TrainingConfig(_Section):
+    """The optimiser, the schedule and when to stop."""
+
+    epochs: int = Field(3, ge=1, description="Maximum number of passes over the training set.")
+    batch_size: int = Field(
+        32,
+        ge=1,
+        le=MAX_BATCH_SIZE,
+        description="Global batch size (split across replicas when distributed).",
+    )
+    learning_rate: float = Field(5e-5, gt=0.0, le=1.0, description="Peak learning rate of AdamW.")
+    weight_decay: float = Field(
+        0.01,
+        ge=0.0,
+        description="Decoupled weight decay; biases and LayerNorm weights are excluded.",
+    )
+    optimizer: Literal["adamw", "sgd"] = Field(
+        "adamw", description="`adamw`, or `sgd` with `momentum`."
+    )
+    momentum: float = Field(0.0, ge=0.0, lt=1.0, description="Momentum of `sgd`.")
+    group_learning_rates: dict[str, float] | None = Field(
+        None,
+        description="Explicit learning rates per group (`embeddings`, `layer_0` ... `layer_<L-1>`, `head`); "
+        "groups left out use `learning_rate`.",
+    )
+    group_optimizers: dict[str, GroupOptimizerConfig] | None = Field(
+        None,
+        description="A separate optimizer per group (`embeddings`, `layer_<i>`, `head`), e.g. "
+        "`{head: {learning_rate: 1.0e-3}, embeddings: {optimizer: sgd, learning_rate: 1.0e-5}}`; "
+        "other groups use the main optimizer.",
+    )
+    layerwise_lr_decay: float = Field(
+        1.0,
+        gt=0.0,
+        le=1.0,
+        description="Layer-wise learning-rate decay: encoder layer i (of L) learns at "
+        "`learning_rate * decay^(L - i)`, embeddings at `decay^(L + 1)`, the head at the full rate. "
+        "1.0 turns it off; 0.8-0.95 is usual.",
+    )
+    schedule: Literal["linear", "cosine", "constant"] = Field(
+        "linear",
+        description="Learning-rate shape after warmup: down to 0 linearly or on a cosine, or constant.",
+    )
+    warmup_steps: int | None = Field(
+        None, ge=0, description="Warmup length in steps; overrides `warmup_ratio`."
+    )
+    clipnorm: float | None = Field(None, gt=0.0, description="Clip gradients to this global norm.")
+    label_smoothing: float = Field(
+        0.0, ge=0.0, lt=1.0, description="Label smoothing of the classification loss."
+    )
+    loss: Literal["cross_entropy", "focal"] = Field(
+        "cross_entropy",
+        description="Classification loss; `focal` down-weights easy examples (imbalanced data).",
+    )
+    focal_gamma: float = Field(2.0, ge=0.0, description="Focusing parameter of the focal loss.")
+    gradient_accumulation_steps: int = Field(
+        1,
+        ge=1,
+        description="Apply the mean gradient of this many batches at once: an effective batch "
+        "`batch_size * gradient_accumulation_steps` in the memory of one batch.",
+    )
+    freeze_embeddings: bool = Field(False, description="Keep the backbone's embeddings fixed.")
+    lazy_embedding_updates: bool = Field(
+        True,
+        description="AdamW updates only the embedding rows of tokens in the batch (moments, decay, "
+        "weights), as TF Addons' LazyAdam does; `false` moves every row every step, as Keras' AdamW "
+        "does, at about a third more time per step.",
+    )
+    freeze_layers: int = Field(0, ge=0, description="Keep the bottom N encoder layers fixed.")
+    bitfit: bool = Field(
+        False,
+        description="BitFit: train only the backbone's bias terms (and the task head); about 0.1% of "
+        "a BERT's weights.",
+    )
+    unfreeze_every_steps: int | None = Field(
+        None,
+        ge=1,
+        description="Gradual unfreezing, one more block every N training steps instead of epochs.",
+    )
+    unfreeze_every_epochs: int | None = Field(
+        None,
+        ge=1,
+        description="Gradual unfreezing: train the head alone first, then unfreeze one more encoder layer "
+        "from the top every N epochs (the embeddings last).",
+    )
+    warmup_ratio: float = Field(
+        0.1,
+        ge=0.0,
+        le=1.0,
+        description="Share of all steps spent warming the learning rate up linearly.",
+    )
+    monitor: str | None = Field(
+        None,
+        description="Validation metric for early stopping and the best checkpoint, e.g. `val_macro_f1`. "
+        "Defaults per task: val_macro_f1, val_micro_f1 (multi_label), val_pearson (regression), "
+        "val_f1 (token_classification, entity-level).",
+    )
+    patience: int = Field(
+        2, ge=0, description="Epochs without improvement of `monitor` before training stops early."
+    )
+    precision: Literal["auto", "float32", "mixed_bfloat16", "mixed_float16"] = Field(
+        "auto",
+        description="Keras mixed-precision policy. `auto` picks mixed_float16 on NVIDIA GPUs of compute "
+        "capability 7.0+, mixed_bfloat16 on TPUs and CPUs with native bfloat16 (AVX-512 BF16, AMX), else "
+        "float32, and prints why. Logits, losses and metrics stay float32.",
+    )
+    distribution: Literal["auto", "none", "mirrored", "multi_worker", "tpu"] = Field(
+        "auto",
+        description="`auto`: MultiWorkerMirroredStrategy when `TF_CONFIG` names a cluster, else MirroredStrategy "
+        "when more than one GPU is visible, else one device. `mirrored` mirrors over all GPUs (or all logical CPU "
+        "devices); `multi_worker` runs over the `TF_CONFIG` cluster (only the chief writes the run and export); "
+        "`tpu` uses the TPU `TPUClusterResolver` finds. `batch_size` is the global batch, split across replicas.",
+    )
+    jit_compile: bool | Literal["auto"] = Field(
+        "auto",
+        description="Compile the train step with XLA. `auto`: on GPUs and TPUs only (on CPUs it was slower "
+        "here). With XLA, batches are padded up to fixed widths about 12% apart, so few shapes are compiled.",
+    )
+    backup_every_steps: int | None = Field(
+        500,
+        ge=1,
+        description="Back up the training state every N steps as well as at every epoch end; a run "
+        "killed mid-epoch resumes at its last backup step with the same data order. `null`: epoch ends only.",
+    )
+    max_steps: int | None = Field(
+        None,
+        ge=1,
+        description="Stop after this many training steps in all (a budget; the schedule fits it).",
+    )
+    max_seconds: float | None = Field(
+        None,
+        gt=0,
+        description="Stop at the end of the step during which this much training time has passed.",
+    )
+    seed: int = Field(
+        42,
+        ge=0,
+        le=2**32 - 1,
+        description="Seed for splits, sampling, shuffling and initialisation (0 to 2^32 - 1).",
+    )
+    output_dir: str = Field("runs", description="Runs go to `<output_dir>/<name>/<timestamp>/`.")
+
+
+class ExportConfig(_Section):
+    """The SavedModel written after training."""
+
+    enabled: bool = Field(True, description="Export a SavedModel after training.")
+    tflite: bool = Field(
+        False,
+        description="Also write `<dir>/<name>/tflite/<version>.tflite` (token ids in, int8 weights) and record "
+        "its size and its agreement with the float model on the test split in the model card.",
+    )
+    tflite_int8: bool = Field(
+        False,
+        description="Also write `<dir>/<name>/tflite/<version>.int8.tflite`: weights and activations in int8, "
+        "calibrated on 200 training examples (training runs only; `kerasft.export` cannot calibrate).",
+    )
+    onnx: bool = Field(
+        False,
+        description="Also write `<dir>/<name>/onnx/<version>/`: `model.onnx` (token ids in, the task's outputs "
+        "out) and `model.int8.onnx`, with the tokenizer files and labels; their size, speed and accuracy on "
+        "the test split go in the model card. Needs `pip install 'kerasft[onnx]'`.",
+    )
+    onnx_optimize: bool = Field(
+        True,
+        description="Fuse `model.onnx` with onnxruntime's transformer optimizer (attention, layer norm, GELU "
+        "and embeddings as single com.microsoft kernels; onnxruntime only, faster on CPU). `false`: standard "
+        "ONNX ops only, for other runtimes. A fused graph that differs from the plain one is not kept.",
+    )
+    dir: str = Field(
+        "saved_models", description="Exports go to `<dir>/<name>/<version>/` (TF Serving layout)."
+    )
+
+
+class EvaluationConfig(_Section):
+    """What is measured and drawn after training, on the validation and test splits."""
+
+    slices: tuple[str, ...] = Field(
+        (),
+        description="Data columns (source, language, a demographic attribute) to score each value of "
+        "separately; `metrics.json` and the report mark the largest gap between values. Numeric columns "
+        "with many values are cut into quartiles.",
+    )
+    report: bool = Field(
+        True,
+        description="Write `report.html` and `plots/` in the run directory (curves, confusion matrix, "
+        "ROC/PR, calibration, errors, slices).",
+    )
+    errors: int = Field(
+        20, ge=0, description="Most confident test errors the report lists with their text."
+    )
+
+
+class SearchDimension(_Section):
+    """One dimension of a hyperparameter search."""
+
+    type: Literal["float", "int", "choice"] = Field(description="`float`, `int` or `choice`.")
+    min: float | None = Field(None, description="Lowest value (float, int).")
+    max: float | None = Field(None, description="Highest value (float, int).")
+    step: float | None = Field(None, gt=0, description="Grid step (int: defaults to 1).")
+    sampling: Literal["linear", "log"] = Field(
+        "linear", description="`log` for scale-like values such as learning rates."
+    )
+    values: list[Any] | None = Field(None, description="The candidates of a `choice`.")
+
+    @model_validator(mode="after")
+    def _complete(self) -> SearchDimension:
+        if self.type == "choice":
+            if not self.values:
+                raise ValueError("a `choice` needs a non-empty `values` list")
+            return self
+        if self.min is None or self.max is None:
+            raise ValueError(f"a `{self.type}` dimension needs `min` and `max`")
+        if self.min > self.max:
+            raise ValueError(f"minimum {self.min:g} is above maximum {self.max:g}")
+        if self.sampling == "log" and self.min <= 0:
+            raise ValueError(f"`sampling: log` needs `min` above 0, got {self.min:g}")
+        return self
+
+
+class DistillConfig(_Section):
+    """Knowledge distillation: a smaller student trained on a finished run's outputs."""
+
+    teacher: str = Field(
+        description="A finished run directory (as printed by `run_dir=`): its best checkpoint teaches."
+    )
+    student_layers: int | None = Field(
+        None,
+        ge=1,
+        description="Cut the teacher's fine-tuned backbone to this many layers (every k-th, the top one kept) "
+        "to start the student from. null: the student is `model.backbone`, which must share the teacher's "
+        "tokenizer.",
+    )
+    alpha: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="Weight of the distillation term; `1 - alpha` weighs the task loss on the true labels.",
+    )
+    temperature: float = Field(
+        2.0, gt=0.0, description="Softmax temperature of the distillation term (scaled by T^2)."
+    )
+    unlabeled: str | None = Field(
+        None,
+        description="A CSV/TSV/JSONL/text file of unlabelled in-domain text the teacher labels; added to the "
+        "training examples with the distillation term only. Sequence-level tasks.",
+    )
+    unlabeled_text_column: str = Field(
+        "text", description="Column of `distill.unlabeled` with the text (ignored for .txt files)."
+    )
+    max_unlabeled: int | None = Field(
+        None, ge=1, description="Use at most this many unlabelled texts (a seeded draw)."
+    )
+
+
+class TuningConfig(_Section):
+    """A keras-tuner search over config keys (`python -m kerasft.tune`)."""
+
+    space: dict[str, SearchDimension] = Field(
+        description="Dotted config keys to search, e.g. `training.learning_rate: {type: float, min: 1e-5, "
+        "max: 1e-4, sampling: log}`."
+    )
+    oracle: Literal["random", "bayesian", "hyperband"] = Field(
+        "random", description="The search algorithm."
+    )
+    max_trials: int = Field(10, ge=1, description="Trials to run (random, bayesian).")
+    executions_per_trial: int = Field(
+        1,
+        ge=1,
+        description="Trainings per trial, with seeds seed, seed+1, ...; their objective is averaged.",
+    )
+    objective: str | None = Field(
+        None,
+        description="Validation metric to optimise, e.g. `val_accuracy`. Defaults to the task's monitor.",
+    )
+    direction: Literal["auto", "max", "min"] = Field(
+        "auto", description="`auto`: minimise losses and errors, maximise the rest."
+    )
+    max_steps_per_trial: int | None = Field(
+        None, ge=1, description="Per-trial step budget (sets `training.max_steps`)."
+    )
+    max_seconds_per_trial: float | None = Field(
+        None, gt=0, description="Per-trial time budget (sets `training.max_seconds`)."
+    )
+    directory: str | None = Field(
+        None,
+        description="Search state and results. Defaults to `<training.output_dir>/<name>/tuning`.",
+    )
+    export_best: bool = Field(
+        False, description="Retrain the best config at the end and export it."
+    )

@@ -1,0 +1,171 @@
+"""The root `Config`: its sections, and the checks that span more than one of them."""
+
+from __future__ import annotations
+
+import difflib
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from kerasft.config.base import MONITORS, _Section, leaf_keys
+from kerasft.config.sections import DataConfig, ModelConfig
+from kerasft.config.training import (
+    DistillConfig,
+    EvaluationConfig,
+    ExportConfig,
+    TrainingConfig,
+    TuningConfig,
+)
+
+
+class Config(_Section):
+    """A whole kerasft experiment."""
+
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        description="Name of the experiment; names the run and export folders.",
+    )
+    task: Literal["classification", "multi_label", "regression", "token_classification"] = Field(
+        "classification",
+        description="What is predicted: one label per text (or text pair), any number of labels, a number, "
+        "or one tag per word.",
+    )
+    data: DataConfig
+    model: ModelConfig = ModelConfig()
+    training: TrainingConfig = TrainingConfig()
+    export: ExportConfig = ExportConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+    tuning: TuningConfig | None = Field(
+        None, description="Hyperparameter search; used by `kerasft.tune` only."
+    )
+    distill: DistillConfig | None = Field(
+        None,
+        description="Train a student on a teacher run's outputs; `kerasft.distill` needs it, "
+        "`kerasft.train` honours it too.",
+    )
+
+    @model_validator(mode="after")
+    def _training_keys_agree(self) -> Config:
+        t = self.training
+        if t.group_learning_rates and t.layerwise_lr_decay < 1.0:
+            raise ValueError(
+                "use either `training.group_learning_rates` or `training.layerwise_lr_decay`, not both"
+            )
+        if t.group_optimizers and t.gradient_accumulation_steps > 1:
+            raise ValueError(
+                "`training.group_optimizers` does not combine with `gradient_accumulation_steps` yet"
+            )
+        if t.unfreeze_every_epochs and t.unfreeze_every_steps:
+            raise ValueError(
+                "give `training.unfreeze_every_epochs` or `unfreeze_every_steps`, not both"
+            )
+        if (t.unfreeze_every_epochs or t.unfreeze_every_steps) and (
+            t.freeze_layers or t.freeze_embeddings
+        ):
+            raise ValueError(
+                "`training.unfreeze_every_epochs` unfreezes every block in turn; drop `freeze_layers` and "
+                "`freeze_embeddings`, or gradual unfreezing"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _one_way_to_choose_what_trains(self) -> Config:
+        t = self.training
+        methods = [
+            name
+            for name, on in (
+                ("model.lora", self.model.lora),
+                ("model.adapters", self.model.adapters),
+                ("model.prompt_tuning", self.model.prompt_tuning),
+                ("training.bitfit", t.bitfit),
+            )
+            if on
+        ]
+        if len(methods) > 1:
+            raise ValueError(
+                f"choose one of `{methods[0]}` and `{methods[1]}`: each freezes the backbone its own way"
+            )
+        if methods and (t.unfreeze_every_epochs or t.unfreeze_every_steps or t.freeze_layers):
+            raise ValueError(
+                f"`{methods[0]}` decides what trains; drop `training.unfreeze_every_*` and `freeze_layers`"
+            )
+        if self.model.backbone == "bigru":
+            bigru_refuses = [m for m in methods if m != "training.bitfit"] + [
+                key
+                for key, on in (
+                    ("model.num_layers", self.model.num_layers),
+                    (
+                        "training.unfreeze_every_*",
+                        t.unfreeze_every_epochs or t.unfreeze_every_steps,
+                    ),
+                    ("training.freeze_layers", t.freeze_layers),
+                    ("training.bitfit", t.bitfit),
+                    ("model.pooling: pooler", self.model.pooling == "pooler"),
+                )
+                if on
+            ]
+            if bigru_refuses:
+                raise ValueError(
+                    f"`{bigru_refuses[0]}` applies to transformer backbones, not `model.backbone: "
+                    "bigru`; drop it or pick a transformer backbone"
+                )
+        if self.model.prompt_tuning and self.model.pooling == "pooler":
+            raise ValueError(
+                "`model.pooling: pooler` reads the first position, a soft-prompt vector under "
+                "`model.prompt_tuning`; use `mean` or `cls`"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _augmentation_fits_task(self) -> Config:
+        augment = self.data.augment
+        if augment and augment.back_translation and self.task == "token_classification":
+            raise ValueError(
+                "`data.augment.back_translation` rewrites whole sentences, so word tags cannot follow; "
+                "token_classification can use synonym, insertion, swap, deletion and contextual"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _monitor_fits_task(self) -> Config:
+        t = self.training
+        if self.task not in ("classification", "multi_label") and (
+            t.loss == "focal" or t.label_smoothing
+        ):
+            raise ValueError(
+                f"`training.loss: focal` and `training.label_smoothing` apply to classification tasks, "
+                f"not `{self.task}`"
+            )
+        if self.distill is not None:
+            if self.distill.unlabeled and self.task == "token_classification":
+                raise ValueError(
+                    "`distill.unlabeled` applies to sequence-level tasks; token_classification distils "
+                    "on its labelled words only"
+                )
+        allowed = MONITORS[self.task][1]
+        if self.training.monitor is not None and self.training.monitor not in allowed:
+            close = difflib.get_close_matches(self.training.monitor, allowed, n=1)
+            hint = f" Did you mean `{close[0]}`?" if close else ""
+            raise ValueError(
+                f"`training.monitor: {self.training.monitor}` is not reported for task `{self.task}`.{hint} "
+                f"Allowed: {', '.join(allowed)}"
+            )
+        if self.tuning is not None:
+            leaves = set(leaf_keys(Config)) - {"name"}
+            for key in self.tuning.space:
+                if key not in leaves or key.startswith("tuning."):
+                    close = difflib.get_close_matches(key, sorted(leaves), n=1)
+                    hint = f" Did you mean `{close[0]}`?" if close else ""
+                    raise ValueError(f"`tuning.space.{key}` is not a config key.{hint}")
+            objective = self.tuning.objective
+            if objective is not None and objective not in allowed:
+                raise ValueError(
+                    f"`tuning.objective: {objective}` is never reported for task `{self.task}`. "
+                    f"Use one of {', '.join(allowed)}"
+                )
+        return self
+
+    @property
+    def monitor(self) -> str:
+        """`training.monitor`, or the task's default."""
+        return self.training.monitor or MONITORS[self.task][0]

@@ -1,0 +1,596 @@
+"""`run(cfg)`: one fine-tuning (or distillation) run, top to bottom; `python -m kerasft.train` calls it.
+
+`run(cfg)` is the whole run as named steps:
+
+    start_runtime    distribution strategy, seed, precision
+    prepare_data     splits, label vocabulary, token ids           (kerasft.data)
+                     and, with `distill:`, the teacher's outputs   (kerasft.training.distillation)
+    the builder      task_model_for: backbone, task head, prompt / LoRA / adapters
+                     (kerasft.models); or distilling: that model as the student
+                     of a Distiller                                (kerasft.training.distillation)
+    build_datasets   length-sorted, resumable tf.data pipelines    (kerasft.data)
+    build_optimizer  AdamW, schedule, per-layer rates              (kerasft.training.optimizers)
+    build_callbacks  validation metrics, best checkpoint, backups  (kerasft.training.callbacks)
+    fit              Keras' own loop
+    evaluate_best    the best epoch's weights on validation and test
+    write_run_files  metrics.json, export.json, predictions/         (kerasft.tasks.evaluation)
+    write_report     report.html and plots/                        (kerasft.report)
+    export           a versioned SavedModel                        (kerasft.serving)
+
+Everything that can be wrong with the user's input (config, data, backbone) is
+checked before the run directory is created; if a user error still happens
+later, the run directory is removed so no half-written run is left behind.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+from kerasft import config as config_lib
+from kerasft._compat import keras, tf
+from kerasft.config import Config
+from kerasft.data import Data, Datasets, build_datasets, calibration_examples, load_data
+from kerasft.data.pipeline import eval_order
+from kerasft.errors import ConfigError
+from kerasft.models import Backbone, backbone_for, build_model, load_tokenizer, model_directory
+from kerasft.peft.bitfit import apply_bitfit
+from kerasft.peft.freezing import freeze
+from kerasft.report import write_report
+from kerasft.report.history import read_history
+from kerasft.serving import ExportInfo, RunCard
+from kerasft.tasks import TASKS, TaskSpec, collect, evaluate, monitor_mode, tune_thresholds
+from kerasft.tasks.evaluation import Predictions, distributions, slice_metrics
+from kerasft.training import distillation as distill
+from kerasft.training.callbacks import (
+    StepTimer,
+    StopOnNonFiniteLoss,
+    best_checkpoint,
+    build_callbacks,
+)
+from kerasft.training.exports import export_run, reexport
+from kerasft.training.hardware import resolve_jit, resolve_precision
+from kerasft.training.optimizers import build_optimizer
+from kerasft.training.rundir import RunLock, check_writable, ending_for, is_live, remove_leftovers
+from kerasft.training.state import TrainingState
+from kerasft.training.strategies import (
+    barrier,
+    check_fits,
+    cluster_from_env,
+    is_chief,
+    is_multi_worker,
+    resolve_strategy,
+)
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    export_dir: Path | None
+    metrics: dict
+    model: keras.Model  # the trained model, holding the best epoch's weights
+    report: Path | None = None  # report.html, unless `evaluation.report: false`
+
+
+def run(
+    cfg: Config,
+    *,
+    verbose: int | None = None,
+    frames: dict | None = None,
+    resume_dir: Path | None = None,
+) -> RunResult:
+    """Trains, evaluates and exports one experiment described by `cfg`.
+
+    Args:
+        cfg: the validated config.
+        verbose: `fit` verbosity. Defaults to a progress bar on a terminal, else progress lines.
+        frames: DataFrames standing in for `data.train`/`validation`/`test`. Defaults to none.
+        resume_dir: an interrupted run of the same config to continue from its last
+            backup (every `training.backup_every_steps` steps and every epoch end).
+            Defaults to a new run. Multi-worker runs find their own (docs/training.md).
+    """
+    verbose = _verbosity(verbose)
+    before = keras.mixed_precision.global_policy()
+    lock = None
+    try:
+        check_outputs(cfg)
+        strategy = start_runtime(cfg)
+        cfg, spec, data, teacher, tokenizer, directory = prepare_data(cfg, frames)
+        jit = resolve_jit(cfg.training.jit_compile)
+        with strategy.scope():  # model, optimizer and metrics live on every replica
+            backbone = backbone_for(cfg.model, directory, tokenizer, _dropout_overrides(cfg))
+            builder = partial(distilling, teacher=teacher) if teacher else task_model_for
+            model, facts = builder(cfg, spec, backbone, data)
+            state = TrainingState()
+            datasets = build_datasets(cfg, data, backbone.pad_id, state, strategy, jit)
+            compile_model(model, cfg, spec, data, datasets.steps, jit)
+        chief = is_chief(strategy)
+        run_dir, resume_dir, lock = open_run_dir(cfg, data, strategy, resume_dir)
+        callbacks: list = []
+        try:
+            timer = StepTimer()
+            callbacks = build_callbacks(
+                cfg, spec, run_dir, data, datasets, state, strategy, timer, verbose
+            )
+            wall = fit(model, cfg, data, datasets, callbacks, verbose, jit)
+            if not chief:
+                print(
+                    f"worker done: {timer.steps} steps in {timer.seconds:.1f}s; the chief exports"
+                )
+                return RunResult(run_dir, None, {}, model)
+            finished = Trained(model, backbone, data, datasets, timer, wall, facts)
+            return finish(cfg, spec, run_dir, finished)
+        except BaseException as exc:
+            where = next(
+                (c.position for c in callbacks if isinstance(c, StopOnNonFiniteLoss)), None
+            )
+            ending = ending_for(exc, run_dir, resume_dir is not None or not chief, where)
+            if ending is None:  # a bug: its own traceback
+                raise
+            raise ending from None
+    finally:  # the run's precision is its own, not the caller's from now on
+        if lock is not None:
+            lock.release()
+        keras.mixed_precision.set_global_policy(before)
+
+
+@dataclass(frozen=True)
+class Trained:
+    """What `fit` leaves for the chief to evaluate, record and export."""
+
+    model: keras.Model
+    backbone: Backbone
+    data: Data
+    datasets: Datasets
+    timer: StepTimer
+    wall: float  # fit's wall-clock seconds
+    facts: dict  # the builder's, for metrics.json (distillation's)
+
+
+def finish(cfg: Config, spec: TaskSpec, run_dir: Path, t: Trained) -> RunResult:
+    """The chief's end of a run: the best epoch scored, the run's files, its report and export."""
+    shutil.rmtree(run_dir / "backup", ignore_errors=True)  # finished: nothing to resume
+    metrics, thresholds = evaluate_best(t.model, cfg, spec, run_dir, t.data, t.datasets)
+    metrics["train"] = training_summary(cfg, t.data, t.datasets.steps, t.timer, t.wall, run_dir)
+    metrics["data"] = distributions(t.data.splits, spec)
+    metrics.update(t.facts)
+    write_run_files(cfg, run_dir, t.backbone, t.data, metrics, thresholds)
+    report = write_report(run_dir, cfg.evaluation.errors) if cfg.evaluation.report else None
+    export_dir = export(cfg, run_dir, t.model, t.backbone, t.data, t.datasets)
+    return RunResult(run_dir, export_dir, metrics, t.model, report)
+
+
+def prepare_data(cfg: Config, frames: dict | None) -> tuple:
+    """The run's data, with the teacher's outputs among the targets when `cfg.distill` names one.
+
+    Returns:
+        (cfg, with a cut student's layer count; the task spec; `Data`; the teacher or None;
+        the backbone's tokenizer; its directory).
+    """
+    spec = TASKS[cfg.task]
+    teacher = distill.load_teacher(cfg.distill.teacher) if cfg.distill else None
+    cfg = distill.student_config(cfg, teacher) if teacher else cfg
+    directory = model_directory(cfg.model)
+    tokenizer = load_tokenizer(directory)
+    data = load_data(cfg, spec, tokenizer, frames)
+    if teacher:  # the teacher's logits join the training targets
+        data = distill.distillation_data(cfg, spec, data, teacher, tokenizer)
+    return cfg, spec, data, teacher, tokenizer, directory
+
+
+def check_outputs(cfg: Config) -> None:
+    """Checks that the run's and the export's directories can be written, before any work.
+
+    Raises:
+        OutputError: a file in the way, or a directory that cannot be written.
+    """
+    check_writable(cfg.training.output_dir, "training.output_dir", cfg.name)
+    if cfg.export.enabled:
+        check_writable(cfg.export.dir, "export.dir", cfg.name)
+
+
+def compile_model(
+    model: keras.Model,
+    cfg: Config,
+    spec: TaskSpec,
+    data: Data,
+    steps: int,
+    jit: bool,
+) -> None:
+    """Compiles `model` for `fit`: optimizer, frozen weights, loss, metrics, XLA.
+
+    Args:
+        steps: optimizer steps per epoch (the schedule's length).
+        jit: compile the steps with XLA (`hardware.resolve_jit`).
+    """
+    optimizer = build_optimizer(cfg.training, model, steps)
+    # After the optimizer: with gradual unfreezing it has slots for every block.
+    freeze(model, cfg.training.freeze_embeddings, cfg.training.freeze_layers)
+    if cfg.training.bitfit:
+        print(f"BitFit: {apply_bitfit(model)} bias vectors of the backbone train, and the head")
+    model.compile(
+        optimizer=optimizer,
+        loss=loss_for(cfg, spec, data),
+        metrics=spec.fit_metrics(),
+        jit_compile=jit,
+    )
+
+
+def task_model_for(
+    cfg: Config, spec: TaskSpec, backbone: Backbone, data: Data
+) -> tuple[keras.Model, dict]:
+    """The model builder of a training run: the `model:` section's task model, and no facts."""
+    return build_model(cfg.model, spec, backbone, len(data.label_names), cfg.data.max_length), {}
+
+
+def distilling(
+    cfg: Config, spec: TaskSpec, backbone: Backbone, data: Data, teacher: distill.Teacher
+) -> tuple[keras.Model, dict]:
+    """The model builder of a distillation run: the student as a `Distiller`, and its facts."""
+    student, _ = task_model_for(cfg, spec, backbone, data)
+    model, facts = distill.build_distiller(student, cfg, data, teacher)
+    return model, {"distill": facts}
+
+
+def start_runtime(cfg: Config) -> tf.distribute.Strategy:
+    """The distribution strategy, the global seed and the precision policy of the run.
+
+    Raises:
+        ConfigError: a setting this strategy cannot run, or `export.onnx` without the ONNX packages.
+    """
+    # First: MultiWorkerMirroredStrategy must be created before TensorFlow's runtime starts.
+    strategy, described = resolve_strategy(cfg.training.distribution)
+    if cfg.export.enabled and cfg.export.onnx:
+        from kerasft.serving import onnx as onnx_lib
+
+        onnx_lib.require()  # now, not after hours of training
+    t = cfg.training
+    replicas, multi_worker = strategy.num_replicas_in_sync, is_multi_worker(strategy)
+    check_fits(t, replicas, multi_worker)
+    if replicas > 1 or multi_worker:
+        print(
+            f"distribution: {described}; global batch {t.batch_size} = "
+            f"{t.batch_size // replicas} per replica"
+        )
+    keras.utils.set_random_seed(t.seed)
+    policy, why = resolve_precision(t.precision)
+    keras.mixed_precision.set_global_policy(policy)
+    if t.precision == "auto":
+        print(f"precision: {policy} ({why})")
+    return strategy
+
+
+def _dropout_overrides(cfg: Config) -> dict[str, float]:
+    dropout = {"hidden": cfg.model.hidden_dropout, "attention": cfg.model.attention_dropout}
+    return {k: v for k, v in dropout.items() if v is not None}
+
+
+def loss_for(cfg: Config, spec: TaskSpec, data: Data):
+    """The task's training loss with the config's smoothing and focal settings."""
+    t = cfg.training
+    focal = t.focal_gamma if t.loss == "focal" else None
+    return spec.make_loss(len(data.label_names), t.label_smoothing, focal)
+
+
+def fit(
+    model: keras.Model,
+    cfg: Config,
+    data: Data,
+    datasets: Datasets,
+    callbacks: list,
+    verbose: int,
+    jit: bool,
+) -> float:
+    """Keras' `fit` with the run's callbacks; returns its wall-clock seconds."""
+    trainable = sum(int(tf.size(v)) for v in model.trainable_variables)
+    total = sum(int(tf.size(v)) for v in model.variables)
+    t = cfg.training
+    print(
+        f"training {cfg.name} ({cfg.task}): {len(data.encoded['train'])} examples, {datasets.steps} steps/epoch, "
+        f"up to {t.epochs} epochs, batch {t.batch_size}, {trainable:,} of {total:,} parameters trainable "
+        f"({100 * trainable / total:.2f}%), precision {keras.mixed_precision.global_policy().name}, "
+        f"XLA {'on' if jit else 'off'}, monitoring {cfg.monitor}",
+        flush=True,
+    )
+    start = time.perf_counter()
+    model.fit(
+        datasets.train,
+        epochs=t.epochs,
+        callbacks=callbacks,
+        verbose=verbose,
+        class_weight=data.splits.class_weights,
+    )
+    wall = time.perf_counter() - start
+    barrier(model.distribute_strategy)
+    return wall
+
+
+def evaluate_best(
+    model: keras.Model, cfg: Config, spec: TaskSpec, run_dir: Path, data: Data, datasets: Datasets
+) -> tuple[dict, list[float] | None]:
+    """Loads the best epoch's weights, scores validation and test, and saves their predictions.
+
+    EarlyStopping restores weights only when it stops early; the checkpoint holds the
+    best epoch either way. Multi-label decision thresholds are tuned on validation here.
+    Each split's predictions go to `predictions/<split>.npz` in input order (the report
+    reads them); `evaluation.slices` adds each split's metrics per slice value.
+
+    Returns:
+        (metrics per split, the tuned thresholds or None).
+    """
+    model.load_weights(best_checkpoint(run_dir / "checkpoints"))
+    splits = {"validation": datasets.validation, "test": datasets.test}
+    outputs = {name: collect(model, dataset, spec) for name, dataset in splits.items()}
+    names, thresholds = data.label_names, None
+    if spec.multi_hot:
+        thresholds = [float(t) for t in tune_thresholds(*outputs["validation"])]
+        shown = ", ".join(f"{n} {t:.2f}" for n, t in zip(names, thresholds, strict=True))
+        print(f"decision thresholds tuned on validation: {shown}")
+    metrics = {
+        name: evaluate(spec, *outputs[name], names, thresholds=thresholds, scaling=data.scaling)
+        for name in splits
+    }
+    for name in splits:
+        m = metrics[name]
+        if not m["examples"]:
+            continue
+        shown = "  ".join(
+            f"{k} {v:.4f}" for k, v in m.items() if isinstance(v, float) and k != "loss"
+        )
+        print(f"{name}: {shown}  ({m['examples']} examples)")
+        predictions = Predictions.in_input_order(
+            *outputs[name], eval_order(data.encoded[name]), getattr(data.splits, name), data.scaling
+        )
+        predictions.save(run_dir / "predictions" / f"{name}.npz")
+        if cfg.evaluation.slices:
+            m["slices"] = slice_metrics(spec, predictions, names, _headline(cfg), thresholds)
+            _print_gaps(name, m["slices"])
+    return metrics, thresholds
+
+
+def _headline(cfg: Config) -> str:
+    """The metric slices are compared on: the monitored one (without `val_`)."""
+    return cfg.monitor.removeprefix("val_")
+
+
+def _print_gaps(split: str, slices: dict) -> None:
+    for column, scored in slices.items():
+        gap = scored["largest_gap"]
+        if gap:
+            print(
+                f"{split} slices by {column}: {len(scored['values'])} values; largest {gap['metric']} gap "
+                f"{gap['gap']:.4f} ({gap['highest']} over {gap['lowest']})"
+            )
+
+
+def training_summary(
+    cfg: Config, data: Data, steps: int, timer: StepTimer, wall: float, run_dir: Path
+) -> dict:
+    """metrics.json's `train` section: size, epochs, speed and the per-epoch history."""
+    history = read_history(run_dir / "history.jsonl")
+    examples = len(data.encoded["train"])  # with distillation's unlabelled texts
+    per_second = examples * timer.steps / steps / max(timer.seconds, 1e-9)
+    print(
+        f"train: {round(per_second, 2)} examples/s in training steps "
+        f"({timer.seconds:.1f}s); {wall:.1f}s with validation and checkpoints"
+    )
+    return {
+        "examples": examples,
+        "augmented": len(data.augmented),  # of `examples`, added by data.augment
+        "epochs": len(history),
+        "wall_seconds": round(wall, 2),
+        # Training steps only (tracing included); wall_seconds adds validation and checkpoints.
+        "step_seconds": round(timer.seconds, 2),
+        "examples_per_second": round(per_second, 2),
+        "best_epoch": _best_epoch([e.get(cfg.monitor) for e in history], monitor_mode(cfg.monitor)),
+        "history": {
+            k: [round(float(e[k]), 6) for e in history]
+            for k in (history or [{}])[-1]
+            if k != "epoch"
+        },
+    }
+
+
+def write_run_files(
+    cfg: Config,
+    run_dir: Path,
+    backbone: Backbone,
+    data: Data,
+    metrics: dict,
+    thresholds: list[float] | None,
+) -> None:
+    """`metrics.json`, and `export.json`: everything a later re-export needs besides the weights."""
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+    validation = data.splits.validation
+    ExportInfo(
+        task=cfg.task,
+        labels=data.label_names,
+        max_length=data.max_length,
+        pair=data.splits.train.pairs is not None,
+        thresholds=None if thresholds is None else tuple(thresholds),
+        scaling=data.scaling,
+        # Raw strings, as clients send them (word lists are joined for token classification).
+        warmup_texts=tuple(t if isinstance(t, str) else " ".join(t) for t in validation.texts[:8]),
+        warmup_pairs=tuple(validation.pairs[:8]) if validation.pairs else None,
+        card=run_card(cfg, run_dir, backbone, data, metrics),
+    ).write(run_dir)
+
+
+def run_card(cfg: Config, run_dir: Path, backbone: Backbone, data: Data, metrics: dict) -> RunCard:
+    """What the model card says about the run."""
+
+    def scalars(split: str) -> list[str]:
+        return [k for k, v in metrics[split].items() if isinstance(v, float) and k != "loss"]
+
+    splits = data.splits
+    return RunCard(
+        backbone=f"{cfg.model.backbone} ({backbone.model.config.model_type}, {backbone.directory})",
+        data={
+            "train": splits.train.source,
+            "train_examples": len(splits.train),
+            "validation": f"{splits.validation.source} ({len(splits.validation)})",
+            "test": f"{splits.test.source} ({len(splits.test)})",
+        },
+        run_dir=str(run_dir),
+        config=config_lib.dump_config(cfg),
+        metrics={
+            k: {n: v for n, v in metrics[k].items() if isinstance(v, float | int)}
+            for k in ("validation", "test")
+        },
+        metric_names=tuple(scalars("test") or scalars("validation")),
+        teacher=cfg.distill.teacher if cfg.distill else None,
+    )
+
+
+def export(
+    cfg: Config,
+    run_dir: Path,
+    model: keras.Model,
+    backbone: Backbone,
+    data: Data,
+    datasets: Datasets,
+) -> Path | None:
+    """The run's SavedModel (when `export.enabled`), always computing in float32."""
+    if not cfg.export.enabled:
+        return None
+    calibration = None
+    if cfg.export.tflite_int8:
+        calibration = calibration_examples(data.encoded["train"], 200, cfg.training.seed)
+    if is_multi_worker(model.distribute_strategy) or model.dtype_policy.name != "float32":
+        # A float32 single-device copy of the best weights: it serves anywhere, converts to
+        # TFLite, and saving it needs none of the collectives a multi-worker model's
+        # sync-on-read variables would (the other workers have stopped).
+        print(f"export: rebuilding the model in float32 (trained in {model.dtype_policy.name})")
+        return reexport(run_dir, test_data=datasets.test, calibration=calibration)
+    return export_run(run_dir, model, backbone, cfg, datasets.test, calibration)
+
+
+def _verbosity(verbose: int | None) -> int:
+    # No live progress bar in a log file: progress lines instead (StepProgress).
+    return verbose if verbose is not None else (1 if sys.stdout.isatty() else 2)
+
+
+def _best_epoch(values: list[float | None], mode: str) -> int | None:
+    known = [v for v in values if v is not None]
+    if not known:
+        return None
+    pick = min if mode == "min" else max
+    return values.index(pick(known)) + 1
+
+
+def open_run_dir(
+    cfg: Config, data: Data, strategy: tf.distribute.Strategy, resume_dir: Path | None
+) -> tuple[Path, Path | None, RunLock | None]:
+    """The run directory (new, resumed or the cluster's) with config.yaml, labels.json and, with
+    `data.augment`, augmented.jsonl in it, locked for this process (`kerasft.training.rundir`).
+
+    Returns:
+        (run directory, the same directory if it is being resumed, else None, the lock; None
+        for a multi-worker run, whose workers share the directory).
+    """
+    lock = None
+    if is_multi_worker(strategy):
+        run_dir, resume_dir = _multi_worker_run_dir(cfg)
+    else:
+        run_dir = resume_dir or _new_run_dir(Path(cfg.training.output_dir) / cfg.name)
+        lock = RunLock(run_dir)
+    if is_chief(strategy):
+        (run_dir / "config.yaml").write_text(config_lib.dump_config(cfg), encoding="utf-8")
+        (run_dir / "labels.json").write_text(data.splits.vocab.to_json(), encoding="utf-8")
+        if data.augmented:  # for inspection: what each operation made of which example
+            (run_dir / "augmented.jsonl").write_text(
+                "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in data.augmented),
+                encoding="utf-8",
+            )
+    # TensorFlow checkpoint format: it restores into mirrored variables too (HDF5 does not).
+    (run_dir / "checkpoints").mkdir(exist_ok=True)
+    return run_dir, resume_dir, lock
+
+
+def unfinished_run(cfg: Config) -> Path | None:
+    """The newest run of this exact config that was interrupted (a backup and no metrics.json)
+    and that no live process is still writing (`kerasft.training.rundir`)."""
+    parent = Path(cfg.training.output_dir) / cfg.name
+    if not parent.is_dir():
+        return None
+    resolved = config_lib.dump_config(cfg)
+    for run_dir in sorted((p for p in parent.iterdir() if p.is_dir()), reverse=True):
+        backup = run_dir / "backup"
+        complete = (run_dir / "metrics.json").exists()
+        config = run_dir / "config.yaml"
+        same = config.is_file() and config.read_text() == resolved
+        if same and not complete and backup.is_dir() and any(backup.rglob("checkpoint")):
+            if is_live(run_dir):
+                print(f"{run_dir} is being trained by another live process; starting a new run")
+                continue
+            return run_dir
+    return None
+
+
+def _multi_worker_run_dir(cfg: Config) -> tuple[Path, Path | None]:
+    """The run directory every worker of a cluster agrees on, and whether it is being resumed.
+
+    Named after the config and the cluster's shape, so a restarted cluster finds its backup
+    (on a filesystem all workers share, as Keras' BackupAndRestore expects).
+
+    Raises:
+        ConfigError: the run of this config on this cluster has already finished.
+    """
+    # The cluster's shape, not its addresses: restarted workers may come back elsewhere.
+    cluster = json.loads(os.environ["TF_CONFIG"])["cluster"]
+    shape = {role: len(tasks) for role, tasks in cluster.items()}
+    key = config_lib.dump_config(cfg) + json.dumps(shape, sort_keys=True)
+    digest = hashlib.sha1(key.encode()).hexdigest()[:10]
+    run_dir = Path(cfg.training.output_dir) / cfg.name / f"multi-worker-{digest}"
+    if (run_dir / "metrics.json").exists():
+        raise ConfigError(
+            f"{run_dir} holds the finished run of this config on this cluster; change `name` "
+            "(or move that directory away) to train again."
+        )
+    resumed = run_dir if (run_dir / "backup").is_dir() else None
+    if resumed:
+        print(f"resuming the interrupted multi-worker run {run_dir} from its last backup")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir, resumed
+
+
+def _new_run_dir(parent: Path) -> Path:
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    parent.mkdir(parents=True, exist_ok=True)
+    for n in range(100):
+        candidate = parent / (stamp if n == 0 else f"{stamp}-{n}")
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"cannot create a run directory under {parent}")
+
+
+def launch(cfg: Config, fresh: bool) -> int:
+    """Runs `cfg`, resuming its interrupted run unless `fresh`; prints run_dir=, export_dir= and report=."""
+    if cluster_from_env() is not None and fresh:
+        raise ConfigError(
+            "--fresh does not apply to multi-worker runs (TF_CONFIG is set): their run directory "
+            "is named after the config and cluster; change `name` to start over."
+        )
+    # Multi-worker runs find their own run directory (all workers must agree on it).
+    if not cluster_from_env():
+        for leftover in remove_leftovers(Path(cfg.training.output_dir) / cfg.name):
+            print(f"removed {leftover}: left by a run killed before its first backup")
+    resume = None if fresh or cluster_from_env() else unfinished_run(cfg)
+    if resume is not None:
+        print(f"resuming the interrupted run {resume} from its last backup (--fresh starts over)")
+    result = run(cfg, resume_dir=resume)
+    print(f"run_dir={result.run_dir}")
+    print(f"export_dir={result.export_dir if result.export_dir else ''}")
+    print(f"report={result.report if result.report else ''}")
+    return 0
