@@ -22,6 +22,7 @@ import sys
 from kerasft import config as config_lib
 from kerasft.cli import cli_main
 from kerasft.errors import ConfigError, Interrupted
+from kerasft.training.search import tune
 
 
 def parser() -> argparse.ArgumentParser:
@@ -39,9 +40,7 @@ def parser() -> argparse.ArgumentParser:
 
 @cli_main
 def main(argv: list[str] | None = None) -> int:
-    import keras_tuner as kt
-
-    from kerasft.training.search import tune
+    import keras_tuner as kt  # after kerasft.training.search has set TensorFlow up
 
     args = parser().parse_args(argv)
     try:

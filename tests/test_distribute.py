@@ -50,7 +50,8 @@ OPTIONS = {
         "layerwise_lr_decay": 0.5,
         "clipnorm": 0.5,
     },
-    "per-group optimizers": {
+    "per-group optimizers, with accumulation": {
+        "gradient_accumulation_steps": 2,
         "group_optimizers": {
             "embeddings": {"optimizer": "sgd", "learning_rate": 0.05, "momentum": 0.9},
             "head": {"learning_rate": 1e-3},

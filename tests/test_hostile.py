@@ -242,15 +242,15 @@ def test_an_unwritable_output_directory_is_refused(monkeypatch, tmp_path):
 
 @pytest.mark.slow
 def test_a_full_disk_removes_the_run_and_says_so(tiny_config, tmp_path, monkeypatch):
-    from kerasft import train
     from kerasft.errors import OutputError
+    from kerasft.training import runner
 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(train, "write_run_files", full)
+    monkeypatch.setattr(runner, "write_run_files", full)
     with pytest.raises(OutputError, match="the disk is full"):
-        train.run(config_from_dict(tiny_config), verbose=0)
+        runner.run(config_from_dict(tiny_config), verbose=0)
     assert list((tmp_path / "runs" / "tiny").iterdir()) == []
 
 

@@ -162,6 +162,48 @@ def test_four_micro_batches_of_8_equal_one_batch_of_32(tiny_bert_dir):
         np.testing.assert_allclose(a, b, atol=1e-5)
 
 
+def test_per_group_optimizers_accumulate_like_one_big_batch(tiny_bert_dir):
+    """`group_optimizers` with `gradient_accumulation_steps`: each group's optimizer applies the
+    mean of 4 micro-batches once, as one batch 4 times larger would (plain SGD: linear)."""
+    from kerasft.models import build_classifier, load_backbone
+    from kerasft.training.optimizers import grouped_optimizer
+
+    rng = np.random.default_rng(1)
+    x = {
+        "input_ids": tf.constant(rng.integers(5, 20, (32, 6)), tf.int32),
+        "attention_mask": tf.ones((32, 6), tf.int32),
+        "token_type_ids": tf.zeros((32, 6), tf.int32),
+    }
+    y = tf.constant(rng.integers(0, 2, 32))
+    no_dropout = {"hidden": 0.0, "attention": 0.0}
+    start = build_classifier(load_backbone(tiny_bert_dir, dropout=no_dropout), 2, dropout=0.0)
+    start = start.get_weights()
+
+    def trained(batch_size, accumulation):
+        model = build_classifier(load_backbone(tiny_bert_dir, dropout=no_dropout), 2, dropout=0.0)
+        model.set_weights(start)
+        default = make_optimizer(
+            0.5, 0.0, 10, 0.0, optimizer="sgd", accumulation_steps=accumulation
+        )
+        groups = {"head": {"optimizer": "sgd", "learning_rate": 0.1}}
+        optimizer = grouped_optimizer(model, groups, default, 10, 0.0, accumulation)
+        optimizer.build(model.trainable_variables)
+        model.compile(
+            optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        )
+        model.fit(x, y, batch_size=batch_size, epochs=1, shuffle=False, verbose=0)
+        assert {g: int(o.updates_done) for g, o in optimizer.optimizers.items()} == {
+            "default": 1,
+            "head": 1,
+        }
+        return model.get_weights()
+
+    big, accumulated = trained(32, 1), trained(8, 4)
+    assert max(np.abs(b - s).max() for b, s in zip(big, start, strict=True)) > 1e-4
+    for b, a in zip(big, accumulated, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
 def test_adamw_with_accumulation_applies_once_per_four_micro_batches():
     opt = make_optimizer(0.1, 0.0, 10, 0.0, accumulation_steps=4)
     v = tf.Variable([1.0])

@@ -51,10 +51,6 @@ class Config(_Section):
             raise ValueError(
                 "use either `training.group_learning_rates` or `training.layerwise_lr_decay`, not both"
             )
-        if t.group_optimizers and t.gradient_accumulation_steps > 1:
-            raise ValueError(
-                "`training.group_optimizers` does not combine with `gradient_accumulation_steps` yet"
-            )
         if t.unfreeze_every_epochs and t.unfreeze_every_steps:
             raise ValueError(
                 "give `training.unfreeze_every_epochs` or `unfreeze_every_steps`, not both"

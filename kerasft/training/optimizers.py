@@ -53,7 +53,9 @@ def build_optimizer(training: TrainingConfig, model: keras.Model, steps_per_epoc
     )
     if t.group_optimizers:
         specs = {g: spec.model_dump() for g, spec in t.group_optimizers.items()}
-        optimizer = grouped_optimizer(model, specs, optimizer, updates, t.warmup_ratio)
+        optimizer = grouped_optimizer(
+            model, specs, optimizer, updates, t.warmup_ratio, t.gradient_accumulation_steps
+        )
         shown = ", ".join(
             f"{g} {s['optimizer']} lr {s['learning_rate']:g}" for g, s in specs.items()
         )
@@ -104,7 +106,7 @@ def make_optimizer(
         schedule: `linear`, `cosine` or `constant` after warmup. Defaults to `linear`.
         clipnorm: clip gradients to this global norm. Defaults to none.
         optimizer: `adamw`, or `sgd` (with `momentum`). Defaults to `adamw`.
-        lazy_sparse: AdamW updates only the embedding rows a batch uses (see `_Lazy`).
+        lazy_sparse: AdamW updates only the embedding rows a batch uses (see `AdamW`).
             Defaults to True.
         accumulation_steps: apply the mean gradient of this many micro-batches at once.
             Defaults to 1.
@@ -530,13 +532,20 @@ class GroupedOptimizer(keras.optimizers.Optimizer):
 
 
 def grouped_optimizer(
-    model: keras.Model, per_group: dict[str, dict], default, total_steps: int, warmup_ratio: float
+    model: keras.Model,
+    per_group: dict[str, dict],
+    default,
+    total_steps: int,
+    warmup_ratio: float,
+    accumulation_steps: int = 1,
 ) -> GroupedOptimizer:
     """A `GroupedOptimizer` with `default` for unlisted groups and one optimizer per entry of `per_group`.
 
     Args:
         per_group: group (`embeddings`, `layer_<i>`, `head`) → `{optimizer, learning_rate, momentum,
             weight_decay}`.
+        accumulation_steps: micro-batches per update, for every group (`default` has its own).
+            Defaults to 1.
 
     Raises:
         ConfigError: a group name the model does not have.
@@ -559,5 +568,6 @@ def grouped_optimizer(
             warmup_ratio,
             optimizer=spec.get("optimizer", "adamw"),
             momentum=spec.get("momentum", 0.0),
+            accumulation_steps=accumulation_steps,
         )
     return GroupedOptimizer(optimizers, assignment)

@@ -17,14 +17,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-import keras_tuner as kt
 import yaml
 
 from kerasft import config as config_lib
-from kerasft._compat import keras, tf
+from kerasft._compat import keras, tf  # before keras-tuner, which imports TensorFlow
 from kerasft.config import Config, SearchDimension
 from kerasft.errors import ConfigError, Interrupted, KerasftError
 from kerasft.tasks import monitor_mode
+
+# isort: split
+import keras_tuner as kt  # noqa: E402
 
 
 def search_directory(cfg: Config) -> Path:
