@@ -1,11 +1,7 @@
 """`python -m kerasft.tune --config configs/x.yaml`: a keras-tuner search over config keys.
 
-Every trial is a full `kerasft.training.runner.run` of the config with the trial's values
-set (the same code path as `python -m kerasft.train`), after
-`clear_session()`. keras-tuner's `Tuner` insists on Keras 3 models, so kerasft
-drives its oracles through `BaseTuner` with its own `run_trial`. The search
-state lives in `tuning.directory`; running the same command again resumes it,
-skipping finished trials and re-running one that was interrupted.
+Every trial is a training run of the config with the trial's values set
+(`kerasft.training.search`). Running the same command again resumes the search.
 
 Outputs in the tuning directory: `trials.csv` and `trials.md` (every trial,
 best first), `best_config.yaml` (the best trial's fully resolved config, which

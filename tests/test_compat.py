@@ -77,33 +77,31 @@ def test_build_learning_rate_gives_a_custom_optimizer_a_schedule():
     np.testing.assert_allclose(rates, [0.25, 0.5, 0.75, 1.0, 1.0], rtol=1e-6)
 
 
-def test_restored_position_and_backup_now_round_trip(tmp_path):
+def _restarted(directory):
+    """A fresh model and a `BackupAndRestore` on `directory` after its restore (`on_train_begin`)."""
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     model.compile("sgd", "mse")
     backup = keras.callbacks.BackupAndRestore(
-        str(tmp_path), save_freq=1000, delete_checkpoint=False
+        str(directory), save_freq=1000, delete_checkpoint=False
     )
     backup.set_model(model)
     backup.on_train_begin()
+    return model, backup
+
+
+def test_restored_position_and_backup_now_round_trip(tmp_path):
+    model, backup = _restarted(tmp_path)
     assert _compat.restored_position(model, 10) == (0, 0)  # nothing to restore
     backup.on_epoch_begin(2)
     backup.on_train_batch_begin(3)
     _compat.backup_now(backup)  # mid-epoch: epoch 3's step 5 comes next
-    fresh = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
-    fresh.compile("sgd", "mse")
-    again = keras.callbacks.BackupAndRestore(str(tmp_path), save_freq=1000, delete_checkpoint=False)
-    again.set_model(fresh)
-    again.on_train_begin()
-    assert _compat.restored_position(fresh, 10) == (2, 4)
-    again.on_epoch_begin(4)
-    again.on_train_batch_begin(9)
-    _compat.backup_now(again)  # the epoch's last step: the next epoch follows
-    last = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
-    last.compile("sgd", "mse")
-    third = keras.callbacks.BackupAndRestore(str(tmp_path), save_freq=1000, delete_checkpoint=False)
-    third.set_model(last)
-    third.on_train_begin()
-    assert _compat.restored_position(last, 10) == (5, 0)
+    model, backup = _restarted(tmp_path)
+    assert _compat.restored_position(model, 10) == (2, 4)
+    backup.on_epoch_begin(4)
+    backup.on_train_batch_begin(9)
+    _compat.backup_now(backup)  # the epoch's last step: the next epoch follows
+    model, _ = _restarted(tmp_path)
+    assert _compat.restored_position(model, 10) == (5, 0)
 
 
 def test_skip_log_sync_is_what_keras_reads():

@@ -2,20 +2,18 @@
 
 `run(cfg)` is the whole run as named steps:
 
-    start_runtime    distribution strategy, seed, precision
-    prepare_data     splits, label vocabulary, token ids           (kerasft.data)
-                     and, with `distill:`, the teacher's outputs   (kerasft.training.distillation)
-    the builder      task_model_for: backbone, task head, prompt / LoRA / adapters
-                     (kerasft.models); or distilling: that model as the student
-                     of a Distiller                                (kerasft.training.distillation)
-    build_datasets   length-sorted, resumable tf.data pipelines    (kerasft.data)
-    build_optimizer  AdamW, schedule, per-layer rates              (kerasft.training.optimizers)
-    build_callbacks  validation metrics, best checkpoint, backups  (kerasft.training.callbacks)
+    start_runtime    distribution strategy, seed, precision        (training.strategies)
+    prepare_data     splits, label vocabulary, token ids           (data)
+                     and, with `distill:`, the teacher's outputs   (training.distillation)
+    the builder      task_model_for: backbone, task head, prompt / LoRA / adapters (models);
+                     or distilling: that model as a Distiller's student (training.distillation)
+    build_datasets   length-sorted, resumable tf.data pipelines    (data)
+    compile_model    build_optimizer, freezing, BitFit, compile    (training.optimizers, peft)
+    build_callbacks  validation metrics, best checkpoint, backups  (training.callbacks)
     fit              Keras' own loop
-    evaluate_best    the best epoch's weights on validation and test
-    write_run_files  metrics.json, export.json, predictions/         (kerasft.tasks.evaluation)
-    write_report     report.html and plots/                        (kerasft.report)
-    export           a versioned SavedModel                        (kerasft.serving)
+    finish           on the chief: evaluate_best (the best epoch on validation and test),
+                     write_run_files (metrics.json, export.json, predictions/; tasks.evaluation),
+                     write_report (report.html, plots/; report), export (serving)
 
 Everything that can be wrong with the user's input (config, data, backbone) is
 checked before the run directory is created; if a user error still happens
