@@ -111,3 +111,7 @@ def test_a_run_with_adapters_or_bitfit_trains_and_serves_raw_text(method, tmp_pa
     result = run(config_from_dict(raw), verbose=0)
     # The export holds the trained adapters / biases: same outputs as the model on the same ids.
     assert_trained_and_served(result, {k: v[:2] for k, v in X.items()})
+    # Optimizer state only for what trains: a frozen kernel gets no Adam moments.
+    trainable = {v.name for v in result.model.trainable_variables}
+    slots = [v for v in result.model.optimizer.variables() if v.name.startswith(("m/", "v/"))]
+    assert len(slots) == 2 * len(trainable)

@@ -60,9 +60,10 @@ def build_optimizer(training: TrainingConfig, model: keras.Model, steps_per_epoc
             f"{g} {s['optimizer']} lr {s['learning_rate']:g}" for g, s in specs.items()
         )
         print(f"separate optimizers: {shown}")
-    # Slots for every variable now, while all are trainable (blocks unfrozen later get
-    # Adam state and the ones already training keep theirs), under the strategy's scope.
-    optimizer.build(model.trainable_variables)
+    if t.unfreeze_every_epochs or t.unfreeze_every_steps:
+        # Slots for every variable now, while all are trainable, so blocks unfrozen later
+        # get Adam state and the ones already training keep theirs.
+        optimizer.build(model.trainable_variables)
     return optimizer
 
 

@@ -214,6 +214,8 @@ def compile_model(
     freeze(model, cfg.training.freeze_embeddings, cfg.training.freeze_layers)
     if cfg.training.bitfit:
         print(f"BitFit: {apply_bitfit(model)} bias vectors of the backbone train, and the head")
+    # Slots for what trains now (frozen weights get none), built under the strategy's scope.
+    optimizer.build(model.trainable_variables)
     model.compile(
         optimizer=optimizer,
         loss=loss_for(cfg, spec, data),
