@@ -49,17 +49,14 @@ for path in sys.argv[1:]:
 
 OPTIONS = {
     "plain": {},
-    # Per-variable rates, clipping and accumulation live in the optimizer's update, which runs
-    # once per replica: every replica must apply the same rate to its copy.
-    "accumulation, layer-wise rates, clipping": {
+    # Everything the optimizer does per variable, inside the update each replica runs on its
+    # own copy: layer-wise rates, clipping, accumulation, and a second and third optimizer
+    # (SGD with momentum for the embeddings, a head rate) each accumulating too.
+    "accumulation, layer-wise rates, clipping, per-group optimizers": {
         "epochs": 1,
         "gradient_accumulation_steps": 2,
         "layerwise_lr_decay": 0.5,
         "clipnorm": 0.5,
-    },
-    "per-group optimizers, with accumulation": {
-        "epochs": 1,
-        "gradient_accumulation_steps": 2,
         "group_optimizers": {
             "embeddings": {"optimizer": "sgd", "learning_rate": 0.05, "momentum": 0.9},
             "head": {"learning_rate": 1e-3},

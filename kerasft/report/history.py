@@ -12,23 +12,21 @@ from pathlib import Path
 
 def read_history(path: Path) -> list[dict]:
     """Per-epoch logs `EpochLog` wrote, one per epoch (the last record wins if an epoch was redone)."""
-    if not path.is_file():
-        return []
-    by_epoch = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            record = json.loads(line)
-            by_epoch[record["epoch"]] = record
-    return [by_epoch[e] for e in sorted(by_epoch)]
+    return _last_per(path, "epoch")
 
 
 def read_steps(path: Path) -> list[dict]:
     """Per-step records `StepLog` wrote, by step (the last record wins where a resumed run redid steps)."""
+    return _last_per(path, "step")
+
+
+def _last_per(path: Path, key: str) -> list[dict]:
+    """The JSON-lines records of `path` in order of `key`, the last one of each value kept."""
     if not path.is_file():
         return []
-    by_step = {}
+    latest = {}
     for line in path.read_text(encoding="utf-8").splitlines():
         if line.strip():
             record = json.loads(line)
-            by_step[record["step"]] = record
-    return [by_step[s] for s in sorted(by_step)]
+            latest[record[key]] = record
+    return [latest[k] for k in sorted(latest)]
