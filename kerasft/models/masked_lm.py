@@ -8,6 +8,7 @@ from typing import Any
 
 from kerasft._compat import keras, tf
 from kerasft.errors import ModelError
+from kerasft.tasks import IGNORE_INDEX
 
 # Weight names of masked-LM heads (BERT/MiniLM `cls/predictions`, RoBERTa/XLM-R `lm_head`,
 # ELECTRA's generator head, DistilBERT's `vocab_*`).
@@ -57,7 +58,7 @@ def load_masked_lm(
     return tokenizer, model, bool(head)
 
 
-IGNORE = -100  # label of the tokens the masked-token loss skips
+IGNORE = IGNORE_INDEX  # label of the tokens the masked-token loss skips, as in every task
 
 
 @dataclasses.dataclass(frozen=True)

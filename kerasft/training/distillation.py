@@ -261,33 +261,26 @@ class DistillationLoss(keras.losses.Loss):
 
     def call(self, packed: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
         packed, logits = tf.cast(packed, tf.float32), tf.cast(logits, tf.float32)
+        target, labelled = self.true_targets(packed)  # labelled: 0 where only the teacher labels
         if self._spec.numeric:
-            target, teacher = packed[:, 0], packed[:, 1]
-            labelled = tf.math.is_finite(target)
-            task = tf.where(labelled, tf.square(logits - tf.where(labelled, target, 0.0)), 0.0)
-            return self.alpha * tf.square(logits - teacher) + (1 - self.alpha) * task
+            task = labelled * tf.square(logits - target)
+            return self.alpha * tf.square(logits - packed[:, 1]) + (1 - self.alpha) * task
         if self._spec.multi_hot:
-            target, teacher = packed[:, : self.num_outputs], packed[:, self.num_outputs :]
-            labelled = tf.cast(target[:, 0] >= 0, tf.float32)
-            task = tf.reduce_mean(
-                tf.nn.sigmoid_cross_entropy_with_logits(tf.maximum(target, 0.0), logits), -1
-            )
+            task = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(target, logits), -1)
+            teacher = packed[:, self.num_outputs :]
             return (
                 self.alpha * self._bernoulli_kl(teacher, logits)
                 + (1 - self.alpha) * labelled * task
             )
-        label, teacher = packed[..., 0], packed[..., 1:]
-        labelled = label >= 0  # unlabelled texts (-1) and ignored sub-tokens (-100)
-        safe = tf.where(labelled, tf.cast(label, tf.int32), 0)
-        task = tf.nn.sparse_softmax_cross_entropy_with_logits(safe, logits)
-        loss = self.alpha * self._softmax_kl(teacher, logits) + (1 - self.alpha) * tf.where(
-            labelled, task, 0.0
+        task = tf.nn.sparse_softmax_cross_entropy_with_logits(tf.cast(target, tf.int32), logits)
+        loss = (
+            self.alpha * self._softmax_kl(packed[..., 1:], logits)
+            + (1 - self.alpha) * labelled * task
         )
         if not self._spec.per_token:
             return loss
         # One value per sequence: the mean over its labelled words, as the task loss does.
-        if_kept = tf.cast(labelled, tf.float32)
-        return tf.reduce_sum(loss * if_kept, -1) / tf.maximum(tf.reduce_sum(if_kept, -1), 1.0)
+        return tf.reduce_sum(loss * labelled, -1) / tf.maximum(tf.reduce_sum(labelled, -1), 1.0)
 
     def true_targets(self, packed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """The true targets in `packed`, and a weight that is 0 where there is none (a text only

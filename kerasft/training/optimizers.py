@@ -169,12 +169,12 @@ class _PerVariable(keras.optimizers.Optimizer):
         kwargs.pop("global_clipnorm", None)
         super().__init__(name=name, **kwargs)
         self.accumulation_steps = int(accumulation_steps)
+        self.initial_learning_rate = learning_rate  # for get_config
         if self.accumulation_steps > 1 and isinstance(
             learning_rate, keras.optimizers.schedules.LearningRateSchedule
         ):
             learning_rate = PerUpdate(learning_rate, self.accumulation_steps)
         build_learning_rate(self, learning_rate)
-        self.initial_learning_rate = learning_rate  # for get_config
         self.decay_rate = float(weight_decay or 0.0)
         self.lr_multipliers = dict(lr_multipliers or {})
         self.clipnorm_value = clipnorm
@@ -183,7 +183,7 @@ class _PerVariable(keras.optimizers.Optimizer):
 
     def exclude_from_weight_decay(self, var_list=None, var_names=None) -> None:
         """Variables (or names matching any of `var_names`) that get no weight decay."""
-        self.no_decay = list(var_names or []) + [v.name for v in var_list or []]
+        self.no_decay = list(var_names or []) + [re.escape(v.name) for v in var_list or []]
 
     # -- slots -------------------------------------------------------------------------
 
@@ -235,7 +235,7 @@ class _PerVariable(keras.optimizers.Optimizer):
                 + tf.convert_to_tensor(g) / self.accumulation_steps
                 for g, v in pairs
             ]
-            last = (self.iterations + 1) % self.accumulation_steps == 0
+            last = self._applies_now()
         if self.clipnorm_value:
             grads = _clip(grads, self.clipnorm_value, last)
         return super().apply_gradients(
@@ -247,7 +247,6 @@ class _PerVariable(keras.optimizers.Optimizer):
         if self.accumulation_steps == 1:
             return self._apply(gradient, variable, entry)
         total = entry.slots["accumulated"]
-        last = (self.iterations + 1) % self.accumulation_steps == 0
 
         def apply():
             self._apply(tf.convert_to_tensor(gradient), variable, entry)
@@ -258,7 +257,11 @@ class _PerVariable(keras.optimizers.Optimizer):
             total.assign(tf.convert_to_tensor(gradient))
             return tf.constant(False)
 
-        return tf.cond(last, apply, keep)
+        return tf.cond(self._applies_now(), apply, keep)
+
+    def _applies_now(self):
+        """Whether this call (micro-batch) is the last of an update."""
+        return (self.iterations + 1) % self.accumulation_steps == 0
 
     def _apply(self, gradient, variable, entry: _Slots):
         dtype = variable.dtype
@@ -279,8 +282,6 @@ class _PerVariable(keras.optimizers.Optimizer):
     def get_config(self) -> dict:
         config = super().get_config()
         rate = self.initial_learning_rate
-        if isinstance(rate, PerUpdate):  # rebuilt from the accumulation steps
-            rate = rate.schedule
         config.update(
             learning_rate=keras.optimizers.schedules.serialize(rate)
             if isinstance(rate, keras.optimizers.schedules.LearningRateSchedule)
