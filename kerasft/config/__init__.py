@@ -40,6 +40,8 @@ from kerasft.config.sections import (
     RnnConfig,
 )
 from kerasft.config.training import (
+    SETFIT_DEFAULTS,
+    ContrastiveConfig,
     DistillConfig,
     EvaluationConfig,
     ExportConfig,
@@ -51,6 +53,8 @@ from kerasft.config.training import (
 from kerasft.config.validation import Config
 
 __all__ = [
+    "SETFIT_DEFAULTS",
+    "ContrastiveConfig",
     "MAX_BATCH_SIZE",
     "MONITORS",
     "AdapterConfig",

@@ -313,6 +313,12 @@ class ModelConfig(_Section):
         description="How the head sees the sequence: `mean` of the token vectors (works for every "
         "backbone), the `cls` token vector, or BERT's `pooler` output.",
     )
+    normalize: bool = Field(
+        False,
+        description="Scale the pooled sentence vector to unit length before the head, as "
+        "sentence-transformers models such as all-MiniLM-L6-v2 do. `training.method: contrastive` "
+        "turns it on unless set.",
+    )
     dropout: float = Field(
         0.1, ge=0.0, lt=1.0, description="Dropout before the task head's dense layer."
     )

@@ -18,8 +18,50 @@ class GroupOptimizerConfig(_Section):
     weight_decay: float = Field(0.0, ge=0.0, description="Decoupled weight decay.")
 
 
+class ContrastiveConfig(_Section):
+    """`training.method: contrastive`: how sentence pairs are drawn, and the head fitted after."""
+
+    sampling: Literal["iterations", "oversampling"] = Field(
+        "iterations",
+        description="`iterations`: in each of `iterations` rounds, every example gets one pair with an "
+        "example of its label and one with an example of another label (the SetFit paper's script). "
+        "`oversampling`: every pair of examples once, the rarer kind (usually same-label pairs) drawn "
+        "again until both kinds are as many (SetFit v1's default).",
+    )
+    iterations: int = Field(
+        20, ge=1, le=1000, description="Rounds of pairs with `sampling: iterations`."
+    )
+    max_pairs: int | None = Field(
+        None, ge=1, description="Use at most this many pairs (a seeded sample). null: all."
+    )
+    head_l2: float = Field(
+        1.0,
+        gt=0.0,
+        description="Inverse L2 strength `C` of the logistic-regression head fitted on the frozen "
+        "sentence vectors after every epoch (scikit-learn's, as SetFit's default head). Smaller "
+        "regularises more.",
+    )
+
+
+SETFIT_DEFAULTS = {"batch_size": 16, "learning_rate": 2e-5, "epochs": 1}
+"""`training:` keys `method: contrastive` sets unless the config does (SetFit v1's body defaults)."""
+
+
 class TrainingConfig(_Section):
     """The optimiser, the schedule and when to stop."""
+
+    method: Literal["standard", "contrastive"] = Field(
+        "standard",
+        description="`standard`: fine-tune backbone and head on the labels. `contrastive`: SetFit's two "
+        "phases for few labels (docs/training.md): the backbone learns from sentence pairs (same label "
+        "or not, cosine similarity of the pooled vectors), then a logistic-regression head is fitted on "
+        "its frozen sentence vectors. Defaults then become batch 16, learning rate 2e-5, 1 epoch and "
+        "`model.normalize: true`. Classification and multi_label only.",
+    )
+    contrastive: ContrastiveConfig = Field(
+        default_factory=ContrastiveConfig,
+        description="Pairs and head of `method: contrastive`; read only with that method.",
+    )
 
     epochs: int = Field(3, ge=1, description="Maximum number of passes over the training set.")
     batch_size: int = Field(

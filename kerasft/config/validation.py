@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import difflib
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
 from kerasft.config.base import MONITORS, _Section, leaf_keys
 from kerasft.config.sections import DataConfig, ModelConfig
 from kerasft.config.training import (
+    SETFIT_DEFAULTS,
     DistillConfig,
     EvaluationConfig,
     ExportConfig,
@@ -43,6 +44,50 @@ class Config(_Section):
         description="Train a student on a teacher run's outputs; `kerasft.distill` needs it, "
         "`kerasft.train` honours it too.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _method_defaults(cls, raw: Any) -> Any:
+        """`training.method: contrastive` brings SetFit's defaults for the keys the config leaves out."""
+        if not isinstance(raw, dict):
+            return raw
+        training = raw.get("training")
+        if not isinstance(training, dict) or training.get("method") != "contrastive":
+            return raw
+        model = raw.get("model")
+        model = model if isinstance(model, dict) else {} if model is None else model
+        if isinstance(model, dict):
+            model = {"normalize": True, **model}
+        return {**raw, "training": {**SETFIT_DEFAULTS, **training}, "model": model}
+
+    @model_validator(mode="after")
+    def _contrastive_fits(self) -> Config:
+        if self.training.method != "contrastive":
+            return self
+        refuses = [
+            key
+            for key, on in (
+                (f"task: {self.task}", self.task not in ("classification", "multi_label")),
+                ("data.text_pair_column", self.data.text_pair_column is not None),
+                ("distill", self.distill is not None),
+                ("model.backbone: bigru", self.model.backbone == "bigru"),
+                ("model.prompt_tuning", self.model.prompt_tuning is not None),
+                (
+                    "training.unfreeze_every_*",
+                    self.training.unfreeze_every_epochs or self.training.unfreeze_every_steps,
+                ),
+                ("training.loss: focal", self.training.loss == "focal"),
+                ("training.label_smoothing", self.training.label_smoothing > 0),
+            )
+            if on
+        ]
+        if refuses:
+            raise ValueError(
+                f"`training.method: contrastive` trains single texts of `classification` or `multi_label` "
+                f"from sentence pairs; `{refuses[0]}` does not apply to it (drop it, or use "
+                "`method: standard`)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _training_keys_agree(self) -> Config:

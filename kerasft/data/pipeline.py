@@ -168,21 +168,82 @@ def eval_dataset(encoded: Encoded, batch_size: int, pad_id: int) -> tf.data.Data
 
 def _examples(encoded: Encoded, indices: tf.data.Dataset) -> tf.data.Dataset:
     """One (features, target) pair per example index."""
+    features, targets = _slicer(encoded), tf.constant(encoded.targets)
+    starts = tf.constant(np.concatenate([[0], np.cumsum(encoded.lengths)[:-1]]), tf.int64)
+    lengths = tf.constant(encoded.lengths, tf.int64)
+
+    def example(i):
+        if encoded.token_targets:
+            return features(i), targets[starts[i] : starts[i] + lengths[i]]
+        return features(i), targets[i]
+
+    return indices.map(example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def _slicer(encoded: Encoded):
+    """A function from an example index to its features (a dict of 1-D token tensors)."""
     # Slicing one flat tensor per feature keeps the pipeline in-graph and avoids
     # materialising a padded matrix (or a Python generator) up front.
     starts = tf.constant(np.concatenate([[0], np.cumsum(encoded.lengths)[:-1]]), tf.int64)
     lengths = tf.constant(encoded.lengths, tf.int64)
     flat = {name: tf.constant(values) for name, values in encoded.features.items()}
-    targets = tf.constant(encoded.targets)
 
-    def example(i):
+    def features(i):
         start, length = starts[i], lengths[i]
-        features = {n: v[start : start + length] for n, v in flat.items()}
-        if encoded.token_targets:
-            return features, targets[start : start + length]
-        return features, targets[i]
+        return {n: v[start : start + length] for n, v in flat.items()}
 
-    return indices.map(example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return features
+
+
+def pair_dataset(
+    encoded: Encoded,
+    pairs: np.ndarray,
+    batch_size: int,
+    pad_id: int,
+    *,
+    seed: int,
+    epoch: tf.Variable | None = None,
+    skip: tf.Variable | None = None,
+    drop_remainder: bool = False,
+) -> tf.data.Dataset:
+    """Batches of sentence pairs `({"a": features, "b": features}, same)` for contrastive training.
+
+    Every epoch is one seeded permutation of `pairs` (`[i, j, same]` rows of
+    `data.pairs.sentence_pairs`), each side padded to its own longest text; `epoch`
+    and `skip` make a resumed run see the same batches, as in `train_dataset`.
+    """
+    table = tf.constant(pairs[:, :2], tf.int64)
+    same = tf.constant(pairs[:, 2], tf.float32)
+    features = _slicer(encoded)
+    advance = epoch is None
+    if advance:
+        epoch = tf.Variable(-1, dtype=tf.int64, trainable=False)
+
+    @tf.autograph.experimental.do_not_convert
+    def epoch_order(_):
+        number = epoch.assign_add(1) if advance else epoch.read_value()
+        key = tf.stack([tf.constant(seed, tf.int64), number])
+        order = tf.random.experimental.stateless_shuffle(tf.range(len(pairs), dtype=tf.int64), key)
+        return tf.data.Dataset.from_tensor_slices(order)
+
+    def pair(p):
+        return {"a": features(table[p, 0]), "b": features(table[p, 1])}, same[p]
+
+    padding = _padding_values(encoded, pad_id)[0]
+    ds = (
+        tf.data.Dataset.from_tensors(tf.constant(0, tf.int64))
+        .flat_map(epoch_order)
+        .map(pair, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        .padded_batch(
+            batch_size,
+            padding_values=({"a": padding, "b": padding}, tf.constant(0.0)),
+            drop_remainder=drop_remainder,
+        )
+    )
+    steps = len(pairs) // batch_size if drop_remainder else math.ceil(len(pairs) / batch_size)
+    if skip is not None:
+        ds = _skipping(ds, skip)
+    return ds.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(tf.data.AUTOTUNE)
 
 
 def _padding_values(encoded: Encoded, pad_id: int) -> tuple[dict[str, Any], Any]:

@@ -9,7 +9,9 @@ import numpy as np
 
 from kerasft._compat import tf
 from kerasft.config import Config
-from kerasft.data.pipeline import eval_dataset, steps_per_epoch, train_dataset
+from kerasft.data.labels import class_counts
+from kerasft.data.pairs import check_pairable, sentence_pairs
+from kerasft.data.pipeline import eval_dataset, pair_dataset, steps_per_epoch, train_dataset
 from kerasft.data.splits import SPLITS, Splits, load_splits
 from kerasft.data.tokenize import Encoded, encode
 from kerasft.errors import DataError
@@ -26,6 +28,11 @@ class Data:
         max_length: the sequence length kept (the config's, capped by the tokenizer's).
         scaling: `(mean, std)` the regression targets were standardised with, else None.
         augmented: the rows `data.augment` added to the training split, as readable records.
+        pairs: with `training.method: contrastive`, the training pairs `[i, j, same]`
+            (`data.pairs.sentence_pairs`), else None.
+        tiny_validation: a class (or label) has fewer than `FEW_VALIDATION` validation
+            examples: its scores are noise, so the run neither stops early nor picks a
+            best epoch on them (it keeps the last).
     """
 
     splits: Splits
@@ -33,6 +40,8 @@ class Data:
     max_length: int
     scaling: tuple[float, float] | None = None
     augmented: tuple[dict, ...] = ()
+    pairs: np.ndarray | None = None
+    tiny_validation: bool = False
 
     @property
     def label_names(self) -> tuple[str, ...]:
@@ -76,7 +85,71 @@ def load_data(
         name: encode(tokenizer, getattr(splits, name), max_length, spec, cfg.data.cache_dir)
         for name in SPLITS
     }
-    return Data(splits, encoded, max_length, scaling, tuple(augmented))
+    pairs = None
+    if cfg.training.method == "contrastive":
+        pairs = contrastive_pairs(cfg, spec, splits)
+    tiny = few_labels(cfg, spec, splits)
+    return Data(splits, encoded, max_length, scaling, tuple(augmented), pairs, tiny)
+
+
+FEW_LABELS = 100  # labelled training examples under which standard fine-tuning warns
+FEW_VALIDATION = 8  # validation examples per class under which the scores are noise
+
+
+def few_labels(cfg: Config, spec: TaskSpec, splits: Splits) -> bool:
+    """Warns about few labels; returns whether the validation split is too small to select on.
+
+    With under `FEW_LABELS` training examples, standard fine-tuning points to
+    `training.method: contrastive` and self-training. A class or label with fewer than
+    `FEW_VALIDATION` validation examples (but some in training) makes the validation
+    scores noise: the run then keeps its last epoch.
+    """
+    if spec.numeric or spec.per_token:
+        return False
+    names = splits.vocab.names
+    if cfg.training.method == "standard" and len(splits.train) < FEW_LABELS:
+        print(
+            f"warning: {len(splits.train)} labelled training examples. With under {FEW_LABELS}, "
+            "`training.method: contrastive` (SetFit; docs/training.md) usually scores far higher, and "
+            "unlabelled text helps through self-training (`distill.unlabeled`)."
+        )
+    if not len(splits.validation):
+        return False
+    trained = class_counts(splits.train.targets, len(names), spec)
+    validated = class_counts(splits.validation.targets, len(names), spec)
+    short = [
+        (n, int(v))
+        for n, t, v in zip(names, trained, validated, strict=True)
+        if t and v < FEW_VALIDATION
+    ]
+    if not short:
+        return False
+    shown = ", ".join(f"{n} {v}" for n, v in short[:5]) + (" ..." if len(short) > 5 else "")
+    print(
+        f"warning: validation has fewer than {FEW_VALIDATION} examples of {len(short)} label(s) "
+        f"({shown}): its scores are noise, so no early stopping and no best-epoch choice; the "
+        f"last of {cfg.training.epochs} epochs is kept. Give `data.validation` at least "
+        f"{FEW_VALIDATION} per label to select on it."
+    )
+    return True
+
+
+def contrastive_pairs(cfg: Config, spec: TaskSpec, splits: Splits) -> np.ndarray:
+    """The seeded sentence pairs of `training.method: contrastive`.
+
+    Raises:
+        DataError: a label with a single example, or one label only.
+    """
+    c, train = cfg.training.contrastive, splits.train
+    check_pairable(train.targets, spec.multi_hot, splits.vocab.names, train.source)
+    pairs = sentence_pairs(
+        train.targets, spec.multi_hot, c.sampling, c.iterations, cfg.training.seed, c.max_pairs
+    )
+    print(
+        f"contrastive: {len(pairs)} sentence pairs ({int(pairs[:, 2].sum())} same-label) from "
+        f"{len(train)} labelled examples ({c.sampling})"
+    )
+    return pairs
 
 
 def standardise_targets(splits: Splits) -> tuple[Splits, tuple[float, float]]:
@@ -122,19 +195,32 @@ def build_datasets(
             f"{data.splits.train.source}: {len(train)} training examples make no full batch of "
             f"{batch}; lower `training.batch_size`."
         )
-    training = train_dataset(
-        train,
-        batch,
-        pad_id,
-        bucketing=cfg.data.bucketing,
-        max_length=data.max_length,
-        window=cfg.data.bucket_window,
-        seed=cfg.training.seed,
-        epoch=state.epochs_done,
-        skip=state.resume_skip,
-        fixed_widths=fixed_widths,
-        drop_remainder=replicas > 1,
-    )
+    if data.pairs is not None:  # training.method: contrastive
+        steps = len(data.pairs) // batch if replicas > 1 else -(-len(data.pairs) // batch)
+        training = pair_dataset(
+            train,
+            data.pairs,
+            batch,
+            pad_id,
+            seed=cfg.training.seed,
+            epoch=state.epochs_done,
+            skip=state.resume_skip,
+            drop_remainder=replicas > 1,
+        )
+    else:
+        training = train_dataset(
+            train,
+            batch,
+            pad_id,
+            bucketing=cfg.data.bucketing,
+            max_length=data.max_length,
+            window=cfg.data.bucket_window,
+            seed=cfg.training.seed,
+            epoch=state.epochs_done,
+            skip=state.resume_skip,
+            fixed_widths=fixed_widths,
+            drop_remainder=replicas > 1,
+        )
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         # Every worker builds the same seeded stream of global batches; each takes its
         # share of every batch, so all run the same number of steps.

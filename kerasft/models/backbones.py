@@ -369,7 +369,9 @@ def build_model(
     prompt = cfg.prompt_tuning
     if prompt and max_length is not None:
         check_prompt_length(backbone.model.config, prompt.tokens, max_length)
-    model = task_model(backbone, spec, num_outputs, cfg.pooling, cfg.dropout, prompt)
+    model = task_model(
+        backbone, spec, num_outputs, cfg.pooling, cfg.dropout, prompt, normalize=cfg.normalize
+    )
     if prompt:
         print(
             f"prompt tuning: {prompt.tokens} soft-prompt vectors ({prompt.init} start); the backbone "
@@ -397,6 +399,7 @@ def task_model(
     pooling: str = "mean",
     dropout: float = 0.1,
     prompt: PromptConfig | None = None,
+    normalize: bool = False,
 ) -> keras.Model:
     """A Keras model: dict of token-id inputs → backbone → task head → float32 outputs.
 
@@ -408,6 +411,8 @@ def task_model(
         pooling: `mean`, `cls` or `pooler`, for the sequence-level tasks. Defaults to `mean`.
         dropout: dropout rate before the dense layer. Defaults to 0.1.
         prompt: soft-prompt vectors before the input; the backbone is frozen. Defaults to none.
+        normalize: scale the pooled vector to unit length (layer `normalize`), as
+            sentence-transformers models do. Defaults to False.
     """
     main_layer = getattr(backbone.model, getattr(backbone.model, "base_model_prefix", ""), None)
     pooler_layer = getattr(main_layer, "pooler", None)
@@ -428,6 +433,8 @@ def task_model(
         features = keras.layers.Activation("linear", dtype="float32", name="to_float32")(outputs[0])
     else:
         features = _pooled(backbone, inputs, outputs, pooling)
+        if normalize:
+            features = keras.layers.UnitNormalization(name="normalize", dtype="float32")(features)
     features = keras.layers.Dropout(dropout, name="head_dropout")(features)
     initializer = keras.initializers.TruncatedNormal(stddev=backbone.model.config.initializer_range)
     width = 1 if spec.numeric else num_outputs

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -324,15 +325,19 @@ class BestCheckpoint(keras.callbacks.ModelCheckpoint):
         directory: where the checkpoints go (`checkpoints/` in the run directory).
         chief: whether this process owns `directory`; other workers of a cluster
             write to a temporary directory and delete nothing here.
+        every_epoch: keep every epoch's weights as the "best" (the last epoch wins), for a
+            validation split too small to choose on. Defaults to False.
         **kwargs: `monitor`, `mode`, `initial_value_threshold` of `ModelCheckpoint`.
     """
 
-    def __init__(self, directory: str | Path, chief: bool = True, **kwargs):
+    def __init__(
+        self, directory: str | Path, chief: bool = True, every_epoch: bool = False, **kwargs
+    ):
         self.directory = Path(directory)
         self.chief = chief
         super().__init__(
             str(self.directory / "best-{epoch:03d}"),
-            save_best_only=True,
+            save_best_only=not every_epoch,
             save_weights_only=True,
             **kwargs,
         )
@@ -443,6 +448,7 @@ def build_callbacks(
     strategy: tf.distribute.Strategy,
     timer: StepTimer,
     verbose: int = 1,
+    before_validation: Sequence[keras.callbacks.Callback] = (),
 ) -> list[keras.callbacks.Callback]:
     """The callbacks of a training run, in the order they must run.
 
@@ -454,6 +460,8 @@ def build_callbacks(
         timer: times the training steps; it goes first, so the epoch-end work of the
             others is left out of its seconds.
         verbose: `fit`'s verbosity; 2 (no progress bar) adds progress lines. Defaults to 1.
+        before_validation: epoch-end work the validation scores must see (the head
+            `training.method: contrastive` fits). Defaults to none.
     """
     chief, multi_worker = is_chief(strategy), is_multi_worker(strategy)
     steps_per_epoch = datasets.steps
@@ -461,6 +469,7 @@ def build_callbacks(
     callbacks = [
         timer,
         StopOnNonFiniteLoss(),
+        *before_validation,
         *_monitoring(cfg, spec, run_dir, data, datasets, chief),
         keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs"), profile_batch=0),
         EpochLog(run_dir / "history.jsonl" if chief else None),
@@ -487,6 +496,17 @@ def _monitoring(
     """Validation metrics into the logs (first: the others read them), the best checkpoint
     and early stopping on `cfg.monitor`."""
     monitor, mode = cfg.monitor, monitor_mode(cfg.monitor)
+    if data.tiny_validation:  # scores of a handful of examples: keep the last epoch
+        return [
+            ValidationMetrics(
+                datasets.validation,
+                spec,
+                data.label_names,
+                data.scaling,
+                run_dir / "logs" / "validation" if chief else None,
+            ),
+            BestCheckpoint(run_dir / "checkpoints", chief, every_epoch=True),
+        ]
     return [
         ValidationMetrics(
             datasets.validation,

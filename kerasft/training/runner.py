@@ -37,7 +37,7 @@ from kerasft import config as config_lib
 from kerasft._compat import keras, tf
 from kerasft.config import Config
 from kerasft.data import Data, Datasets, build_datasets, calibration_examples, load_data
-from kerasft.data.pipeline import eval_order
+from kerasft.data.pipeline import eval_dataset, eval_order
 from kerasft.errors import ConfigError
 from kerasft.models import Backbone, backbone_for, build_model, load_tokenizer, model_directory
 from kerasft.peft.bitfit import apply_bitfit
@@ -54,6 +54,7 @@ from kerasft.training.callbacks import (
     best_checkpoint,
     build_callbacks,
 )
+from kerasft.training.contrastive import ContrastiveModel, HeadFit
 from kerasft.training.exports import export_run, reexport
 from kerasft.training.hardware import resolve_jit, resolve_precision
 from kerasft.training.optimizers import build_optimizer
@@ -105,8 +106,7 @@ def run(
         jit = resolve_jit(cfg.training.jit_compile)
         with strategy.scope():  # model, optimizer and metrics live on every replica
             backbone = backbone_for(cfg.model, directory, tokenizer, _dropout_overrides(cfg))
-            builder = partial(distilling, teacher=teacher) if teacher else task_model_for
-            model, facts = builder(cfg, spec, backbone, data)
+            model, facts = builder_for(cfg, teacher)(cfg, spec, backbone, data)
             state = TrainingState()
             datasets = build_datasets(cfg, data, backbone.pad_id, state, strategy, jit)
             compile_model(model, cfg, spec, data, datasets.steps, jit)
@@ -116,7 +116,16 @@ def run(
         try:
             timer = StepTimer()
             callbacks = build_callbacks(
-                cfg, spec, run_dir, data, datasets, state, strategy, timer, verbose
+                cfg,
+                spec,
+                run_dir,
+                data,
+                datasets,
+                state,
+                strategy,
+                timer,
+                verbose,
+                before_validation=epoch_end_work(cfg, spec, data, backbone),
             )
             wall = fit(model, cfg, data, datasets, callbacks, verbose, jit)
             if not chief:
@@ -231,6 +240,41 @@ def task_model_for(
     return build_model(cfg.model, spec, backbone, len(data.label_names), cfg.data.max_length), {}
 
 
+def builder_for(cfg: Config, teacher: distill.Teacher | None):
+    """The model builder the run's config asks for: distilling, contrastive or the task model."""
+    if teacher:
+        return partial(distilling, teacher=teacher)
+    return contrastive if cfg.training.method == "contrastive" else task_model_for
+
+
+def contrastive(
+    cfg: Config, spec: TaskSpec, backbone: Backbone, data: Data
+) -> tuple[keras.Model, dict]:
+    """The model builder of `training.method: contrastive`: the task model as a `ContrastiveModel`."""
+    model, _ = task_model_for(cfg, spec, backbone, data)
+    pairs = data.pairs
+    facts = {
+        "sampling": cfg.training.contrastive.sampling,
+        "pairs": len(pairs),
+        "same_label_pairs": int(pairs[:, 2].sum()),
+        "labelled_examples": len(data.encoded["train"]),
+    }
+    return ContrastiveModel.around(model), {"contrastive": facts}
+
+
+def epoch_end_work(
+    cfg: Config, spec: TaskSpec, data: Data, backbone: Backbone
+) -> list[keras.callbacks.Callback]:
+    """What must happen at each epoch end before validation: `contrastive`'s head fit, else nothing."""
+    if cfg.training.method != "contrastive":
+        return []
+    examples = eval_dataset(data.encoded["train"], cfg.training.batch_size * 2, backbone.pad_id)
+    outputs = len(data.label_names)
+    balanced = cfg.data.class_weights == "balanced"
+    c = cfg.training.contrastive.head_l2
+    return [HeadFit(examples, spec.multi_hot, outputs, c, balanced)]
+
+
 def distilling(
     cfg: Config, spec: TaskSpec, backbone: Backbone, data: Data, teacher: distill.Teacher
 ) -> tuple[keras.Model, dict]:
@@ -306,7 +350,8 @@ def fit(
         epochs=t.epochs,
         callbacks=callbacks,
         verbose=verbose,
-        class_weight=data.splits.class_weights,
+        # Pairs carry similarities, not classes: class weights apply to the head's fit only.
+        class_weight=None if data.pairs is not None else data.splits.class_weights,
     )
     wall = time.perf_counter() - start
     barrier(model.distribute_strategy)
