@@ -62,6 +62,14 @@ OPTIONS = {
             "head": {"learning_rate": 1e-3},
         },
     },
+    # Contrastive training: its own train step on pairs, and the head HeadFit writes into
+    # every replica's copy.
+    "contrastive": {
+        "epochs": 1,
+        "method": "contrastive",
+        "contrastive": {"iterations": 2},
+        "learning_rate": 1e-3,
+    },
 }
 
 
@@ -104,6 +112,51 @@ def test_mirrored_over_two_logical_cpus_trains_like_one_device(tiny_config, tmp_
             mirrored["probabilities"], single["probabilities"], atol=1e-4, err_msg=name
         )
         assert abs(sum(mirrored["probabilities"][0]) - 1) < 1e-5
+
+
+@pytest.mark.slow
+def test_distillation_under_mirrored_trains_like_one_device(tmp_path, tiny_bert_dir):
+    """The Distiller's own train step under two replicas: the same loss and student as one
+    device (it once raised Keras' "use Reduction.SUM or NONE" error under any strategy)."""
+    from kerasft.training.runner import run
+    from tests.conftest import tiny_run_config
+
+    raw = tiny_run_config(
+        tmp_path,
+        tiny_bert_dir,
+        copies=2,  # 24 training rows: three whole batches of 8 on one device and on two
+        name="teacher",
+        model={"dropout": 0.0, "hidden_dropout": 0.0, "attention_dropout": 0.0},
+        training={"epochs": 2, "learning_rate": 5e-3, "precision": "float32"},
+        export={"enabled": False},
+    )
+    teacher = run(config_from_dict(raw), verbose=0).run_dir
+    paths = []
+    for distribution in ("mirrored", "none"):
+        student = copy.deepcopy(raw)
+        student["name"] = "student"
+        student["training"].update(
+            distribution=distribution,
+            batch_size=8,
+            epochs=1,
+            output_dir=str(tmp_path / distribution),
+        )
+        student["distill"] = {"teacher": str(teacher)}
+        paths.append(write_yaml(tmp_path / f"{distribution}.yaml", student))
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT, *map(str, paths)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    mirrored, single = [
+        json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")
+    ]
+    assert mirrored["replicas"] == 2 and mirrored["spread"] < 1e-6
+    np.testing.assert_allclose(mirrored["loss"], single["loss"], atol=1e-4)
+    np.testing.assert_allclose(mirrored["probabilities"], single["probabilities"], atol=1e-4)
 
 
 def test_mirrored_needs_two_devices_and_an_even_batch(tiny_config):

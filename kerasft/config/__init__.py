@@ -31,13 +31,16 @@ from kerasft.config.sections import (
     AdapterConfig,
     AugmentConfig,
     BackTranslationConfig,
+    CodeSwitchConfig,
     DataConfig,
     LoraConfig,
+    MixConfig,
     ModelConfig,
     PretrainConfig,
     PretrainRun,
     PromptConfig,
     RnnConfig,
+    TemplatesConfig,
 )
 from kerasft.config.training import (
     SETFIT_DEFAULTS,
@@ -53,6 +56,9 @@ from kerasft.config.training import (
 from kerasft.config.validation import Config
 
 __all__ = [
+    "CodeSwitchConfig",
+    "MixConfig",
+    "TemplatesConfig",
     "SETFIT_DEFAULTS",
     "ContrastiveConfig",
     "MAX_BATCH_SIZE",

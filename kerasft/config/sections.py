@@ -32,6 +32,43 @@ class BackTranslationConfig(_Section):
     )
 
 
+class CodeSwitchConfig(_Section):
+    """Code-switching (CoSDA-ML): words replaced by their translations from bilingual dictionaries."""
+
+    dictionaries: list[str] = Field(
+        min_length=1,
+        description="Bilingual dictionaries, one per target language: MUSE-style text files of "
+        "`word<TAB>translation` (or one space) lines; a word may have several lines.",
+    )
+    rate: float = Field(
+        0.3,
+        gt=0.0,
+        le=1.0,
+        description="Share of the words with a translation that are replaced; each replaced word "
+        "takes a language drawn at random, then one of its translations there.",
+    )
+    lowercase: bool = Field(
+        True, description="Look words up in lower case (MUSE dictionaries are lower case)."
+    )
+
+
+class TemplatesConfig(_Section):
+    """Synthetic labelled examples from templates with slots."""
+
+    file: str = Field(
+        description="A YAML file: `slots:` (a name -> list of values) and `templates:` (a list of "
+        "`{text: 'the {product} was {good}', label: positive}`; `label` may be a list for "
+        "multi_label). See docs/augmentation.md."
+    )
+    per_label: int = Field(
+        100,
+        ge=1,
+        le=100_000,
+        description="At most this many distinct examples per label, drawn at random (seeded) from "
+        "the templates' fillings.",
+    )
+
+
 class AugmentConfig(_Section):
     """Extra training rows made from the training split (never validation or test)."""
 
@@ -71,6 +108,16 @@ class AugmentConfig(_Section):
     back_translation: BackTranslationConfig | None = Field(
         None, description="Round-trip translation; see below. null: off."
     )
+    code_switch: CodeSwitchConfig | None = Field(
+        None,
+        description="Code-switching for cross-lingual training of multilingual backbones (one more "
+        "operation copies are drawn from); see below. null: off.",
+    )
+    templates: TemplatesConfig | None = Field(
+        None,
+        description="Labelled examples generated from templates, added to the training split; see "
+        "below. null: off.",
+    )
     protected: list[str] = Field(
         [],
         description="Words never changed, moved or deleted (case-insensitive). Numbers, URLs, e-mail "
@@ -95,10 +142,10 @@ class AugmentConfig(_Section):
 
     @model_validator(mode="after")
     def _something_enabled(self) -> AugmentConfig:
-        if not self.operations():
+        if not self.operations() and self.templates is None:
             raise ValueError(
                 "no operation is enabled: set a rate above 0 for synonym, insertion, swap, deletion "
-                "or contextual, or give back_translation"
+                "or contextual, or give back_translation, code_switch or templates"
             )
         return self
 
@@ -108,7 +155,30 @@ class AugmentConfig(_Section):
             n: getattr(self, n) for n in ("synonym", "insertion", "swap", "deletion", "contextual")
         }
         enabled = tuple(n for n, rate in rates.items() if rate > 0)
+        enabled += ("code_switch",) if self.code_switch else ()
         return enabled + (("back_translation",) if self.back_translation else ())
+
+
+class MixConfig(_Section):
+    """A general-domain labelled file mixed into training as a regulariser."""
+
+    file: str = Field(
+        description="The labelled file (same formats as `data.train`); its labels must be in the "
+        "task's label set."
+    )
+    share: float = Field(
+        0.2,
+        gt=0.0,
+        lt=1.0,
+        description="Share of every epoch's training examples taken from `file` (a seeded sample "
+        "of it, drawn once); the task's own examples are the rest.",
+    )
+    text_column: str | int | None = Field(
+        None, description="Its text column. Defaults to `data.text_column`."
+    )
+    label_column: str | int | None = Field(
+        None, description="Its label column. Defaults to `data.label_column`."
+    )
 
 
 class DataConfig(_Section):
@@ -222,8 +292,14 @@ class DataConfig(_Section):
     )
     augment: AugmentConfig | None = Field(
         None,
-        description="Augment the training split (EDA operations, masked-LM replacement, back-translation); "
-        "the added rows are written to the run's `augmented.jsonl`. null: off.",
+        description="Augment the training split (EDA operations, masked-LM replacement, back-translation, "
+        "code-switching, templates); the added rows are written to the run's `augmented.jsonl`. "
+        "null: off.",
+    )
+    mix: MixConfig | None = Field(
+        None,
+        description="Mix a general-domain labelled file into training at a fixed share of every "
+        "epoch (a regulariser); see below. null: off.",
     )
 
     @model_validator(mode="after")

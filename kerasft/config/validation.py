@@ -160,6 +160,15 @@ class Config(_Section):
     @model_validator(mode="after")
     def _augmentation_fits_task(self) -> Config:
         augment = self.data.augment
+        if (
+            augment
+            and augment.templates
+            and (self.task not in ("classification", "multi_label") or self.data.text_pair_column)
+        ):
+            raise ValueError(
+                "`data.augment.templates` makes single labelled texts for classification or "
+                f"multi_label, not `{self.task}`{' pairs' if self.data.text_pair_column else ''}; drop it"
+            )
         if augment and augment.back_translation and self.task == "token_classification":
             raise ValueError(
                 "`data.augment.back_translation` rewrites whole sentences, so word tags cannot follow; "

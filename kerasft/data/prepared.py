@@ -76,6 +76,10 @@ def load_data(
         from kerasft.data.augment import augment_training
 
         splits, augmented = augment_training(cfg, spec, splits)
+    if cfg.data.mix is not None:  # after augmentation: the share is of the whole epoch
+        from kerasft.data.mix import mix_in
+
+        splits, _ = mix_in(cfg.data, spec, splits, cfg.training.seed)
     model_max = getattr(tokenizer, "model_max_length", None) or cfg.data.max_length
     max_length = min(cfg.data.max_length, model_max)
     scaling = None
@@ -195,32 +199,7 @@ def build_datasets(
             f"{data.splits.train.source}: {len(train)} training examples make no full batch of "
             f"{batch}; lower `training.batch_size`."
         )
-    if data.pairs is not None:  # training.method: contrastive
-        steps = len(data.pairs) // batch if replicas > 1 else -(-len(data.pairs) // batch)
-        training = pair_dataset(
-            train,
-            data.pairs,
-            batch,
-            pad_id,
-            seed=cfg.training.seed,
-            epoch=state.epochs_done,
-            skip=state.resume_skip,
-            drop_remainder=replicas > 1,
-        )
-    else:
-        training = train_dataset(
-            train,
-            batch,
-            pad_id,
-            bucketing=cfg.data.bucketing,
-            max_length=data.max_length,
-            window=cfg.data.bucket_window,
-            seed=cfg.training.seed,
-            epoch=state.epochs_done,
-            skip=state.resume_skip,
-            fixed_widths=fixed_widths,
-            drop_remainder=replicas > 1,
-        )
+    training, steps = _training_batches(cfg, data, pad_id, state, replicas > 1, fixed_widths)
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         # Every worker builds the same seeded stream of global batches; each takes its
         # share of every batch, so all run the same number of steps.
@@ -235,3 +214,38 @@ def build_datasets(
         test=eval_dataset(data.encoded["test"], batch * 2, pad_id),
         steps=steps,
     )
+
+
+def _training_batches(
+    cfg: Config, data: Data, pad_id: int, state: Any, drop_remainder: bool, fixed_widths: bool
+) -> tuple[tf.data.Dataset, int]:
+    """The training pipeline and its steps per epoch: sentence pairs for `method: contrastive`,
+    else length-sorted examples; both in a seeded order a resumed run repeats."""
+    batch, train, seed = cfg.training.batch_size, data.encoded["train"], cfg.training.seed
+    if data.pairs is not None:
+        pairs = pair_dataset(
+            train,
+            data.pairs,
+            batch,
+            pad_id,
+            seed=seed,
+            epoch=state.epochs_done,
+            skip=state.resume_skip,
+            drop_remainder=drop_remainder,
+        )
+        n = len(data.pairs)
+        return pairs, n // batch if drop_remainder else -(-n // batch)
+    examples = train_dataset(
+        train,
+        batch,
+        pad_id,
+        bucketing=cfg.data.bucketing,
+        max_length=data.max_length,
+        window=cfg.data.bucket_window,
+        seed=seed,
+        epoch=state.epochs_done,
+        skip=state.resume_skip,
+        fixed_widths=fixed_widths,
+        drop_remainder=drop_remainder,
+    )
+    return examples, steps_per_epoch(train, batch, drop_remainder)

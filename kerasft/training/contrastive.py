@@ -50,7 +50,10 @@ class ContrastiveModel(keras.Model):
             loss = cosine_similarity_loss(u, v, same)
             if self.losses:
                 loss += tf.add_n(self.losses)
-        self.optimizer.minimize(loss, self.trainable_variables, tape=tape)
+            # Replicas' gradients are summed: each contributes its share of the global mean,
+            # as Keras' compiled losses do.
+            scaled = loss / tf.distribute.get_strategy().num_replicas_in_sync
+        self.optimizer.minimize(scaled, self.trainable_variables, tape=tape)
         self.pair_loss.update_state(loss)
         return {"loss": self.pair_loss.result()}
 

@@ -340,7 +340,10 @@ class Distiller(keras.Model):
     def around(cls, student: keras.Model, distillation: DistillationLoss) -> Distiller:
         """A Distiller sharing `student`'s layers and weights."""
         distiller = cls(inputs=student.inputs, outputs=student.outputs, name=student.name)
-        distiller.distillation = distillation
+        # Unreduced: Keras refuses a mean-reducing loss called under a distribution strategy
+        # outside `compile`; `train_step` takes the mean of each replica's batch itself.
+        config = {**distillation.get_config(), "reduction": keras.losses.Reduction.NONE}
+        distiller.distillation = type(distillation).from_config(config)
         distiller.distillation_loss = keras.metrics.Mean(name="loss")
         return distiller
 
@@ -348,10 +351,13 @@ class Distiller(keras.Model):
         x, packed, weights = keras.utils.unpack_x_y_sample_weight(data)
         with tf.GradientTape() as tape:
             logits = self(x, training=True)
-            loss = self.distillation(packed, logits, weights)
+            loss = tf.reduce_mean(self.distillation(packed, logits, weights))
             if self.losses:
                 loss += tf.add_n(self.losses)
-        self.optimizer.minimize(loss, self.trainable_variables, tape=tape)
+            # Replicas' gradients are summed: each contributes its share of the global mean,
+            # as Keras' compiled losses do.
+            scaled = loss / tf.distribute.get_strategy().num_replicas_in_sync
+        self.optimizer.minimize(scaled, self.trainable_variables, tape=tape)
         self.distillation_loss.update_state(loss)
         targets, labelled = self.distillation.true_targets(packed)
         keep = labelled > 0  # Keras' plain metrics take no sample weights: leave the rest out

@@ -1,4 +1,5 @@
-"""Run directories as shared state: a lock while a run is alive, stale leftovers, writable outputs.
+"""Run directories as shared state: where a run writes, a lock while it is alive, stale leftovers,
+writable outputs, and the interrupted run a command resumes.
 
 A run holds an exclusive `flock` on `<run dir>/.lock` from its first second to its end. The
 kernel drops the lock when the process dies, however it dies, so "locked" means "a live
@@ -9,13 +10,19 @@ is a leftover of a run killed before its first backup.
 
 from __future__ import annotations
 
+import datetime as dt
 import fcntl
+import hashlib
+import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
+from kerasft import config as config_lib
+from kerasft._compat import tf
+from kerasft.config import Config
 from kerasft.errors import (
     ConfigError,
     Interrupted,
@@ -23,6 +30,7 @@ from kerasft.errors import (
     OutputError,
     disk_full,
 )
+from kerasft.training.strategies import is_chief, is_multi_worker
 
 LOCK = ".lock"
 
@@ -163,3 +171,92 @@ def ending_for(
         f"training stopped {stopped}, before its first backup; nothing to resume"
         + ("." if keep else f", so {run_dir} was removed.")
     )
+
+
+def open_run_dir(
+    cfg: Config, data: Any, strategy: tf.distribute.Strategy, resume_dir: Path | None
+) -> tuple[Path, Path | None, RunLock | None]:
+    """The run directory (new, resumed or the cluster's) with config.yaml, labels.json and, with
+    `data.augment`, augmented.jsonl in it, locked for this process (`kerasft.training.rundir`).
+
+    Returns:
+        (run directory, the same directory if it is being resumed, else None, the lock; None
+        for a multi-worker run, whose workers share the directory).
+    """
+    lock = None
+    if is_multi_worker(strategy):
+        run_dir, resume_dir = _multi_worker_run_dir(cfg)
+    else:
+        run_dir = resume_dir or _new_run_dir(Path(cfg.training.output_dir) / cfg.name)
+        lock = RunLock(run_dir)
+    if is_chief(strategy):
+        (run_dir / "config.yaml").write_text(config_lib.dump_config(cfg), encoding="utf-8")
+        (run_dir / "labels.json").write_text(data.splits.vocab.to_json(), encoding="utf-8")
+        if data.augmented:  # for inspection: what each operation made of which example
+            (run_dir / "augmented.jsonl").write_text(
+                "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in data.augmented),
+                encoding="utf-8",
+            )
+    # TensorFlow checkpoint format: it restores into mirrored variables too (HDF5 does not).
+    (run_dir / "checkpoints").mkdir(exist_ok=True)
+    return run_dir, resume_dir, lock
+
+
+def unfinished_run(cfg: Config) -> Path | None:
+    """The newest run of this exact config that was interrupted (a backup and no metrics.json)
+    and that no live process is still writing (`kerasft.training.rundir`)."""
+    parent = Path(cfg.training.output_dir) / cfg.name
+    if not parent.is_dir():
+        return None
+    resolved = config_lib.dump_config(cfg)
+    for run_dir in sorted((p for p in parent.iterdir() if p.is_dir()), reverse=True):
+        backup = run_dir / "backup"
+        complete = (run_dir / "metrics.json").exists()
+        config = run_dir / "config.yaml"
+        same = config.is_file() and config.read_text() == resolved
+        if same and not complete and backup.is_dir() and any(backup.rglob("checkpoint")):
+            if is_live(run_dir):
+                print(f"{run_dir} is being trained by another live process; starting a new run")
+                continue
+            return run_dir
+    return None
+
+
+def _multi_worker_run_dir(cfg: Config) -> tuple[Path, Path | None]:
+    """The run directory every worker of a cluster agrees on, and whether it is being resumed.
+
+    Named after the config and the cluster's shape, so a restarted cluster finds its backup
+    (on a filesystem all workers share, as Keras' BackupAndRestore expects).
+
+    Raises:
+        ConfigError: the run of this config on this cluster has already finished.
+    """
+    # The cluster's shape, not its addresses: restarted workers may come back elsewhere.
+    cluster = json.loads(os.environ["TF_CONFIG"])["cluster"]
+    shape = {role: len(tasks) for role, tasks in cluster.items()}
+    key = config_lib.dump_config(cfg) + json.dumps(shape, sort_keys=True)
+    digest = hashlib.sha1(key.encode()).hexdigest()[:10]
+    run_dir = Path(cfg.training.output_dir) / cfg.name / f"multi-worker-{digest}"
+    if (run_dir / "metrics.json").exists():
+        raise ConfigError(
+            f"{run_dir} holds the finished run of this config on this cluster; change `name` "
+            "(or move that directory away) to train again."
+        )
+    resumed = run_dir if (run_dir / "backup").is_dir() else None
+    if resumed:
+        print(f"resuming the interrupted multi-worker run {run_dir} from its last backup")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir, resumed
+
+
+def _new_run_dir(parent: Path) -> Path:
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    parent.mkdir(parents=True, exist_ok=True)
+    for n in range(100):
+        candidate = parent / (stamp if n == 0 else f"{stamp}-{n}")
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"cannot create a run directory under {parent}")

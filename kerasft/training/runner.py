@@ -22,10 +22,7 @@ later, the run directory is removed so no half-written run is left behind.
 
 from __future__ import annotations
 
-import datetime as dt
-import hashlib
 import json
-import os
 import shutil
 import sys
 import time
@@ -58,7 +55,13 @@ from kerasft.training.contrastive import ContrastiveModel, HeadFit
 from kerasft.training.exports import export_run, reexport
 from kerasft.training.hardware import resolve_jit, resolve_precision
 from kerasft.training.optimizers import build_optimizer
-from kerasft.training.rundir import RunLock, check_writable, ending_for, is_live, remove_leftovers
+from kerasft.training.rundir import (
+    check_writable,
+    ending_for,
+    open_run_dir,
+    remove_leftovers,
+    unfinished_run,
+)
 from kerasft.training.state import TrainingState
 from kerasft.training.strategies import (
     barrier,
@@ -114,19 +117,9 @@ def run(
         run_dir, resume_dir, lock = open_run_dir(cfg, data, strategy, resume_dir)
         callbacks: list = []
         try:
-            timer = StepTimer()
-            callbacks = build_callbacks(
-                cfg,
-                spec,
-                run_dir,
-                data,
-                datasets,
-                state,
-                strategy,
-                timer,
-                verbose,
-                before_validation=epoch_end_work(cfg, spec, data, backbone),
-            )
+            timer, first = StepTimer(), epoch_end_work(cfg, spec, data, backbone)
+            args = (cfg, spec, run_dir, data, datasets, state, strategy, timer, verbose)
+            callbacks = build_callbacks(*args, before_validation=first)
             wall = fit(model, cfg, data, datasets, callbacks, verbose, jit)
             if not chief:
                 print(
@@ -422,9 +415,12 @@ def training_summary(
     """metrics.json's `train` section: size, epochs, speed and the per-epoch history."""
     history = read_history(run_dir / "history.jsonl")
     examples = len(data.encoded["train"])  # with distillation's unlabelled texts
-    per_second = examples * timer.steps / steps / max(timer.seconds, 1e-9)
+    # Contrastive steps are over sentence pairs: two texts through the backbone each.
+    per_epoch = 2 * len(data.pairs) if data.pairs is not None else examples
+    per_second = per_epoch * timer.steps / steps / max(timer.seconds, 1e-9)
+    unit = "texts (pair sides)" if data.pairs is not None else "examples"
     print(
-        f"train: {round(per_second, 2)} examples/s in training steps "
+        f"train: {round(per_second, 2)} {unit}/s in training steps "
         f"({timer.seconds:.1f}s); {wall:.1f}s with validation and checkpoints"
     )
     return {
@@ -529,95 +525,6 @@ def _best_epoch(values: list[float | None], mode: str) -> int | None:
         return None
     pick = min if mode == "min" else max
     return values.index(pick(known)) + 1
-
-
-def open_run_dir(
-    cfg: Config, data: Data, strategy: tf.distribute.Strategy, resume_dir: Path | None
-) -> tuple[Path, Path | None, RunLock | None]:
-    """The run directory (new, resumed or the cluster's) with config.yaml, labels.json and, with
-    `data.augment`, augmented.jsonl in it, locked for this process (`kerasft.training.rundir`).
-
-    Returns:
-        (run directory, the same directory if it is being resumed, else None, the lock; None
-        for a multi-worker run, whose workers share the directory).
-    """
-    lock = None
-    if is_multi_worker(strategy):
-        run_dir, resume_dir = _multi_worker_run_dir(cfg)
-    else:
-        run_dir = resume_dir or _new_run_dir(Path(cfg.training.output_dir) / cfg.name)
-        lock = RunLock(run_dir)
-    if is_chief(strategy):
-        (run_dir / "config.yaml").write_text(config_lib.dump_config(cfg), encoding="utf-8")
-        (run_dir / "labels.json").write_text(data.splits.vocab.to_json(), encoding="utf-8")
-        if data.augmented:  # for inspection: what each operation made of which example
-            (run_dir / "augmented.jsonl").write_text(
-                "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in data.augmented),
-                encoding="utf-8",
-            )
-    # TensorFlow checkpoint format: it restores into mirrored variables too (HDF5 does not).
-    (run_dir / "checkpoints").mkdir(exist_ok=True)
-    return run_dir, resume_dir, lock
-
-
-def unfinished_run(cfg: Config) -> Path | None:
-    """The newest run of this exact config that was interrupted (a backup and no metrics.json)
-    and that no live process is still writing (`kerasft.training.rundir`)."""
-    parent = Path(cfg.training.output_dir) / cfg.name
-    if not parent.is_dir():
-        return None
-    resolved = config_lib.dump_config(cfg)
-    for run_dir in sorted((p for p in parent.iterdir() if p.is_dir()), reverse=True):
-        backup = run_dir / "backup"
-        complete = (run_dir / "metrics.json").exists()
-        config = run_dir / "config.yaml"
-        same = config.is_file() and config.read_text() == resolved
-        if same and not complete and backup.is_dir() and any(backup.rglob("checkpoint")):
-            if is_live(run_dir):
-                print(f"{run_dir} is being trained by another live process; starting a new run")
-                continue
-            return run_dir
-    return None
-
-
-def _multi_worker_run_dir(cfg: Config) -> tuple[Path, Path | None]:
-    """The run directory every worker of a cluster agrees on, and whether it is being resumed.
-
-    Named after the config and the cluster's shape, so a restarted cluster finds its backup
-    (on a filesystem all workers share, as Keras' BackupAndRestore expects).
-
-    Raises:
-        ConfigError: the run of this config on this cluster has already finished.
-    """
-    # The cluster's shape, not its addresses: restarted workers may come back elsewhere.
-    cluster = json.loads(os.environ["TF_CONFIG"])["cluster"]
-    shape = {role: len(tasks) for role, tasks in cluster.items()}
-    key = config_lib.dump_config(cfg) + json.dumps(shape, sort_keys=True)
-    digest = hashlib.sha1(key.encode()).hexdigest()[:10]
-    run_dir = Path(cfg.training.output_dir) / cfg.name / f"multi-worker-{digest}"
-    if (run_dir / "metrics.json").exists():
-        raise ConfigError(
-            f"{run_dir} holds the finished run of this config on this cluster; change `name` "
-            "(or move that directory away) to train again."
-        )
-    resumed = run_dir if (run_dir / "backup").is_dir() else None
-    if resumed:
-        print(f"resuming the interrupted multi-worker run {run_dir} from its last backup")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir, resumed
-
-
-def _new_run_dir(parent: Path) -> Path:
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    parent.mkdir(parents=True, exist_ok=True)
-    for n in range(100):
-        candidate = parent / (stamp if n == 0 else f"{stamp}-{n}")
-        try:
-            candidate.mkdir()
-            return candidate
-        except FileExistsError:
-            continue
-    raise RuntimeError(f"cannot create a run directory under {parent}")
 
 
 def launch(cfg: Config, fresh: bool) -> int:

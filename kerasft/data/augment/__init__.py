@@ -23,7 +23,7 @@ from kerasft.data.augment.eda import OPERATIONS, Eda
 from kerasft.data.splits import Split, Splits
 from kerasft.tasks import TaskSpec
 
-_VERSION = 1  # bump when the operations change what they produce
+_VERSION = 2  # bump when the operations change what they produce
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,7 +49,9 @@ def augment_training(cfg: Config, spec: TaskSpec, splits: Splits) -> tuple[Split
     train = splits.train
     seed = cfg.training.seed if augment.seed is None else augment.seed
     cache = _cache_file(cfg, train, seed)
-    if cache is not None and cache.is_file():
+    if not augment.operations():  # templates only
+        jobs = []
+    elif cache is not None and cache.is_file():
         jobs = [Job(**json.loads(line)) for line in cache.read_text(encoding="utf-8").splitlines()]
         print(f"augmented rows read from the cache {cache}")
     else:
@@ -67,7 +69,51 @@ def augment_training(cfg: Config, spec: TaskSpec, splits: Splits) -> tuple[Split
         f"({', '.join(f'{op} {n}' for op, n in sorted(counts.items()))})"
     )
     augmented = _append(train, jobs, spec)
-    return dataclasses.replace(splits, train=augmented), _records(jobs, train, splits, spec)
+    records = _records(jobs, train, splits, spec)
+    if augment.templates is not None:
+        augmented, made = _templated(augment, spec, splits.vocab.names, augmented, seed)
+        records += made
+    return dataclasses.replace(splits, train=augmented), records
+
+
+def _templated(
+    augment: AugmentConfig, spec: TaskSpec, names: tuple[str, ...], train: Split, seed: int
+) -> tuple[Split, list[dict]]:
+    """`train` with the examples `data.augment.templates` generates appended, and their records."""
+    from kerasft.data.augment.templates import generate
+
+    t = augment.templates
+    made = generate(t.file, t.per_label, names, seed, set(map(_text, train.texts)))
+    index = {name: i for i, name in enumerate(names)}
+    if spec.multi_hot:
+        targets = np.zeros((len(made), len(names)), np.float32)
+        for row, (_, labels, _) in enumerate(made):
+            targets[row, [index[label] for label in labels]] = 1.0
+    else:
+        targets = np.asarray([index[labels[0]] for _, labels, _ in made], np.int32)
+    counts = Counter("|".join(labels) for _, labels, _ in made)
+    print(
+        f"templates: +{len(made)} training rows from {t.file} "
+        f"({', '.join(f'{k} {n}' for k, n in sorted(counts.items()))})"
+    )
+    records = [
+        {
+            "operation": "template",
+            "template": number,
+            "text": text,
+            "label": list(labels) if spec.multi_hot else labels[0],
+        }
+        for text, labels, number in made
+    ]
+    grown = dataclasses.replace(
+        train,
+        texts=list(train.texts) + [text for text, _, _ in made],
+        targets=np.concatenate(
+            [np.asarray(train.targets), targets.astype(np.asarray(train.targets).dtype)]
+        ),
+        columns={k: list(v) + [""] * len(made) for k, v in train.columns.items()},
+    )
+    return grown, records
 
 
 def make_copies(
@@ -86,6 +132,11 @@ def make_copies(
         frozenset(w.lower() for w in augment.protected),
         outside,
     )
+    switcher = None
+    if augment.code_switch is not None:
+        from kerasft.data.augment.code_switch import CodeSwitcher
+
+        switcher = CodeSwitcher(augment.code_switch, eda.protected)
     rng = np.random.default_rng(seed)
     operations = augment.operations()
     jobs, deferred = [], []
@@ -98,6 +149,9 @@ def make_copies(
                 new, tags = eda.apply(op, words, rng, tags_of(row))
                 new_pair = eda.apply(op, pair, rng)[0] if pair is not None else None
                 jobs.append(Job(row, op, new, new_pair, tags))
+            elif op == "code_switch":  # word for word: tags stay aligned
+                new_pair = switcher.apply(pair, rng) if pair is not None else None
+                jobs.append(Job(row, op, switcher.apply(words, rng), new_pair, tags_of(row)))
             else:
                 deferred.append(Job(row, op, words, pair, tags_of(row)))
     jobs += _contextual(
@@ -223,6 +277,12 @@ def _cache_file(cfg: Config, train: Split, seed: int) -> Path | None:
     digest = hashlib.sha256()
     augment = cfg.data.augment
     digest.update(json.dumps([_VERSION, seed, augment.model_dump(), cfg.model.backbone]).encode())
+    if augment.code_switch is not None:  # the dictionaries' contents, not only their names
+        from kerasft.data.readers import resolve_path
+
+        for path in augment.code_switch.dictionaries:
+            key = "data.augment.code_switch.dictionaries"
+            digest.update(Path(resolve_path(path, key)).read_bytes())
     for text in train.texts:
         digest.update(_text(text).encode("utf-8", "surrogatepass") + b"\0")
     for pair in train.pairs or []:
