@@ -138,6 +138,19 @@ def _epoch_order(lengths: tf.Tensor, batch_size: int, window: int, key: tf.Tenso
     return tf.concat([tf.reshape(batches, [-1]), order[full:]], 0)
 
 
+def _same_width(a: dict, b: dict, padding: dict) -> dict:
+    """Both sides of a pair batch padded to the wider one, so one forward pass takes both."""
+    width = tf.maximum(tf.shape(a["input_ids"])[1], tf.shape(b["input_ids"])[1])
+
+    def pad(side):
+        return {
+            n: tf.pad(t, [[0, 0], [0, width - tf.shape(t)[1]]], constant_values=padding[n])
+            for n, t in side.items()
+        }
+
+    return {"a": pad(a), "b": pad(b)}
+
+
 def _pad_to_width(
     x: dict, y: tf.Tensor, padding: tuple, widths: tf.Tensor, token_targets: bool
 ) -> tuple:
@@ -209,7 +222,7 @@ def pair_dataset(
     """Batches of sentence pairs `({"a": features, "b": features}, same)` for contrastive training.
 
     Every epoch is one seeded permutation of `pairs` (`[i, j, same]` rows of
-    `data.pairs.sentence_pairs`), each side padded to its own longest text; `epoch`
+    `data.pairs.sentence_pairs`), both sides padded to the batch's longest text; `epoch`
     and `skip` make a resumed run see the same batches, as in `train_dataset`.
     """
     table = tf.constant(pairs[:, :2], tf.int64)
@@ -239,6 +252,11 @@ def pair_dataset(
             padding_values=({"a": padding, "b": padding}, tf.constant(0.0)),
             drop_remainder=drop_remainder,
         )
+    )
+    ds = ds.map(
+        lambda x, y: (_same_width(x["a"], x["b"], padding), y),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
     )
     steps = len(pairs) // batch_size if drop_remainder else math.ceil(len(pairs) / batch_size)
     if skip is not None:

@@ -44,9 +44,11 @@ class ContrastiveModel(keras.Model):
 
     def train_step(self, data):
         x, same = data
+        # One forward pass over both sides (`pair_dataset` pads them to one width): half the
+        # calls, and each embedding table gets one sparse gradient, as in any training step.
+        both = {name: tf.concat([x["a"][name], x["b"][name]], 0) for name in x["a"]}
         with tf.GradientTape() as tape:
-            u = self.embed(x["a"], training=True)
-            v = self.embed(x["b"], training=True)
+            u, v = tf.split(self.embed(both, training=True), 2)
             loss = cosine_similarity_loss(u, v, same)
             if self.losses:
                 loss += tf.add_n(self.losses)
