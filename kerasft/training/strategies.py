@@ -23,6 +23,7 @@ from kerasft._compat import tf
 from kerasft.errors import ConfigError, first_line
 
 _MULTI_WORKER: tf.distribute.Strategy | None = None  # one per process: it configures the runtime
+_MIRRORED: dict[tuple[str, ...], tf.distribute.Strategy] = {}
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,13 @@ def resolve_strategy(setting: str) -> tuple[tf.distribute.Strategy, str]:
             "`training.distribution: mirrored` needs two or more devices; this machine shows one. "
             "Use `auto` or `none`."
         )
-    return tf.distribute.MirroredStrategy(devices), f"MirroredStrategy over {len(devices)} devices"
+    # One per device set and process: every new MirroredStrategy numbers its collectives from
+    # the same keys, and TensorFlow caches a collective's shapes by key, so a second run in
+    # the process (a tuning trial, a test) with other gradient shapes would abort.
+    key = tuple(devices)
+    if key not in _MIRRORED:
+        _MIRRORED[key] = tf.distribute.MirroredStrategy(devices)
+    return _MIRRORED[key], f"MirroredStrategy over {len(devices)} devices"
 
 
 def _multi_worker(cluster: Cluster | None) -> tuple[tf.distribute.Strategy, str]:
