@@ -56,28 +56,40 @@ def smooth(values: np.ndarray, window: int) -> np.ndarray:
 
 
 def training_curves(
-    history: list[dict], steps: list[dict], monitor: str, best_epoch: int | None, path: Path
+    history: list[dict],
+    steps: list[dict],
+    monitor: str,
+    best_epoch: int | None,
+    path: Path,
+    trained_on: str = "train loss",
 ) -> Path:
-    """Loss per step (smoothed) and per epoch, validation loss, and the monitored metric per epoch."""
+    """Loss per step (smoothed) and per epoch, validation loss, and the monitored metric per epoch.
+
+    `trained_on` names the training loss in the legend (`pair loss` for contrastive runs).
+    """
     plt = _pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
     if steps:
         x = np.array([s["step"] for s in steps], dtype=np.float64)
         per_epoch = max(int(max(s["step"] for s in steps if s["epoch"] == 1) or 1), 1)
         loss = np.array([s["loss"] for s in steps])
-        left.plot(x / per_epoch, loss, color="#c8d6e5", lw=0.6, label="train loss per step")
+        left.plot(x / per_epoch, loss, color="#c8d6e5", lw=0.6, label=f"{trained_on} per step")
         window = max(5, len(loss) // 25)
         left.plot(
             x / per_epoch,
             smooth(loss, window),
             color="#1f77b4",
             lw=1.5,
-            label=f"train loss, mean of {window} steps",
+            label=f"{trained_on}, mean of {window} steps",
         )
     epochs = [e["epoch"] for e in history]
     if history and "loss" in history[0]:
         left.plot(
-            epochs, [e["loss"] for e in history], "o", color="#1f77b4", label="train loss per epoch"
+            epochs,
+            [e["loss"] for e in history],
+            "o",
+            color="#1f77b4",
+            label=f"{trained_on} per epoch",
         )
     if history and "val_loss" in history[0]:
         left.plot(

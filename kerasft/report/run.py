@@ -141,12 +141,20 @@ def _training(run: dict, plot_dir: Path) -> str:
     monitor = monitor_of(run["config"])
     best = run["metrics"].get("train", {}).get("best_epoch")
     parts = ["<h2>Training</h2>"]
+    pairs = "contrastive" in run["metrics"]  # training.method: contrastive
+    trained_on = "pair loss" if pairs else "train loss"
     if history or steps:
-        plots.training_curves(history, steps, monitor, best, plot_dir / "curves.png")
+        plots.training_curves(history, steps, monitor, best, plot_dir / "curves.png", trained_on)
+        what = (
+            "Pair loss per step (light: the squared error of the sentence pairs' cosine "
+            "similarity, which trains the backbone; the head is fitted at each epoch end)"
+            if pairs
+            else "Training loss per step (light)"
+        )
         parts.append(
             page.figure(
                 "plots/curves.png",
-                f"Training loss per step (light) and its moving mean, loss per epoch, validation "
+                f"{what} and its moving mean, loss per epoch, validation "
                 f"loss, and {monitor} per epoch (dashed: the best epoch, whose weights are kept).",
                 "training curves",
             )
