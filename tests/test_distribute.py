@@ -47,6 +47,21 @@ for path in sys.argv[1:]:
                       "probabilities": probabilities}))
 """
 
+
+def run_on_two_devices(paths: list) -> tuple[str, list[dict]]:
+    """Runs the configs one after the other in one process with two logical CPU devices;
+    returns its output and each run's facts (replicas, weight spread, losses, probabilities)."""
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT, *map(str, paths)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout, [json.loads(x) for x in proc.stdout.splitlines() if x.startswith("{")]
+
+
 OPTIONS = {
     "plain": {},
     # Everything the optimizer does per variable, inside the update each replica runs on its
@@ -89,19 +104,8 @@ def test_mirrored_over_two_logical_cpus_trains_like_one_device(tiny_config, tmp_
             config["training"]["output_dir"] = str(tmp_path / f"{distribution}{i}")
             config["export"].update(dir=str(tmp_path / f"export-{distribution}{i}"), enabled=not i)
             paths.append(write_yaml(tmp_path / f"{distribution}{i}.yaml", config))
-    proc = subprocess.run(
-        [sys.executable, "-c", SCRIPT, *map(str, paths)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert (
-        "distribution: MirroredStrategy over 2 devices; global batch 8 = 4 per replica"
-        in proc.stdout
-    )
-    results = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    out, results = run_on_two_devices(paths)
+    assert "distribution: MirroredStrategy over 2 devices; global batch 8 = 4 per replica" in out
     assert len(results) == 2 * len(OPTIONS)
     for i, name in enumerate(OPTIONS):
         mirrored, single = results[2 * i], results[2 * i + 1]
@@ -143,17 +147,7 @@ def test_distillation_under_mirrored_trains_like_one_device(tmp_path, tiny_bert_
         )
         student["distill"] = {"teacher": str(teacher)}
         paths.append(write_yaml(tmp_path / f"{distribution}.yaml", student))
-    proc = subprocess.run(
-        [sys.executable, "-c", SCRIPT, *map(str, paths)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    mirrored, single = [
-        json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")
-    ]
+    mirrored, single = run_on_two_devices(paths)[1]
     assert mirrored["replicas"] == 2 and mirrored["spread"] < 1e-6
     np.testing.assert_allclose(mirrored["loss"], single["loss"], atol=1e-4)
     np.testing.assert_allclose(mirrored["probabilities"], single["probabilities"], atol=1e-4)

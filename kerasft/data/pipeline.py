@@ -96,18 +96,25 @@ def _epoch_orders(
     """Example indices, one seeded, length-sorted-in-windows permutation per epoch (see
     `train_dataset`); without `epoch`, a counter of its own advances every pass."""
     lengths = tf.constant(encoded.lengths, tf.int64)
+    return _seeded_epochs(seed, epoch, lambda key: _epoch_order(lengths, batch_size, window, key))
+
+
+def _seeded_epochs(seed: int, epoch: tf.Variable | None, order) -> tf.data.Dataset:
+    """The indices `order(key)` gives for each epoch, keyed by `(seed, epoch number)`.
+
+    `epoch` holds the finished epochs and is read when the epoch's iterator starts (after a
+    restore has set it); without it, a counter of its own advances every pass.
+    """
     advance = epoch is None
     if advance:
         epoch = tf.Variable(-1, dtype=tf.int64, trainable=False)
 
     @tf.autograph.experimental.do_not_convert
     def epoch_order(_):
-        # Read when the epoch's iterator starts, after a restore has set the counter.
         number = epoch.assign_add(1) if advance else epoch.read_value()
-        order = _epoch_order(
-            lengths, batch_size, window, tf.stack([tf.constant(seed, tf.int64), number])
+        return tf.data.Dataset.from_tensor_slices(
+            order(tf.stack([tf.constant(seed, tf.int64), number]))
         )
-        return tf.data.Dataset.from_tensor_slices(order)
 
     return tf.data.Dataset.from_tensors(tf.constant(0, tf.int64)).flat_map(epoch_order)
 
@@ -228,30 +235,19 @@ def pair_dataset(
     table = tf.constant(pairs[:, :2], tf.int64)
     same = tf.constant(pairs[:, 2], tf.float32)
     features = _slicer(encoded)
-    advance = epoch is None
-    if advance:
-        epoch = tf.Variable(-1, dtype=tf.int64, trainable=False)
-
-    @tf.autograph.experimental.do_not_convert
-    def epoch_order(_):
-        number = epoch.assign_add(1) if advance else epoch.read_value()
-        key = tf.stack([tf.constant(seed, tf.int64), number])
-        order = tf.random.experimental.stateless_shuffle(tf.range(len(pairs), dtype=tf.int64), key)
-        return tf.data.Dataset.from_tensor_slices(order)
+    everything = tf.range(len(pairs), dtype=tf.int64)
+    orders = _seeded_epochs(
+        seed, epoch, lambda key: tf.random.experimental.stateless_shuffle(everything, key)
+    )
 
     def pair(p):
         return {"a": features(table[p, 0]), "b": features(table[p, 1])}, same[p]
 
     padding = _padding_values(encoded, pad_id)[0]
-    ds = (
-        tf.data.Dataset.from_tensors(tf.constant(0, tf.int64))
-        .flat_map(epoch_order)
-        .map(pair, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        .padded_batch(
-            batch_size,
-            padding_values=({"a": padding, "b": padding}, tf.constant(0.0)),
-            drop_remainder=drop_remainder,
-        )
+    ds = orders.map(pair, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).padded_batch(
+        batch_size,
+        padding_values=({"a": padding, "b": padding}, tf.constant(0.0)),
+        drop_remainder=drop_remainder,
     )
     ds = ds.map(
         lambda x, y: (_same_width(x["a"], x["b"], padding), y),

@@ -496,25 +496,17 @@ def _monitoring(
     """Validation metrics into the logs (first: the others read them), the best checkpoint
     and early stopping on `cfg.monitor`."""
     monitor, mode = cfg.monitor, monitor_mode(cfg.monitor)
+    validation = ValidationMetrics(
+        datasets.validation,
+        spec,
+        data.label_names,
+        data.scaling,
+        run_dir / "logs" / "validation" if chief else None,
+    )
     if data.tiny_validation:  # scores of a handful of examples: keep the last epoch
-        return [
-            ValidationMetrics(
-                datasets.validation,
-                spec,
-                data.label_names,
-                data.scaling,
-                run_dir / "logs" / "validation" if chief else None,
-            ),
-            BestCheckpoint(run_dir / "checkpoints", chief, every_epoch=True),
-        ]
+        return [validation, BestCheckpoint(run_dir / "checkpoints", chief, every_epoch=True)]
     return [
-        ValidationMetrics(
-            datasets.validation,
-            spec,
-            data.label_names,
-            data.scaling,
-            run_dir / "logs" / "validation" if chief else None,
-        ),
+        validation,
         BestCheckpoint(
             run_dir / "checkpoints",
             chief,
