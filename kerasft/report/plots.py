@@ -63,10 +63,8 @@ def training_curves(
     path: Path,
     trained_on: str = "train loss",
 ) -> Path:
-    """Loss per step (smoothed) and per epoch, validation loss, and the monitored metric per epoch.
-
-    `trained_on` names the training loss in the legend (`pair loss` for contrastive runs).
-    """
+    """Loss per step (smoothed) and per epoch (named `trained_on`), validation loss, and the
+    monitored metric per epoch."""
     plt = _pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
     if steps:
@@ -84,13 +82,8 @@ def training_curves(
         )
     epochs = [e["epoch"] for e in history]
     if history and "loss" in history[0]:
-        left.plot(
-            epochs,
-            [e["loss"] for e in history],
-            "o",
-            color="#1f77b4",
-            label=f"{trained_on} per epoch",
-        )
+        losses = [e["loss"] for e in history]
+        left.plot(epochs, losses, "o", color="#1f77b4", label=f"{trained_on} per epoch")
     if history and "val_loss" in history[0]:
         left.plot(
             epochs,
