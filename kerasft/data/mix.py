@@ -14,8 +14,8 @@ from kerasft.errors import DataError
 from kerasft.tasks import TaskSpec
 
 
-def mix_in(cfg: DataConfig, spec: TaskSpec, splits: Splits, seed: int) -> tuple[Splits, int]:
-    """The splits with a seeded sample of `cfg.mix.file` appended to `train`, and its size.
+def mix_in(cfg: DataConfig, spec: TaskSpec, splits: Splits, seed: int) -> Splits:
+    """The splits with a seeded sample of `cfg.mix.file` appended to `train`.
 
     The sample is `share / (1 - share)` times the training rows (after augmentation), so
     it makes `share` of every epoch; a file with fewer rows is taken whole (and says so).
@@ -57,7 +57,7 @@ def mix_in(cfg: DataConfig, spec: TaskSpec, splits: Splits, seed: int) -> tuple[
         targets=_concat(train.targets, mixed),
         columns={k: list(v) + [""] * len(table) for k, v in train.columns.items()},
     )
-    return dataclasses.replace(splits, train=grown), len(table)
+    return dataclasses.replace(splits, train=grown)
 
 
 def _concat(a, b):

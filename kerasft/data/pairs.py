@@ -6,7 +6,6 @@ batches them. A multi-label example's "label" is its whole label set, as in SetF
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Sequence
 
 import numpy as np
@@ -65,42 +64,35 @@ def sentence_pairs(
         The pairs in a seeded random order.
     """
     rng = np.random.default_rng(seed)
-    keys = label_keys(targets, multi_hot)
-    groups: dict = defaultdict(list)
-    for i, key in enumerate(keys):
-        groups[key].append(i)
-    members = {key: np.asarray(idx, np.int64) for key, idx in groups.items()}
-    n = len(keys)
+    # One integer per distinct label (or label set): examples pair on equal ids.
+    index: dict = {}
+    ids = np.asarray([index.setdefault(k, len(index)) for k in label_keys(targets, multi_hot)])
     if sampling == "iterations":
-        pairs = _rounds(keys, members, n, iterations, rng)
+        pairs = _rounds(ids, iterations, rng)
     else:
-        pairs = _oversampled(keys, n, rng)
+        pairs = _oversampled(ids, rng)
     pairs = pairs[rng.permutation(len(pairs))]
     return pairs[:max_pairs] if max_pairs else pairs
 
 
-def _rounds(keys: list, members: dict, n: int, iterations: int, rng) -> np.ndarray:
-    everyone = np.arange(n, dtype=np.int64)
-    key_of = np.asarray([hash(k) for k in keys])
+def _rounds(ids: np.ndarray, iterations: int, rng) -> np.ndarray:
+    members = {k: np.flatnonzero(ids == k) for k in np.unique(ids)}
+    others = {k: np.flatnonzero(ids != k) for k in members}  # once per label, not per example
     rows = []
     for _ in range(iterations):
-        for i in range(n):
-            same = members[keys[i]]
-            others = same[same != i] if len(same) > 1 else same
-            different = everyone[key_of != key_of[i]]
-            rows.append((i, int(rng.choice(others)), 1))
-            rows.append((i, int(rng.choice(different)), 0))
+        for i, key in enumerate(ids):
+            same = members[key]
+            partners = same[same != i] if len(same) > 1 else same
+            rows.append((i, int(rng.choice(partners)), 1))
+            rows.append((i, int(rng.choice(others[key])), 0))
     return np.asarray(rows, np.int64).reshape(-1, 3)
 
 
-def _oversampled(keys: list, n: int, rng) -> np.ndarray:
-    i, j = np.triu_indices(n)  # with the diagonal: an example is its own positive, as SetFit
-    key_of = np.asarray([hash(k) for k in keys])
-    same = key_of[i] == key_of[j]
+def _oversampled(ids: np.ndarray, rng) -> np.ndarray:
+    i, j = np.triu_indices(len(ids))  # with the diagonal: an example is its own positive, as SetFit
+    same = ids[i] == ids[j]
     positives = np.stack([i[same], j[same], np.ones(same.sum(), np.int64)], 1)
-    negatives = np.stack(
-        [i[~same & (i != j)], j[~same & (i != j)], np.zeros((~same & (i != j)).sum(), np.int64)], 1
-    )
+    negatives = np.stack([i[~same], j[~same], np.zeros((~same).sum(), np.int64)], 1)
     fewer, more = sorted((positives, negatives), key=len)
     if len(fewer) and len(fewer) < len(more):
         repeats = -(-len(more) // len(fewer))

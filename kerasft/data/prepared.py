@@ -79,7 +79,7 @@ def load_data(
     if cfg.data.mix is not None:  # after augmentation: the share is of the whole epoch
         from kerasft.data.mix import mix_in
 
-        splits, _ = mix_in(cfg.data, spec, splits, cfg.training.seed)
+        splits = mix_in(cfg.data, spec, splits, cfg.training.seed)
     model_max = getattr(tokenizer, "model_max_length", None) or cfg.data.max_length
     max_length = min(cfg.data.max_length, model_max)
     scaling = None
