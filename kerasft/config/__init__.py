@@ -48,6 +48,7 @@ from kerasft.config.training import (
     DistillConfig,
     EvaluationConfig,
     ExportConfig,
+    GenerationConfig,
     GroupOptimizerConfig,
     SearchDimension,
     TrainingConfig,
@@ -56,6 +57,7 @@ from kerasft.config.training import (
 from kerasft.config.validation import Config
 
 __all__ = [
+    "GenerationConfig",
     "CodeSwitchConfig",
     "MixConfig",
     "TemplatesConfig",

@@ -42,6 +42,19 @@ MONITORS = {
         "val_f1",
         ("val_f1", "val_precision", "val_recall", "val_token_accuracy"),
     ),
+    # Scored on generated text (XLA `generate`) at every epoch end.
+    "seq2seq": (
+        "val_bleu",
+        (
+            "val_loss",
+            "val_bleu",
+            "val_chrf",
+            "val_exact_match",
+            "val_rouge1",
+            "val_rouge2",
+            "val_rougeLsum",
+        ),
+    ),
 }
 
 

@@ -230,6 +230,22 @@ class DataConfig(_Section):
         description="Column with the target: a label (classification), a list or delimited string "
         "of labels (multi_label), a number (regression), or a list of tags (token_classification).",
     )
+    target_column: str | int | None = Field(
+        None,
+        description="For `task: seq2seq`: the column with the target text (the translation, the summary); "
+        "the source text is `text_column`.",
+    )
+    source_prefix: str = Field(
+        "",
+        description="For `task: seq2seq`: text put before every source text, in training and in the "
+        "export (T5's `translate English to German: `).",
+    )
+    max_target_length: int = Field(
+        64,
+        ge=2,
+        le=4096,
+        description="For `task: seq2seq`: longest target kept in training, in tokens (end token included).",
+    )
     label_delimiter: str | None = Field(
         None, description="For multi_label: the separator of labels given as one string, e.g. `|`."
     )
@@ -326,7 +342,8 @@ class LoraConfig(_Section):
     targets: list[str] = Field(
         ["query", "value"],
         min_length=1,
-        description="Names of the dense layers to adapt (BERT-style: query, key, value, dense).",
+        description="Names of the dense layers to adapt (BERT-style: query, key, value, dense; "
+        "seq2seq: T5's q, k, v, o, BART's and Marian's q_proj, k_proj, v_proj, out_proj).",
     )
 
 
@@ -397,6 +414,11 @@ class ModelConfig(_Section):
     )
     dropout: float = Field(
         0.1, ge=0.0, lt=1.0, description="Dropout before the task head's dense layer."
+    )
+    weights: Literal["pretrained", "random"] = Field(
+        "pretrained",
+        description="`pretrained` loads the backbone's weights; `random` builds it from its config.json "
+        "with fresh weights and trains from scratch (the directory then needs no weights).",
     )
     lora: LoraConfig | None = Field(
         None,

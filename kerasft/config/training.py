@@ -203,6 +203,23 @@ class TrainingConfig(_Section):
     output_dir: str = Field("runs", description="Runs go to `<output_dir>/<name>/<timestamp>/`.")
 
 
+class GenerationConfig(_Section):
+    """How `task: seq2seq` generates text: in validation, test, the export and `kerasft.predict`."""
+
+    max_new_tokens: int = Field(
+        64, ge=1, le=4096, description="Longest generated text, in tokens (end token included)."
+    )
+    num_beams: int = Field(1, ge=1, le=64, description="Beam search width; 1 is greedy decoding.")
+    length_penalty: float = Field(
+        1.0,
+        description="Beam search: the score is divided by length ** length_penalty; above 1 favours "
+        "longer texts.",
+    )
+    batch_size: int = Field(
+        64, ge=1, le=4096, description="Texts generated at once (length-sorted batches)."
+    )
+
+
 class ExportConfig(_Section):
     """The SavedModel written after training."""
 

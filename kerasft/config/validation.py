@@ -14,6 +14,7 @@ from kerasft.config.training import (
     DistillConfig,
     EvaluationConfig,
     ExportConfig,
+    GenerationConfig,
     TrainingConfig,
     TuningConfig,
 )
@@ -26,16 +27,19 @@ class Config(_Section):
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
         description="Name of the experiment; names the run and export folders.",
     )
-    task: Literal["classification", "multi_label", "regression", "token_classification"] = Field(
+    task: Literal[
+        "classification", "multi_label", "regression", "token_classification", "seq2seq"
+    ] = Field(
         "classification",
         description="What is predicted: one label per text (or text pair), any number of labels, a number, "
-        "or one tag per word.",
+        "one tag per word, or a text (`seq2seq`: translation, summarization).",
     )
     data: DataConfig
     model: ModelConfig = ModelConfig()
     training: TrainingConfig = TrainingConfig()
     export: ExportConfig = ExportConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
+    generation: GenerationConfig = GenerationConfig()
     tuning: TuningConfig | None = Field(
         None, description="Hyperparameter search; used by `kerasft.tune` only."
     )
@@ -86,6 +90,54 @@ class Config(_Section):
                 f"`training.method: contrastive` trains single texts of `classification` or `multi_label` "
                 f"from sentence pairs; `{refuses[0]}` does not apply to it (drop it, or use "
                 "`method: standard`)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _seq2seq_fits(self) -> Config:
+        d = self.data
+        if self.task != "seq2seq":
+            given = [
+                k
+                for k, on in (
+                    ("data.target_column", d.target_column is not None),
+                    ("data.source_prefix", d.source_prefix),
+                )
+                if on
+            ]
+            if given:
+                raise ValueError(
+                    f"`{given[0]}` applies to `task: seq2seq`, not `{self.task}`; drop it"
+                )
+            return self
+        if d.target_column is None:
+            raise ValueError(
+                "`task: seq2seq` needs `data.target_column`: the column holding the target texts"
+            )
+        t, e, m = self.training, self.export, self.model
+        refuses = [
+            key
+            for key, on in (
+                ("data.text_pair_column", d.text_pair_column is not None),
+                ("data.augment", d.augment is not None),
+                ("data.mix", d.mix is not None),
+                ("data.class_weights: balanced", d.class_weights == "balanced"),
+                ("distill", self.distill is not None),
+                ("model.backbone: bigru", m.backbone == "bigru"),
+                ("model.prompt_tuning", m.prompt_tuning is not None),
+                ("model.adapters", m.adapters is not None),
+                ("training.loss: focal", t.loss == "focal"),
+                ("training.unfreeze_every_*", t.unfreeze_every_epochs or t.unfreeze_every_steps),
+                ("export.tflite", e.tflite or e.tflite_int8),
+                ("export.onnx", e.onnx),
+                ("evaluation.slices", bool(self.evaluation.slices)),
+            )
+            if on
+        ]
+        if refuses:
+            raise ValueError(
+                f"`{refuses[0]}` does not apply to `task: seq2seq` in this version of kerasft; drop it "
+                "(docs/seq2seq.md lists what seq2seq supports)"
             )
         return self
 
@@ -179,7 +231,7 @@ class Config(_Section):
     @model_validator(mode="after")
     def _monitor_fits_task(self) -> Config:
         t = self.training
-        if self.task not in ("classification", "multi_label") and (
+        if self.task not in ("classification", "multi_label", "seq2seq") and (
             t.loss == "focal" or t.label_smoothing
         ):
             raise ValueError(

@@ -74,6 +74,8 @@ def targets(
     """
     if spec.numeric:
         return frame["label"].to_numpy(dtype=np.float32)
+    if spec.generative:
+        return frame["label"].to_numpy(dtype=object)
     index = vocab.index()
     seen = frame["label"] if spec.single_label else (v for row in frame["label"] for v in row)
     unknown = sorted(set(seen) - index.keys())
@@ -100,6 +102,9 @@ def balanced_class_weights(counts: np.ndarray) -> dict[int, float]:
 
 def describe(target: np.ndarray | list[np.ndarray], vocab: LabelVocab, spec: TaskSpec) -> str:
     """A one-line class distribution (or target summary, for regression)."""
+    if spec.generative:
+        words = [len(str(t).split()) for t in target]
+        return f"target texts of {np.mean(words):.1f} words on average" if words else "no targets"
     if spec.numeric:
         if len(target) == 0:
             return "no targets"

@@ -168,7 +168,7 @@ def _pad_to_width(
         extra = [[0, 0]] * (t.shape.rank - 2)
         return tf.pad(t, [[0, 0], [0, target - width], *extra], constant_values=value)
 
-    x = {name: pad(t, padding[0][name]) for name, t in x.items()}
+    x = {name: pad(t, padding[0][name]) if name != "labels" else t for name, t in x.items()}
     return x, pad(y, padding[1]) if token_targets else y
 
 
@@ -191,6 +191,18 @@ def _examples(encoded: Encoded, indices: tf.data.Dataset) -> tf.data.Dataset:
     features, targets = _slicer(encoded), tf.constant(encoded.targets)
     starts = tf.constant(np.concatenate([[0], np.cumsum(encoded.lengths)[:-1]]), tf.int64)
     lengths = tf.constant(encoded.lengths, tf.int64)
+    if (
+        encoded.target_lengths is not None
+    ):  # seq2seq: the model reads the labels too (teacher forcing)
+        target_starts = np.concatenate([[0], np.cumsum(encoded.target_lengths)[:-1]])
+        target_starts = tf.constant(target_starts, tf.int64)
+        target_lengths = tf.constant(encoded.target_lengths, tf.int64)
+
+        def sequence(i):
+            target = targets[target_starts[i] : target_starts[i] + target_lengths[i]]
+            return {**features(i), "labels": target}, target
+
+        return indices.map(sequence, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
     def example(i):
         if encoded.token_targets:
@@ -266,6 +278,10 @@ def _padding_values(encoded: Encoded, pad_id: int) -> tuple[dict[str, Any], Any]
         for name in encoded.features
     }
     dtype = tf.as_dtype(encoded.targets.dtype)  # float32 when targets carry a teacher's logits
+    if encoded.target_lengths is not None:  # seq2seq: padded target positions carry no loss
+        return {**values, "labels": tf.constant(IGNORE_INDEX, dtype)}, tf.constant(
+            IGNORE_INDEX, dtype
+        )
     if encoded.token_targets:
         return values, tf.constant(IGNORE_INDEX, dtype)
     return values, tf.constant(0, dtype)

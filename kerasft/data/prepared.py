@@ -13,7 +13,7 @@ from kerasft.data.labels import class_counts
 from kerasft.data.pairs import check_pairable, sentence_pairs
 from kerasft.data.pipeline import eval_dataset, pair_dataset, steps_per_epoch, train_dataset
 from kerasft.data.splits import SPLITS, Splits, load_splits
-from kerasft.data.tokenize import Encoded, encode
+from kerasft.data.tokenize import Encoded, encode, encode_seq2seq
 from kerasft.errors import DataError
 from kerasft.tasks import TaskSpec
 
@@ -85,10 +85,19 @@ def load_data(
     scaling = None
     if spec.numeric and cfg.data.target_scaling == "standard":
         splits, scaling = standardise_targets(splits)
-    encoded = {
-        name: encode(tokenizer, getattr(splits, name), max_length, spec, cfg.data.cache_dir)
-        for name in SPLITS
-    }
+    if spec.generative:
+        d = cfg.data
+        encoded = {
+            name: encode_seq2seq(
+                tokenizer, getattr(splits, name), max_length, d.max_target_length, d.source_prefix
+            )
+            for name in SPLITS
+        }
+    else:
+        encoded = {
+            name: encode(tokenizer, getattr(splits, name), max_length, spec, cfg.data.cache_dir)
+            for name in SPLITS
+        }
     pairs = None
     if cfg.training.method == "contrastive":
         pairs = contrastive_pairs(cfg, spec, splits)
@@ -108,7 +117,7 @@ def few_labels(cfg: Config, spec: TaskSpec, splits: Splits) -> bool:
     `FEW_VALIDATION` validation examples (but some in training) makes the validation
     scores noise: the run then keeps its last epoch.
     """
-    if spec.numeric or spec.per_token:
+    if spec.numeric or spec.per_token or spec.generative:
         return False
     names = splits.vocab.names
     if cfg.training.method == "standard" and len(splits.train) < FEW_LABELS:

@@ -99,7 +99,7 @@ def read_source(
     for field, spec_col, cfg_key in (
         ("text", cfg.text_column, "data.text_column"),
         ("text_pair", cfg.text_pair_column, "data.text_pair_column"),
-        ("label", cfg.label_column, "data.label_column"),
+        ("label", *_target_column(cfg, task)),
     ):
         if spec_col is None:
             continue
@@ -188,11 +188,10 @@ def _read_delimited(
         engine="c",
     )
     header = cfg.header
-    by_name = any(
-        isinstance(c, str) for c in (cfg.text_column, cfg.text_pair_column, cfg.label_column)
-    )
+    target = _target_column(cfg, task)[0]
+    by_name = any(isinstance(c, str) for c in (cfg.text_column, cfg.text_pair_column, target))
     if header == "auto":
-        header = by_name or _looks_like_header(frame, cfg.label_column, task)
+        header = by_name or _looks_like_header(frame, target, task)
     frame["__line__"] = np.arange(1, len(frame) + 1)
     if header:
         names = [str(v).strip() for v in frame.iloc[0, :-1]]
@@ -210,7 +209,7 @@ def _looks_like_header(frame: pd.DataFrame, label_column: Any, task: TaskSpec) -
     if not isinstance(label_column, int) or label_column >= frame.shape[1] or len(frame) < 2:
         return False
     first, rest = frame.iloc[0, label_column], frame.iloc[1:1001, label_column]
-    if task.numeric or all(_is_float(v) for v in rest):
+    if task.numeric or task.generative or all(_is_float(v) for v in rest):
         return not _is_float(first) and all(_is_float(v) for v in rest)
     # String labels: a header is a value never seen again among labels that do repeat.
     distinct = set(rest)
@@ -360,6 +359,10 @@ def _check(frame: pd.DataFrame, cfg: DataConfig, task: TaskSpec, source: str) ->
         frame["label"] = labels.map(lambda v: _label_list(v, cfg.label_delimiter))
         bad = pd.Series(False, index=frame.index)
         what = ""
+    elif task.generative:
+        frame["label"] = labels.map(as_text).str.strip()
+        bad = frame["label"] == ""
+        what = "empty target text"
     elif task.numeric:
         frame["label"] = labels.map(_as_float)
         bad = pd.Series(~np.isfinite(frame["label"].to_numpy(dtype=np.float64)), index=frame.index)
@@ -370,10 +373,17 @@ def _check(frame: pd.DataFrame, cfg: DataConfig, task: TaskSpec, source: str) ->
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])
         raise DataError(
-            f"{source}:{int(frame['line'].iloc[row])}: {what} in column `{cfg.label_column}` "
+            f"{source}:{int(frame['line'].iloc[row])}: {what} in column `{_target_column(cfg, task)[0]}` "
             f"(got {labels.iloc[row]!r}; {int(bad.sum())} rows in all). Fix or remove those rows."
         )
     return frame
+
+
+def _target_column(cfg: DataConfig, task: TaskSpec) -> tuple[str | int, str]:
+    """The target's column and its config key: `data.target_column` for seq2seq, else `data.label_column`."""
+    if task.generative:
+        return cfg.target_column, "data.target_column"
+    return cfg.label_column, "data.label_column"
 
 
 def _token_rows(frame: pd.DataFrame, source: str) -> tuple[list[list[str]], list[list[str]]]:

@@ -141,7 +141,7 @@ def _vocabulary(cfg: DataConfig, task: TaskSpec, train: pd.DataFrame, source: st
     Raises:
         DataError: a single class.
     """
-    if task.numeric:
+    if task.numeric or task.generative:
         return LabelVocab(())
     if cfg.labels is not None:
         vocab = LabelVocab(tuple(cfg.labels))

@@ -34,6 +34,8 @@ class Encoded:
     lengths: np.ndarray
     targets: np.ndarray
     token_targets: bool = False
+    # seq2seq: `targets` holds the target token ids, flat, `target_lengths[i]` per example.
+    target_lengths: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.lengths)
@@ -155,3 +157,50 @@ def _cache_key(tokenizer: Any, columns: dict[str, list], max_length: int) -> str
         digest.update(name.encode())
         digest.update(json.dumps(columns[name], ensure_ascii=False).encode())
     return digest.hexdigest()[:24]
+
+
+def encode_seq2seq(
+    tokenizer: Any,
+    split: Split,
+    max_length: int,
+    max_target_length: int,
+    prefix: str = "",
+) -> Encoded:
+    """Source token ids (`prefix` + text, truncated to `max_length`) and target token ids
+    (the tokenizer's target side, truncated to `max_target_length`, end token included).
+    """
+    names = ("input_ids", "attention_mask")
+    if len(split) == 0:
+        empty = np.zeros(0, np.int32)
+        return Encoded(
+            dict.fromkeys(names, empty), np.zeros(0, np.int64), empty, False, np.zeros(0, np.int64)
+        )
+    sources = tokenizer([prefix + t for t in split.texts])["input_ids"]
+    targets = tokenizer(text_target=[str(t) for t in split.targets])["input_ids"]
+    name = Path(split.source).name
+    for what, rows, n in (("source", sources, max_length), ("target", targets, max_target_length)):
+        truncated = sum(len(ids) > n for ids in rows)
+        if truncated:
+            key = "data.max_length" if what == "source" else "data.max_target_length"
+            print(
+                f"{name}: {truncated} of {len(split)} {what} texts ({100 * truncated / len(split):.1f}%) "
+                f"are longer than {n} tokens and are truncated (`{key}`)"
+            )
+    # As the tokenizer truncates: the first n - 1 tokens, then the closing special token.
+    sources = [
+        ids if len(ids) <= max_length else [*ids[: max_length - 1], ids[-1]] for ids in sources
+    ]
+    targets = [
+        ids if len(ids) <= max_target_length else [*ids[: max_target_length - 1], ids[-1]]
+        for ids in targets
+    ]
+    lengths = np.array([len(ids) for ids in sources], np.int64)
+    target_lengths = np.array([len(ids) for ids in targets], np.int64)
+    flat = np.concatenate([np.asarray(ids, np.int32) for ids in sources])
+    return Encoded(
+        {"input_ids": flat, "attention_mask": np.ones_like(flat)},
+        lengths,
+        np.concatenate([np.asarray(ids, np.int32) for ids in targets]),
+        False,
+        target_lengths,
+    )

@@ -24,7 +24,16 @@ def layers_in(module: Any) -> list[keras.layers.Layer]:
 def backbone_blocks(
     model: keras.Model,
 ) -> tuple[keras.layers.Layer | None, list[keras.layers.Layer]]:
-    """The embeddings layer and the encoder layers (bottom first) inside a kerasft model."""
+    """The embeddings layer and the encoder layers (bottom first) inside a kerasft model.
+
+    Encoder-decoder models (`task: seq2seq`): the shared token embeddings and the encoder's
+    layers, so `freeze_layers` set to the encoder's depth freezes the whole encoder.
+    """
+    seq2seq = getattr(model, "seq2seq", None)
+    if seq2seq is not None:
+        encoder = seq2seq.get_encoder()
+        blocks = getattr(encoder, "block", None) or getattr(encoder, "layers", None) or []
+        return seq2seq.get_input_embeddings(), list(blocks)
     embeddings, layers = None, {}
     for layer in layers_in(model):
         if layer.name == "embeddings" and embeddings is None:

@@ -94,7 +94,7 @@ def apply_lora(
     if not sites:
         raise ConfigError(
             f"`model.lora.targets: {targets}` names no dense layer of this backbone; BERT-style models "
-            "call theirs query, key, value and dense."
+            "call theirs query, key, value and dense; T5 q, k, v, o; BART and Marian q_proj, v_proj."
         )
     backbone_layers = [
         layer

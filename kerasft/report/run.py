@@ -48,6 +48,8 @@ def write_report(run_dir: str | Path, errors: int = 20) -> Path:
     if shown is not None and len(shown):
         sections.append(_results(spec, split, metrics[split], shown, run["labels"], plot_dir))
         sections.append(_errors(spec, split, shown, run["labels"], errors))
+    if spec.generative:
+        sections.append(_generated(run_dir, metrics, errors))
     sections.append(_slices(metrics, plot_dir))
     name = cfg.get("name", run_dir.parent.name)
     subtitle = f"{task} · {cfg.get('model', {}).get('backbone', 'default backbone')} · {run_dir}"
@@ -180,7 +182,32 @@ def _training(run: dict, plot_dir: Path) -> str:
     return "".join(parts)
 
 
+def _generated(run_dir: Path, metrics: dict, n: int) -> str:
+    """seq2seq: the scores of generated text and the worst-scored examples (sentence chrF)."""
+    from kerasft.tasks.generation import read_predictions, worst_examples
+
+    split = "test" if metrics.get("test", {}).get("examples") else "validation"
+    records = read_predictions(run_dir / "predictions" / f"{split}.jsonl")
+    if not records:
+        return ""
+    scores = metrics.get(split, {})
+    scalars = [(k, v) for k, v in scores.items() if isinstance(v, float | int)]
+    worst = worst_examples(records, n)
+    rows = [[r["source"], r["reference"], r["generated"], r["chrf"]] for r in worst]
+    return (
+        f"<h2>Results on the {split} split</h2>"
+        + page.table(["metric", "value"], scalars, [False, True])
+        + f"<h3>The {len(worst)} worst-scored generations (lowest sentence chrF)</h3>"
+        + page.table(
+            ["source", "reference", "generated", "chrF"], rows, [False, False, False, True]
+        )
+    )
+
+
 def _data_section(data: dict, plot_dir: Path) -> str:
+    first = next(iter(data.values()), {})
+    if "counts" not in first and "histogram" not in first:  # seq2seq: target lengths only
+        return ""
     if not plots.distributions(data, plot_dir / "distribution.png"):
         return ""
     return "<h2>Data</h2>" + page.figure(

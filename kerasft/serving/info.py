@@ -53,6 +53,8 @@ class ExportInfo:
         scaling: `(mean, std)` of standardised regression targets; serving undoes it.
         warmup_texts: raw strings (and `warmup_pairs`) for TF Serving warmup requests.
         card: the model card's facts about the run; None writes no card.
+        generation: seq2seq only: the source prefix and generation settings (max_new_tokens,
+            num_beams, length_penalty) the export generates with.
     """
 
     task: str
@@ -64,6 +66,8 @@ class ExportInfo:
     warmup_texts: tuple[str, ...] = ()
     warmup_pairs: tuple[str, ...] | None = None
     card: RunCard | None = None
+    # seq2seq: `source_prefix` and the `generation:` settings the export generates with.
+    generation: dict[str, Any] | None = None
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2)

@@ -152,6 +152,11 @@ def open_predictor(model_path: str | Path) -> Predictor:
 
 def records(out: dict[str, np.ndarray], labels: list[str]) -> list[dict[str, Any]]:
     """One output record per example from a signature's (or ONNX model's) named outputs."""
+    if "text" in out:  # seq2seq: the generated text
+        return [
+            {"generated": t.decode("utf-8") if isinstance(t, bytes) else str(t)}
+            for t in out["text"]
+        ]
     if "score" in out:
         return [{"score": float(s)} for s in out["score"]]
     if "predicted" in out:

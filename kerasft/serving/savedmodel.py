@@ -134,6 +134,8 @@ def write_savedmodel(
     Returns:
         (its folder, the asset files, the signature contract for `kerasft.json`).
     """
+    if ctx.spec.generative:
+        return _write_seq2seq(ctx, tokenizer, served_name)
     assets, graph = _assets(ctx.staging / "src", ctx.info, tokenizer, ctx.input_names)
     module = ServingModule(ctx.model, ctx.spec, ctx.info, ctx.input_names, assets, graph)
     saved = ctx.staging / "saved_model"
@@ -144,6 +146,33 @@ def write_savedmodel(
         write_warmup(saved, served_name, list(info.warmup_texts), info.warmup_pairs)
     outputs = sorted(signatures["predict_ids"].structured_outputs)
     return saved, assets, _metadata(info, ctx.input_names, outputs, graph is not None)
+
+
+def _write_seq2seq(
+    ctx: ExportContext, tokenizer: Any, served_name: str
+) -> tuple[Path, list[Path], dict[str, Any]]:
+    """`write_savedmodel` for seq2seq: generation in the graph (`serving.seq2seq`)."""
+    from kerasft.serving.seq2seq import Seq2SeqServingModule
+
+    src = ctx.staging / "src"
+    src.mkdir()
+    tokenizer.save_pretrained(str(src / "tokenizer"))
+    assets = sorted((src / "tokenizer").iterdir())
+    module = Seq2SeqServingModule(ctx.model, ctx.info, tokenizer, assets)
+    if module.sentencepiece is None:
+        print(
+            "export: this model's tokenizer has no in-graph version here (SentencePiece with the "
+            "model's own ids: T5, mT5); serving_default takes token ids, tokenize with assets/tokenizer"
+        )
+    saved = ctx.staging / "saved_model"
+    signatures = module.signatures()
+    tf.saved_model.save(module, str(saved), signatures=signatures)
+    raw_text = module.sentencepiece is not None
+    if ctx.info.warmup_texts and raw_text:
+        write_warmup(saved, served_name, list(ctx.info.warmup_texts), None)
+    outputs = sorted(signatures["serving_default"].structured_outputs)
+    meta = _metadata(ctx.info, ("input_ids", "attention_mask"), outputs, raw_text)
+    return saved, assets, {**meta, "generation": ctx.info.generation}
 
 
 def _assets(

@@ -203,7 +203,13 @@ def distributions(splits: Any, spec: TaskSpec) -> dict[str, dict]:
     out = {}
     for split in ("train", "validation", "test"):
         targets = getattr(splits, split).targets
-        if spec.numeric:
+        if spec.generative:  # target lengths in words
+            words = np.array([len(str(t).split()) for t in targets], np.float64)
+            counts, edges = (
+                np.histogram(words, bins=20) if len(words) else (np.zeros(0), np.zeros(0))
+            )
+            out[split] = {"target_words": {"edges": edges.tolist(), "counts": counts.tolist()}}
+        elif spec.numeric:
             counts, edges = np.histogram(np.asarray(targets, dtype=np.float64), bins=20)
             out[split] = {"histogram": {"edges": edges.tolist(), "counts": counts.tolist()}}
         else:

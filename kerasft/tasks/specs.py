@@ -6,6 +6,7 @@
 | multi_label | logits [B, C] | sigmoid cross-entropy | sigmoid | micro_f1, macro_f1, subset_accuracy, per label |
 | regression | score [B] | mean squared error | identity | pearson, spearman, mse |
 | token_classification | logits [B, T, C] | cross-entropy on first sub-tokens | softmax | entity precision/recall/f1 |
+| seq2seq | next-token logits [B, T, V] | cross-entropy on target tokens (teacher forcing) | - | BLEU, chrF, ROUGE, exact match of generated text |
 
 The config's task name is looked up once (`TASKS[cfg.task]`) and the spec is passed
 on: data reading, the head, the loss, evaluation, serving and TFLite all ask it
@@ -45,6 +46,8 @@ class TaskSpec:
         evaluate: `(outputs, targets, names, thresholds, scaling)` → the split's metrics.
         serving_outputs: `(logits, label_names, thresholds, (mean, std))` → the named
             outputs of the exported signatures.
+        generative: the target is a text (seq2seq): no label vocabulary; the model is
+            scored on the text it generates (`tasks.generation`).
         default_monitor: the validation metric early stopping watches by default.
         monitors: every validation metric the task reports.
     """
@@ -59,12 +62,13 @@ class TaskSpec:
     per_token: bool = False
     multi_hot: bool = False
     numeric: bool = False
+    generative: bool = False
     fit_metrics: Callable[[], list] = list
 
     @property
     def single_label(self) -> bool:
         """Exactly one class per example: splits are stratified, class weights apply."""
-        return not (self.per_token or self.multi_hot or self.numeric)
+        return not (self.per_token or self.multi_hot or self.numeric or self.generative)
 
 
 def monitor_mode(monitor: str) -> str:
@@ -210,6 +214,54 @@ def _token_loss(num_classes: int, label_smoothing: float, focal_gamma: float | N
     return masked_token_loss
 
 
+@keras.utils.register_keras_serializable(package="kerasft")
+class MaskedTokenCrossentropy(keras.losses.Loss):
+    """Mean cross-entropy over the target tokens whose label is not IGNORE_INDEX (-100),
+    with label smoothing over the vocabulary (the loss of teacher-forced seq2seq training).
+
+    Args:
+        label_smoothing: share of each token's target mass spread evenly over the vocabulary.
+            Defaults to 0.
+    """
+
+    def __init__(self, label_smoothing: float = 0.0, **kwargs):
+        kwargs.setdefault("reduction", keras.losses.Reduction.SUM_OVER_BATCH_SIZE)
+        super().__init__(**kwargs)
+        self.label_smoothing = float(label_smoothing)
+
+    def call(self, y_true, logits):
+        y_true = tf.cast(y_true, tf.int32)
+        mask = tf.cast(tf.not_equal(y_true, IGNORE_INDEX), tf.float32)
+        safe = tf.where(y_true == IGNORE_INDEX, 0, y_true)
+        log_p = tf.nn.log_softmax(tf.cast(logits, tf.float32))
+        nll = -tf.gather(log_p, safe, batch_dims=2)
+        if self.label_smoothing:
+            uniform = -tf.reduce_mean(log_p, axis=-1)
+            nll = (1.0 - self.label_smoothing) * nll + self.label_smoothing * uniform
+        # One value per sequence: its token losses summed over the batch's token count, so
+        # the batch mean is the mean over every target token (long targets weigh more).
+        tokens = tf.maximum(tf.reduce_sum(mask), 1.0)
+        batch = tf.cast(tf.shape(y_true)[0], tf.float32)
+        return tf.reduce_sum(nll * mask, axis=-1) * batch / tokens
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "label_smoothing": self.label_smoothing}
+
+
+def _seq2seq_loss(num_classes: int, label_smoothing: float, focal_gamma: float | None):
+    return MaskedTokenCrossentropy(label_smoothing)
+
+
+def _evaluate_text(outputs, targets, names, thresholds=None, scaling=None) -> dict:
+    from kerasft.tasks.generation import text_scores
+
+    return text_scores(outputs, targets)
+
+
+def _serve_text(logits, label_names, thresholds, scale) -> dict:
+    raise NotImplementedError("seq2seq exports generate text (serving.seq2seq)")
+
+
 def _spec(name: str, **behaviour: Any) -> TaskSpec:
     default, allowed = MONITORS[name]  # config validation checks `training.monitor` against these
     return TaskSpec(name=name, default_monitor=default, monitors=allowed, **behaviour)
@@ -247,6 +299,14 @@ TASKS: dict[str, TaskSpec] = {
         evaluate=_evaluate_tokens,
         serving_outputs=_serve_tags,
         per_token=True,
+    ),
+    "seq2seq": _spec(
+        "seq2seq",
+        activation=_identity,
+        make_loss=_seq2seq_loss,
+        evaluate=_evaluate_text,
+        serving_outputs=_serve_text,
+        generative=True,
     ),
 }
 

@@ -449,6 +449,7 @@ def build_callbacks(
     timer: StepTimer,
     verbose: int = 1,
     before_validation: Sequence[keras.callbacks.Callback] = (),
+    validation: keras.callbacks.Callback | None = None,
 ) -> list[keras.callbacks.Callback]:
     """The callbacks of a training run, in the order they must run.
 
@@ -462,6 +463,8 @@ def build_callbacks(
         verbose: `fit`'s verbosity; 2 (no progress bar) adds progress lines. Defaults to 1.
         before_validation: epoch-end work the validation scores must see (the head
             `training.method: contrastive` fits). Defaults to none.
+        validation: the callback that puts the validation scores into the logs.
+            Defaults to `ValidationMetrics` (seq2seq passes its `GenerationMetrics`).
     """
     chief, multi_worker = is_chief(strategy), is_multi_worker(strategy)
     steps_per_epoch = datasets.steps
@@ -470,7 +473,7 @@ def build_callbacks(
         timer,
         StopOnNonFiniteLoss(),
         *before_validation,
-        *_monitoring(cfg, spec, run_dir, data, datasets, chief),
+        *_monitoring(cfg, spec, run_dir, data, datasets, chief, validation),
         keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs"), profile_batch=0),
         EpochLog(run_dir / "history.jsonl" if chief else None),
         StepLog(run_dir / "steps.jsonl" if chief else None, steps_per_epoch),
@@ -491,12 +494,18 @@ def build_callbacks(
 
 
 def _monitoring(
-    cfg: Config, spec: TaskSpec, run_dir: Path, data: Any, datasets: Any, chief: bool
+    cfg: Config,
+    spec: TaskSpec,
+    run_dir: Path,
+    data: Any,
+    datasets: Any,
+    chief: bool,
+    validation: keras.callbacks.Callback | None = None,
 ) -> list[keras.callbacks.Callback]:
     """Validation metrics into the logs (first: the others read them), the best checkpoint
     and early stopping on `cfg.monitor`."""
     monitor, mode = cfg.monitor, monitor_mode(cfg.monitor)
-    validation = ValidationMetrics(
+    validation = validation or ValidationMetrics(
         datasets.validation,
         spec,
         data.label_names,

@@ -17,6 +17,7 @@ from kerasft._compat import keras, tf
 from kerasft.config import Config
 from kerasft.errors import ConfigError
 from kerasft.models import Backbone, backbone_for, build_model, load_tokenizer, model_directory
+from kerasft.models.seq2seq import build_seq2seq, load_seq2seq
 from kerasft.peft.lora import merge_lora
 from kerasft.serving import ExportInfo, export_model
 from kerasft.tasks import TASKS
@@ -107,9 +108,14 @@ def rebuild(
     policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy("float32")
     try:
-        backbone = backbone_for(cfg.model, directory, load_tokenizer(directory))
-        # With LoRA, the adapters are rebuilt too: the checkpoint holds them.
-        model = build_model(cfg.model, TASKS[cfg.task], backbone, len(info.labels))
+        if TASKS[cfg.task].generative:  # fresh weights: the checkpoint holds the trained ones
+            fresh = cfg.model.model_copy(update={"weights": "random"})
+            backbone = load_seq2seq(fresh, directory, load_tokenizer(directory))
+            model = build_seq2seq(backbone, cfg.model.lora)
+        else:
+            backbone = backbone_for(cfg.model, directory, load_tokenizer(directory))
+            # With LoRA, the adapters are rebuilt too: the checkpoint holds them.
+            model = build_model(cfg.model, TASKS[cfg.task], backbone, len(info.labels))
     finally:
         keras.mixed_precision.set_global_policy(policy)
     # The checkpoint also holds the optimizer's state, which an export does not need.

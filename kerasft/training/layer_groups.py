@@ -13,6 +13,9 @@ from kerasft._compat import keras
 from kerasft.errors import ConfigError
 
 _LAYER = re.compile(r"/layer_\._(\d+)/")
+# Encoder-decoder models: T5's `encoder/block_._<i>/`, BART's and Marian's `encoder/layers.<i>/`.
+_STACK = re.compile(r"/(encoder|decoder)/(?:block_\._|layers\.)(\d+)/")
+_EMBEDDINGS = ("embeddings", "/shared/", "embed_tokens", "embed_positions")
 
 
 def layer_depths(model: keras.Model, variables: list | None = None) -> dict[str, int]:
@@ -20,24 +23,48 @@ def layer_depths(model: keras.Model, variables: list | None = None) -> dict[str,
 
     Layers are found by Hugging Face's TF naming (`.../layer_._<i>/...`), which BERT, RoBERTa,
     DistilBERT, ELECTRA, XLM-R and MiniLM share; everything that is neither embedding nor
-    encoder layer (pooler, task head) sits on top.
+    encoder layer (pooler, task head) sits on top. Encoder-decoder models (T5, BART,
+    Marian) stack the decoder's layers above the encoder's: encoder layer i at i+1,
+    decoder layer j at (encoder layers) + j + 1; the LM head and final norms on top.
 
     Args:
         variables: the variables to place. Defaults to the model's trainable ones.
     """
     names = [v.name for v in (model.trainable_variables if variables is None else variables)]
-    layers = [int(m.group(1)) for n in names if (m := _LAYER.search(n))]
-    top = (max(layers) + 2) if layers else 1
+    stacks = {n: (m.group(1), int(m.group(2))) for n in names if (m := _STACK.search(n))}
+    if stacks:
+        encoder = 1 + max((i for side, i in stacks.values() if side == "encoder"), default=-1)
+        place = {
+            n: i + 1 + (encoder if side == "decoder" else 0) for n, (side, i) in stacks.items()
+        }
+    else:
+        place = {n: int(m.group(1)) + 1 for n in names if (m := _LAYER.search(n))}
+    top = max(place.values(), default=0) + 1
     depths = {}
     for name in names:
-        match = _LAYER.search(name)
-        if match:
-            depths[name] = int(match.group(1)) + 1
-        elif "embeddings" in name:
+        if name in place:
+            depths[name] = place[name]
+        elif any(marker in name for marker in _EMBEDDINGS):
             depths[name] = 0
         else:
             depths[name] = top
     return depths
+
+
+def depth_groups(model: keras.Model, variables: list | None = None) -> dict[str, str]:
+    """Every variable (the trainable ones by default) → its group: `embeddings`, `layer_<i>`
+    (`encoder_<i>` and `decoder_<j>` in encoder-decoder models) or `head`."""
+    names = [v.name for v in (model.trainable_variables if variables is None else variables)]
+    depths = layer_depths(model, variables)
+    top = max(depths.values(), default=0)
+    stacks = {n: m for n in names if (m := _STACK.search(n))}
+    groups = {}
+    for name, depth in depths.items():
+        if name in stacks and depth not in (0, top):
+            groups[name] = f"{stacks[name].group(1)}_{int(stacks[name].group(2))}"
+        else:
+            groups[name] = group_of(depth, top)
+    return groups
 
 
 def layerwise_multipliers(model: keras.Model, decay: float) -> dict[str, float]:
@@ -54,9 +81,7 @@ def group_of(depth: int, top: int) -> str:
 
 def variable_groups(model: keras.Model) -> dict[str, str]:
     """Every weight of the model (frozen ones too) → its group: `embeddings`, `layer_<i>` or `head`."""
-    depths = layer_depths(model, model.weights)
-    top = max(depths.values(), default=0)
-    return {name: group_of(depth, top) for name, depth in depths.items()}
+    return depth_groups(model, model.weights)
 
 
 def current_rates(optimizer, groups: dict[str, str], trainable: set[str]) -> dict[str, float]:
@@ -100,15 +125,11 @@ def group_multipliers(model: keras.Model, rates: dict[str, float], base: float) 
     Raises:
         ConfigError: a group name the model does not have.
     """
-    depths = layer_depths(model)
-    top = max(depths.values(), default=0)
-    names = sorted(
-        {group_of(d, top) for d in depths.values()},
-        key=lambda g: (g != "embeddings", g == "head", g),
-    )
+    groups = depth_groups(model)
+    names = sorted(set(groups.values()), key=lambda g: (g != "embeddings", g == "head", g))
     unknown = sorted(set(rates) - set(names))
     if unknown:
         raise ConfigError(
             f"`training.group_learning_rates`: no group `{unknown[0]}` in this model; groups: {', '.join(names)}."
         )
-    return {name: rates.get(group_of(d, top), base) / base for name, d in depths.items()}
+    return {name: rates.get(group, base) / base for name, group in groups.items()}

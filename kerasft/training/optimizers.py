@@ -13,12 +13,7 @@ from typing import Any
 from kerasft._compat import build_learning_rate, keras, tf
 from kerasft.config import TrainingConfig
 from kerasft.errors import ConfigError
-from kerasft.training.layer_groups import (
-    group_multipliers,
-    group_of,
-    layer_depths,
-    layerwise_multipliers,
-)
+from kerasft.training.layer_groups import depth_groups, group_multipliers, layerwise_multipliers
 from kerasft.training.schedules import PerUpdate, WarmupDecay
 
 # Decoupled weight decay is not applied to these (BERT's original recipe).
@@ -552,9 +547,7 @@ def grouped_optimizer(
     Raises:
         ConfigError: a group name the model does not have.
     """
-    depths = layer_depths(model)
-    top = max(depths.values(), default=0)
-    assignment = {name: group_of(depth, top) for name, depth in depths.items()}
+    assignment = depth_groups(model)
     known = sorted(set(assignment.values()))
     unknown = sorted(set(per_group) - set(known))
     if unknown:

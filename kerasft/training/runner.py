@@ -37,6 +37,7 @@ from kerasft.data import Data, Datasets, build_datasets, calibration_examples, l
 from kerasft.data.pipeline import eval_dataset, eval_order
 from kerasft.errors import ConfigError
 from kerasft.models import Backbone, backbone_for, build_model, load_tokenizer, model_directory
+from kerasft.models.seq2seq import check_lengths, load_seq2seq
 from kerasft.peft.bitfit import apply_bitfit
 from kerasft.peft.freezing import freeze
 from kerasft.report import write_report
@@ -53,6 +54,7 @@ from kerasft.training.callbacks import (
 )
 from kerasft.training.contrastive import ContrastiveModel, HeadFit
 from kerasft.training.exports import export_run, reexport
+from kerasft.training.generation import evaluate_generation, generation_callback, seq2seq_model
 from kerasft.training.hardware import resolve_jit, resolve_precision
 from kerasft.training.optimizers import build_optimizer
 from kerasft.training.rundir import (
@@ -108,7 +110,7 @@ def run(
         cfg, spec, data, teacher, tokenizer, directory = prepare_data(cfg, frames)
         jit = resolve_jit(cfg.training.jit_compile)
         with strategy.scope():  # model, optimizer and metrics live on every replica
-            backbone = backbone_for(cfg.model, directory, tokenizer, _dropout_overrides(cfg))
+            backbone = run_backbone(cfg, spec, directory, tokenizer)
             model, facts = builder_for(cfg, teacher)(cfg, spec, backbone, data)
             state = TrainingState()
             datasets = build_datasets(cfg, data, backbone.pad_id, state, strategy, jit)
@@ -119,7 +121,8 @@ def run(
         try:
             timer, first = StepTimer(), epoch_end_work(cfg, spec, data, backbone)
             args = (cfg, spec, run_dir, data, datasets, state, strategy, timer, verbose)
-            callbacks = build_callbacks(*args, before_validation=first)
+            validation = validation_for(cfg, spec, data, datasets, backbone)
+            callbacks = build_callbacks(*args, before_validation=first, validation=validation)
             wall = fit(model, cfg, data, datasets, callbacks, verbose, jit)
             if not chief:
                 print(
@@ -158,7 +161,12 @@ class Trained:
 def finish(cfg: Config, spec: TaskSpec, run_dir: Path, t: Trained) -> RunResult:
     """The chief's end of a run: the best epoch scored, the run's files, its report and export."""
     shutil.rmtree(run_dir / "backup", ignore_errors=True)  # finished: nothing to resume
-    metrics, thresholds = evaluate_best(t.model, cfg, spec, run_dir, t.data, t.datasets)
+    if spec.generative:
+        t.model.load_weights(best_checkpoint(run_dir / "checkpoints"))
+        metrics = evaluate_generation(t.model, cfg, run_dir, t.data, t.datasets, t.backbone)
+        thresholds = None
+    else:
+        metrics, thresholds = evaluate_best(t.model, cfg, spec, run_dir, t.data, t.datasets)
     metrics["train"] = training_summary(cfg, t.data, t.datasets.steps, t.timer, t.wall, run_dir)
     metrics["data"] = distributions(t.data.splits, spec)
     metrics.update(t.facts)
@@ -233,8 +241,19 @@ def task_model_for(
     return build_model(cfg.model, spec, backbone, len(data.label_names), cfg.data.max_length), {}
 
 
+def run_backbone(cfg: Config, spec: TaskSpec, directory: Path, tokenizer) -> Backbone:
+    """The run's backbone: an encoder-decoder model for seq2seq, else `backbone_for`'s."""
+    if spec.generative:
+        backbone = load_seq2seq(cfg.model, directory, tokenizer, _dropout_overrides(cfg))
+        check_lengths(backbone, cfg.data.max_length)
+        return backbone
+    return backbone_for(cfg.model, directory, tokenizer, _dropout_overrides(cfg))
+
+
 def builder_for(cfg: Config, teacher: distill.Teacher | None):
-    """The model builder the run's config asks for: distilling, contrastive or the task model."""
+    """The model builder the run's config asks for: distilling, contrastive, seq2seq or the task model."""
+    if cfg.task == "seq2seq":
+        return seq2seq_model
     if teacher:
         return partial(distilling, teacher=teacher)
     return contrastive if cfg.training.method == "contrastive" else task_model_for
@@ -266,6 +285,11 @@ def epoch_end_work(
     balanced = cfg.data.class_weights == "balanced"
     c = cfg.training.contrastive.head_l2
     return [HeadFit(examples, spec.multi_hot, outputs, c, balanced)]
+
+
+def validation_for(cfg: Config, spec: TaskSpec, data: Data, datasets: Datasets, backbone: Backbone):
+    """The callback that scores validation each epoch: seq2seq's on generated text, else the default."""
+    return generation_callback(cfg, data, datasets, backbone) if spec.generative else None
 
 
 def distilling(
@@ -462,6 +486,11 @@ def write_run_files(
         warmup_texts=tuple(t if isinstance(t, str) else " ".join(t) for t in validation.texts[:8]),
         warmup_pairs=tuple(validation.pairs[:8]) if validation.pairs else None,
         card=run_card(cfg, run_dir, backbone, data, metrics),
+        generation=(
+            {"source_prefix": cfg.data.source_prefix, **cfg.generation.model_dump()}
+            if cfg.task == "seq2seq"
+            else None
+        ),
     ).write(run_dir)
 
 
