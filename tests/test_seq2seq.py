@@ -217,3 +217,112 @@ def test_export_takes_strings_and_generates_what_the_model_generates(trained):
     meta = read_json(trained.export_dir / "assets.extra" / "kerasft.json")
     assert meta["signature"] == "text" and meta["generation"]["num_beams"] == 1
     assert (trained.export_dir / "assets.extra" / "tf_serving_warmup_requests").is_file()
+
+
+def write_tiny_marian(directory: Path, texts: list[str]) -> Path:
+    """A tiny Marian (2 + 2 layers) and its tokenizer: one SentencePiece model for both sides,
+    `vocab.json` with Marian's ids (`</s>` 0, `<unk>` 1, `<pad>` last)."""
+    import io
+
+    import sentencepiece as spm
+    from transformers import MarianConfig, MarianTokenizer
+
+    directory.mkdir(parents=True, exist_ok=True)
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(texts),
+        model_writer=model,
+        vocab_size=90,
+        hard_vocab_limit=False,
+        model_type="unigram",
+        character_coverage=1.0,
+        minloglevel=2,
+    )
+    (directory / "source.spm").write_bytes(model.getvalue())
+    processor = spm.SentencePieceProcessor(model_proto=model.getvalue())
+    pieces = [processor.id_to_piece(i) for i in range(processor.get_piece_size())]
+    pieces = [p for p in pieces if p not in ("<unk>", "<s>", "</s>")]
+    vocab = ["</s>", "<unk>", ">>fr<<", *pieces, "<pad>"]
+    (directory / "vocab.json").write_text(json.dumps({p: i for i, p in enumerate(vocab)}))
+    tokenizer = MarianTokenizer(
+        str(directory / "source.spm"), str(directory / "source.spm"), str(directory / "vocab.json")
+    )
+    tokenizer.save_pretrained(str(directory))
+    MarianConfig(
+        vocab_size=len(vocab),
+        d_model=32,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        max_position_embeddings=64,
+        pad_token_id=len(vocab) - 1,
+        eos_token_id=0,
+        decoder_start_token_id=len(vocab) - 1,
+        forced_eos_token_id=0,
+        dropout=0.0,
+    ).save_pretrained(str(directory))
+    return directory
+
+
+@pytest.fixture(scope="session")
+def marian(dates) -> Path:
+    rows = [json.loads(line) for line in dates["train"].read_text().splitlines()]
+    return write_tiny_marian(
+        dates["train"].parent / "marian", [r[k] for r in rows for k in ("text", "target")]
+    )
+
+
+@pytest.mark.parametrize("family", ["t5", "marian"])
+def test_in_graph_codecs_tokenize_and_decode_as_the_tokenizer(family, dates, marian):
+    from kerasft.models import load_tokenizer
+    from kerasft.serving.text_codecs import codec_for
+
+    tokenizer = load_tokenizer(dates["backbone"] if family == "t5" else marian)
+    codec = codec_for(tokenizer, 10)
+    texts = ["the 3rd of March, 2021", "Ünïcode & ☃ snow", "", "May 1, 1999 " * 4]
+    if family == "marian":
+        texts.append(">>fr<< March 3, 2021")
+    ids, mask = codec.encode(tf.constant(texts))
+    expected = tokenizer(texts, truncation=True, max_length=10, padding=True)
+    assert ids.numpy().tolist() == expected["input_ids"]
+    assert mask.numpy().tolist() == expected["attention_mask"]
+    generated = np.array(expected["input_ids"], np.int32)
+    decoded = [t.decode() for t in codec.decode(tf.constant(generated)).numpy()]
+    assert decoded == [tokenizer.decode(row, skip_special_tokens=True).strip() for row in generated]
+
+
+def test_a_source_longer_than_the_model_takes_is_refused(tmp_path, dates, marian):
+    from kerasft.errors import ModelError
+    from kerasft.training.runner import run
+
+    raw = seq2seq_config(tmp_path, dates, model={"backbone": str(marian), "weights": "random"})
+    raw["data"]["max_length"] = 128
+    with pytest.raises(
+        ModelError, match=r"`data.max_length: 128` is longer than .* \(64 positions\)"
+    ):
+        run(config_from_dict(raw), verbose=0)
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("metrics.json"))
+
+
+@pytest.mark.slow
+def test_marian_trains_and_serves_strings_with_beam_search(tmp_path, dates, marian):
+    import tensorflow_text  # noqa: F401
+
+    from kerasft.training.runner import run
+
+    raw = seq2seq_config(
+        tmp_path,
+        dates,
+        model={"backbone": str(marian), "weights": "random"},
+        generation={"max_new_tokens": 12, "num_beams": 2, "batch_size": 16},
+        training={"epochs": 1},
+        data={"source_prefix": ">>fr<< "},
+    )
+    result = run(config_from_dict(raw), verbose=0)
+    records = [json.loads(line) for line in (result.run_dir / "predictions" / "test.jsonl").open()]
+    loaded = tf.saved_model.load(str(result.export_dir))
+    served = loaded.signatures["serving_default"](text=tf.constant([r["source"] for r in records]))
+    assert [t.decode() for t in served["text"].numpy()] == [r["generated"] for r in records]

@@ -71,10 +71,14 @@ def test_every_task_name_has_a_spec_whose_monitor_the_config_accepts():
     assert set(TASKS) == set(names)
     for name, spec in TASKS.items():
         assert spec.name == name and spec.default_monitor in spec.monitors
-    flags = {n: (s.per_token, s.multi_hot, s.numeric, s.single_label) for n, s in TASKS.items()}
+    flags = {
+        n: (s.per_token, s.multi_hot, s.numeric, s.generative, s.single_label)
+        for n, s in TASKS.items()
+    }
     assert flags == {
-        "classification": (False, False, False, True),
-        "multi_label": (False, True, False, False),
-        "regression": (False, False, True, False),
-        "token_classification": (True, False, False, False),
+        "classification": (False, False, False, False, True),
+        "multi_label": (False, True, False, False, False),
+        "regression": (False, False, True, False, False),
+        "token_classification": (True, False, False, False, False),
+        "seq2seq": (False, False, False, True, False),
     }

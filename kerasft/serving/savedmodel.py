@@ -159,15 +159,15 @@ def _write_seq2seq(
     tokenizer.save_pretrained(str(src / "tokenizer"))
     assets = sorted((src / "tokenizer").iterdir())
     module = Seq2SeqServingModule(ctx.model, ctx.info, tokenizer, assets)
-    if module.sentencepiece is None:
+    if module.codec is None:
         print(
-            "export: this model's tokenizer has no in-graph version here (SentencePiece with the "
-            "model's own ids: T5, mT5); serving_default takes token ids, tokenize with assets/tokenizer"
+            "export: this model's tokenizer has no in-graph version here (T5, mT5 and Marian have "
+            "one); serving_default takes token ids: tokenize with the files in assets/"
         )
     saved = ctx.staging / "saved_model"
     signatures = module.signatures()
     tf.saved_model.save(module, str(saved), signatures=signatures)
-    raw_text = module.sentencepiece is not None
+    raw_text = module.codec is not None
     if ctx.info.warmup_texts and raw_text:
         write_warmup(saved, served_name, list(ctx.info.warmup_texts), None)
     outputs = sorted(signatures["serving_default"].structured_outputs)
