@@ -277,3 +277,8 @@ def pretrain_config(tmp_path, backbone, **pretrain) -> dict:
             **pretrain,
         },
     }
+
+
+# The seq2seq fixtures (`dates`, `marian`) live in their own module; imported here, every test
+# module can ask for them.
+from tests.seq2seq_fixtures import dates, marian  # noqa: E402, F401

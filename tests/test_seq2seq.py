@@ -8,7 +8,6 @@ date task of bench/dates.py, and fresh weights (`model.weights: random`).
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,54 +16,8 @@ import pytest
 from kerasft._compat import tf
 from kerasft.config import config_from_dict
 from kerasft.errors import ConfigError, DataError
-from tests.conftest import REPO, read_json
-
-sys.path.insert(0, str(REPO / "bench"))
-from dates import write_dates, write_tiny_t5  # noqa: E402
-
-
-@pytest.fixture(scope="session")
-def dates(tmp_path_factory) -> dict[str, Path]:
-    """The date task (1,600 training, 48 validation and test examples) and a tiny T5 for it."""
-    root = tmp_path_factory.mktemp("dates")
-    files = write_dates(root, train=1600, held_out=48, seed=0)
-    rows = [json.loads(line) for line in files["train"].read_text().splitlines()]
-    texts = [r[k] for r in rows for k in ("text", "target")]
-    write_tiny_t5(files["backbone"], texts, d_model=32, d_kv=8, d_ff=64, num_heads=4)
-    return files
-
-
-def seq2seq_config(root: Path, files: dict, **sections) -> dict:
-    raw = {
-        "name": "dates",
-        "task": "seq2seq",
-        "data": {
-            "train": str(files["train"]),
-            "validation": str(files["validation"]),
-            "test": str(files["test"]),
-            "target_column": "target",
-            "max_length": 24,
-            "max_target_length": 12,
-        },
-        "model": {"backbone": str(files["backbone"]), "weights": "random"},
-        "training": {
-            "epochs": 2,
-            "batch_size": 32,
-            "learning_rate": 5e-3,
-            "monitor": "val_chrf",
-            "precision": "float32",
-            "output_dir": str(root / "runs"),
-        },
-        "generation": {"max_new_tokens": 12, "batch_size": 16},
-        "export": {"dir": str(root / "exports")},
-        "evaluation": {"report": False},
-    }
-    for section, values in sections.items():
-        if isinstance(raw.get(section), dict):
-            raw[section].update(values)
-        else:
-            raw[section] = values
-    return raw
+from tests.conftest import read_json
+from tests.seq2seq_fixtures import seq2seq_config
 
 
 @pytest.mark.parametrize(
@@ -176,9 +129,9 @@ def trained(tmp_path_factory, dates):
     from kerasft.training.runner import run
 
     root = tmp_path_factory.mktemp("seq2seq-run")
-    cfg = config_from_dict(
-        seq2seq_config(root, dates, evaluation={"report": True}, training={"epochs": 3})
-    )
+    raw = seq2seq_config(root, dates, evaluation={"report": True}, training={"epochs": 3})
+    raw["generation"]["xla"] = True  # the export's parity is checked against XLA's texts
+    cfg = config_from_dict(raw)
     return run(cfg, verbose=0)
 
 
@@ -219,62 +172,6 @@ def test_export_takes_strings_and_generates_what_the_model_generates(trained):
     assert (trained.export_dir / "assets.extra" / "tf_serving_warmup_requests").is_file()
 
 
-def write_tiny_marian(directory: Path, texts: list[str]) -> Path:
-    """A tiny Marian (2 + 2 layers) and its tokenizer: one SentencePiece model for both sides,
-    `vocab.json` with Marian's ids (`</s>` 0, `<unk>` 1, `<pad>` last)."""
-    import io
-
-    import sentencepiece as spm
-    from transformers import MarianConfig, MarianTokenizer
-
-    directory.mkdir(parents=True, exist_ok=True)
-    model = io.BytesIO()
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(texts),
-        model_writer=model,
-        vocab_size=90,
-        hard_vocab_limit=False,
-        model_type="unigram",
-        character_coverage=1.0,
-        minloglevel=2,
-    )
-    (directory / "source.spm").write_bytes(model.getvalue())
-    processor = spm.SentencePieceProcessor(model_proto=model.getvalue())
-    pieces = [processor.id_to_piece(i) for i in range(processor.get_piece_size())]
-    pieces = [p for p in pieces if p not in ("<unk>", "<s>", "</s>")]
-    vocab = ["</s>", "<unk>", ">>fr<<", *pieces, "<pad>"]
-    (directory / "vocab.json").write_text(json.dumps({p: i for i, p in enumerate(vocab)}))
-    tokenizer = MarianTokenizer(
-        str(directory / "source.spm"), str(directory / "source.spm"), str(directory / "vocab.json")
-    )
-    tokenizer.save_pretrained(str(directory))
-    MarianConfig(
-        vocab_size=len(vocab),
-        d_model=32,
-        encoder_layers=2,
-        decoder_layers=2,
-        encoder_attention_heads=4,
-        decoder_attention_heads=4,
-        encoder_ffn_dim=64,
-        decoder_ffn_dim=64,
-        max_position_embeddings=64,
-        pad_token_id=len(vocab) - 1,
-        eos_token_id=0,
-        decoder_start_token_id=len(vocab) - 1,
-        forced_eos_token_id=0,
-        dropout=0.0,
-    ).save_pretrained(str(directory))
-    return directory
-
-
-@pytest.fixture(scope="session")
-def marian(dates) -> Path:
-    rows = [json.loads(line) for line in dates["train"].read_text().splitlines()]
-    return write_tiny_marian(
-        dates["train"].parent / "marian", [r[k] for r in rows for k in ("text", "target")]
-    )
-
-
 @pytest.mark.parametrize("family", ["t5", "marian"])
 def test_in_graph_codecs_tokenize_and_decode_as_the_tokenizer(family, dates, marian):
     from kerasft.models import load_tokenizer
@@ -308,21 +205,56 @@ def test_a_source_longer_than_the_model_takes_is_refused(tmp_path, dates, marian
 
 
 @pytest.mark.slow
-def test_marian_trains_and_serves_strings_with_beam_search(tmp_path, dates, marian):
-    import tensorflow_text  # noqa: F401
+def test_predict_and_reexport_in_fresh_processes(trained, tmp_path):
+    from tests.test_commands import command, last_value
 
-    from kerasft.training.runner import run
+    records = [json.loads(line) for line in (trained.run_dir / "predictions" / "test.jsonl").open()]
+    source = tmp_path / "dates.jsonl"
+    source.write_text("".join(json.dumps({"text": r["source"]}) + "\n" for r in records[:20]))
+    out = tmp_path / "out.csv"
+    done = command(
+        "predict",
+        "--model",
+        str(trained.export_dir.parent),
+        "--input",
+        str(source),
+        "--output",
+        str(out),
+    )
+    assert "rows=20" in done.stdout
+    import pandas as pd
+
+    written = pd.read_csv(out, keep_default_na=False, dtype=str)
+    assert written["text"].tolist() == [r["source"] for r in records[:20]]
+    assert written["generated"].tolist() == [r["generated"] for r in records[:20]]
+    exported = command("export", "--run", str(trained.run_dir), "--dir", str(tmp_path / "again"))
+    target = Path(last_value(exported, "export_dir"))
+    assert (target / "saved_model.pb").is_file() and (target / "assets" / "spiece.model").is_file()
+
+
+def test_lora_on_t5_trains_only_the_adapters_and_merges_exactly(dates):
+    from kerasft.models import load_tokenizer
+    from kerasft.models.seq2seq import build_seq2seq, load_seq2seq
+    from kerasft.peft.lora import merge_lora
 
     raw = seq2seq_config(
-        tmp_path,
-        dates,
-        model={"backbone": str(marian), "weights": "random"},
-        generation={"max_new_tokens": 12, "num_beams": 2, "batch_size": 16},
-        training={"epochs": 1},
-        data={"source_prefix": ">>fr<< "},
+        Path("."), dates, model={"weights": "random", "lora": {"targets": ["q", "v"]}}
     )
-    result = run(config_from_dict(raw), verbose=0)
-    records = [json.loads(line) for line in (result.run_dir / "predictions" / "test.jsonl").open()]
-    loaded = tf.saved_model.load(str(result.export_dir))
-    served = loaded.signatures["serving_default"](text=tf.constant([r["source"] for r in records]))
-    assert [t.decode() for t in served["text"].numpy()] == [r["generated"] for r in records]
+    cfg = config_from_dict(raw)
+    backbone = load_seq2seq(cfg.model, dates["backbone"], load_tokenizer(dates["backbone"]))
+    model = build_seq2seq(backbone, cfg.model.lora)
+    names = [v.name for v in model.trainable_variables]
+    adapters = [n for n in names if "lora_" in n]
+    # 2 encoder layers x 1 attention + 2 decoder layers x 2 attentions, q and v each: 12 adapters;
+    # beside them only T5's relative position bias of the first encoder and decoder block.
+    assert len(adapters) == 2 * 12
+    assert (
+        len([n for n in names if "relative_attention_bias" in n]) == 2 == len(names) - len(adapters)
+    )
+    for v in model.trainable_variables:  # an update, so merging has something to fold in
+        v.assign(tf.random.normal(v.shape, stddev=0.1))
+    ids = tf.constant([[5, 6, 7, 1]], tf.int32)
+    x = {"input_ids": ids, "attention_mask": tf.ones_like(ids), "labels": ids}
+    before = model(x).numpy()
+    assert merge_lora(model, cfg.model.lora.targets) == 12
+    np.testing.assert_allclose(model(x).numpy(), before, atol=1e-4)

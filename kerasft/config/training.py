@@ -218,6 +218,11 @@ class GenerationConfig(_Section):
     batch_size: int = Field(
         64, ge=1, le=4096, description="Texts generated at once (length-sorted batches)."
     )
+    xla: bool = Field(
+        True,
+        description="Compile `generate` with XLA for validation and test (several times faster once "
+        "compiled; each batch shape compiles once, ~10 s). The export always compiles it.",
+    )
 
 
 class ExportConfig(_Section):

@@ -13,6 +13,7 @@ length-sorted batches.
 from __future__ import annotations
 
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -140,7 +141,7 @@ class Generator:
     """
 
     def __init__(self, model: Any, gen: GenerationConfig, jit: bool = True):
-        self.model, self.gen = model, gen
+        self.model, self.gen, self.jit = model, gen, jit
         kwargs = generation_kwargs(gen)
 
         def generate(ids, mask):
@@ -161,10 +162,9 @@ class Generator:
         for begin in range(0, n, size):
             rows = order[begin : begin + size]
             width = _bucket(int(lengths[rows].max()))
-            ids = np.full(
-                (size, width), pad_id, np.int32
-            )  # fixed batch shape: one XLA compile per width
-            mask = np.zeros((size, width), np.int32)
+            # XLA: a fixed batch shape, one compilation per width; eager: the rows there are.
+            shape = (size if self.jit else len(rows), width)
+            ids, mask = np.full(shape, pad_id, np.int32), np.zeros(shape, np.int32)
             for k, i in enumerate(rows):
                 ids[k, : lengths[i]] = flat[starts[i] : starts[i] + lengths[i]]
                 mask[k, : lengths[i]] = 1
@@ -178,6 +178,19 @@ class Generator:
                     flush=True,
                 )
         return out
+
+
+_GENERATORS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def generator_for(model: Any, gen: GenerationConfig) -> Generator:
+    """The model's `Generator` for these settings, made once: validation and test share its
+    compiled shapes."""
+    made = _GENERATORS.setdefault(model, {})
+    key = repr(gen)
+    if key not in made:
+        made[key] = Generator(model, gen, gen.xla)
+    return made[key]
 
 
 def _bucket(width: int) -> int:

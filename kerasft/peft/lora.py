@@ -116,6 +116,14 @@ def apply_lora(
                     False  # whole subtrees without adapters; their ancestors stay trainable
                 )
         stray = [v.name for v in backbone.trainable_variables if "lora_" not in v.name]
+        # T5's relative position bias (buckets x heads, first block only) is a weight of the
+        # attention layer the adapters sit in, so it cannot be frozen apart from them: it trains.
+        position_bias = [n for n in stray if "relative_attention_bias" in n]
+        if position_bias:
+            print(
+                f"LoRA: T5's relative position bias ({len(position_bias)} small tables) trains too"
+            )
+        stray = [n for n in stray if n not in position_bias]
         if stray:
             raise ModelError(
                 f"LoRA: cannot freeze {len(stray)} backbone weights around the adapters (e.g. {stray[0]})."

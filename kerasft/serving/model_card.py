@@ -73,6 +73,11 @@ def write_card(model_dir: Path, name: str) -> Path:
 
 def _summary(name: str, latest: int, meta: dict) -> list[str]:
     labels = ", ".join(code(n) for n in meta["labels"]) or "(regression score)"
+    gen = meta.get("generation")
+    if gen:  # seq2seq: what the export generates, and how
+        search = "greedy" if gen["num_beams"] == 1 else f"beam search, {gen['num_beams']} beams"
+        prefix = f", source prefix {code(gen['source_prefix'])}" if gen.get("source_prefix") else ""
+        labels = f"generated text ({search}, up to {gen['max_new_tokens']} tokens{prefix})"
     return [
         f"# {name}",
         "",
@@ -83,7 +88,7 @@ def _summary(name: str, latest: int, meta: dict) -> list[str]:
         "| --- | --- |",
         f"| task | `{meta['task']}` |",
         f"| backbone | {code(meta['backbone'])} |",
-        f"| labels | {labels} |",
+        f"| {'output' if gen else 'labels'} | {labels} |",
         f"| max length | {meta['max_length']} tokens |",
         f"| training data | {code(meta['data']['train'])} ({meta['data']['train_examples']} examples) |",
         f"| validation / test | {code(meta['data']['validation'])} / {code(meta['data']['test'])} |",

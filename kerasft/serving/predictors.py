@@ -83,7 +83,9 @@ class SavedModelPredictor(Predictor):
             per_token = TASKS[meta["task"]].per_token
         else:  # an export without its contract: its outputs say whether it tags
             per_token = "text_pair" not in self._inputs and "tag" in self._serve.structured_outputs
-        labels = meta.get("labels") or read_labels(version / "assets" / "labels.txt")
+        labels = (
+            meta["labels"] if "labels" in meta else read_labels(version / "assets" / "labels.txt")
+        )
         tokenizer = AutoTokenizer.from_pretrained(str(version / "assets"))
         super().__init__(tokenizer, labels, meta.get("max_length", DEFAULT_MAX_LENGTH), per_token)
 

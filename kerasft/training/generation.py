@@ -16,7 +16,7 @@ from typing import Any
 from kerasft._compat import keras
 from kerasft.config import Config
 from kerasft.data.tokenize import Encoded
-from kerasft.models.seq2seq import Generator, build_seq2seq, decode
+from kerasft.models.seq2seq import Generator, build_seq2seq, decode, generator_for
 from kerasft.tasks.generation import text_scores, write_predictions
 
 
@@ -71,9 +71,9 @@ class GenerationMetrics(keras.callbacks.Callback):
         )
 
 
-def generation_callback(cfg: Config, data: Any, datasets: Any, backbone: Any, jit: bool = True):
+def generation_callback(cfg: Config, data: Any, datasets: Any, backbone: Any):
     """The validation callback of a seq2seq run."""
-    generator = Generator(backbone.model, cfg.generation, jit)
+    generator = generator_for(backbone.model, cfg.generation)
     references = data.splits.validation.targets
     return GenerationMetrics(
         datasets.validation,
@@ -90,7 +90,7 @@ def evaluate_generation(
 ) -> dict:
     """Validation and test scores of the best epoch (already loaded into `model`), and their
     predictions in `predictions/<split>.jsonl`."""
-    generator = Generator(backbone.model, cfg.generation)
+    generator = generator_for(backbone.model, cfg.generation)
     metrics = {}
     for name in ("validation", "test"):
         split, encoded = getattr(data.splits, name), data.encoded[name]
