@@ -76,7 +76,7 @@ def generate_speed(model, cfg, encoded, pad_id: int, jit: bool, n: int) -> tuple
     return n / (time.perf_counter() - start), first
 
 
-def parity(result, cfg) -> tuple[float, float]:
+def parity(result, cfg, backbone) -> tuple[float, float]:
     """Share of test sources where the export's text equals the float32 in-memory model's, and
     where it equals the training model's (its precision) text."""
     import tensorflow_text  # noqa: F401  (the export's ops)
@@ -86,7 +86,6 @@ def parity(result, cfg) -> tuple[float, float]:
     loaded = tf.saved_model.load(str(result.export_dir))
     served = loaded.signatures["serving_default"](text=tf.constant(sources))
     exported = [t.decode() for t in served["text"].numpy()]
-    model, backbone, _ = rebuild(result.run_dir)
     tokenizer = backbone.tokenizer
     ids = tokenizer(
         [cfg.data.source_prefix + s for s in sources],
@@ -119,7 +118,7 @@ def main() -> None:
         f"{test['exact_match']:.4f}, BLEU {test['bleu']:.2f}, chrF {test['chrf']:.2f}",
         flush=True,
     )
-    model, backbone, _ = rebuild(result.run_dir)
+    _, backbone, _ = rebuild(result.run_dir)  # the best weights, in float32, as the export has them
     from kerasft.data.prepared import load_data
     from kerasft.tasks import TASKS
 
@@ -136,7 +135,7 @@ def main() -> None:
             f"sources after a first call of {first:.1f}s",
             flush=True,
         )
-    same, trained = parity(result, cfg)
+    same, trained = parity(result, cfg, backbone)
     print(
         f"export parity: {same:.4f} of {n} test texts equal the float32 in-memory model's; "
         f"{trained:.4f} equal the training model's own ({result.model.dtype_policy.name})",

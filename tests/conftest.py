@@ -146,6 +146,11 @@ def tiny_run_config(root: Path, backbone: Path, copies: int = 3, **sections: dic
         # Reports cost seconds a run; tests/test_report.py and the CLI test turn them on.
         "evaluation": {"report": False},
     }
+    return with_sections(raw, sections)
+
+
+def with_sections(raw: dict, sections: dict) -> dict:
+    """`raw` with each of `sections` merged into its section (or set, when it has none)."""
     for section, values in sections.items():
         if isinstance(raw.get(section), dict):
             raw[section].update(values)

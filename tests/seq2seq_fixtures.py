@@ -51,12 +51,9 @@ def seq2seq_config(root: Path, files: dict, **sections) -> dict:
         "export": {"dir": str(root / "exports")},
         "evaluation": {"report": False},
     }
-    for section, values in sections.items():
-        if isinstance(raw.get(section), dict):
-            raw[section].update(values)
-        else:
-            raw[section] = values
-    return raw
+    from tests.conftest import with_sections
+
+    return with_sections(raw, sections)
 
 
 def write_tiny_marian(directory: Path, texts: list[str]) -> Path:

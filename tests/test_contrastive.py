@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
 
@@ -18,7 +17,7 @@ from kerasft.training.callbacks import best_checkpoint
 from kerasft.training.contrastive import cosine_similarity_loss, logistic_head
 from kerasft.training.runner import run
 from tests.conftest import REPO, read_json, write_yaml
-from tests.test_resume import train as train_command
+from tests.test_resume import assert_same_best_weights, killed_resumed_and_fresh
 
 LABELS = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2])
 
@@ -225,14 +224,8 @@ def test_a_killed_contrastive_run_resumes_to_the_same_weights(contrastive_config
     contrastive_config["training"].update(batch_size=4, backup_every_steps=2)
     contrastive_config["export"]["enabled"] = False
     path = write_yaml(tmp_path / "c.yaml", contrastive_config)
-    code, out = train_command(path, kill_at="epoch 2 step 4/")
-    assert code == -signal.SIGKILL, out[-2000:]
-    (interrupted,) = list((tmp_path / "runs" / "tiny").iterdir())
-    code, out = train_command(path)
-    assert code == 0 and "resumed from the backup at epoch 2 step" in out, out[-3000:]
-    code, out = train_command(path, "--fresh")
-    assert code == 0, out[-3000:]
-    (fresh,) = [d for d in (tmp_path / "runs" / "tiny").iterdir() if d != interrupted]
+    runs = tmp_path / "runs" / "tiny"
+    interrupted, fresh = killed_resumed_and_fresh(path, runs, "epoch 2 step 4/")
     resumed = json.loads((interrupted / "metrics.json").read_text())
     straight = json.loads((fresh / "metrics.json").read_text())
     # (An epoch's mean training loss after a mid-epoch resume covers the resumed steps only.)
@@ -241,13 +234,4 @@ def test_a_killed_contrastive_run_resumes_to_the_same_weights(contrastive_config
             straight["train"]["history"][key], abs=1e-6
         )
     assert resumed["test"]["loss"] == pytest.approx(straight["test"]["loss"], abs=1e-6)
-    a = tf.train.load_checkpoint(best_checkpoint(interrupted / "checkpoints"))
-    b = tf.train.load_checkpoint(best_checkpoint(fresh / "checkpoints"))
-    names = [
-        n
-        for n in a.get_variable_to_shape_map()
-        if "/.ATTRIBUTES/VARIABLE_VALUE" in n and not n.startswith("pair_loss/")  # a metric
-    ]
-    assert len(names) > 20
-    for name in names:
-        np.testing.assert_allclose(a.get_tensor(name), b.get_tensor(name), atol=1e-6)
+    assert_same_best_weights(interrupted, fresh, 20, skip=("pair_loss/",))  # a metric

@@ -37,6 +37,35 @@ def train(path, *extra, kill_at=None, sig=signal.SIGKILL):
     return proc.returncode, "".join(lines)
 
 
+def killed_resumed_and_fresh(path, runs, kill_at: str):
+    """Trains `path` killed (SIGKILL) at the line starting with `kill_at`, resumes it mid-epoch
+    2, then trains it again with --fresh; returns the (resumed, fresh) run directories."""
+    code, out = train(path, kill_at=kill_at)
+    assert code == -signal.SIGKILL, out[-2000:]
+    (interrupted,) = list(runs.iterdir())
+    code, out = train(path)
+    assert code == 0 and "resumed from the backup at epoch 2 step" in out, out[-3000:]
+    code, out = train(path, "--fresh")
+    assert code == 0, out[-3000:]
+    (fresh,) = [d for d in runs.iterdir() if d != interrupted]
+    return interrupted, fresh
+
+
+def assert_same_best_weights(a_run, b_run, at_least: int, skip: tuple[str, ...] = ()) -> None:
+    """Two runs' best checkpoints hold the same values, variable by variable (and optimizer
+    slot), within 1e-6; `skip` leaves out variables whose names start with one of its entries."""
+    a = tf.train.load_checkpoint(best_checkpoint(a_run / "checkpoints"))
+    b = tf.train.load_checkpoint(best_checkpoint(b_run / "checkpoints"))
+    names = [
+        n
+        for n in a.get_variable_to_shape_map()
+        if "/.ATTRIBUTES/VARIABLE_VALUE" in n and not n.startswith(skip)
+    ]
+    assert len(names) > at_least  # every weight (and optimizer slot) of the model
+    for name in names:
+        np.testing.assert_allclose(a.get_tensor(name), b.get_tensor(name), atol=1e-6)
+
+
 @pytest.fixture
 def deterministic_config(tiny_config, tmp_path):
     tiny_config["model"].update(hidden_dropout=0.0, attention_dropout=0.0, dropout=0.0)
@@ -108,12 +137,7 @@ def test_killed_mid_epoch_resumes_at_the_backup_step_with_the_same_result(
     )
     assert resumed["test"]["loss"] == pytest.approx(straight["test"]["loss"], abs=1e-6)
     # Same final (best) weights, variable by variable.
-    a = tf.train.load_checkpoint(best_checkpoint(interrupted / "checkpoints"))
-    b = tf.train.load_checkpoint(best_checkpoint(fresh / "checkpoints"))
-    names = [n for n in a.get_variable_to_shape_map() if "/.ATTRIBUTES/VARIABLE_VALUE" in n]
-    assert len(names) > 20  # every weight (and optimizer slot) of the model
-    for name in names:
-        np.testing.assert_allclose(a.get_tensor(name), b.get_tensor(name), atol=1e-6)
+    assert_same_best_weights(interrupted, fresh, 20)
 
 
 @pytest.mark.slow
@@ -138,12 +162,7 @@ def test_ctrl_c_says_where_it_stopped_exits_130_and_resumes_to_the_same_weights(
     code, out = train(path, "--fresh")
     assert code == 0
     (fresh,) = [d for d in (tmp_path / "runs" / "tiny").iterdir() if d != interrupted]
-    a = tf.train.load_checkpoint(best_checkpoint(interrupted / "checkpoints"))
-    b = tf.train.load_checkpoint(best_checkpoint(fresh / "checkpoints"))
-    names = [n for n in a.get_variable_to_shape_map() if "/.ATTRIBUTES/VARIABLE_VALUE" in n]
-    assert len(names) > 20
-    for name in names:
-        np.testing.assert_allclose(a.get_tensor(name), b.get_tensor(name), atol=1e-6)
+    assert_same_best_weights(interrupted, fresh, 20)
 
 
 @pytest.mark.slow

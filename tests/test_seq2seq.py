@@ -205,8 +205,8 @@ def test_a_source_longer_than_the_model_takes_is_refused(tmp_path, dates, marian
 
 
 @pytest.mark.slow
-def test_predict_and_reexport_in_fresh_processes(trained, tmp_path):
-    from tests.test_commands import command, last_value
+def test_predict_in_a_fresh_process_and_reexport(trained, tmp_path):
+    from tests.test_commands import command
 
     records = [json.loads(line) for line in (trained.run_dir / "predictions" / "test.jsonl").open()]
     source = tmp_path / "dates.jsonl"
@@ -227,8 +227,9 @@ def test_predict_and_reexport_in_fresh_processes(trained, tmp_path):
     written = pd.read_csv(out, keep_default_na=False, dtype=str)
     assert written["text"].tolist() == [r["source"] for r in records[:20]]
     assert written["generated"].tolist() == [r["generated"] for r in records[:20]]
-    exported = command("export", "--run", str(trained.run_dir), "--dir", str(tmp_path / "again"))
-    target = Path(last_value(exported, "export_dir"))
+    from kerasft.training.exports import reexport  # its command is tested on the encoder tasks
+
+    target = reexport(trained.run_dir, str(tmp_path / "again"))
     assert (target / "saved_model.pb").is_file() and (target / "assets" / "spiece.model").is_file()
 
 

@@ -8,7 +8,6 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from kerasft._compat import tf
@@ -29,8 +28,10 @@ def test_marian_trains_and_serves_strings_with_beam_search(tmp_path, dates, mari
         model={"backbone": str(marian), "weights": "random"},
         generation={"max_new_tokens": 12, "num_beams": 2, "batch_size": 64, "xla": False},
         training={"epochs": 1},
+        # A beam-search compilation per shape: keep to 320 examples and 16 held-out ones.
         data={"source_prefix": ">>fr<< "},
     )
+    raw["data"].update(max_train_examples=320, max_eval_examples=16)
     result = run(config_from_dict(raw), verbose=0)
     records = [json.loads(line) for line in (result.run_dir / "predictions" / "test.jsonl").open()]
     loaded = tf.saved_model.load(str(result.export_dir))
@@ -50,29 +51,15 @@ def small(root: Path, files: dict, **training) -> dict:
 
 @pytest.mark.slow
 def test_killed_mid_epoch_resumes_to_the_same_weights(tmp_path, dates):
-    import signal
-
-    from kerasft.training.callbacks import best_checkpoint
     from tests.conftest import write_yaml
-    from tests.test_resume import train
+    from tests.test_resume import assert_same_best_weights, killed_resumed_and_fresh
 
     raw = small(tmp_path, dates, batch_size=16, backup_every_steps=4, layerwise_lr_decay=0.8)
     raw["data"]["max_train_examples"] = 160  # 10 steps an epoch
     path = write_yaml(tmp_path / "c.yaml", raw)
-    code, out = train(path, kill_at="epoch 2 step 6/")
-    assert code == -signal.SIGKILL, out[-2000:]
-    (interrupted,) = list((tmp_path / "runs" / "dates").iterdir())
-    code, out = train(path)
-    assert code == 0 and "resumed from the backup at epoch 2 step" in out, out[-3000:]
-    code, out = train(path, "--fresh")
-    assert code == 0, out[-3000:]
-    (fresh,) = [d for d in (tmp_path / "runs" / "dates").iterdir() if d != interrupted]
-    a = tf.train.load_checkpoint(best_checkpoint(interrupted / "checkpoints"))
-    b = tf.train.load_checkpoint(best_checkpoint(fresh / "checkpoints"))
-    names = [n for n in a.get_variable_to_shape_map() if "/.ATTRIBUTES/VARIABLE_VALUE" in n]
-    assert len(names) > 40
-    for name in names:
-        np.testing.assert_allclose(a.get_tensor(name), b.get_tensor(name), atol=1e-6)
+    runs = tmp_path / "runs" / "dates"
+    interrupted, fresh = killed_resumed_and_fresh(path, runs, "epoch 2 step 6/")
+    assert_same_best_weights(interrupted, fresh, 40)
     assert read_json(interrupted / "metrics.json")["test"] == pytest.approx(
         read_json(fresh / "metrics.json")["test"], abs=1e-6
     )
@@ -110,6 +97,7 @@ def test_two_devices_in_bf16_train_and_generate(tmp_path, dates):
         gradient_accumulation_steps=2,
         distribution="mirrored",
     )
+    raw["data"]["max_train_examples"] = 160
     path = write_yaml(tmp_path / "c.yaml", raw)
     proc = subprocess.run(
         [sys.executable, "-c", TWO_DEVICES, str(path)],

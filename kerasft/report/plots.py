@@ -120,7 +120,17 @@ def learning_rates(steps: list[dict], path: Path) -> Path | None:
         return None
     plt = _pyplot()
     groups = list(sampled[0]["lr"])
-    order = sorted(groups, key=lambda g: (g != "embeddings", g == "head", _layer_number(g), g))
+    # Bottom to top: embeddings, (encoder) layers, decoder layers, head.
+    order = sorted(
+        groups,
+        key=lambda g: (
+            g != "embeddings",
+            g == "head",
+            g.startswith("decoder_"),
+            _layer_number(g),
+            g,
+        ),
+    )
     colors = plt.cm.viridis(np.linspace(0, 0.9, len(order)))
     fig, axis = plt.subplots(figsize=(10, 3.4))
     x = [s["step"] for s in sampled]
