@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from kerasft._compat import tf
+from kerasft.config import GenerationConfig
+from kerasft.models.seq2seq import generation_kwargs
 from kerasft.serving.info import ExportInfo
 from kerasft.serving.text_codecs import codec_for
 
@@ -42,12 +44,8 @@ class Seq2SeqServingModule(tf.Module):
         self.prefix = str(gen.get("source_prefix", ""))
         self.pad_id = int(tokenizer.pad_token_id or 0)
         self.eos_id = int(tokenizer.eos_token_id)
-        kwargs = {
-            "max_new_tokens": int(gen.get("max_new_tokens", 64)),
-            "num_beams": int(gen.get("num_beams", 1)),
-        }
-        if kwargs["num_beams"] > 1:
-            kwargs["length_penalty"] = float(gen.get("length_penalty", 1.0))
+        settings = {k: v for k, v in gen.items() if k in GenerationConfig.model_fields}
+        kwargs = generation_kwargs(GenerationConfig(**settings))  # as in validation and test
 
         def generate(ids, mask):
             return model.generate(ids, attention_mask=mask, **kwargs)
