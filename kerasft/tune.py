@@ -1,13 +1,15 @@
-"""`python -m kerasft.tune --config configs/x.yaml`: a keras-tuner search over config keys.
+"""`python -m kerasft.tune --config configs/x.yaml`: a hyperparameter search over config keys.
 
 Every trial is a training run of the config with the trial's values set
-(`kerasft.training.search`). Running the same command again resumes the search.
+(`kerasft.training.search`), with keras-tuner or Optuna (`tuning.engine`). Running the
+same command again continues the search; running it in several processes or machines
+on one Optuna storage, or as keras-tuner chief and workers, spreads one search over them.
 
 Outputs in the tuning directory: `trials.csv` and `trials.md` (every trial,
-best first), `best_config.yaml` (the best trial's fully resolved config, which
-`python -m kerasft.train --config` accepts unchanged), `hparams/` (TensorBoard
-HParams logs) and `search/` (keras-tuner's state). The last output line is
-`best_config=<path>`.
+best first), `search.json`, `best_config.yaml` (the best trial's fully resolved config,
+which `python -m kerasft.train --config` accepts unchanged), `hparams/` (TensorBoard
+HParams logs) and the engine's state (`search/`, or `study.journal`). The last output
+line is `best_config=<path>`.
 """
 
 from __future__ import annotations
@@ -24,10 +26,13 @@ from kerasft.training.search import tune
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m kerasft.tune",
-        description="Search hyperparameters over a kerasft config's `tuning:` section with keras-tuner.",
-        epilog="Run the same command again to resume an interrupted search. The last output line is "
-        "best_config=<path>, a config `python -m kerasft.train --config` accepts as is. Exit status 2 means "
-        "a problem with the config, data or backbone.",
+        description="Search hyperparameters over a kerasft config's `tuning:` section with keras-tuner "
+        "or Optuna (`tuning.engine`).",
+        epilog="Run the same command again to continue a search. Run it in several processes on one "
+        "Optuna `tuning.storage`, or as keras-tuner chief and workers (KERASTUNER_TUNER_ID, "
+        "KERASTUNER_ORACLE_IP, KERASTUNER_ORACLE_PORT), to share one search (docs/tuning.md). The last "
+        "output line is best_config=<path>, a config `python -m kerasft.train --config` accepts as is. "
+        "Exit status 2 means a problem with the config, data, backbone or storage.",
     )
     p.add_argument("--config", required=True, help="a YAML config with a `tuning:` section")
     config_lib.add_override_argument(p, "tuning.max_trials=5")
@@ -48,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
             "the search stopped; run the same command again to continue it (finished trials are "
             "kept, the interrupted one starts over)."
         ) from None
-    print(f"best_config={best}")
+    if best is not None:  # a keras-tuner worker: its chief writes the results
+        print(f"best_config={best}")
     return 0
 
 

@@ -279,15 +279,42 @@ def test_report_for_regression_multi_label_and_tags(tmp_path):
     assert [list(o) for o in loaded.outputs] == [[0, 1, 2], [0, 0]]
 
 
-def test_tuning_report_lists_trials_best_first(tmp_path):
+def test_tuning_report_lists_trials_best_first_and_draws_the_pareto_front(tmp_path):
+    header = ["rank", "trial_id", "state", "model.num_layers", "val_accuracy", "size_mb", "seconds"]
+    rows = [
+        [1, "001", "complete (pareto)", 2, 0.81, 0.07, 40.0],
+        [2, "002", "complete (pareto)", 1, 0.74, 0.04, 30.0],
+        [3, "000", "complete", 2, 0.53, 0.07, 41.0],
+        [4, "003", "pruned", 1, 0.50, None, None],
+    ]
     with (tmp_path / "trials.csv").open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["rank", "trial_id", "training.learning_rate", "val_macro_f1", "seconds"])
-        writer.writerows([[1, "01", 3e-4, 0.81, 40.0], [2, "00", 1e-5, 0.53, 41.0]])
+        csv.writer(handle).writerows([header, *rows])
+    trials = [
+        {
+            "trial_id": r[1],
+            "state": r[2].split()[0],
+            "objective": r[4],
+            "second": r[5],
+            "pareto": "pareto" in r[2],
+            "runs": [],
+        }
+        for r in rows
+    ]
+    meta = {
+        "engine": "optuna",
+        "config": "tune.yaml",
+        "objective": "val_accuracy",
+        "direction": "max",
+        "second_objective": "size_mb",
+        "params": ["model.num_layers"],
+        "trials": trials,
+    }
+    (tmp_path / "search.json").write_text(json.dumps(meta))
     page = tuning_report(tmp_path)
     assert_self_contained(page)
     text = page.read_text()
-    assert text.index("0.8100") < text.index("0.5300")
+    assert text.index("0.8100") < text.index("0.7400") < text.index("0.5300")
+    assert "4 trials (3 complete, 1 pruned)" in text and "Pareto front" in text
 
 
 # ---- looked at as a person would ---------------------------------------------------------------

@@ -132,7 +132,7 @@ def test_killed_search_resumes_without_redoing_finished_trials(tune_config, tmp_
     seen, in_trial_2 = [], False
     for line in proc.stdout:
         seen.append(line)
-        in_trial_2 |= line.startswith("=== trial 2 (id")
+        in_trial_2 |= line.startswith("=== trial 1:")
         if in_trial_2 and line.startswith(
             "epoch 1 step 1/"
         ):  # mid-trial: trial 2 has started training
@@ -144,13 +144,16 @@ def test_killed_search_resumes_without_redoing_finished_trials(tune_config, tmp_
 
     rerun = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
+    # "=== trial N: key=value" starts a trial, "=== trial N: objective = value" ends one.
     started = [
-        line for line in rerun.stdout.splitlines() if line.startswith("=== trial") and "(id" in line
+        line
+        for line in rerun.stdout.splitlines()
+        if line.startswith("=== trial") and " = " not in line
     ]
     assert (
         len(started) == 2
     )  # the interrupted trial and the last one; the finished one is not redone
-    assert not any(f"(id {finished[0]})" in line for line in started)
+    assert not any(line.startswith(f"=== trial {finished[0]}:") for line in started)
     assert rerun.stdout.strip().splitlines()[-1].startswith("best_config=")
     assert len(list((tmp_path / "search" / "trials").glob("*/trial.json"))) == 3
 

@@ -338,16 +338,67 @@ class DistillConfig(_Section):
 
 
 class TuningConfig(_Section):
-    """A keras-tuner search over config keys (`python -m kerasft.tune`)."""
+    """A hyperparameter search over config keys (`python -m kerasft.tune`), with keras-tuner or Optuna."""
 
     space: dict[str, SearchDimension] = Field(
         description="Dotted config keys to search, e.g. `training.learning_rate: {type: float, min: 1e-5, "
         "max: 1e-4, sampling: log}`."
     )
-    oracle: Literal["random", "bayesian", "hyperband"] = Field(
-        "random", description="The search algorithm."
+    engine: Literal["keras_tuner", "optuna"] = Field(
+        "keras_tuner",
+        description="`keras_tuner`, or `optuna` (needs `pip install 'kerasft[optuna]'`): its samplers, "
+        "pruning and a study shared by several workers through `tuning.storage`.",
     )
-    max_trials: int = Field(10, ge=1, description="Trials to run (random, bayesian).")
+    oracle: Literal["random", "bayesian", "hyperband"] = Field(
+        "random", description="keras-tuner's search algorithm (`engine: keras_tuner`)."
+    )
+    sampler: Literal["tpe", "random", "grid"] = Field(
+        "tpe",
+        description="Optuna's sampler (`engine: optuna`), seeded with `training.seed`. `grid` needs every "
+        "dimension to be a `choice` or to have a `step`.",
+    )
+    pruner: Literal["median", "hyperband", "none"] | None = Field(
+        None,
+        description="Stop trials that fall behind (`engine: optuna`): `median` of the other trials at the "
+        "same point, `hyperband` (successive halving brackets), `none`. Defaults to `median` with Optuna, "
+        "`none` with keras-tuner (whose `oracle: hyperband` prunes its own way).",
+    )
+    report_every_steps: int | None = Field(
+        None,
+        ge=1,
+        description="Also score the validation split and report it to the pruner every N training steps, "
+        "for epochs too long to wait for. Defaults to epoch ends only.",
+    )
+    pruner_startup_trials: int = Field(
+        3, ge=0, description="`pruner: median`: trials that finish before any is pruned."
+    )
+    storage: str | None = Field(
+        None,
+        description="Optuna's study storage, shared by every worker of one search: `sqlite:///path.db`, "
+        "`journal:path` (a journal file; also any path ending in `.journal`), or a PostgreSQL/MySQL URL "
+        "(`postgresql://user:password@host/db`). Defaults to `<tuning.directory>/study.journal`.",
+    )
+    study_name: str | None = Field(None, description="Optuna's study name. Defaults to `name`.")
+    heartbeat_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="Distributed searches: a running trial reports it is alive this often; one silent for "
+        "three intervals (its worker was killed) is marked failed and run again by another worker.",
+    )
+    max_retries: int = Field(
+        1,
+        ge=0,
+        description="Times a trial whose worker died is run again before it counts as failed.",
+    )
+    second_objective: Literal["latency_ms", "size_mb"] | None = Field(
+        None,
+        description="`engine: optuna`: also minimise the trained model's latency (milliseconds for one "
+        "example of `data.max_length` tokens, median of 20 calls) or size (MB of float32 weights). "
+        "The result is a Pareto front, shown in the report; `pruner` must be `none`.",
+    )
+    max_trials: int = Field(
+        10, ge=1, description="Trials to run (random, bayesian, every Optuna sampler)."
+    )
     executions_per_trial: int = Field(
         1,
         ge=1,
@@ -373,3 +424,44 @@ class TuningConfig(_Section):
     export_best: bool = Field(
         False, description="Retrain the best config at the end and export it."
     )
+
+    @model_validator(mode="after")
+    def _engine_options(self) -> TuningConfig:
+        optuna_only = {"sampler", "storage", "study_name", "second_objective", "report_every_steps"}
+        if self.engine == "keras_tuner":
+            given = sorted(optuna_only & self.model_fields_set)
+            if given:
+                raise ValueError(
+                    f"`tuning.{given[0]}` is Optuna's; set `tuning.engine: optuna` or remove it "
+                    "(keras-tuner's algorithm is `tuning.oracle`)"
+                )
+            if self.pruner not in (None, "none"):
+                raise ValueError(
+                    f"`tuning.pruner: {self.pruner}` needs `tuning.engine: optuna`; keras-tuner stops "
+                    "trials early with `tuning.oracle: hyperband`"
+                )
+        elif "oracle" in self.model_fields_set:
+            raise ValueError(
+                "`tuning.oracle` is keras-tuner's; with `tuning.engine: optuna` choose `tuning.sampler` "
+                "(tpe, random, grid)"
+            )
+        if self.second_objective and self.pruner not in (None, "none"):
+            raise ValueError(
+                "`tuning.second_objective` searches for a Pareto front, which Optuna cannot prune; "
+                "set `tuning.pruner: none`"
+            )
+        if self.sampler == "grid" and self.engine == "optuna":
+            open_ = [k for k, d in self.space.items() if d.type != "choice" and d.step is None]
+            if open_:
+                raise ValueError(
+                    f"`tuning.sampler: grid` needs a grid: `tuning.space.{open_[0]}` has no `step`; "
+                    "give it one or make it a `choice`"
+                )
+        return self
+
+    @property
+    def pruning(self) -> str:
+        """The pruner in effect: `median` (Optuna's default), `hyperband` or `none`."""
+        if self.pruner is not None:
+            return self.pruner
+        return "median" if self.engine == "optuna" and not self.second_objective else "none"

@@ -68,57 +68,85 @@ def compare_runs(run_dirs: list[Path], output: Path) -> Path:
 
 
 def tuning_report(directory: Path, output: Path | None = None) -> Path:
-    """`report.html` in a `kerasft.tune` directory: trials best first, each parameter against the objective.
+    """`report.html` in a `kerasft.tune` directory: trials best first (pruned and failed ones after
+    them), each parameter against the objective and, with a second objective, the Pareto front.
 
     Raises:
-        DataError: no `trials.csv` (the search has not finished a trial).
+        DataError: no results yet (the search has not finished a trial).
     """
-    table_path = directory / "trials.csv"
-    if not table_path.is_file():
+    table_path, meta_path = directory / "trials.csv", directory / "search.json"
+    if not (table_path.is_file() and meta_path.is_file()):
         raise DataError(
-            f"{directory}: no trials.csv; run `python -m kerasft.tune` until a trial finishes."
+            f"{directory}: no trials.csv and search.json; run `python -m kerasft.tune` until a "
+            "trial finishes."
         )
     with table_path.open(newline="") as handle:
         rows = list(csv.DictReader(handle))
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
     if not rows:
         raise DataError(f"{table_path}: no trials in it.")
-    header = list(rows[0])
-    objective = header[-2]
-    params = header[2:-2]
+    header, objective = list(rows[0]), meta["objective"]
     output = output or directory
     output.mkdir(parents=True, exist_ok=True)
-    sections = [f"<h2>Trials, best first by {page.esc(objective)}</h2>"]
-    links = []
-    for row in rows:
-        trial = directory / "trials" / row["trial_id"] / "trial.json"
-        report = None
-        if trial.is_file():
-            run = next(iter(json.loads(trial.read_text()).get("runs", [])), None)
-            if run and (Path(run) / "report.html").is_file():
-                report = Path(run) / "report.html"
-        href = os.path.relpath(report.resolve(), output.resolve()) if report else None
-        links.append(page.Raw(f'<a href="{page.esc(href)}">report</a>') if href else "")
+    states = [r["state"] for r in meta["trials"]]
+    counts = ", ".join(f"{states.count(s)} {s}" for s in dict.fromkeys(states))
+    sections = [
+        f"<p>{page.esc(meta['engine'])} search of {page.esc(meta['config'])}: "
+        f"{len(rows)} trials ({page.esc(counts)}).</p>",
+        f"<h2>Trials, best first by {page.esc(objective)}</h2>",
+    ]
+    links = [_report_link(t.get("runs", []), output) for t in meta["trials"]]
+    numeric = [h not in ("trial_id", "state") for h in header]
     sections.append(
         page.table(
             [*header, "run"],
             [
-                [*(_number(row[h]) for h in header), link]
+                [*(row[h] if h in ("trial_id", "state") else _number(row[h]) for h in header), link]
                 for row, link in zip(rows, links, strict=True)
             ],
-            [True, False, *[True] * len(params), True, True, False],
+            [*numeric, False],
         )
     )
-    if plots.parameter_scatter(rows, params, objective, output / "plots" / "parameters.png"):
+    sections += _tuning_plots(rows, meta, output)
+    return _write(output, f"Tuning: {directory.name}", str(directory), sections)
+
+
+def _tuning_plots(rows: list[dict], meta: dict, output: Path) -> list[str]:
+    """Each parameter against the objective and, with a second objective, the Pareto front."""
+    objective, second, params = meta["objective"], meta.get("second_objective"), meta["params"]
+    sections = []
+    finished = [r for r in rows if r["state"].startswith("complete")]
+    if plots.parameter_scatter(finished, params, objective, output / "plots" / "parameters.png"):
         sections.append(
             "<h2>Parameters against the objective</h2>"
             + page.figure(
                 "plots/parameters.png",
-                f"{objective} of every trial against each searched value "
+                f"{objective} of every finished trial against each searched value "
                 "(circled: the best trial).",
                 "objective against each parameter",
             )
         )
-    return _write(output, f"Tuning: {directory.name}", str(directory), sections)
+    if second and plots.pareto_front(
+        meta["trials"], objective, second, meta["direction"], output / "plots" / "pareto.png"
+    ):
+        sections.append(
+            "<h2>Accuracy against cost</h2>"
+            + page.figure(
+                "plots/pareto.png",
+                f"{objective} against {second} of every finished trial; the Pareto front (no "
+                "trial is better on both) is joined up and labelled.",
+                "Pareto front",
+            )
+        )
+    return sections
+
+
+def _report_link(runs: list[str], output: Path) -> Any:
+    report = Path(runs[0]) / "report.html" if runs else None
+    if report is None or not report.is_file():
+        return ""
+    href = os.path.relpath(report.resolve(), output.resolve())
+    return page.Raw(f'<a href="{page.esc(href)}">report</a>')
 
 
 def _read(run_dir: Path) -> dict[str, Any]:

@@ -394,3 +394,36 @@ def parameter_scatter(
         axis.scatter([x[0]], [y[0]], s=80, facecolors="none", edgecolors="#d62728")  # the best
         axis.set(xlabel=param, ylabel=objective)
     return _save(fig, path)
+
+
+def pareto_front(
+    trials: list[dict[str, Any]], objective: str, second: str, direction: str, path: Path
+) -> Path | None:
+    """The objective against the second objective (always minimised), Pareto-optimal trials
+    joined up and labelled by trial id.
+
+    Args:
+        trials: search.json's trials (`state`, `objective`, `second`, `pareto`, `trial_id`).
+    """
+    done = [t for t in trials if t["state"] == "complete" and t.get("second") is not None]
+    if not done:
+        return None
+    plt = _pyplot()
+    fig, axis = plt.subplots(figsize=(6, 4))
+    axis.scatter([t["second"] for t in done], [t["objective"] for t in done], s=28, color="#9aa5b1")
+    front = sorted((t for t in done if t.get("pareto")), key=lambda t: t["second"])
+    if front:
+        xs, ys = [t["second"] for t in front], [t["objective"] for t in front]
+        axis.plot(xs, ys, "o-", color="#d62728", lw=1.4, label="Pareto front")
+        for t in front:
+            axis.annotate(
+                t["trial_id"],
+                (t["second"], t["objective"]),
+                textcoords="offset points",
+                xytext=(4, 4),
+                fontsize=7,
+            )
+        axis.legend(fontsize=8)
+    better = "higher" if direction == "max" else "lower"
+    axis.set(xlabel=f"{second} (lower is better)", ylabel=f"{objective} ({better} is better)")
+    return _save(fig, path)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -127,6 +127,12 @@ class ValidationMetrics(keras.callbacks.Callback):
     def on_train_begin(self, logs: dict | None = None) -> None:
         if self.summary_dir is not None and self._writer is None:
             self._writer = tf.summary.create_file_writer(str(self.summary_dir))
+
+    def measure(self) -> tuple[dict, int]:
+        """The validation scores now (also mid-epoch, for a tuning pruner) and the example count."""
+        outputs, targets = collect(self.model, self.dataset, self.spec)
+        scores = evaluate(self.spec, outputs, targets, self.label_names, scaling=self.scaling)
+        return {k: v for k, v in scores.items() if isinstance(v, float)}, scores["examples"]
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if logs is None:
@@ -450,6 +456,7 @@ def build_callbacks(
     verbose: int = 1,
     before_validation: Sequence[keras.callbacks.Callback] = (),
     validation: keras.callbacks.Callback | None = None,
+    observers: Callable[[keras.callbacks.Callback, int], list] | None = None,
 ) -> list[keras.callbacks.Callback]:
     """The callbacks of a training run, in the order they must run.
 
@@ -465,15 +472,19 @@ def build_callbacks(
             `training.method: contrastive` fits). Defaults to none.
         validation: the callback that puts the validation scores into the logs.
             Defaults to `ValidationMetrics` (seq2seq passes its `GenerationMetrics`).
+        observers: given the validation callback (its `measure()` scores the validation
+            split at any time) and the steps per epoch, returns callbacks to run last,
+            such as a tuning search's pruner. Defaults to none.
     """
     chief, multi_worker = is_chief(strategy), is_multi_worker(strategy)
     steps_per_epoch = datasets.steps
     t = cfg.training
+    monitoring = _monitoring(cfg, spec, run_dir, data, datasets, chief, validation)
     callbacks = [
         timer,
         StopOnNonFiniteLoss(),
         *before_validation,
-        *_monitoring(cfg, spec, run_dir, data, datasets, chief, validation),
+        *monitoring,
         keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs"), profile_batch=0),
         EpochLog(run_dir / "history.jsonl" if chief else None),
         StepLog(run_dir / "steps.jsonl" if chief else None, steps_per_epoch),
@@ -490,7 +501,8 @@ def build_callbacks(
         ),
     ]
     # After Backup: they read the epochs and steps its restore brings back.
-    return callbacks + _optional_callbacks(t, state, steps_per_epoch, verbose)
+    callbacks += _optional_callbacks(t, state, steps_per_epoch, verbose)
+    return callbacks + (observers(monitoring[0], steps_per_epoch) if observers else [])
 
 
 def _monitoring(

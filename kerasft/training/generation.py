@@ -53,19 +53,23 @@ class GenerationMetrics(keras.callbacks.Callback):
         self.dataset, self.encoded, self.references = dataset, encoded, list(references)
         self.generator, self.tokenizer, self.pad_id = generator, tokenizer, pad_id
 
+    def measure(self) -> tuple[dict, int]:
+        """The validation scores now (also mid-epoch, for a tuning pruner) and the example count."""
+        loss = self.model.evaluate(self.dataset, verbose=0, return_dict=True)["loss"]
+        texts = generated_texts(self.generator, self.tokenizer, self.encoded, self.pad_id)
+        scores = {"loss": float(loss), **text_scores(texts, self.references)}
+        return {k: v for k, v in scores.items() if isinstance(v, float)}, scores["examples"]
+
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if logs is None:
             return
         start = time.perf_counter()
-        loss = self.model.evaluate(self.dataset, verbose=0, return_dict=True)["loss"]
-        texts = generated_texts(self.generator, self.tokenizer, self.encoded, self.pad_id)
-        scores = {"loss": float(loss), **text_scores(texts, self.references)}
-        shown = {k: v for k, v in scores.items() if isinstance(v, float)}
+        shown, examples = self.measure()
         for key, value in shown.items():
             logs[f"val_{key}"] = value
         summary = "  ".join(f"{k} {v:.4f}" for k, v in shown.items())
         print(
-            f"epoch {epoch + 1} validation: {summary}  ({scores['examples']} examples, "
+            f"epoch {epoch + 1} validation: {summary}  ({examples} examples, "
             f"{time.perf_counter() - start:.1f}s)",
             flush=True,
         )

@@ -26,6 +26,7 @@ import json
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -90,6 +91,7 @@ def run(
     verbose: int | None = None,
     frames: dict | None = None,
     resume_dir: Path | None = None,
+    observers: Callable[[keras.callbacks.Callback, int], list] | None = None,
 ) -> RunResult:
     """Trains, evaluates and exports one experiment described by `cfg`.
 
@@ -100,6 +102,7 @@ def run(
         resume_dir: an interrupted run of the same config to continue from its last
             backup (every `training.backup_every_steps` steps and every epoch end).
             Defaults to a new run. Multi-worker runs find their own (docs/training.md).
+        observers: callbacks to add, such as a search's pruner (`build_callbacks`). Defaults to none.
     """
     verbose = _verbosity(verbose)
     before = keras.mixed_precision.global_policy()
@@ -122,7 +125,7 @@ def run(
             timer, first = StepTimer(), epoch_end_work(cfg, spec, data, backbone)
             args = (cfg, spec, run_dir, data, datasets, state, strategy, timer, verbose)
             validation = validation_for(cfg, spec, data, datasets, backbone)
-            callbacks = build_callbacks(*args, before_validation=first, validation=validation)
+            callbacks = build_callbacks(*args, first, validation, observers)
             wall = fit(model, cfg, data, datasets, callbacks, verbose, jit)
             if not chief:
                 print(

@@ -1,0 +1,285 @@
+"""`tuning.engine: optuna`: samplers, pruning, a second objective, a study several workers share,
+and the one-line errors; keras-tuner's chief/worker mode with a killed worker."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from kerasft.config import load_config
+from kerasft.report import tuning_report
+from kerasft.training.search import tune
+from kerasft.training.search_optuna import LOST, open_study, sampler_for, storage_for
+from kerasft.tune import main
+from tests.conftest import REPO, write_yaml
+
+optuna = pytest.importorskip("optuna")
+
+LR_CHOICE = {"training.learning_rate": {"type": "choice", "values": [3e-3, 1e-7]}}
+
+
+@pytest.fixture
+def optuna_config(tiny_config, tmp_path):
+    tiny_config["training"]["epochs"] = 2
+    tiny_config["tuning"] = {
+        "engine": "optuna",
+        "sampler": "random",
+        "max_trials": 3,
+        "objective": "val_loss",  # smooth on 8 validation examples, unlike F1
+        "space": LR_CHOICE,
+        "directory": str(tmp_path / "search"),
+    }
+    return tiny_config
+
+
+def _rows(root: Path) -> list[dict]:
+    with (root / "trials.csv").open() as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.mark.slow
+def test_pruned_trials_stop_mid_epoch_leave_nothing_and_the_study_continues(
+    optuna_config, tmp_path, capsys
+):
+    optuna_config["tuning"].update(pruner_startup_trials=1, report_every_steps=1)
+    path = write_yaml(tmp_path / "tune.yaml", optuna_config)
+    best = tune(str(path), [], verbose=0)
+    out = capsys.readouterr().out
+    root = tmp_path / "search"
+    rows = _rows(root)
+    assert [r["state"] for r in rows].count("complete") >= 1
+    pruned = [r for r in rows if r["state"] == "pruned"]
+    assert pruned, out[-3000:]
+    # Stopped at the first report that trailed (mid-epoch: reports every step), no export, no
+    # checkpoints or backup, no metrics: the trial never finished.
+    assert re.search(r"trial pruned at epoch 0\.\d+: val_loss", out)
+    assert not (tmp_path / "saved_models").exists()
+    for row in pruned:
+        trial_dir = root / "trials" / row["trial_id"]
+        assert not list(trial_dir.rglob("metrics.json"))
+        assert not list(trial_dir.rglob("checkpoints")) and not list(trial_dir.rglob("backup"))
+    study = optuna.load_study(study_name="tiny", storage=storage_for(load_config(path), root))
+    assert all(t.intermediate_values for t in study.trials)
+    assert load_config(best).training.learning_rate == float(rows[0]["training.learning_rate"])
+
+    # The same command continues the study: one more trial, numbered after the others.
+    tune(str(path), ["tuning.max_trials=4"], verbose=0)
+    assert "study `tiny` (3 trials so far)" in capsys.readouterr().out
+    assert sorted(r["trial_id"] for r in _rows(root)) == ["000", "001", "002", "003"]
+    page = tuning_report(root).read_text()
+    assert "pruned" in page and "optuna search" in page
+
+
+@pytest.mark.slow
+def test_second_objective_gives_a_pareto_front_in_the_report(optuna_config, tmp_path):
+    optuna_config["training"]["epochs"] = 1
+    optuna_config["tuning"].update(
+        sampler="grid",
+        objective="val_accuracy",
+        second_objective="size_mb",
+        space={"model.num_layers": {"type": "choice", "values": [1, 2]}},
+    )
+    path = write_yaml(tmp_path / "tune.yaml", optuna_config)
+    tune(str(path), [], verbose=0)
+    root = tmp_path / "search"
+    rows = {r["model.num_layers"]: r for r in _rows(root)}
+    assert set(rows) == {"1", "2"}  # the grid, once each: the budget of 3 is capped at 2
+    assert float(rows["1"]["size_mb"]) < float(rows["2"]["size_mb"])
+    assert rows["1"]["state"] == "complete (pareto)"  # the smallest model is always on the front
+    meta = json.loads((root / "search.json").read_text())
+    assert meta["second_objective"] == "size_mb"
+    assert "Pareto front" in tuning_report(root).read_text()
+    assert (root / "plots" / "pareto.png").stat().st_size > 5000
+
+
+def test_the_sampler_is_reseeded_per_trial_so_workers_do_not_repeat_values(optuna_config, tmp_path):
+    optuna_config["tuning"]["space"] = {
+        "training.learning_rate": {"type": "float", "min": 1e-5, "max": 1e-2, "sampling": "log"}
+    }
+    cfg = load_config(write_yaml(tmp_path / "t.yaml", optuna_config))
+
+    def draws(n: int) -> list[float]:
+        study = optuna.create_study(sampler=sampler_for(cfg), direction="minimize")
+        out = []
+        for _ in range(n):
+            trial = study.ask()
+            out.append(trial.suggest_float("training.learning_rate", 1e-5, 1e-2, log=True))
+            study.tell(trial, 1.0)
+        return out
+
+    first, again = draws(4), draws(4)
+    assert first == again  # seeded: one worker's search is reproducible
+    assert len(set(first)) == 4  # trial n draws with seed + n: no two trials alike
+
+
+@pytest.mark.parametrize(
+    ("tuning", "message"),
+    [
+        ({"engine": "optunaa"}, r"tuning.engine"),
+        ({"pruner": "mean"}, r"tuning.pruner"),
+        ({"engine": "keras_tuner", "pruner": "median"}, r"needs `tuning.engine: optuna`"),
+        ({"engine": "keras_tuner", "storage": "x.db"}, r"`tuning.storage` is Optuna's"),
+        ({"oracle": "bayesian"}, r"`tuning.oracle` is keras-tuner's"),
+        (
+            {
+                "sampler": "grid",
+                "space": {"training.learning_rate": {"type": "float", "min": 0.1, "max": 0.2}},
+            },
+            r"has no `step`",
+        ),
+        ({"storage": "redis://localhost/0"}, r"is not a storage kerasft knows"),
+        ({"storage": "sqlite:////no/such/dir/study.db"}, r"directory /no/such/dir does not exist"),
+        (
+            {"storage": "postgresql://kerasft:s3cret@127.0.0.1:1/study"},
+            r"`tuning.storage: postgresql://kerasft:\*\*\*@127.0.0.1:1/study` cannot be opened",
+        ),
+    ],
+)
+def test_bad_tuning_input_is_one_line_and_exit_2(optuna_config, tmp_path, capsys, tuning, message):
+    if tuning.get("engine") == "keras_tuner":
+        del optuna_config["tuning"]["sampler"]
+    optuna_config["tuning"].update(tuning)
+    path = write_yaml(tmp_path / "tune.yaml", optuna_config)
+    assert main(["--config", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and re.search(message, err), err
+    assert "s3cret" not in err
+    assert not (tmp_path / "search").exists()
+
+
+def test_a_study_made_for_another_space_is_refused(optuna_config, tmp_path, capsys):
+    path = write_yaml(tmp_path / "tune.yaml", optuna_config)
+    open_study(load_config(path), tmp_path / "search")
+    changed = {"training.learning_rate": {"type": "choice", "values": [1e-3, 1e-4]}}
+    optuna_config["tuning"]["space"] = changed
+    write_yaml(path, optuna_config)
+    assert main(["--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "study `tiny` in the storage was made for another search" in err
+    assert "`tuning.space.training.learning_rate` differs" in err
+
+
+def test_optuna_missing_is_one_line(optuna_config, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "optuna", None)
+    path = write_yaml(tmp_path / "tune.yaml", optuna_config)
+    assert main(["--config", str(path)]) == 2
+    assert "pip install 'kerasft[optuna]'" in capsys.readouterr().err
+    assert not (tmp_path / "search").exists()
+
+
+def _launch(path: Path, env: dict | None = None) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "kerasft.tune", "--config", str(path)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+    )
+
+
+def _kill_mid_trial(proc: subprocess.Popen) -> list[str]:
+    """Reads the worker's output until its first trial trains, then SIGKILLs it."""
+    seen, in_trial = [], False
+    for line in proc.stdout:
+        seen.append(line)
+        in_trial |= line.startswith("=== trial")
+        if in_trial and line.startswith("epoch 1 step"):
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.wait(timeout=60)
+    return seen
+
+
+def _started(output: str) -> list[str]:
+    """Trial ids of "=== trial N: key=value" lines (a start; an end line has " = ")."""
+    return re.findall(r"^=== trial (\w+)(?: \(again[^)]*\))?: (?!.* = )", output, re.M)
+
+
+@pytest.mark.slow
+def test_two_workers_share_one_sqlite_study_and_a_killed_workers_trial_runs_again(
+    optuna_config, tmp_path
+):
+    optuna_config["training"].update(epochs=3)
+    optuna_config["tuning"].update(
+        sampler="tpe",
+        pruner="none",
+        storage=f"sqlite:///{tmp_path / 'study.db'}",
+        heartbeat_seconds=1,
+        space={
+            "training.learning_rate": {"type": "float", "min": 1e-4, "max": 3e-3, "sampling": "log"}
+        },
+    )
+    path = write_yaml(tmp_path / "tune.yaml", optuna_config)
+    killed, survivor = _launch(path), _launch(path)
+    killed_out = "".join(_kill_mid_trial(killed))
+    out, _ = survivor.communicate(timeout=900)
+    assert survivor.returncode == 0, out[-3000:]
+    assert "lost its worker" in out and "queued to run again" in out
+
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'study.db'}")
+    state = optuna.trial.TrialState
+    complete = [t for t in study.trials if t.state == state.COMPLETE]
+    lost = [t for t in study.trials if t.system_attrs.get(LOST)]
+    assert len(complete) == 3 and len(lost) == 1
+    retry = next(t for t in complete if t.user_attrs.get("retry_of") == lost[0].number)
+    assert retry.params == lost[0].params
+    # No trial ran twice: every trial id started once, in one worker or the other.
+    starts = _started(killed_out) + _started(out)
+    assert sorted(starts) == sorted(set(starts)), starts
+    assert len({tuple(t.user_attrs["runs"]) for t in complete}) == 3
+    assert out.strip().splitlines()[-1].startswith("best_config=")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_keras_tuner_chief_and_two_workers_with_one_killed(tiny_config, tmp_path):
+    tiny_config["training"]["epochs"] = 3
+    tiny_config["tuning"] = {
+        "oracle": "random",
+        "max_trials": 3,
+        "heartbeat_seconds": 1,
+        "space": {"training.learning_rate": {"type": "float", "min": 1e-4, "max": 3e-3}},
+        "directory": str(tmp_path / "chief"),
+    }
+    path = write_yaml(tmp_path / "tune.yaml", tiny_config)
+    env = {"KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(_free_port())}
+    chief = _launch(path, {**env, "KERASTUNER_TUNER_ID": "chief"})
+    time.sleep(1)
+    workers = []
+    for i in range(2):  # each worker keeps its own trial directories
+        override = tmp_path / f"worker{i}.yaml"
+        tiny_config["tuning"]["directory"] = str(tmp_path / f"worker{i}")
+        write_yaml(override, tiny_config)
+        workers.append(_launch(override, {**env, "KERASTUNER_TUNER_ID": f"tuner{i}"}))
+    killed_out = "".join(_kill_mid_trial(workers[1]))
+    worker_out, _ = workers[0].communicate(timeout=900)
+    chief_out, _ = chief.communicate(timeout=300)
+    assert workers[0].returncode == 0, worker_out[-3000:]
+    assert chief.returncode == 0, chief_out[-3000:]
+    assert "lost its worker's heartbeat; it runs again" in chief_out
+    assert worker_out.strip().splitlines()[-1] == "worker done: the chief writes the results"
+
+    rows = _rows(tmp_path / "chief")
+    assert [r["state"] for r in rows] == ["complete"] * 3
+    lost = _started(killed_out)
+    assert len(lost) == 1
+    # The lost trial ran again on the surviving worker; every other trial ran once.
+    starts = _started(worker_out)
+    assert sorted(starts) == sorted({r["trial_id"] for r in rows}) and lost[0] in starts
+    assert chief_out.strip().splitlines()[-1].startswith("best_config=")
