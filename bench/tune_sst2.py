@@ -8,7 +8,7 @@ Each trial trains the embedded MiniLM on `--train` SST-2 phrases (one epoch) and
 on the GLUE SST-2 dev set (872 sentences), through `python -m kerasft.tune`'s code path,
 over the same space: learning rate, warmup and layer-wise decay. With `--engine optuna`,
 keras-tuner's Bayesian search runs first, then Optuna's TPE with the pruner (reports every
-quarter epoch), at the same trial budget and seed, one after the other on this machine.
+third of an epoch), at the same trial budget and seed, one after the other on this machine.
 `--workers N` also runs the Optuna search as N `python -m kerasft.tune` processes on one
 SQLite study and counts trials that ran twice. Needs ../shared/data. Last line:
 `best_acc=… worst_acc=… s_per_trial=…` (keras-tuner only), or
@@ -119,7 +119,7 @@ def main() -> None:
         "engine": "optuna",
         "sampler": "tpe",
         "pruner": args.pruner,
-        "report_every_steps": max(1, steps // 4),
+        "report_every_steps": max(1, steps // 3),
         "max_trials": args.trials,
     }
     print(f"Optuna, TPE, pruner {args.pruner}:", flush=True)
