@@ -4,7 +4,7 @@
     .venv/bin/python bench/tune_sst2.py --engine optuna --pruner median  # both, compared
     .venv/bin/python bench/tune_sst2.py --engine optuna --workers 2      # and two workers, one study
 
-Each trial trains the embedded MiniLM on `--train` SST-2 phrases (one epoch) and is scored
+Each trial trains the embedded MiniLM on `--train` SST-2 phrases (`--epochs`, 1) and is scored
 on the GLUE SST-2 dev set (872 sentences), through `python -m kerasft.tune`'s code path,
 over the same space: learning rate, warmup and layer-wise decay. With `--engine optuna`,
 keras-tuner's Bayesian search runs first, then Optuna's TPE with the pruner (reports every
@@ -40,11 +40,11 @@ SPACE = {
 }
 
 
-def config(work: Path, name: str, train: int, tuning: dict) -> Path:
+def config(work: Path, name: str, args: argparse.Namespace, tuning: dict) -> Path:
     cfg = {
         "name": name,
-        "data": sst2_data(train, work / "cache", max_length=64),
-        "training": {"epochs": 1, "batch_size": 32, "output_dir": str(work / "runs")},
+        "data": sst2_data(args.train, work / "cache", max_length=64),
+        "training": {"epochs": args.epochs, "batch_size": 32, "output_dir": str(work / "runs")},
         "export": {"enabled": False},
         "tuning": {"objective": "val_accuracy", "space": SPACE, **tuning},
     }
@@ -95,17 +95,21 @@ def main() -> None:
     p.add_argument("--pruner", choices=["median", "hyperband", "none"], default="median")
     p.add_argument("--trials", type=int, default=8)
     p.add_argument("--train", type=int, default=2000, help="training phrases per trial")
+    p.add_argument("--epochs", type=int, default=1, help="epochs per trial")
     p.add_argument("--workers", type=int, default=0, help="also run the Optuna search on N workers")
     args = p.parse_args()
     require_sst2()
     work = Path(tempfile.mkdtemp(prefix="kerasft-tune-sst2-"))
     steps = -(-args.train // 32)
-    print(f"work directory {work}; {args.trials} trials of {args.train} phrases ({steps} steps)")
+    print(
+        f"work directory {work}; {args.trials} trials of {args.epochs} epoch(s) over {args.train} "
+        f"phrases ({steps} steps each)"
+    )
 
     print("keras-tuner, Bayesian:", flush=True)
     kt_dir = work / "kt"
     kt_cfg = {"oracle": "bayesian", "max_trials": args.trials, "directory": str(kt_dir)}
-    kt_rows, kt_seconds = search(config(work, "kt", args.train, kt_cfg), kt_dir)
+    kt_rows, kt_seconds = search(config(work, "kt", args, kt_cfg), kt_dir)
     print(f"keras-tuner: best {best(kt_rows):.4f} in {kt_seconds:.0f}s", flush=True)
     if args.engine == "keras_tuner":
         accs = [float(r["val_accuracy"]) for r in kt_rows]
@@ -125,7 +129,7 @@ def main() -> None:
     print(f"Optuna, TPE, pruner {args.pruner}:", flush=True)
     op_dir = work / "optuna"
     op_rows, op_seconds = search(
-        config(work, "optuna", args.train, {**optuna_cfg, "directory": str(op_dir)}), op_dir
+        config(work, "optuna", args, {**optuna_cfg, "directory": str(op_dir)}), op_dir
     )
     pruned = sum(r["state"] == "pruned" for r in op_rows)
     print(
@@ -146,7 +150,7 @@ def main() -> None:
             "directory": str(w_dir),
             "storage": f"sqlite:///{w_dir / 'study.db'}",
         }
-        out, w_seconds = workers(config(work, "workers", args.train, shared), args.workers)
+        out, w_seconds = workers(config(work, "workers", args, shared), args.workers)
         started = re.findall(r"^=== trial (\d+)(?: \(again[^)]*\))?: (?!.* = )", out, re.M)
         twice = len(started) - len(set(started))
         w_rows = results(w_dir)

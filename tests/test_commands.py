@@ -124,23 +124,7 @@ def test_distill_in_a_fresh_process(trained, tmp_path):
     assert os.path.isfile(os.path.join(last_value(done, "export_dir"), "saved_model.pb"))
 
 
-def test_tune_in_a_fresh_process(trained, tmp_path):
-    import yaml
-
-    _, config, _ = trained
-    raw = yaml.safe_load(config.read_text())
-    raw["training"]["output_dir"] = str(tmp_path / "runs")
-    raw["export"] = {"enabled": False}
-    raw["evaluation"] = {"report": False}
-    raw["tuning"] = {
-        "oracle": "random",
-        "max_trials": 2,
-        "space": {"training.learning_rate": {"type": "choice", "values": [1e-3, 3e-3]}},
-        "directory": str(tmp_path / "search"),
-    }
-    done = command("tune", "--config", str(write_yaml(tmp_path / "tune.yaml", raw)))
-    assert os.path.isfile(last_value(done, "best_config"))
-    assert (tmp_path / "search" / "trials.csv").is_file()
+# `kerasft.tune` runs in fresh processes in tests/test_tune.py and tests/test_tune_optuna.py.
 
 
 def test_pretrain_in_a_fresh_process(tiny_bert_dir, tmp_path):

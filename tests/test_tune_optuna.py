@@ -19,7 +19,8 @@ import pytest
 from kerasft.config import load_config
 from kerasft.report import tuning_report
 from kerasft.training.search import tune
-from kerasft.training.search_optuna import LOST, open_study, sampler_for, storage_for
+from kerasft.training.search_optuna import LOST, open_study, pruner_for, sampler_for, storage_for
+from kerasft.training.trials import Pruned, TrialReporter
 from kerasft.tune import main
 from tests.conftest import REPO, write_yaml
 
@@ -122,6 +123,41 @@ def test_the_sampler_is_reseeded_per_trial_so_workers_do_not_repeat_values(optun
     assert len(set(first)) == 4  # trial n draws with seed + n: no two trials alike
 
 
+def test_reports_are_in_thousandths_of_an_epoch_and_a_prune_stops_fit_at_once():
+    class Validation:
+        def measure(self):
+            return {"loss": 0.25}, 8
+
+    reports = []
+    reporter = TrialReporter(
+        lambda step, value: reports.append((step, value)) or step >= 1333,
+        Validation(),
+        "val_loss",
+        steps_per_epoch=6,
+        every=2,
+    )
+    reporter.on_epoch_begin(0)
+    for batch in range(6):  # reports after steps 2 and 4; step 6 is the epoch end's
+        reporter.on_train_batch_end(batch)
+    reporter.on_epoch_end(0, {"val_loss": 0.5})
+    reporter.on_epoch_begin(1)
+    reporter.on_train_batch_end(0)
+    with pytest.raises(Pruned, match="pruned at 1.333 epochs"):
+        reporter.on_train_batch_end(1)
+    assert reports == [(333, 0.25), (667, 0.25), (1000, 0.5), (1333, 0.25)]
+
+
+def test_hyperband_budgets_follow_the_epochs_searched(optuna_config, tmp_path):
+    optuna_config["tuning"].update(
+        pruner="hyperband",
+        report_every_steps=5,
+        space={"training.epochs": {"type": "int", "min": 1, "max": 4}},
+    )
+    pruner = pruner_for(load_config(write_yaml(tmp_path / "t.yaml", optuna_config)))
+    assert isinstance(pruner, optuna.pruners.HyperbandPruner)
+    assert (pruner._min_resource, pruner._max_resource) == (250, 4000)
+
+
 @pytest.mark.parametrize(
     ("tuning", "message"),
     [
@@ -210,8 +246,8 @@ def _started(output: str) -> list[str]:
 def test_two_workers_share_one_sqlite_study_and_a_killed_workers_trial_runs_again(
     optuna_config, tmp_path
 ):
-    optuna_config["training"].update(epochs=3)
     optuna_config["tuning"].update(
+        max_trials=2,
         sampler="tpe",
         pruner="none",
         storage=f"sqlite:///{tmp_path / 'study.db'}",
@@ -231,13 +267,13 @@ def test_two_workers_share_one_sqlite_study_and_a_killed_workers_trial_runs_agai
     state = optuna.trial.TrialState
     complete = [t for t in study.trials if t.state == state.COMPLETE]
     lost = [t for t in study.trials if t.system_attrs.get(LOST)]
-    assert len(complete) == 3 and len(lost) == 1
+    assert len(complete) == 2 and len(lost) == 1
     retry = next(t for t in complete if t.user_attrs.get("retry_of") == lost[0].number)
     assert retry.params == lost[0].params
     # No trial ran twice: every trial id started once, in one worker or the other.
     starts = _started(killed_out) + _started(out)
     assert sorted(starts) == sorted(set(starts)), starts
-    assert len({tuple(t.user_attrs["runs"]) for t in complete}) == 3
+    assert len({tuple(t.user_attrs["runs"]) for t in complete}) == 2
     assert out.strip().splitlines()[-1].startswith("best_config=")
 
 
@@ -249,10 +285,9 @@ def _free_port() -> int:
 
 @pytest.mark.slow
 def test_keras_tuner_chief_and_two_workers_with_one_killed(tiny_config, tmp_path):
-    tiny_config["training"]["epochs"] = 3
     tiny_config["tuning"] = {
         "oracle": "random",
-        "max_trials": 3,
+        "max_trials": 2,
         "heartbeat_seconds": 1,
         "space": {"training.learning_rate": {"type": "float", "min": 1e-4, "max": 3e-3}},
         "directory": str(tmp_path / "chief"),
@@ -276,7 +311,7 @@ def test_keras_tuner_chief_and_two_workers_with_one_killed(tiny_config, tmp_path
     assert worker_out.strip().splitlines()[-1] == "worker done: the chief writes the results"
 
     rows = _rows(tmp_path / "chief")
-    assert [r["state"] for r in rows] == ["complete"] * 3
+    assert [r["state"] for r in rows] == ["complete"] * 2
     lost = _started(killed_out)
     assert len(lost) == 1
     # The lost trial ran again on the surviving worker; every other trial ran once.

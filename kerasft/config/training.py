@@ -369,8 +369,11 @@ class TuningConfig(_Section):
         description="Also score the validation split and report it to the pruner every N training steps, "
         "for epochs too long to wait for. Defaults to epoch ends only.",
     )
-    pruner_startup_trials: int = Field(
-        3, ge=0, description="`pruner: median`: trials that finish before any is pruned."
+    pruner_startup_trials: int | None = Field(
+        None,
+        ge=0,
+        description="`pruner: median`: trials that finish before any is pruned. Defaults to a fifth of "
+        "`max_trials`, between 1 and 5 (Optuna's own 5 would leave little of a small search to prune).",
     )
     storage: str | None = Field(
         None,

@@ -16,6 +16,7 @@ the same values from the same seed.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import re
@@ -85,8 +86,10 @@ def storage_for(cfg: Config, root: Path):
                     f"`tuning.storage: {shown}`: the directory {path.parent} does not exist; "
                     "create it or point the storage elsewhere"
                 )
-        kwargs = {"connect_args": {"timeout": 60}} if scheme == "sqlite" else {}
-        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+        if scheme == "sqlite":
+            lock = path.with_name(path.name + ".lock")
+            return _rdb_storage(optuna, url, {"connect_args": {"timeout": 60}}, lock)
+        return _rdb_storage(optuna, url, {})
     except (ConfigError, KeyboardInterrupt):
         raise
     except Exception as exc:  # the driver's or the database's own words
@@ -95,6 +98,26 @@ def storage_for(cfg: Config, root: Path):
             f"`tuning.storage: {shown}` cannot be opened: {reason[:300]}. Check the URL, that the "
             "database is reachable and that its driver is installed (psycopg2-binary, PyMySQL)"
         ) from None
+
+
+RACES = ("already exists", "unique constraint", "duplicate", "integrityerror")
+
+
+def _rdb_storage(optuna, url: str, kwargs: dict, lock: Path | None = None):
+    """Optuna's RDB storage. Workers that start together race to create the schema of a new
+    database: with SQLite they take turns (a lock file beside it); elsewhere the losers of
+    the race ("already exists", a duplicate key) try again and find the schema made."""
+    for attempt in range(5):
+        try:
+            if lock is None:
+                return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+            with lock.open("a") as handle:
+                fcntl.flock(handle, fcntl.LOCK_EX)
+                return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+        except Exception as exc:
+            if not any(r in f"{type(exc).__name__} {exc}".lower() for r in RACES) or attempt == 4:
+                raise
+            time.sleep(0.5 + attempt)
 
 
 class _PerTrialSeed:
@@ -154,7 +177,10 @@ def grid_space(cfg: Config) -> dict[str, list]:
 def pruner_for(cfg: Config):
     pruners = load_optuna().pruners
     if cfg.tuning.pruning == "median":
-        return pruners.MedianPruner(n_startup_trials=cfg.tuning.pruner_startup_trials)
+        startup = cfg.tuning.pruner_startup_trials
+        if startup is None:
+            startup = min(5, max(1, cfg.tuning.max_trials // 5))
+        return pruners.MedianPruner(n_startup_trials=startup)
     if cfg.tuning.pruning == "hyperband":
         epochs = cfg.tuning.space.get("training.epochs")
         top = int(epochs.max) if epochs and epochs.type != "choice" else cfg.training.epochs
