@@ -25,9 +25,10 @@ $(STAMP): setup.cfg pyproject.toml Makefile
 demo: install
 	$(PY) -m kerasft.train --config configs/quickstart.yaml
 
-# Test modules run in parallel, one worker per core up to 4 (each worker holds TensorFlow,
-# about 1.5 GB); a module stays on one worker so its shared fixtures are built once.
-PYTEST_PARALLEL := -n auto --maxprocesses=4 --dist loadscope
+# Tests run in parallel, one worker per core up to 4 (each worker holds TensorFlow, about
+# 1.5 GB), longest modules first; a module stays on one worker so its shared fixtures are
+# built once, except the few whose slow tests share nothing (tests/conftest.py).
+PYTEST_PARALLEL := -n auto --maxprocesses=4 --dist loadgroup --no-loadscope-reorder
 
 # Chromium first, so the report's screenshot test runs instead of skipping.
 test: install chromium

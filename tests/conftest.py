@@ -287,3 +287,46 @@ def pretrain_config(tmp_path, backbone, **pretrain) -> dict:
 # The seq2seq fixtures (`dates`, `marian`) live in their own module; imported here, every test
 # module can ask for them.
 from tests.seq2seq_fixtures import dates, marian  # noqa: E402, F401
+
+# ---- scheduling under `make test` (pytest-xdist, --dist loadgroup) ------------------------------
+# Each module runs on one worker (its module-scoped fixtures are built once), except the modules
+# below, whose tests share nothing costly: their slow tests spread over every worker. Modules
+# start longest first (measured), so no worker is left with a long one at the end.
+SPREAD = {"test_resume", "test_tune", "test_tune_optuna", "test_distribute", "test_contrastive"}
+LONGEST_FIRST = [
+    "test_distribute",
+    "test_resume",
+    "test_tune_optuna",
+    "test_tune",
+    "test_contrastive",
+    "test_commands",
+    "test_seq2seq_runs",
+    "test_seq2seq",
+    "test_distill",
+    "test_rnn",
+    "test_e2e",
+    "test_pretrain",
+    "test_onnx",
+    "test_bf16",
+    "test_export",
+    "test_prompt",
+    "test_adapters",
+    "test_train",
+    "test_tasks",
+    "test_strategies",
+]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    def module(item) -> str:
+        return Path(str(item.fspath)).stem
+
+    def rank(item) -> int:
+        name = module(item)
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: tests keep their order within a module
+    for item in items:
+        if module(item) not in SPREAD:
+            item.add_marker(pytest.mark.xdist_group(module(item)))

@@ -69,6 +69,7 @@ def test_pruned_trials_stop_mid_epoch_leave_nothing_and_the_study_continues(
         trial_dir = root / "trials" / row["trial_id"]
         assert not list(trial_dir.rglob("metrics.json"))
         assert not list(trial_dir.rglob("checkpoints")) and not list(trial_dir.rglob("backup"))
+    assert any((root / "hparams").rglob("events.out.tfevents.*"))  # TensorBoard HParams
     study = optuna.load_study(study_name="tiny", storage=storage_for(load_config(path), root))
     assert all(t.intermediate_values for t in study.trials)
     assert load_config(best).training.learning_rate == float(rows[0]["training.learning_rate"])

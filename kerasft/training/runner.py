@@ -104,9 +104,7 @@ def run(
             Defaults to a new run. Multi-worker runs find their own (docs/training.md).
         observers: callbacks to add, such as a search's pruner (`build_callbacks`). Defaults to none.
     """
-    verbose = _verbosity(verbose)
-    before = keras.mixed_precision.global_policy()
-    lock = None
+    verbose, before, lock = _verbosity(verbose), keras.mixed_precision.global_policy(), None
     try:
         check_outputs(cfg)
         strategy = start_runtime(cfg)

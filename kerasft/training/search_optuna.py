@@ -386,12 +386,16 @@ def _objective(trial, cfg: Config, raw: dict, source: str, root: Path, verbose, 
     if cfg.tuning.pruning != "none":
         observers = _reporting(trial, cfg)
     beat = _Heartbeat(trial.study, trial._trial_id, cfg.tuning.heartbeat_seconds)
+    start = time.perf_counter()
     try:
         result = train_trial(cfg, trial_cfg, verbose, observers)
     except Pruned as exc:
         for leftover in ("backup", "checkpoints"):  # nothing of a pruned trial is worth keeping
             for path in out.glob(f"*/*/{leftover}"):
                 shutil.rmtree(path, ignore_errors=True)
+        seconds = round(time.perf_counter() - start, 1)
+        trial.set_user_attr("seconds", seconds)
+        print(f"=== trial {trial.number} {exc} after {seconds}s", flush=True)
         raise optuna.TrialPruned(str(exc)) from None
     finally:
         beat.stop()
