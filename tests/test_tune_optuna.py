@@ -319,3 +319,33 @@ def test_keras_tuner_chief_and_two_workers_with_one_killed(tiny_config, tmp_path
     starts = _started(worker_out)
     assert sorted(starts) == sorted({r["trial_id"] for r in rows}) and lost[0] in starts
     assert chief_out.strip().splitlines()[-1].startswith("best_config=")
+
+
+def _open_at_once(barrier, paths: list[str], results) -> None:
+    from kerasft.training.search_optuna import _rdb_storage
+
+    failures = 0
+    for path in paths:
+        barrier.wait()  # both processes create the same new database at the same moment
+        try:
+            _rdb_storage(optuna, f"sqlite:///{path}", {}, Path(path + ".lock"))
+        except Exception:
+            failures += 1
+    results.put(failures)
+
+
+def test_workers_creating_one_new_sqlite_study_at_once_both_open_it(tmp_path):
+    """Two bench workers once raced creating the schema ("table alembic_version already exists")."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    barrier, results = context.Barrier(2), context.Queue()
+    paths = [str(tmp_path / f"study{i}.db") for i in range(6)]
+    procs = [
+        context.Process(target=_open_at_once, args=(barrier, paths, results)) for _ in range(2)
+    ]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(timeout=120)
+    assert [results.get(timeout=5) for _ in procs] == [0, 0]
