@@ -4,7 +4,7 @@
     .venv/bin/python bench/tune_sst2.py --engine optuna --pruner median  # both, compared
     .venv/bin/python bench/tune_sst2.py --engine optuna --workers 2      # and two workers, one study
 
-Each trial trains the embedded MiniLM on `--train` SST-2 phrases (`--epochs`, 1) and is scored
+Each trial trains the embedded MiniLM on `--train` SST-2 phrases (`--epochs`, 3) and is scored
 on the GLUE SST-2 dev set (872 sentences), through `python -m kerasft.tune`'s code path,
 over the same space: learning rate, warmup and layer-wise decay. With `--engine optuna`,
 keras-tuner's Bayesian search runs first, then Optuna's TPE with the pruner (reports every
@@ -95,7 +95,9 @@ def main() -> None:
     p.add_argument("--pruner", choices=["median", "hyperband", "none"], default="median")
     p.add_argument("--trials", type=int, default=8)
     p.add_argument("--train", type=int, default=2000, help="training phrases per trial")
-    p.add_argument("--epochs", type=int, default=1, help="epochs per trial")
+    p.add_argument(
+        "--epochs", type=int, default=3, help="epochs per trial (pruning needs a few to save time)"
+    )
     p.add_argument("--workers", type=int, default=0, help="also run the Optuna search on N workers")
     args = p.parse_args()
     require_sst2()
