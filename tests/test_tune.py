@@ -169,6 +169,12 @@ def test_ctrl_c_stops_the_search_with_one_line_and_a_rerun_continues_it(tune_con
         assert sorted(r["trial_id"] for r in csv.DictReader(handle)) == ["0", "1", "2"]
 
 
+def test_shipped_optuna_config_is_valid():
+    cfg = load_config(REPO / "configs" / "tune_optuna.yaml")
+    assert cfg.tuning.engine == "optuna" and cfg.tuning.pruning == "median"
+    assert cfg.tuning.storage is None and cfg.tuning.report_every_steps == 30
+
+
 def test_shipped_tune_config_is_valid():
     cfg = load_config(REPO / "configs" / "tune_quickstart.yaml")
     assert cfg.tuning.max_trials == 3 and set(cfg.tuning.space) >= {"training.learning_rate"}
