@@ -31,7 +31,8 @@ def parser() -> argparse.ArgumentParser:
         epilog="Run the same command again to continue a search. Run it in several processes on one "
         "Optuna `tuning.storage`, or as keras-tuner chief and workers (KERASTUNER_TUNER_ID, "
         "KERASTUNER_ORACLE_IP, KERASTUNER_ORACLE_PORT), to share one search (docs/tuning.md). The last "
-        "output line is best_config=<path>, a config `python -m kerasft.train --config` accepts as is. "
+        "output line is best_config=<path>, a config `python -m kerasft.train --config` accepts as is "
+        "(a keras-tuner worker ends with `worker done: the chief writes the results`). "
         "Exit status 2 means a problem with the config, data, backbone or storage.",
     )
     p.add_argument("--config", required=True, help="a YAML config with a `tuning:` section")

@@ -349,3 +349,24 @@ def test_workers_creating_one_new_sqlite_study_at_once_both_open_it(tmp_path):
     for proc in procs:
         proc.join(timeout=120)
     assert [results.get(timeout=5) for _ in procs] == [0, 0]
+
+
+def test_ctrl_c_requeues_only_the_trial_it_cut_off():
+    from kerasft.training.search_optuna import _requeue_interrupted
+
+    study = optuna.create_study()
+    finished = study.ask()
+    finished.suggest_float("x", 0, 1)
+    study.tell(finished, 1.0)
+    _requeue_interrupted(study, {"trial": finished})  # Ctrl-C between trials: nothing to redo
+    assert not study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+
+    cut = study.ask()
+    x = cut.suggest_float("x", 0, 1)
+    cut.storage.set_trial_system_attr(cut._trial_id, LOST, True)  # as _objective does on Ctrl-C
+    study.tell(cut, state=optuna.trial.TrialState.FAIL)  # then Optuna fails it
+    _requeue_interrupted(study, {"trial": cut})
+    (again,) = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+    assert again.system_attrs["fixed_params"] == {"x": x}  # a waiting trial holds them here
+    assert again.user_attrs["retry_of"] == cut.number
+    assert study.trials[cut.number].system_attrs[LOST]

@@ -130,17 +130,20 @@ class ValidationMetrics(keras.callbacks.Callback):
 
     def measure(self) -> tuple[dict, int]:
         """The validation scores now (also mid-epoch, for a tuning pruner) and the example count."""
+        shown, examples, _ = self._score()
+        return shown, examples
+
+    def _score(self) -> tuple[dict, int, tuple]:
         outputs, targets = collect(self.model, self.dataset, self.spec)
         scores = evaluate(self.spec, outputs, targets, self.label_names, scaling=self.scaling)
-        return {k: v for k, v in scores.items() if isinstance(v, float)}, scores["examples"]
+        shown = {k: v for k, v in scores.items() if isinstance(v, float)}
+        return shown, scores["examples"], (outputs, targets)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if logs is None:
             return
         start = time.perf_counter()
-        outputs, targets = collect(self.model, self.dataset, self.spec)
-        scores = evaluate(self.spec, outputs, targets, self.label_names, scaling=self.scaling)
-        shown = {k: v for k, v in scores.items() if isinstance(v, float)}
+        shown, examples, (outputs, targets) = self._score()
         for key, value in shown.items():
             logs[f"val_{key}"] = value
         if self._writer is not None:
@@ -151,7 +154,7 @@ class ValidationMetrics(keras.callbacks.Callback):
             )
         summary = "  ".join(f"{k} {v:.4f}" for k, v in shown.items())
         print(
-            f"epoch {epoch + 1} validation: {summary}  ({scores['examples']} examples, "
+            f"epoch {epoch + 1} validation: {summary}  ({examples} examples, "
             f"{time.perf_counter() - start:.1f}s)",
             flush=True,
         )

@@ -76,20 +76,19 @@ def hyperparameters(cfg: Config):
 class _Heartbeats:
     """Mixed into an oracle: records workers' heartbeats and requeues the trials of silent ones."""
 
-    def _beats(self) -> dict[str, float]:
-        if not hasattr(self, "_kerasft_beats"):
-            self._kerasft_beats = {}
-        return self._kerasft_beats
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.beats: dict[str, float] = {}  # trial id → when its worker last said it was alive
 
     def create_trial(self, tuner_id):
         trial = super().create_trial(tuner_id)
         if trial.status == trial_module.TrialStatus.RUNNING:
-            self._beats()[trial.trial_id] = time.monotonic()
+            self.beats[trial.trial_id] = time.monotonic()
         return trial
 
     def update_trial(self, trial_id, metrics, step=0):
         if set(metrics) == {HEARTBEAT}:  # alive, nothing to record
-            self._beats()[trial_id] = time.monotonic()
+            self.beats[trial_id] = time.monotonic()
             return self.trials[trial_id]
         return super().update_trial(trial_id, metrics, step=step)
 
@@ -98,11 +97,11 @@ class _Heartbeats:
         """Trials whose worker has been silent for `grace` seconds go back to the queue."""
         now, moved = time.monotonic(), []
         for tuner_id, trial in list(self.ongoing_trials.items()):
-            if now - self._beats().get(trial.trial_id, now) < grace:
+            if now - self.beats.get(trial.trial_id, now) < grace:
                 continue
             self.ongoing_trials.pop(tuner_id)
             self.tuner_ids.discard(tuner_id)
-            self._beats().pop(trial.trial_id, None)
+            self.beats.pop(trial.trial_id, None)
             if self._run_times[trial.trial_id] < self.max_retries_per_trial + 1:
                 trial.status = trial_module.TrialStatus.INVALID
                 self._retry_queue.append(trial.trial_id)
@@ -238,14 +237,8 @@ def _record(tuner: KerasftTuner, trial) -> TrialRecord:
     state = STATES.get(trial.status, "failed")
     if state == "complete" and value is None:
         state = "failed"
-    runs = [
-        str(p) for p in sorted((tuner.root / "trials" / trial.trial_id).glob("*/*/metrics.json"))
-    ]
+    done = sorted((tuner.root / "trials" / trial.trial_id).glob("*/*/metrics.json"))
+    runs = [str(path.parent) for path in done]  # on this machine (a worker's are on its own)
     return TrialRecord(
-        trial.trial_id,
-        state,
-        tuner.trial_values(trial),
-        value,
-        seconds=seconds,
-        runs=[str(Path(r).parent) for r in runs],
+        trial.trial_id, state, tuner.trial_values(trial), value, seconds=seconds, runs=runs
     )

@@ -35,6 +35,7 @@ from kerasft.training.trials import (
     Pruned,
     TrialRecord,
     TrialReporter,
+    extremes,
     objective_of,
     train_trial,
     trial_config,
@@ -79,17 +80,16 @@ def storage_for(cfg: Config, root: Path):
                 f"`tuning.storage: {shown}` is not a storage kerasft knows; use "
                 "`sqlite:///path.db`, `journal:path` or a `postgresql://` or `mysql://` URL"
             )
-        if scheme == "sqlite":
-            path = Path(url.split(":///", 1)[-1])
-            if not path.parent.is_dir():
-                raise ConfigError(
-                    f"`tuning.storage: {shown}`: the directory {path.parent} does not exist; "
-                    "create it or point the storage elsewhere"
-                )
-        if scheme == "sqlite":
-            lock = path.with_name(path.name + ".lock")
-            return _rdb_storage(optuna, url, {"connect_args": {"timeout": 60}}, lock)
-        return _rdb_storage(optuna, url, {})
+        if scheme != "sqlite":
+            return _rdb_storage(optuna, url, {})
+        path = Path(url.split(":///", 1)[-1])
+        if not path.parent.is_dir():
+            raise ConfigError(
+                f"`tuning.storage: {shown}`: the directory {path.parent} does not exist; "
+                "create it or point the storage elsewhere"
+            )
+        lock = path.with_name(path.name + ".lock")
+        return _rdb_storage(optuna, url, {"connect_args": {"timeout": 60}}, lock)
     except (ConfigError, KeyboardInterrupt):
         raise
     except Exception as exc:  # the driver's or the database's own words
@@ -183,9 +183,7 @@ def pruner_for(cfg: Config):
         return pruners.MedianPruner(n_startup_trials=startup)
     if cfg.tuning.pruning == "hyperband":
         epochs = cfg.tuning.space.get("training.epochs")
-        top = int(epochs.max) if epochs and epochs.type != "choice" else cfg.training.epochs
-        if epochs and epochs.type == "choice":
-            top = max(int(v) for v in epochs.values)
+        top = max(int(v) for v in extremes(epochs)) if epochs else cfg.training.epochs
         first = STEPS_PER_EPOCH // 4 if cfg.tuning.report_every_steps else STEPS_PER_EPOCH
         return pruners.HyperbandPruner(
             min_resource=min(first, top * STEPS_PER_EPOCH),
@@ -397,6 +395,9 @@ def _objective(trial, cfg: Config, raw: dict, source: str, root: Path, verbose, 
         trial.set_user_attr("seconds", seconds)
         print(f"=== trial {trial.number} {exc} after {seconds}s", flush=True)
         raise optuna.TrialPruned(str(exc)) from None
+    except (KeyboardInterrupt, Interrupted):  # marked while it still runs: Optuna fails it next
+        trial.storage.set_trial_system_attr(trial._trial_id, LOST, True)
+        raise
     finally:
         beat.stop()
     trial.set_user_attr("runs", result["runs"])
@@ -431,9 +432,8 @@ def _reporting(trial, cfg: Config):
 def _requeue_interrupted(study, current: dict) -> None:
     """Ctrl-C: the trial that was cut off runs again first when the command is run again."""
     trial = current.get("trial")
-    if trial is None:
-        return
-    study._storage.set_trial_system_attr(trial._trial_id, LOST, True)
+    if trial is None or not study._storage.get_trial(trial._trial_id).system_attrs.get(LOST):
+        return  # stopped between trials: the last one finished (or was pruned), nothing to redo
     study.enqueue_trial(trial.params, user_attrs={**trial.user_attrs, "retry_of": trial.number})
 
 
@@ -458,7 +458,7 @@ def records(study, cfg: Config) -> list[TrialRecord]:
         out.append(
             TrialRecord(
                 f"{t.number:03d}",
-                "lost" if t.system_attrs.get(LOST) else names[t.state],
+                "lost" if t.state == state.FAIL and t.system_attrs.get(LOST) else names[t.state],
                 dict(t.params),
                 value,
                 second=t.values[1] if t.values and len(t.values) > 1 else None,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import io
 import json
 import os
 import statistics
@@ -103,7 +104,7 @@ class TrialRecord:
     """One trial as the results show it, whichever engine ran it."""
 
     trial_id: str
-    state: str  # complete | pruned | failed | running
+    state: str  # complete | pruned | failed | lost (its worker died; run again) | running
     values: dict[str, Any]
     objective: float | None = None  # the last value reported, for a pruned trial
     second: float | None = None  # tuning.second_objective
@@ -155,10 +156,9 @@ def measure_cost(result: Any, kind: str, cfg: Config) -> float:
     model = result.model
     if kind == "size_mb":
         return sum(int(tf.size(w)) for w in model.weights) * 4 / 2**20
-    inputs = {
-        name: tf.ones([1, cfg.data.max_length], spec.dtype)
-        for name, spec in _input_specs(model).items()
-    }
+    names = {t.name.split(":")[0]: t.dtype for t in model.inputs or []}
+    names = names or {"input_ids": tf.int32, "attention_mask": tf.int32}
+    inputs = {name: tf.ones([1, cfg.data.max_length], dtype) for name, dtype in names.items()}
     call = tf.function(lambda x: model(x, training=False))
     for _ in range(3):
         call(inputs)
@@ -168,13 +168,6 @@ def measure_cost(result: Any, kind: str, cfg: Config) -> float:
         tf.nest.map_structure(lambda t: t.numpy(), call(inputs))
         times.append((time.perf_counter() - start) * 1000)
     return statistics.median(times)
-
-
-def _input_specs(model: keras.Model) -> dict[str, tf.TensorSpec]:
-    inputs = model.inputs or []
-    if inputs:
-        return {t.name.split(":")[0]: tf.TensorSpec(t.shape, t.dtype) for t in inputs}
-    return {n: tf.TensorSpec([None, None], tf.int32) for n in ("input_ids", "attention_mask")}
 
 
 class Pruned(Exception):
@@ -263,8 +256,9 @@ def write_results(
         ),
     )
     header, rows = _table(cfg, records)
-    with _replacing(root / "trials.csv") as tmp, tmp.open("w", newline="") as handle:
-        csv.writer(handle).writerows([header, *rows])
+    table_csv = io.StringIO(newline="")
+    csv.writer(table_csv).writerows([header, *rows])
+    _write_text(root / "trials.csv", table_csv.getvalue())
     table = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     table += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows]
     _write_text(root / "trials.md", "\n".join(table) + "\n")
@@ -309,25 +303,12 @@ def _table(cfg: Config, records: list[TrialRecord]) -> tuple[list[str], list[lis
     return [*header, "seconds"], rows
 
 
-class _replacing:
-    """A temporary sibling of `path`, renamed onto it on success."""
-
-    def __init__(self, path: Path):
-        self.path, self.tmp = path, path.with_name(f".{path.name}.{os.getpid()}.tmp")
-
-    def __enter__(self) -> Path:
-        return self.tmp
-
-    def __exit__(self, kind, *_) -> None:
-        if kind is None:
-            self.tmp.replace(self.path)
-        else:
-            self.tmp.unlink(missing_ok=True)
-
-
 def _write_text(path: Path, text: str) -> None:
-    with _replacing(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+    """Writes a sibling temporary file and renames it onto `path`: readers and other workers
+    writing the same results never see half a file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8", newline="")
+    tmp.replace(path)
 
 
 def _fmt(value: Any) -> str:
