@@ -289,7 +289,7 @@ def test_keras_tuner_chief_and_two_workers_with_one_killed(tiny_config, tmp_path
     tiny_config["tuning"] = {
         "oracle": "random",
         "max_trials": 2,
-        "heartbeat_seconds": 1,
+        "heartbeat_seconds": 2,  # 1 s let a busy machine's live worker look silent
         "space": {"training.learning_rate": {"type": "float", "min": 1e-4, "max": 3e-3}},
         "directory": str(tmp_path / "chief"),
     }
@@ -319,6 +319,51 @@ def test_keras_tuner_chief_and_two_workers_with_one_killed(tiny_config, tmp_path
     starts = _started(worker_out)
     assert sorted(starts) == sorted({r["trial_id"] for r in rows}) and lost[0] in starts
     assert chief_out.strip().splitlines()[-1].startswith("best_config=")
+
+
+def test_keras_tuner_workers_wait_for_running_trials_and_a_late_result_stands(
+    tiny_config, tmp_path
+):
+    """The chief's oracle, without gRPC: the race the two-worker test can only sometimes hit."""
+    from keras_tuner.src.engine.trial import TrialStatus
+
+    from kerasft.training.search_kt import build_oracle
+
+    tiny_config["tuning"] = {
+        "oracle": "random",
+        "max_trials": 2,
+        "space": {"training.learning_rate": {"type": "float", "min": 1e-4, "max": 3e-3}},
+    }
+    oracle = build_oracle(load_config(write_yaml(tmp_path / "t.yaml", tiny_config)))
+    oracle._set_project_dir(str(tmp_path), "search")
+    first, second = oracle.create_trial("tuner0"), oracle.create_trial("tuner1")
+
+    def finish(trial):
+        oracle.update_trial(trial.trial_id, {oracle.objective.name: 0.5})
+        trial.status = TrialStatus.COMPLETED
+        oracle.end_trial(trial)
+
+    finish(first)
+    # The budget is spent, but tuner1 still trains: tuner0 is told to wait, not to leave.
+    assert oracle.create_trial("tuner0").status == TrialStatus.IDLE
+    assert oracle.requeue_silent(grace=0.0) == [f"{second.trial_id} (tuner1)"]
+    again = oracle.create_trial("tuner0")  # the silent worker's trial, same values
+    assert again.trial_id == second.trial_id and again.status == TrialStatus.RUNNING
+    finish(again)
+    assert oracle.create_trial("tuner0").status == TrialStatus.STOPPED
+
+    # A worker requeued while still alive (a busy machine) finishes before anyone took its
+    # trial: the result stands and the trial does not run a second time.
+    late = build_oracle(load_config(tmp_path / "t.yaml"))
+    late._set_project_dir(str(tmp_path / "late"), "search")
+    trial = late.create_trial("tuner0")
+    late.requeue_silent(grace=0.0)
+    finish_late = trial.trial_id
+    late.update_trial(finish_late, {late.objective.name: 0.5})
+    trial.status = TrialStatus.COMPLETED
+    late.end_trial(trial)
+    assert late.trials[finish_late].status == TrialStatus.COMPLETED
+    assert finish_late not in late._retry_queue
 
 
 def _open_at_once(barrier, paths: list[str], results) -> None:

@@ -80,11 +80,24 @@ class _Heartbeats:
         super().__init__(*args, **kwargs)
         self.beats: dict[str, float] = {}  # trial id → when its worker last said it was alive
 
+    @kt.synchronized
     def create_trial(self, tuner_id):
         trial = super().create_trial(tuner_id)
         if trial.status == trial_module.TrialStatus.RUNNING:
             self.beats[trial.trial_id] = time.monotonic()
+        elif trial.status == trial_module.TrialStatus.STOPPED and self.ongoing_trials:
+            # The budget is spent but other workers still train: one of them may die and its
+            # trial come back to the queue, so this worker waits instead of leaving.
+            self.tuner_ids.add(tuner_id)
+            trial.status = trial_module.TrialStatus.IDLE
         return trial
+
+    @kt.synchronized
+    def end_trial(self, trial):
+        # A worker thought silent that finishes after all: its result stands, no second run.
+        if trial.trial_id in self._retry_queue:
+            self._retry_queue.remove(trial.trial_id)
+        super().end_trial(trial)
 
     def update_trial(self, trial_id, metrics, step=0):
         if set(metrics) == {HEARTBEAT}:  # alive, nothing to record
@@ -137,7 +150,19 @@ class KerasftTuner(kt.engine.base_tuner.BaseTuner):
 
     def __init__(self, oracle, raw: dict, cfg: Config, source: str, root: Path, verbose):
         self.raw, self.cfg, self.source, self.verbose, self.root = raw, cfg, source, verbose, root
+        self.idle = 0  # create_trial calls since the last trial began
         super().__init__(oracle=oracle, directory=str(root), project_name="search", overwrite=False)
+
+    def pre_create_trial(self) -> None:
+        if self.idle:  # the chief said wait (other workers' trials are still running)
+            if self.idle == 1:
+                print("worker: every trial is handed out; waiting for the other workers", flush=True)
+            time.sleep(1.0)
+        self.idle += 1
+
+    def on_trial_begin(self, trial) -> None:
+        self.idle = 0
+        super().on_trial_begin(trial)
 
     def trial_values(self, trial) -> dict:
         values = {k: plain(trial.hyperparameters.get(k)) for k in self.cfg.tuning.space}
