@@ -121,3 +121,13 @@ def test_train_only_freezes_single_weights_of_a_layer():
     kernel = dense.kernel.numpy().copy()
     model.fit(np.ones((4, 2)), np.ones((4, 3)), verbose=0)
     np.testing.assert_array_equal(dense.kernel.numpy(), kernel)
+
+
+def test_transformers_code_is_traced_without_autograph():
+    from tensorflow.python.autograph.impl import conversion
+    from transformers import modeling_tf_utils
+
+    from kerasft.models.backbones import MaskedMeanPooling
+
+    assert conversion.is_allowlisted(modeling_tf_utils.unpack_inputs)
+    assert not conversion.is_allowlisted(MaskedMeanPooling.call)  # kerasft's own code still is

@@ -67,7 +67,8 @@ class ServingModule(tf.Module):
     def predict_text(
         self, text: tf.Tensor, text_pair: tf.Tensor | None = None
     ) -> dict[str, tf.Tensor]:
-        return self.predict_ids(**self.tokenizer(text, text_pair))
+        features = self.tokenizer(text, text_pair)
+        return self._ids_fn(**{k: tf.cast(v, tf.int32) for k, v in features.items()})
 
     def signatures(self) -> dict[str, Any]:
         specs = {
@@ -76,6 +77,8 @@ class ServingModule(tf.Module):
         ids_fn = tf.function(self.predict_ids).get_concrete_function(**specs)
         if self.tokenizer is None:
             return {"serving_default": ids_fn, "predict_ids": ids_fn}
+        # The text signature calls the ids one: the model is traced (and stored) once.
+        self._ids_fn = ids_fn
         text = tf.TensorSpec([None], tf.string, name="text")
         if self.pair:
             pair = tf.TensorSpec([None], tf.string, name="text_pair")
