@@ -60,25 +60,32 @@ def _import_tensorflow():
     tensorflow.config.list_physical_devices()
     if not VERBOSE:
         tensorflow.get_logger().setLevel("ERROR")
-    _no_autograph_for("transformers")
+    _no_autograph_for(*(f"transformers.models.{m}" for m in GRAPH_CLEAN_FAMILIES))
     return tensorflow, tf_keras
 
 
-def _no_autograph_for(package: str) -> None:
-    """Traces `package`'s code as written instead of rewriting it with AutoGraph first.
+# Encoder families whose TF code has no Python branch on a tensor (read, and trained in the
+# tests); the encoder-decoders are not among them (BART/Marian: `if input_shape[-1] > 1`).
+GRAPH_CLEAN_FAMILIES = ("bert", "roberta", "xlm_roberta", "distilbert", "albert", "electra")
 
-    Hugging Face's TF models are written for graphs and XLA (explicit `tf.cond`,
-    `tf.while_loop`), so AutoGraph's source rewrite of every `call` they run buys
-    nothing and costs seconds in each process and each trace: test_tasks.py's 8 runs
-    took 76 s with it and 58 s without. TensorFlow keeps such a list for its own
-    packages (`tensorflow`, `keras`, `tf_keras`, numpy, ...) and has no public way to
-    add one; if its module moves, the rewrite simply stays on.
+
+def _no_autograph_for(*modules: str) -> None:
+    """Traces these modules' code as written instead of rewriting it with AutoGraph first.
+
+    Hugging Face's TF encoders are written for graphs and XLA, so AutoGraph's source
+    rewrite of every `call` they run buys nothing and costs seconds in each process
+    and each trace: test_tasks.py's 8 runs took 76 s with it and 58 s without.
+    TensorFlow keeps such a list for its own packages (`tensorflow`, `keras`,
+    `tf_keras`, numpy, ...) and has no public way to add one; if its module moves,
+    the rewrite simply stays on. `transformers.modeling_tf_utils` stays converted: its
+    input-unpacking wrapper calls every model, and what it calls is looked up afresh.
     """
     try:
         from tensorflow.python.autograph.core import config
     except ImportError:  # pragma: no cover - a TensorFlow that moved it
         return
-    config.CONVERSION_RULES = (config.DoNotConvert(package), *config.CONVERSION_RULES)
+    rules = tuple(config.DoNotConvert(m) for m in modules)
+    config.CONVERSION_RULES = (*rules, *config.CONVERSION_RULES)
 
 
 import warnings  # noqa: E402

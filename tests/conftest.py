@@ -194,6 +194,14 @@ def tiny_config(tmp_path, tiny_bert_dir, tiny_csv) -> dict:
     }
 
 
+def ctrl_c_works() -> None:
+    """`preexec_fn` for a child the test will Ctrl-C: a suite started in the background by a
+    shell without job control ignores SIGINT, and a child inheriting that would never stop."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def write_yaml(path: Path, data: dict) -> Path:
     import yaml
 

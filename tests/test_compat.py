@@ -123,11 +123,14 @@ def test_train_only_freezes_single_weights_of_a_layer():
     np.testing.assert_array_equal(dense.kernel.numpy(), kernel)
 
 
-def test_transformers_code_is_traced_without_autograph():
+def test_graph_clean_encoders_are_traced_without_autograph_and_the_rest_with_it():
     from tensorflow.python.autograph.impl import conversion
-    from transformers import modeling_tf_utils
+    from transformers.models.bert import modeling_tf_bert
+    from transformers.models.marian import modeling_tf_marian
 
     from kerasft.models.backbones import MaskedMeanPooling
 
-    assert conversion.is_allowlisted(modeling_tf_utils.unpack_inputs)
-    assert not conversion.is_allowlisted(MaskedMeanPooling.call)  # kerasft's own code still is
+    assert conversion.is_allowlisted(modeling_tf_bert.TFBertMainLayer.call)
+    # Marian's decoder branches on a tensor in Python: it needs AutoGraph.
+    assert not conversion.is_allowlisted(modeling_tf_marian.TFMarianDecoder.call)
+    assert not conversion.is_allowlisted(MaskedMeanPooling.call)  # kerasft's own code

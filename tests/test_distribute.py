@@ -112,8 +112,11 @@ def test_mirrored_over_two_logical_cpus_trains_like_one_device(tiny_config, tmp_
         assert mirrored["replicas"] == 2 and single["replicas"] == 1, name
         assert mirrored["spread"] < 1e-6, name
         np.testing.assert_allclose(mirrored["loss"], single["loss"], atol=1e-4, err_msg=name)
+        # The contrastive head is a logistic regression solved to sklearn's tolerance (1e-4):
+        # embeddings equal to float32 rounding can stop it a few 1e-4 apart.
+        atol = 1e-3 if name == "contrastive" else 1e-4
         np.testing.assert_allclose(
-            mirrored["probabilities"], single["probabilities"], atol=1e-4, err_msg=name
+            mirrored["probabilities"], single["probabilities"], atol=atol, err_msg=name
         )
         assert abs(sum(mirrored["probabilities"][0]) - 1) < 1e-5
 

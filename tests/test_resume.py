@@ -14,7 +14,7 @@ import pytest
 
 from kerasft._compat import tf
 from kerasft.training.callbacks import best_checkpoint
-from tests.conftest import REPO, write_yaml
+from tests.conftest import REPO, ctrl_c_works, write_yaml
 
 
 def train(path, *extra, kill_at=None, sig=signal.SIGKILL):
@@ -23,7 +23,13 @@ def train(path, *extra, kill_at=None, sig=signal.SIGKILL):
     cmd = [sys.executable, "-m", "kerasft.train", "--config", str(path), *extra]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
-        cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+        cmd,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        preexec_fn=ctrl_c_works,
     )
     lines = []
     for line in proc.stdout:
@@ -115,10 +121,15 @@ def test_killed_mid_epoch_resumes_at_its_backup_step_to_the_result_of_an_uninter
 
 
 @pytest.mark.slow
-def test_ctrl_c_says_where_it_stopped_exits_130_and_the_run_resumes(deterministic_config, tmp_path):
-    deterministic_config["training"].update(epochs=3, batch_size=4, backup_every_steps=2)
+def test_ctrl_c_says_where_it_stopped_exits_130_and_the_resumed_run_keeps_its_step_budget(
+    deterministic_config, tmp_path
+):
+    # 6 steps per epoch: a budget of 10 steps ends in epoch 2, also across a Ctrl-C and resume.
+    deterministic_config["training"].update(
+        epochs=3, batch_size=4, backup_every_steps=2, max_steps=10
+    )
     path = write_yaml(tmp_path / "c.yaml", deterministic_config)
-    code, out = train(path, kill_at="epoch 2 step 4/", sig=signal.SIGINT)
+    code, out = train(path, kill_at="epoch 2 step 3/", sig=signal.SIGINT)
     (interrupted,) = list((tmp_path / "runs" / "tiny").iterdir())
     assert code == 130, out[-3000:]
     assert "Traceback" not in out
@@ -131,21 +142,13 @@ def test_ctrl_c_says_where_it_stopped_exits_130_and_the_run_resumes(deterministi
     # The backup is what a kill leaves too: resuming from it is checked above, weight by weight.
     code, out = train(path)
     assert code == 0 and "resumed from the backup at epoch 2" in out, out[-3000:]
-    assert json.loads((interrupted / "metrics.json").read_text())["train"]["epochs"] == 3
+    metrics = json.loads((interrupted / "metrics.json").read_text())
+    assert metrics["train"]["epochs"] == 2
+    assert "epoch 3" not in out and "epoch 2 step 4/6  loss" in out and "step 5/6  loss" not in out
 
 
 @pytest.mark.slow
-def test_ctrl_c_before_the_first_backup_leaves_nothing(deterministic_config, tmp_path):
-    deterministic_config["training"].update(backup_every_steps=None)
-    path = write_yaml(tmp_path / "c.yaml", deterministic_config)
-    code, out = train(path, kill_at="epoch 1 step 1/", sig=signal.SIGINT)
-    assert code == 130, out[-3000:]
-    assert "before its first backup; nothing to resume" in out.strip().splitlines()[-1]
-    assert list((tmp_path / "runs" / "tiny").iterdir()) == []
-
-
-@pytest.mark.slow
-def test_a_run_killed_before_its_first_backup_is_cleaned_up_next_time(
+def test_a_killed_run_before_its_first_backup_is_cleaned_up_and_ctrl_c_leaves_nothing(
     deterministic_config, tmp_path
 ):
     deterministic_config["training"].update(backup_every_steps=None, epochs=1)
@@ -153,10 +156,13 @@ def test_a_run_killed_before_its_first_backup_is_cleaned_up_next_time(
     code, _ = train(path, kill_at="epoch 1 step 1/")
     assert code == -signal.SIGKILL
     (leftover,) = list((tmp_path / "runs" / "tiny").iterdir())
-    code, out = train(path)
-    assert code == 0, out[-3000:]
+    # The next command removes what the kill left, then a Ctrl-C before its own first
+    # backup leaves nothing either.
+    code, out = train(path, kill_at="epoch 1 step 1/", sig=signal.SIGINT)
+    assert code == 130, out[-3000:]
     assert f"removed {leftover}: left by a run killed before its first backup" in out
-    assert not leftover.exists()
+    assert "before its first backup; nothing to resume" in out.strip().splitlines()[-1]
+    assert list((tmp_path / "runs" / "tiny").iterdir()) == []
 
 
 @pytest.mark.slow
@@ -187,23 +193,6 @@ def test_a_second_train_of_a_live_run_starts_its_own(deterministic_config, tmp_p
     assert "resuming" not in second.stdout
     assert (live / "config.yaml").read_text() == config_before
     assert len(list((tmp_path / "runs" / "tiny").iterdir())) == 2
-
-
-@pytest.mark.slow
-def test_a_resumed_run_keeps_its_step_budget(deterministic_config, tmp_path):
-    # 6 steps per epoch: a budget of 10 steps ends in epoch 2, also across a kill and resume.
-    deterministic_config["training"].update(
-        epochs=3, batch_size=4, backup_every_steps=1, max_steps=10
-    )
-    path = write_yaml(tmp_path / "c.yaml", deterministic_config)
-    code, out = train(path, kill_at="epoch 2 step 1/")
-    assert code == -signal.SIGKILL, out[-2000:]
-    code, out = train(path)
-    assert code == 0 and "resumed from the backup at epoch" in out, out[-3000:]
-    (run_dir,) = list((tmp_path / "runs" / "tiny").iterdir())
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["train"]["epochs"] == 2
-    assert "epoch 3" not in out and "epoch 2 step 4/6  loss" in out and "step 5/6  loss" not in out
 
 
 def test_best_checkpoint_moves_its_pointer_only_after_a_complete_write(tmp_path):

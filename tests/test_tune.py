@@ -18,7 +18,7 @@ from kerasft.config import load_config
 from kerasft.errors import ConfigError
 from kerasft.training.search import tune
 from kerasft.tune import main
-from tests.conftest import REPO, write_yaml
+from tests.conftest import REPO, ctrl_c_works, write_yaml
 
 SPACE = {
     "training.learning_rate": {"type": "float", "min": 1e-4, "max": 3e-3, "sampling": "log"},
@@ -132,7 +132,13 @@ def test_ctrl_c_stops_the_search_with_one_line_and_a_rerun_continues_it(tune_con
     cmd = [sys.executable, "-m", "kerasft.tune", "--config", str(path)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
-        cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        cmd,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        preexec_fn=ctrl_c_works,
     )
     seen, in_trial_1 = [], False
     for line in proc.stdout:

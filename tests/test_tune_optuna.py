@@ -54,9 +54,15 @@ def test_pruned_trials_stop_mid_epoch_leave_nothing_and_the_study_continues(
 ):
     optuna_config["tuning"].update(pruner_startup_trials=1, report_every_steps=1)
     path = write_yaml(tmp_path / "tune.yaml", optuna_config)
+    root = tmp_path / "search"
+    root.mkdir()
+    # A good trial first, then a hopeless one (random draws could give two equal trials,
+    # and a trial that ties the median is not pruned).
+    study = open_study(load_config(path), root)
+    for rate in (3e-3, 1e-7):
+        study.enqueue_trial({"training.learning_rate": rate})
     best = tune(str(path), [], verbose=0)
     out = capsys.readouterr().out
-    root = tmp_path / "search"
     rows = _rows(root)
     assert [r["state"] for r in rows].count("complete") >= 1
     pruned = [r for r in rows if r["state"] == "pruned"]
