@@ -63,12 +63,11 @@ def run_on_two_devices(paths: list) -> tuple[str, list[dict]]:
 
 
 OPTIONS = {
-    "plain": {},
     # Everything the optimizer does per variable, inside the update each replica runs on its
     # own copy: layer-wise rates, clipping, accumulation, and a second and third optimizer
     # (SGD with momentum for the embeddings, a head rate) each accumulating too.
     "accumulation, layer-wise rates, clipping, per-group optimizers": {
-        "epochs": 1,
+        "epochs": 2,
         "gradient_accumulation_steps": 2,
         "layerwise_lr_decay": 0.5,
         "clipnorm": 0.5,
