@@ -156,7 +156,9 @@ class KerasftTuner(kt.engine.base_tuner.BaseTuner):
     def pre_create_trial(self) -> None:
         if self.idle:  # the chief said wait (other workers' trials are still running)
             if self.idle == 1:
-                print("worker: every trial is handed out; waiting for the other workers", flush=True)
+                print(
+                    "worker: every trial is handed out; waiting for the other workers", flush=True
+                )
             time.sleep(1.0)
         self.idle += 1
 
