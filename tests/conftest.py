@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # any download attempt must fail loudly
@@ -194,12 +196,27 @@ def tiny_config(tmp_path, tiny_bert_dir, tiny_csv) -> dict:
     }
 
 
-def ctrl_c_works() -> None:
-    """`preexec_fn` for a child the test will Ctrl-C: a suite started in the background by a
-    shell without job control ignores SIGINT, and a child inheriting that would never stop."""
+def _ctrl_c_works() -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def command(module: str, config: Path, *extra: str, stderr=subprocess.STDOUT) -> subprocess.Popen:
+    """`python -m <module> --config <config>` in a fresh process, unbuffered, output piped.
+
+    The child takes Ctrl-C (SIGINT) even when the suite was started in the background by a
+    shell without job control, which ignores SIGINT for its children.
+    """
+    return subprocess.Popen(
+        [sys.executable, "-m", module, "--config", str(config), *extra],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        preexec_fn=_ctrl_c_works,
+    )
 
 
 def write_yaml(path: Path, data: dict) -> Path:

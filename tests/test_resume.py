@@ -14,23 +14,13 @@ import pytest
 
 from kerasft._compat import tf
 from kerasft.training.callbacks import best_checkpoint
-from tests.conftest import REPO, ctrl_c_works, write_yaml
+from tests.conftest import REPO, command, write_yaml
 
 
 def train(path, *extra, kill_at=None, sig=signal.SIGKILL):
     """Runs `kerasft.train`; with `kill_at`, sends `sig` when a line starts with it. Returns the
     exit status and the output (stdout and stderr together, read to the end)."""
-    cmd = [sys.executable, "-m", "kerasft.train", "--config", str(path), *extra]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
-        cmd,
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-        preexec_fn=ctrl_c_works,
-    )
+    proc = command("kerasft.train", path, *extra)
     lines = []
     for line in proc.stdout:
         lines.append(line)

@@ -3,11 +3,9 @@ from __future__ import annotations
 import csv
 import gc
 import json
-import os
 import re
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,7 +16,7 @@ from kerasft.config import load_config
 from kerasft.errors import ConfigError
 from kerasft.training.search import tune
 from kerasft.tune import main
-from tests.conftest import REPO, ctrl_c_works, write_yaml
+from tests.conftest import REPO, command, write_yaml
 
 SPACE = {
     "training.learning_rate": {"type": "float", "min": 1e-4, "max": 3e-3, "sampling": "log"},
@@ -129,17 +127,7 @@ def test_ctrl_c_stops_the_search_with_one_line_and_a_rerun_continues_it(tune_con
     tune_config["tuning"]["max_trials"] = 3
     tune_config["training"].update(epochs=8, patience=10)  # trial 1 is still training at Ctrl-C
     path = write_yaml(tmp_path / "tune.yaml", tune_config)
-    cmd = [sys.executable, "-m", "kerasft.tune", "--config", str(path)]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
-        cmd,
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        preexec_fn=ctrl_c_works,
-    )
+    proc = command("kerasft.tune", path, stderr=subprocess.PIPE)
     seen, in_trial_1 = [], False
     for line in proc.stdout:
         seen.append(line)
@@ -161,16 +149,17 @@ def test_ctrl_c_stops_the_search_with_one_line_and_a_rerun_continues_it(tune_con
 
     tune_config["training"]["epochs"] = 1  # the rest quickly: the search is the same
     write_yaml(path, tune_config)
-    rerun = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=600)
-    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    rerun = command("kerasft.tune", path, stderr=subprocess.PIPE)
+    rerun_out, rerun_err = rerun.communicate(timeout=600)
+    assert rerun.returncode == 0, rerun_err[-2000:]
     # "=== trial N: key=value" starts a trial, "=== trial N: objective = value" ends one.
     started = [
         line
-        for line in rerun.stdout.splitlines()
+        for line in rerun_out.splitlines()
         if line.startswith("=== trial") and " = " not in line
     ]
     assert [s.split(":")[0] for s in started] == ["=== trial 1", "=== trial 2"]  # not trial 0
-    assert rerun.stdout.strip().splitlines()[-1].startswith("best_config=")
+    assert rerun_out.strip().splitlines()[-1].startswith("best_config=")
     with (tmp_path / "search" / "trials.csv").open() as handle:
         assert sorted(r["trial_id"] for r in csv.DictReader(handle)) == ["0", "1", "2"]
 
