@@ -64,12 +64,6 @@ class ServingModule(tf.Module):
         logits = tf.cast(self._forward(features), tf.float32)
         return self.spec.serving_outputs(logits, self._label_names, self._thresholds, self._scale)
 
-    def predict_text(
-        self, text: tf.Tensor, text_pair: tf.Tensor | None = None
-    ) -> dict[str, tf.Tensor]:
-        features = self.tokenizer(text, text_pair)
-        return self._ids_fn(**{k: tf.cast(v, tf.int32) for k, v in features.items()})
-
     def signatures(self) -> dict[str, Any]:
         specs = {
             name: tf.TensorSpec([None, None], tf.int32, name=name) for name in self.input_names
@@ -77,16 +71,14 @@ class ServingModule(tf.Module):
         ids_fn = tf.function(self.predict_ids).get_concrete_function(**specs)
         if self.tokenizer is None:
             return {"serving_default": ids_fn, "predict_ids": ids_fn}
-        # The text signature calls the ids one: the model is traced (and stored) once.
-        self._ids_fn = ids_fn
+
+        def predict_text(text: tf.Tensor, text_pair: tf.Tensor | None = None) -> dict:
+            # Calls the ids signature: the model is traced (and stored) once.
+            features = self.tokenizer(text, text_pair)
+            return ids_fn(**{k: tf.cast(v, tf.int32) for k, v in features.items()})
+
         text = tf.TensorSpec([None], tf.string, name="text")
-        if self.pair:
-            pair = tf.TensorSpec([None], tf.string, name="text_pair")
-            text_fn = tf.function(self.predict_text).get_concrete_function(
-                text=text, text_pair=pair
-            )
-        else:
-            text_fn = tf.function(lambda text: self.predict_text(text)).get_concrete_function(
-                text=text
-            )
+        pair = tf.TensorSpec([None], tf.string, name="text_pair")
+        inputs = {"text": text, "text_pair": pair} if self.pair else {"text": text}
+        text_fn = tf.function(predict_text).get_concrete_function(**inputs)
         return {"serving_default": text_fn, "predict_ids": ids_fn}
