@@ -52,14 +52,21 @@ def _rows(root: Path) -> list[dict]:
 def test_pruned_trials_stop_mid_epoch_leave_nothing_and_the_study_continues(
     optuna_config, tmp_path, capsys
 ):
-    optuna_config["tuning"].update(pruner_startup_trials=1, report_every_steps=1)
+    # A good rate and a hopeless one (1.0 throws the weights off at the first step: its loss
+    # trails at the first report on any machine, unlike a rate too small to move them).
+    rates = [3e-3, 1.0]
+    optuna_config["tuning"].update(
+        pruner_startup_trials=1,
+        report_every_steps=1,
+        space={"training.learning_rate": {"type": "choice", "values": rates}},
+    )
     path = write_yaml(tmp_path / "tune.yaml", optuna_config)
     root = tmp_path / "search"
     root.mkdir()
-    # A good trial first, then a hopeless one (random draws could give two equal trials,
-    # and a trial that ties the median is not pruned).
+    # The good trial first (random draws could give two equal trials, and a trial that ties
+    # the median is not pruned).
     study = open_study(load_config(path), root)
-    for rate in (3e-3, 1e-7):
+    for rate in rates:
         study.enqueue_trial({"training.learning_rate": rate})
     best = tune(str(path), [], verbose=0)
     out = capsys.readouterr().out
