@@ -1,0 +1,124 @@
+"""Which of kerasft's defaults costs or buys accuracy: each in turn against the plain recipe.
+
+    .venv/bin/python bench/defaults.py [--examples 4000] [--seeds 0,1,2,3,4] [--only NAME,...]
+        [--precision auto] [--set KEY=VALUE ...]
+
+The setting of `bench/train_throughput.py`: the embedded MiniLM-L6, one epoch of the same
+seeded draw of SST-2 training phrases at batch 32 and learning rate 1e-4, each run in its own
+process, scored on GLUE SST-2 dev. `hf` is the plain Hugging Face recipe (constant Adam, BERT's
+pooler, per-batch padding over shuffled batches); every other variant is kerasft with its
+defaults and one of them set the way the recipe has it (`recipe` sets them all; the head
+dropout is the recipe's already, 0.1, and `no_head_dropout` drops it), so the
+difference from `kerasft` is what that one default is worth. `--set` adds overrides to every
+kerasft variant (e.g. to try a candidate default against the rest).
+
+Prints each run as it ends, then mean ± sd of accuracy and the mean train examples/s per
+variant. Last line: `<variant>_acc=…` for every variant (means), `kerasft_ex_per_s=…`,
+`hf_ex_per_s=…`, `seeds=…`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+from sst2 import require_sst2
+
+THROUGHPUT = Path(__file__).with_name("train_throughput.py")
+
+# Each variant: kerasft's defaults with the overrides that set one of them as the recipe has it.
+VARIANTS: dict[str, list[str]] = {
+    "kerasft": [],
+    "constant_lr": ["training.schedule=constant", "training.warmup_ratio=0"],
+    "no_warmup": ["training.warmup_ratio=0"],
+    "pooler": ["model.pooling=pooler"],
+    "no_head_dropout": ["model.dropout=0"],
+    "no_weight_decay": ["training.weight_decay=0"],
+    "dense_adamw": ["training.lazy_embedding_updates=false"],
+    "shuffled_batches": ["training.bucketing=false"],
+}
+# The recipe has all of them but the head dropout: BERT's classifier drops 0.1 of the pooled
+# vector, as kerasft's head does.
+VARIANTS["recipe"] = list(
+    dict.fromkeys(
+        item for name, items in VARIANTS.items() if name != "no_head_dropout" for item in items
+    )
+)
+
+
+def measure(side: str, seed: int, args: argparse.Namespace, overrides: list[str]) -> dict:
+    cmd = [sys.executable, str(THROUGHPUT), "--side", side, "--examples", str(args.examples)]
+    cmd += ["--precision", args.precision, "--seeds", str(seed)]
+    cmd += [f"--set={item}" for item in overrides]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
+    if line is None:
+        sys.exit(f"error: the {side} run ({' '.join(overrides)}) failed:\n{proc.stderr[-3000:]}")
+    return json.loads(line[7:])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--examples", type=int, default=4000, help="training phrases (one epoch)")
+    p.add_argument("--seeds", default="0,1,2,3,4", help="comma-separated seeds (default: 0-4)")
+    p.add_argument(
+        "--only",
+        help=f"comma-separated variants (default: hf and all of {', '.join(VARIANTS)})",
+    )
+    p.add_argument("--precision", default="auto", help="kerasft's training.precision")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an override for every kerasft variant (repeatable)",
+    )
+    args = p.parse_args()
+    require_sst2()
+    names = ["hf", *VARIANTS]
+    if args.only:
+        names = [n.strip() for n in args.only.split(",")]
+        unknown = [n for n in names if n != "hf" and n not in VARIANTS]
+        if unknown:
+            sys.exit(
+                f"error: --only: unknown variant(s) {', '.join(unknown)}; known: hf, {', '.join(VARIANTS)}"
+            )
+    seeds = [int(x) for x in args.seeds.split(",")]
+    results: dict[str, list[dict]] = {name: [] for name in names}
+    for seed in seeds:
+        for name in names:
+            side = "hf" if name == "hf" else "kerasft"
+            overrides = [] if name == "hf" else [*args.overrides, *VARIANTS[name]]
+            r = measure(side, seed, args, overrides)
+            results[name].append(r)
+            print(
+                f"seed {seed} {name}: GLUE-dev accuracy {r['acc']:.4f}, "
+                f"{r['ex_per_s']:.1f} train examples/s",
+                flush=True,
+            )
+    print(
+        f"\n| variant | overrides | GLUE-dev accuracy (mean ± sd, {len(seeds)} seeds) | train examples/s |"
+    )
+    print("| --- | --- | --- | --- |")
+    summary = []
+    for name in names:
+        accs = [r["acc"] for r in results[name]]
+        sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
+        speed = statistics.mean(r["ex_per_s"] for r in results[name])
+        what = "Hugging Face recipe" if name == "hf" else " ".join(VARIANTS[name]) or "(defaults)"
+        print(f"| {name} | {what} | {statistics.mean(accs):.4f} ± {sd:.4f} | {speed:.1f} |")
+        summary.append(f"{name}_acc={statistics.mean(accs):.4f}")
+    for name in ("kerasft", "hf"):
+        if name in results:
+            speed = statistics.mean(r["ex_per_s"] for r in results[name])
+            summary.append(f"{name}_ex_per_s={speed:.1f}")
+    print(" ".join([*summary, f"seeds={args.seeds}"]))
+
+
+if __name__ == "__main__":
+    main()
