@@ -1,11 +1,12 @@
 """Smaller and faster SST-2 models: a distilled 3-layer student, ONNX fp32 and int8, length-sorted prediction.
 
-    .venv/bin/python bench/compression.py [--train 8000] [--teacher RUN_DIR] [--unlabeled N] [--repeats 3]
+    .venv/bin/python bench/compression.py [--train 8000] [--teacher RUN_DIR] [--unlabeled N] [--transfer-copies N] [--repeats 3]
 
 Fine-tunes the embedded MiniLM-L6 on `--train` SST-2 phrases (configs/sst2.yaml;
 or takes a finished `--teacher` run), distils it into a 3-layer student cut from
-it (configs/distill_sst2.yaml, the teacher's outputs on the same phrases, and with
-`--unlabeled N` on N more phrases whose labels it never sees), and
+it (configs/distill_sst2.yaml, the teacher's outputs on the same phrases and on
+kerasft's default transfer set, 4 augmented copies of each (`--transfer-copies`), or
+with `--unlabeled N` on N more phrases whose labels it never sees instead), and
 exports both, the teacher with its ONNX models. On the 872 GLUE SST-2 dev
 sentences it reports accuracy and batch-64 examples/s of the teacher SavedModel,
 the student SavedModel, and the teacher in ONNX fp32 and int8 — all fed the same
@@ -127,6 +128,13 @@ def main() -> None:
         default=0,
         help="also distil on this many SST-2 training phrases without their labels (default 0)",
     )
+    p.add_argument(
+        "--transfer-copies",
+        type=int,
+        default=None,
+        help="distill.transfer_copies: augmented copies of each training phrase the teacher "
+        "labels (default: kerasft's, 4 without --unlabeled)",
+    )
     args = p.parse_args()
     if not DEV.is_file():
         sys.exit(f"error: {DEV} is absent; this benchmark needs ../shared/data")
@@ -160,6 +168,8 @@ def main() -> None:
             "distill.unlabeled_text_column=sentence",
             f"distill.max_unlabeled={args.unlabeled}",
         ]
+    if args.transfer_copies is not None:
+        student_overrides.append(f"distill.transfer_copies={args.transfer_copies}")
     cfg = load_config(REPO / "configs" / "distill_sst2.yaml", student_overrides)
     t0 = time.perf_counter()
     student = run(cfg)

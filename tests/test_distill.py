@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -238,6 +239,10 @@ def test_a_one_layer_student_cut_from_a_two_layer_teacher_trains_and_exports(tea
     assert saved["model"]["num_layers"] == 1 and saved["distill"]["teacher"] == str(teacher.run_dir)
     metrics = json.loads((result.run_dir / "metrics.json").read_text())
     assert metrics["distill"]["kept_layers"] == [1] and "accuracy" in metrics["test"]
+    # No unlabelled text: the teacher labels a transfer set of augmented copies as well.
+    made = re.search(r"distill: a transfer set of (\d+) augmented copies of the 36 training", out)
+    assert made and metrics["distill"]["teacher_labelled_only"] == int(made[1]) > 100
+    assert f"training student (classification): {36 + int(made[1])} examples" in out
     serve = tf.saved_model.load(str(result.export_dir)).signatures["serving_default"]
     probabilities = serve(text=tf.constant(["good movie", "bad film"]))["probabilities"].numpy()
     np.testing.assert_allclose(probabilities.sum(-1), 1.0, rtol=1e-5)
@@ -254,7 +259,8 @@ def test_a_one_layer_student_cut_from_a_two_layer_teacher_trains_and_exports(tea
     )
     np.testing.assert_allclose(again_probabilities, probabilities, atol=1e-6)
 
-    # A second run reads the teacher's outputs from the cache; unlabelled texts join the training set.
+    # A second run reads the teacher's outputs from the cache; unlabelled texts join the training
+    # set instead of a transfer set.
     more = result.run_dir.parent / "more.txt"
     more.write_text("what a great plot\nboring and bad\n\nfun film\n")
     second = run(
@@ -288,6 +294,48 @@ def test_distillation_inputs_that_cannot_work_are_one_line_errors(teacher_run, t
     with pytest.raises(DataError, match=r"labels \['a', 'b', 'c'\] differ from the teacher's"):
         run(config_from_dict(other), verbose=0)
     assert not (tmp_path / "runs").exists()
+
+
+def _transfer(task: str, pairs: bool = False, **distill):
+    from kerasft.data.labels import LabelVocab
+    from kerasft.data.prepared import Data
+    from kerasft.data.splits import Split, Splits
+    from kerasft.tasks import TASKS
+    from kerasft.training.distillation import transfer_split
+
+    texts = [f"the film number {i} was a rather good one to watch" for i in range(12)]
+    train = Split(
+        texts,
+        np.arange(12) % 2,
+        "x",
+        pairs=[f"a second text {i} here" for i in range(12)] if pairs else None,
+    )
+    splits = Splits(train, train, train, LabelVocab(("neg", "pos")))
+    raw = {
+        "name": "t",
+        "task": task,
+        "data": {"train": "x.csv"},
+        "distill": {"teacher": "runs/t", **distill},
+    }
+    return transfer_split(config_from_dict(raw), TASKS[task], Data(splits, {}, 16)), texts
+
+
+def test_without_unlabelled_text_the_teacher_labels_a_seeded_transfer_set():
+    from kerasft.training.distillation import UNLABELED
+
+    split, texts = _transfer("classification")
+    assert split.source == "transfer set" and 40 <= len(split) <= 48  # 4 copies, equal ones dropped
+    assert not set(split.texts) & set(texts)  # every copy differs from its original
+    assert (split.targets == UNLABELED).all()  # only the distillation term sees them
+    assert _transfer("classification")[0].texts == split.texts  # seeded
+    paired, _ = _transfer("classification", pairs=True, transfer_copies=1)
+    assert len(paired.pairs) == len(paired) <= 12
+    assert np.isnan(_transfer("regression")[0].targets).all()
+    assert _transfer("classification", unlabeled="more.txt")[0] is None  # real text instead
+    assert _transfer("classification", transfer_copies=0)[0] is None
+    assert _transfer("token_classification")[0] is None
+    with pytest.raises(ConfigError, match="`distill.transfer_copies` applies to sequence-level"):
+        _transfer("token_classification", transfer_copies=2)
 
 
 def test_distill_command_needs_a_distill_section(tiny_config, tmp_path, capsys):

@@ -302,6 +302,9 @@ class SearchDimension(_Section):
         return self
 
 
+TRANSFER_COPIES = 4  # `distill.transfer_copies` without unlabelled text (bench/compression.py)
+
+
 class DistillConfig(_Section):
     """Knowledge distillation: a smaller student trained on a finished run's outputs."""
 
@@ -335,6 +338,21 @@ class DistillConfig(_Section):
     max_unlabeled: int | None = Field(
         None, ge=1, description="Use at most this many unlabelled texts (a seeded draw)."
     )
+    transfer_copies: int | None = Field(
+        None,
+        ge=0,
+        le=32,
+        description="A transfer set, as DistilBERT and TinyBERT build one: this many augmented copies "
+        "of every training text (EDA: synonyms, insertions, swaps and deletions at 10% each, one "
+        "drawn per copy, seeded) that the teacher labels, with the distillation term only. "
+        "Defaults to 4 without `unlabeled`, 0 with it. Sequence-level tasks; 0: off.",
+    )
+
+    def copies(self, task: str) -> int:
+        """Transfer copies per training text for this task (the default resolved)."""
+        if self.transfer_copies is not None:
+            return self.transfer_copies
+        return 0 if self.unlabeled or task == "token_classification" else TRANSFER_COPIES
 
 
 class TuningConfig(_Section):

@@ -244,6 +244,11 @@ class Config(_Section):
                     "`distill.unlabeled` applies to sequence-level tasks; token_classification distils "
                     "on its labelled words only"
                 )
+            if self.distill.transfer_copies and self.task == "token_classification":
+                raise ValueError(
+                    "`distill.transfer_copies` applies to sequence-level tasks; token_classification "
+                    "distils on its labelled words only (set it to 0 or leave it out)"
+                )
         allowed = MONITORS[self.task][1]
         if self.training.monitor is not None and self.training.monitor not in allowed:
             close = difflib.get_close_matches(self.training.monitor, allowed, n=1)

@@ -16,7 +16,8 @@ The student is either the teacher's own fine-tuned backbone cut to
 `distill.student_layers` layers (every k-th layer kept, the top one included,
 DistilBERT-style) with the teacher's head, or `model.backbone` if it shares the
 teacher's tokenizer. `distill.unlabeled` adds unlabelled in-domain texts that
-only the teacher labels.
+only the teacher labels; without them, `distill.transfer_copies` augmented copies
+of the training texts (EDA) play that part, the transfer set of DistilBERT and TinyBERT.
 """
 
 from __future__ import annotations
@@ -400,13 +401,36 @@ def unlabeled_split(cfg: Config, spec: TaskSpec, pairs: bool) -> Split | None:
             len(texts), d.max_unlabeled, replace=False
         )
         texts = [texts[i] for i in sorted(keep)]
+    return Split(texts, _no_targets(len(texts), spec), str(path))
+
+
+def transfer_split(cfg: Config, spec: TaskSpec, data: Data) -> Split | None:
+    """`distill.transfer_copies` EDA copies of the training texts, targets "unlabelled", or None.
+
+    Copies equal to their original are dropped, so there may be fewer than asked for.
+    """
+    from kerasft.config import AugmentConfig
+    from kerasft.data.augment import make_copies
+
+    copies = cfg.distill.copies(cfg.task) if cfg.distill is not None else 0
+    if not copies:
+        return None
+    rate = 0.1  # EDA's own default for each operation
+    augment = AugmentConfig(copies=copies, synonym=rate, insertion=rate, swap=rate, deletion=rate)
+    train = data.splits.train
+    jobs = make_copies(augment, spec, data.splits, cfg.training.seed)
+    texts = [" ".join(j.words) for j in jobs]
+    pairs = [" ".join(j.pair or []) for j in jobs] if train.pairs is not None else None
+    return Split(texts, _no_targets(len(texts), spec), "transfer set", pairs=pairs)
+
+
+def _no_targets(count: int, spec: TaskSpec) -> np.ndarray:
+    """Targets that say "unlabelled": NaN scores, or the UNLABELED mark."""
     if spec.numeric:
-        targets = np.full(len(texts), np.nan, np.float32)
-    elif spec.multi_hot:
-        targets = np.full((len(texts), 0), UNLABELED, np.float32)  # widened in `add_unlabeled`
-    else:
-        targets = np.full(len(texts), UNLABELED, np.float32)
-    return Split(texts, targets, str(path))
+        return np.full(count, np.nan, np.float32)
+    if spec.multi_hot:
+        return np.full((count, 0), UNLABELED, np.float32)  # widened in `add_unlabeled`
+    return np.full(count, UNLABELED, np.float32)
 
 
 def add_unlabeled(
@@ -449,6 +473,14 @@ def distillation_data(
         train = add_unlabeled(train, tokenizer, extra, data.max_length, spec, cfg.data.cache_dir)
         print(
             f"distill: {len(extra)} unlabelled texts from {extra.source}, labelled by the teacher"
+        )
+    transfer = transfer_split(cfg, spec, data)
+    if transfer is not None:
+        train = add_unlabeled(train, tokenizer, transfer, data.max_length, spec, cfg.data.cache_dir)
+        print(
+            f"distill: a transfer set of {len(transfer)} augmented copies of the "
+            f"{len(data.splits.train)} training texts, labelled by the teacher "
+            "(`distill.transfer_copies`)"
         )
     pad_id = tokenizer.pad_token_id or 0
     logits = teacher_logits(teacher, train, pad_id, spec, cfg.data.cache_dir)
@@ -498,4 +530,7 @@ def build_distiller(
     """The student, started from its teacher when cut from it, as a `Distiller`; and the facts
     metrics.json records under `distill`."""
     facts = start_student(student, cfg, teacher)
+    # Examples only the teacher labels: `distill.unlabeled` texts and the transfer set.
+    facts["teacher_labelled_only"] = len(data.encoded["train"].lengths) - len(data.splits.train)
+    facts["transfer_copies"] = cfg.distill.copies(cfg.task)
     return Distiller.around(student, distillation_loss(cfg, data)), facts
