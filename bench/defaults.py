@@ -1,7 +1,7 @@
 """Which of kerasft's defaults costs or buys accuracy: each in turn against the plain recipe.
 
     .venv/bin/python bench/defaults.py [--examples 4000] [--seeds 0,1,2,3,4] [--only NAME,...]
-        [--precision auto] [--set KEY=VALUE ...]
+        [--precision auto] [--set KEY=VALUE ...] [--log runs.jsonl]
 
 The setting of `bench/train_throughput.py`: the embedded MiniLM-L6, one epoch of the same
 seeded draw of SST-2 training phrases at batch 32 and learning rate 1e-4, each run in its own
@@ -39,7 +39,7 @@ VARIANTS: dict[str, list[str]] = {
     "no_head_dropout": ["model.dropout=0"],
     "no_weight_decay": ["training.weight_decay=0"],
     "dense_adamw": ["training.lazy_embedding_updates=false"],
-    "shuffled_batches": ["training.bucketing=false"],
+    "shuffled_batches": ["data.bucketing=false"],
 }
 # The recipe has all of them but the head dropout: BERT's classifier drops 0.1 of the pooled
 # vector, as kerasft's head does.
@@ -78,6 +78,12 @@ def main() -> None:
         metavar="KEY=VALUE",
         help="an override for every kerasft variant (repeatable)",
     )
+    p.add_argument(
+        "--log",
+        type=Path,
+        help="a JSON-lines file each finished run is appended to; runs already in it are read "
+        "back instead of run again (so a stopped ablation continues)",
+    )
     args = p.parse_args()
     require_sst2()
     names = ["hf", *VARIANTS]
@@ -89,16 +95,38 @@ def main() -> None:
                 f"error: --only: unknown variant(s) {', '.join(unknown)}; known: hf, {', '.join(VARIANTS)}"
             )
     seeds = [int(x) for x in args.seeds.split(",")]
+    done = {}
+    if args.log is not None and args.log.is_file():
+        for line in args.log.read_text().splitlines():
+            r = json.loads(line)
+            done[(r["seed"], r["examples"], r["precision"], tuple(r["overrides"]))] = r
     results: dict[str, list[dict]] = {name: [] for name in names}
     for seed in seeds:
         for name in names:
             side = "hf" if name == "hf" else "kerasft"
-            overrides = [] if name == "hf" else [*args.overrides, *VARIANTS[name]]
-            r = measure(side, seed, args, overrides)
+            overrides = ["hf"] if name == "hf" else [*args.overrides, *VARIANTS[name]]
+            key = (seed, args.examples, args.precision, tuple(overrides))
+            r = done.get(key)
+            if r is None:
+                r = measure(side, seed, args, [] if name == "hf" else overrides)
+                if args.log is not None:
+                    with args.log.open("a") as log:
+                        log.write(
+                            json.dumps(
+                                {
+                                    **r,
+                                    "seed": seed,
+                                    "examples": args.examples,
+                                    "precision": args.precision,
+                                    "overrides": overrides,
+                                }
+                            )
+                            + "\n"
+                        )
             results[name].append(r)
             print(
                 f"seed {seed} {name}: GLUE-dev accuracy {r['acc']:.4f}, "
-                f"{r['ex_per_s']:.1f} train examples/s",
+                f"{r['ex_per_s']:.1f} train examples/s" + (" (from --log)" if key in done else ""),
                 flush=True,
             )
     print(
