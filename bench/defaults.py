@@ -9,7 +9,8 @@ process, scored on GLUE SST-2 dev. `hf` is the plain Hugging Face recipe (consta
 pooler, per-batch padding over shuffled batches); every other variant is kerasft with its
 defaults and one of them set the way the recipe has it (`recipe` sets them all; the head
 dropout is the recipe's already, 0.1, and `no_head_dropout` drops it), so the
-difference from `kerasft` is what that one default is worth. `--set` adds overrides to every
+difference from `kerasft` is what that one default is worth. `window_8` and `window_32` are
+candidates: length-sorted batches within windows of 8 or 32 batches instead of the whole epoch. `--set` adds overrides to every
 kerasft variant (e.g. to try a candidate default against the rest).
 
 Prints each run as it ends, then mean ± sd of accuracy and the mean train examples/s per
@@ -48,6 +49,10 @@ VARIANTS["recipe"] = list(
         item for name, items in VARIANTS.items() if name != "no_head_dropout" for item in items
     )
 )
+# Candidates between sorted and shuffled batches: the epoch's shuffled examples sorted by length
+# in windows of N batches only (more padding than one sort of the whole epoch, less than none).
+VARIANTS["window_8"] = ["data.bucket_window=8"]
+VARIANTS["window_32"] = ["data.bucket_window=32"]
 
 
 def measure(side: str, seed: int, args: argparse.Namespace, overrides: list[str]) -> dict:
