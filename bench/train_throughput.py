@@ -127,7 +127,8 @@ def run_kerasft(
         "ex_per_s": result.metrics["train"]["examples_per_second"],
         "wall_ex_per_s": len(texts) * epochs / result.metrics["train"]["wall_seconds"],
         # GLUE dev: the validation split, or the test split when --set moves it there
-        "acc": result.metrics.get("test", result.metrics["validation"])["accuracy"],
+        "acc": (result.metrics.get("test") or {}).get("accuracy")
+        or result.metrics["validation"]["accuracy"],
     }
 
 
