@@ -23,13 +23,11 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
 from sst2 import require_sst2
-
-THROUGHPUT = Path(__file__).with_name("train_throughput.py")
+from train_throughput import run_side
 
 # Each variant: kerasft's defaults with the overrides that set one of them as the recipe has it.
 VARIANTS: dict[str, list[str]] = {
@@ -53,17 +51,6 @@ VARIANTS["recipe"] = list(
 # in windows of N batches only (more padding than one sort of the whole epoch, less than none).
 VARIANTS["window_8"] = ["data.bucket_window=8"]
 VARIANTS["window_32"] = ["data.bucket_window=32"]
-
-
-def measure(side: str, seed: int, args: argparse.Namespace, overrides: list[str]) -> dict:
-    cmd = [sys.executable, str(THROUGHPUT), "--side", side, "--examples", str(args.examples)]
-    cmd += ["--precision", args.precision, "--seeds", str(seed)]
-    cmd += [f"--set={item}" for item in overrides]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
-    if line is None:
-        sys.exit(f"error: the {side} run ({' '.join(overrides)}) failed:\n{proc.stderr[-3000:]}")
-    return json.loads(line[7:])
 
 
 def main() -> None:
@@ -113,7 +100,8 @@ def main() -> None:
             key = (seed, args.examples, args.precision, tuple(overrides))
             r = done.get(key)
             if r is None:
-                r = measure(side, seed, args, [] if name == "hf" else overrides)
+                kerasft_overrides = [] if name == "hf" else overrides
+                r = run_side(side, args.examples, seed, args.precision, kerasft_overrides)
                 if args.log is not None:
                     with args.log.open("a") as log:
                         log.write(

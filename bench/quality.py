@@ -15,32 +15,19 @@ kerasft_acc=… hf_acc=… kerasft_seconds=… hf_seconds=… kerasft_ex_per_s=�
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 from sst2 import SST2, require_sst2
-
-THROUGHPUT = Path(__file__).with_name("train_throughput.py")
+from train_throughput import run_side
 
 
 def side(name: str, args: argparse.Namespace) -> tuple[dict, float]:
-    cmd = [sys.executable, str(THROUGHPUT), "--side", name, "--examples", str(args.examples)]
-    cmd += ["--epochs", str(args.epochs), "--seeds", str(args.seed)]
-    if name == "kerasft":
-        cmd += [
-            f"--set=data.validation={SST2 / 'dev.tsv'}",
-            f"--set=data.test={SST2 / 'glue_dev.tsv'}",
-        ]
+    overrides = []
+    if name == "kerasft":  # picks its epoch on SST-2's dev.tsv; GLUE dev is only its test split
+        overrides = [f"data.validation={SST2 / 'dev.tsv'}", f"data.test={SST2 / 'glue_dev.tsv'}"]
     start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    r = run_side(name, args.examples, args.seed, overrides=overrides, epochs=args.epochs)
     seconds = time.perf_counter() - start
-    line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
-    if line is None:
-        sys.exit(f"error: the {name} run failed:\n{proc.stderr[-3000:]}")
-    r = json.loads(line[7:])
     print(
         f"{name}: GLUE-dev accuracy {r['acc']:.4f}, {seconds:.0f}s in all, "
         f"{r['ex_per_s']:.1f} train examples/s, peak RSS {r['rss_mb']:.0f} MB",

@@ -132,6 +132,30 @@ def run_kerasft(
     }
 
 
+def run_side(
+    side: str,
+    examples: int,
+    seed: int,
+    precision: str = "auto",
+    overrides: list[str] | None = None,
+    epochs: int = 1,
+) -> dict:
+    """One side (`hf` or `kerasft`) run in a process of its own; what it measured.
+
+    Exits with the side's last error output when it fails.
+    """
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--side", side]
+    cmd += ["--examples", str(examples), "--epochs", str(epochs), "--seeds", str(seed)]
+    overrides = overrides or []
+    cmd += ["--precision", precision, *(f"--set={item}" for item in overrides)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
+    if line is None:
+        what = " ".join(overrides) or "defaults"
+        sys.exit(f"error: the {side} run ({what}) failed:\n{proc.stderr[-3000:]}")
+    return json.loads(line[7:])
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--examples", type=int, default=4000, help="training phrases (one epoch)")
@@ -168,15 +192,7 @@ def main() -> None:
     results = {"hf": [], "kerasft": []}
     for seed in seeds:
         for side in ("hf", "kerasft"):
-            cmd = [sys.executable, __file__, "--side", side, "--examples", str(args.examples)]
-            cmd += ["--epochs", str(args.epochs)]
-            cmd += ["--precision", args.precision, "--seeds", str(seed)]
-            cmd += [f"--set={item}" for item in args.overrides]
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
-            if line is None:
-                sys.exit(f"error: the {side} run failed:\n{proc.stderr[-3000:]}")
-            r = json.loads(line[7:])
+            r = run_side(side, args.examples, seed, args.precision, args.overrides, args.epochs)
             results[side].append(r)
             print(
                 f"seed {seed} {side}: {r['ex_per_s']:.1f} train examples/s, GLUE-dev accuracy "
