@@ -10,8 +10,9 @@ pooler, per-batch padding over shuffled batches); every other variant is kerasft
 defaults and one of them set the way the recipe has it (`recipe` sets them all; the head
 dropout is the recipe's already, 0.1, and `no_head_dropout` drops it), so the
 difference from `kerasft` is what that one default is worth. `window_8` and `window_32` are
-candidates: length-sorted batches within windows of 8 or 32 batches instead of the whole epoch. `--set` adds overrides to every
-kerasft variant (e.g. to try a candidate default against the rest).
+candidates: length-sorted batches within windows of 8 or 32 batches instead of the whole
+epoch. `--set` adds overrides to every kerasft variant (e.g. to try a candidate default
+against the rest).
 
 Prints each run as it ends, then mean ± sd of accuracy and the mean train examples/s per
 variant. Last line: `<variant>_acc=…` for every variant (means), `kerasft_ex_per_s=…`,
@@ -103,19 +104,10 @@ def main() -> None:
                 kerasft_overrides = [] if name == "hf" else overrides
                 r = run_side(side, args.examples, seed, args.precision, kerasft_overrides)
                 if args.log is not None:
+                    record = {**r, "seed": seed, "examples": args.examples}
+                    record.update(precision=args.precision, overrides=overrides)
                     with args.log.open("a") as log:
-                        log.write(
-                            json.dumps(
-                                {
-                                    **r,
-                                    "seed": seed,
-                                    "examples": args.examples,
-                                    "precision": args.precision,
-                                    "overrides": overrides,
-                                }
-                            )
-                            + "\n"
-                        )
+                        log.write(json.dumps(record) + "\n")
             results[name].append(r)
             print(
                 f"seed {seed} {name}: GLUE-dev accuracy {r['acc']:.4f}, "
