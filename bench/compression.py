@@ -1,6 +1,7 @@
 """Smaller and faster SST-2 models: a distilled 3-layer student, ONNX fp32 and int8, length-sorted prediction.
 
     .venv/bin/python bench/compression.py [--train 8000] [--teacher RUN_DIR] [--unlabeled N] [--transfer-copies N] [--repeats 3]
+        [--bf16]
 
 Fine-tunes the embedded MiniLM-L6 on `--train` SST-2 phrases (configs/sst2.yaml;
 or takes a finished `--teacher` run), distils it into a 3-layer student cut from
@@ -15,7 +16,8 @@ the teacher's full-integer TFLite model (fed one sentence at a time), and the ti
 `python -m kerasft.predict` over the dev file (repeated 8 times) with and
 without length-sorted windows. Needs ../shared/data and the onnx extra. Last line:
 teacher_acc=… student_acc=… student_speedup=… onnx_speedup=… onnx_int8_speedup=… onnx_int8_acc=…
-tflite_int8_acc=… sorted_predict_speedup=…
+tflite_int8_acc=… sorted_predict_speedup=… and, where the CPU has native bfloat16 (or with
+`--bf16`), bf16_speedup=… bf16_acc=…: the teacher exported with `export.precision: bfloat16`.
 """
 
 from __future__ import annotations
@@ -32,10 +34,33 @@ from kerasft._compat import tf
 from kerasft.config import load_config
 from kerasft.predict import predict_file
 from kerasft.serving import onnx as onnx_lib
+from kerasft.training.exports import reexport
+from kerasft.training.hardware import cpu_flags
 from kerasft.training.runner import run
 
 REPO = Path(__file__).resolve().parents[1]
 DEV = REPO.parent / "shared" / "data" / "sst2" / "glue_dev.tsv"
+
+
+# The teacher again, in bfloat16: only the SavedModel (ONNX and TFLite convert float32 models).
+BF16 = [
+    "export.precision=bfloat16",
+    "export.onnx=false",
+    "export.tflite=false",
+    "export.tflite_int8=false",
+]
+FUSED = ("Attention", "MultiHeadAttention", "SkipLayerNormalization", "EmbedLayerNormalization")
+
+
+def fused_ops(path: Path) -> str:
+    """How many of onnxruntime's fused transformer kernels the ONNX graph holds, by op type."""
+    import collections
+
+    import onnx
+
+    ops = collections.Counter(node.op_type for node in onnx.load(str(path)).graph.node)
+    gelu = [k for k in ops if "Gelu" in k]
+    return ", ".join(f"{k} x{ops[k]}" for k in (*FUSED, *gelu) if ops[k]) or "none"
 
 
 def dev_set() -> tuple[list[str], np.ndarray]:
@@ -135,6 +160,12 @@ def main() -> None:
         help="distill.transfer_copies: augmented copies of each training phrase the teacher "
         "labels (default: kerasft's, 4 without --unlabeled)",
     )
+    p.add_argument(
+        "--bf16",
+        action="store_true",
+        help="also time a bfloat16 export of the teacher where the CPU has no native bfloat16 "
+        "(it is timed anyway where it has)",
+    )
     args = p.parse_args()
     if not DEV.is_file():
         sys.exit(f"error: {DEV} is absent; this benchmark needs ../shared/data")
@@ -149,8 +180,6 @@ def main() -> None:
         f"export.dir={work / 'exports'}",
     ]
     if args.teacher:
-        from kerasft.training.exports import reexport
-
         teacher_run = Path(args.teacher)
         teacher_export = reexport(teacher_run, str(work / "exports"), onnx=True)
     else:
@@ -178,13 +207,21 @@ def main() -> None:
     texts, labels = dev_set()
     batches = id_batches(teacher_export, texts)
     onnx_dir = teacher_export.parent / "onnx" / teacher_export.name
+    candidates = [
+        ("teacher", teacher_export),
+        ("student", student.export_dir),
+        ("onnx", onnx_dir / onnx_lib.MODEL),
+        ("onnx_int8", onnx_dir / onnx_lib.MODEL_INT8),
+    ]
+    native_bf16 = sorted(cpu_flags() & {"avx512_bf16", "amx_bf16"})
+    if native_bf16 or args.bf16:  # the teacher again, exported with `export.precision: bfloat16`
+        print(f"native bfloat16: {', '.join(native_bf16) or 'none (emulated)'}", flush=True)
+        bf16 = reexport(teacher_run, str(work / "exports"), overrides=BF16)
+        candidates.append(("bf16", bf16))
+    print(f"onnx fp32 graph, fused kernels: {fused_ops(onnx_dir / onnx_lib.MODEL)}", flush=True)
     figures = {}
-    for name, predict in (
-        ("teacher", savedmodel_predictor(teacher_export)),
-        ("student", savedmodel_predictor(student.export_dir)),
-        ("onnx", onnx_predictor(onnx_dir / onnx_lib.MODEL)),
-        ("onnx_int8", onnx_predictor(onnx_dir / onnx_lib.MODEL_INT8)),
-    ):
+    for name, path in candidates:
+        predict = onnx_predictor(path) if path.suffix == ".onnx" else savedmodel_predictor(path)
         figures[name] = speed(name, predict, batches, labels, args.repeats)
 
     lite = teacher_export.parent / "tflite" / f"{teacher_export.name}.int8.tflite"
@@ -211,6 +248,11 @@ def main() -> None:
         f"student_speedup={figures['student'][1] / base:.2f} onnx_speedup={figures['onnx'][1] / base:.2f} "
         f"onnx_int8_speedup={figures['onnx_int8'][1] / base:.2f} onnx_int8_acc={figures['onnx_int8'][0]:.4f} "
         f"tflite_int8_acc={tflite_acc} sorted_predict_speedup={unsorted / sorted_:.2f}"
+        + (
+            f" bf16_speedup={figures['bf16'][1] / base:.2f} bf16_acc={figures['bf16'][0]:.4f}"
+            if "bf16" in figures
+            else ""
+        )
     )
 
 

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -43,6 +44,32 @@ def test_reexport_writes_a_new_version_with_the_same_answers(trained, capsys):
     )
     card = (trained.export_dir.parent / "README.md").read_text()
     assert "Latest version: **2**" in card and "| 1 |" in card
+
+
+@pytest.mark.slow
+def test_a_bfloat16_export_computes_in_bfloat16_and_says_so(trained, capsys):
+    assert export_main(["--run", str(trained.run_dir), "--set", "export.precision=bfloat16"]) == 0
+    export_dir = capsys.readouterr().out.strip().splitlines()[-1].removeprefix("export_dir=")
+    meta = json.loads((Path(export_dir) / "assets.extra" / "kerasft.json").read_text())
+    assert meta["precision"] == "bfloat16"
+    bf16, fp32 = probabilities(export_dir, TEXTS), probabilities(trained.export_dir, TEXTS)
+    assert bf16.dtype == np.float32
+    # bfloat16 keeps 8 bits of mantissa: close to the float32 answers, but not the same
+    np.testing.assert_allclose(bf16, fp32, atol=0.05)
+    assert not np.array_equal(bf16, fp32)
+    assert "| computes in | bfloat16 |" in (trained.export_dir.parent / "README.md").read_text()
+
+
+def test_a_bfloat16_export_refuses_onnx_in_one_line(trained, capsys):
+    before = sorted(p.name for p in trained.export_dir.parent.iterdir())
+    code = export_main(
+        ["--run", str(trained.run_dir), "--onnx", "--set", "export.precision=bfloat16"]
+    )
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "export.precision: bfloat16` is for the SavedModel" in err[0]
+    assert "--set export.precision=float32" in err[0]
+    assert sorted(p.name for p in trained.export_dir.parent.iterdir()) == before
 
 
 def test_reexport_of_something_else_is_a_one_line_error(tmp_path, capsys):

@@ -251,9 +251,27 @@ class ExportConfig(_Section):
         "and embeddings as single com.microsoft kernels; onnxruntime only, faster on CPU). `false`: standard "
         "ONNX ops only, for other runtimes. A fused graph that differs from the plain one is not kept.",
     )
+    precision: Literal["float32", "bfloat16"] = Field(
+        "float32",
+        description="What the SavedModel computes in, whatever the training precision. `bfloat16`: "
+        "rebuilt under mixed_bfloat16 (float32 weights and outputs, matrix products in bfloat16), "
+        "faster on CPUs with native bfloat16 (AVX-512 BF16, AMX) and on GPUs, slower on others; "
+        "ONNX and TFLite need `float32`.",
+    )
     dir: str = Field(
         "saved_models", description="Exports go to `<dir>/<name>/<version>/` (TF Serving layout)."
     )
+
+    @model_validator(mode="after")
+    def _float32_for_conversions(self) -> ExportConfig:
+        wanted = [k for k in ("onnx", "tflite", "tflite_int8") if getattr(self, k)]
+        if self.precision == "bfloat16" and wanted:
+            raise ValueError(
+                f"`export.precision: bfloat16` is for the SavedModel; {', '.join(wanted)} "
+                "converts a float32 one. Export those separately: "
+                "`python -m kerasft.export --run RUN_DIR --onnx --set export.precision=float32`."
+            )
+        return self
 
 
 class EvaluationConfig(_Section):

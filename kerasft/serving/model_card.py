@@ -90,6 +90,7 @@ def _summary(name: str, latest: int, meta: dict) -> list[str]:
         f"| backbone | {code(meta['backbone'])} |",
         f"| {'output' if gen else 'labels'} | {labels} |",
         f"| max length | {meta['max_length']} tokens |",
+        f"| computes in | {meta.get('precision', 'float32')} |",
         f"| training data | {code(meta['data']['train'])} ({meta['data']['train_examples']} examples) |",
         f"| validation / test | {code(meta['data']['validation'])} / {code(meta['data']['test'])} |",
         f"| run | {code(meta['run_dir'])} |",

@@ -69,7 +69,8 @@ def export_model(
     """Writes a new version of the model under `model_dir` and returns the version's directory.
 
     Args:
-        model: the trained Keras model (token-id inputs → task logits), in float32.
+        model: the trained Keras model (token-id inputs → task logits), in float32 (or
+            mixed_bfloat16, for `export.precision: bfloat16`).
         info: the export contract; with `info.card`, the model card and metadata are written.
         input_names: the model's input names.
         model_dir: `<export dir>/<name>`; its name is the model's name in TF Serving.
@@ -114,7 +115,8 @@ class ExportContext:
     its input names, the staging folder it writes into, and a test split to check against.
 
     Attributes:
-        model: the trained Keras model (token-id inputs → task logits), in float32.
+        model: the trained Keras model (token-id inputs → task logits), in float32 (or
+            mixed_bfloat16, for `export.precision: bfloat16`).
         check: an (x, y) dataset the TFLite and ONNX writers compare with; None: no check.
     """
 
@@ -145,7 +147,10 @@ def write_savedmodel(
     if info.warmup_texts and graph is not None:
         write_warmup(saved, served_name, list(info.warmup_texts), info.warmup_pairs)
     outputs = sorted(signatures["predict_ids"].structured_outputs)
-    return saved, assets, _metadata(info, ctx.input_names, outputs, graph is not None)
+    meta = _metadata(info, ctx.input_names, outputs, graph is not None)
+    # What the matrix products run in: `export.precision` (float32 weights either way).
+    meta["precision"] = "bfloat16" if "bfloat16" in ctx.model.dtype_policy.name else "float32"
+    return saved, assets, meta
 
 
 def _write_seq2seq(

@@ -66,12 +66,14 @@ def rebuild(
     export_dir: str | None = None,
     onnx: bool = False,
     overrides: list[str] | tuple[str, ...] = (),
+    for_export: bool = False,
 ) -> tuple[Any, Backbone, Config]:
     """A finished run's model, rebuilt in float32 from its config and best checkpoint.
 
     Float32 whatever precision it trained in (mixed precision keeps float32 master
     weights): the export computes in full precision, runs on any CPU and converts
-    to TFLite.
+    to TFLite. With `for_export` and `export.precision: bfloat16`, it is rebuilt under
+    mixed_bfloat16 instead (the same float32 weights, matrix products in bfloat16).
 
     Args:
         overrides: `export.*` settings to change, as `--set` takes them (`export.onnx_optimize=false`).
@@ -106,7 +108,8 @@ def rebuild(
     info = ExportInfo.read(run_dir)
     directory = model_directory(cfg.model)
     policy = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy("float32")
+    bf16 = for_export and cfg.export.precision == "bfloat16"
+    keras.mixed_precision.set_global_policy("mixed_bfloat16" if bf16 else "float32")
     try:
         if TASKS[cfg.task].generative:  # fresh weights: the checkpoint holds the trained ones
             fresh = cfg.model.model_copy(update={"weights": "random"})
@@ -131,7 +134,8 @@ def reexport(
     calibration: list[dict] | None = None,
     overrides: list[str] | tuple[str, ...] = (),
 ) -> Path:
-    """Exports a new version of a finished run from its best checkpoint, in float32 (see `rebuild`).
+    """Exports a new version of a finished run from its best checkpoint, in float32 or in
+    `export.precision` (see `rebuild`).
 
     Args:
         export_dir: overrides the config's `export.dir`. Defaults to the config's.
@@ -143,5 +147,5 @@ def reexport(
     Raises:
         ConfigError: `run_dir` is not a finished kerasft run, or an override is not an `export.*` key.
     """
-    model, backbone, cfg = rebuild(run_dir, export_dir, onnx, overrides)
+    model, backbone, cfg = rebuild(run_dir, export_dir, onnx, overrides, for_export=True)
     return export_run(Path(run_dir), model, backbone, cfg, test_data, calibration)

@@ -529,17 +529,18 @@ def export(
     data: Data,
     datasets: Datasets,
 ) -> Path | None:
-    """The run's SavedModel (when `export.enabled`), always computing in float32."""
+    """The run's SavedModel (when `export.enabled`), computing in float32 or `export.precision`."""
     if not cfg.export.enabled:
         return None
     calibration = None
     if cfg.export.tflite_int8:
         calibration = calibration_examples(data.encoded["train"], 200, cfg.training.seed)
-    if is_multi_worker(model.distribute_strategy) or model.dtype_policy.name != "float32":
-        # A float32 single-device copy of the best weights: it serves anywhere, converts to
-        # TFLite, and saving it needs none of the collectives a multi-worker model's
-        # sync-on-read variables would (the other workers have stopped).
-        print(f"export: rebuilding the model in float32 (trained in {model.dtype_policy.name})")
+    wanted = "float32" if cfg.export.precision == "float32" else "mixed_bfloat16"
+    if is_multi_worker(model.distribute_strategy) or model.dtype_policy.name != wanted:
+        # A single-device copy of the best weights in the export's precision: float32 serves
+        # anywhere and converts to TFLite, and saving it needs none of the collectives a
+        # multi-worker model's sync-on-read variables would (the other workers have stopped).
+        print(f"export: rebuilding the model in {wanted} (trained in {model.dtype_policy.name})")
         return reexport(run_dir, test_data=datasets.test, calibration=calibration)
     return export_run(run_dir, model, backbone, cfg, datasets.test, calibration)
 
