@@ -68,16 +68,15 @@ def rebuild(
     overrides: list[str] | tuple[str, ...] = (),
     for_export: bool = False,
 ) -> tuple[Any, Backbone, Config]:
-    """A finished run's model, rebuilt in float32 from its config and best checkpoint.
-
-    Float32 whatever precision it trained in (mixed precision keeps float32 master
-    weights): the export computes in full precision, runs on any CPU and converts
-    to TFLite. With `for_export` and `export.precision: bfloat16`, it is rebuilt under
-    mixed_bfloat16 instead (the same float32 weights, matrix products in bfloat16).
+    """A finished run's model, rebuilt from its config and best checkpoint, in float32 whatever
+    precision it trained in (mixed precision keeps float32 master weights): it computes in full
+    precision, runs on any CPU and converts to TFLite.
 
     Args:
         overrides: `export.*` settings to change, as `--set` takes them (`export.onnx_optimize=false`).
             Defaults to none.
+        for_export: with `export.precision: bfloat16`, rebuild under mixed_bfloat16 instead (the
+            same float32 weights, matrix products in bfloat16). Defaults to False.
 
     Returns:
         (model, backbone, cfg); `cfg.export.dir` is `export_dir` when given, and
@@ -93,14 +92,7 @@ def rebuild(
                 f"--set {override}: kerasft.export changes only export.* keys; the rest of the run's "
                 "config is what its checkpoint was trained with. Train again to change it."
             )
-    missing = [n for n in ("config.yaml", "export.json") if not (run_dir / n).is_file()]
-    weights = best_checkpoint(run_dir / "checkpoints")
-    if weights is None:
-        missing.append("checkpoints/checkpoint")
-    if missing:
-        raise ConfigError(
-            f"{run_dir} is not a finished kerasft run (no {', '.join(missing)}). Pass a directory printed as run_dir=."
-        )
+    weights = _finished(run_dir)
     overrides = [*overrides, *([f"export.dir={export_dir}"] if export_dir else [])]
     overrides += ["export.onnx=true"] if onnx else []
     cfg = config_lib.load_config(run_dir / "config.yaml", overrides)
@@ -124,6 +116,19 @@ def rebuild(
     # The checkpoint also holds the optimizer's state, which an export does not need.
     model.load_weights(weights).expect_partial()
     return model, backbone, cfg
+
+
+def _finished(run_dir: Path) -> str:
+    """The best checkpoint of a finished run; a ConfigError naming what is missing otherwise."""
+    missing = [n for n in ("config.yaml", "export.json") if not (run_dir / n).is_file()]
+    weights = best_checkpoint(run_dir / "checkpoints")
+    if weights is None:
+        missing.append("checkpoints/checkpoint")
+    if missing:
+        raise ConfigError(
+            f"{run_dir} is not a finished kerasft run (no {', '.join(missing)}). Pass a directory printed as run_dir=."
+        )
+    return weights
 
 
 def reexport(
