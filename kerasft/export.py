@@ -1,7 +1,7 @@
 """`python -m kerasft.export --run RUN_DIR`: a new SavedModel version of a finished run.
 
-The model is rebuilt from the run's config and best checkpoint, in float32, and
-exported with the contract the run recorded (`kerasft.training.exports.reexport`).
+The model is rebuilt from the run's config and best checkpoint, in float32 (or in
+bfloat16 with `--set export.precision=bfloat16`), and exported with the contract the run recorded (`kerasft.training.exports.reexport`).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def parser() -> argparse.ArgumentParser:
     )
     config_lib.add_override_argument(
         p,
-        "export.onnx_optimize=false",
+        "export.precision=bfloat16",
         "override an export.* key of the run's config (other keys are what the checkpoint was "
         "trained with)",
     )
