@@ -35,7 +35,7 @@ from kerasft.config import load_config
 from kerasft.predict import predict_file
 from kerasft.serving import onnx as onnx_lib
 from kerasft.training.exports import reexport
-from kerasft.training.hardware import cpu_flags
+from kerasft.training.hardware import NATIVE_BF16, cpu_flags
 from kerasft.training.runner import run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -213,7 +213,7 @@ def main() -> None:
         ("onnx", onnx_dir / onnx_lib.MODEL),
         ("onnx_int8", onnx_dir / onnx_lib.MODEL_INT8),
     ]
-    native_bf16 = sorted(cpu_flags() & {"avx512_bf16", "amx_bf16"})
+    native_bf16 = sorted(cpu_flags() & NATIVE_BF16)
     if native_bf16 or args.bf16:  # the teacher again, exported with `export.precision: bfloat16`
         print(f"native bfloat16: {', '.join(native_bf16) or 'none (emulated)'}", flush=True)
         bf16 = reexport(teacher_run, str(work / "exports"), overrides=BF16)

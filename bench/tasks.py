@@ -45,6 +45,9 @@ def main() -> None:
     p.add_argument("--only", default="mrpc,stsb,conll2003", help="comma-separated configs")
     p.add_argument("--max-train", type=int, default=None, help="cap on training examples per task")
     args = p.parse_args()
+    unknown = set(args.only.split(",")) - set(REFERENCE)
+    if unknown:
+        p.error(f"--only: unknown {', '.join(sorted(unknown))}; choose from {', '.join(REFERENCE)}")
     common = ["--set=export.enabled=false"]
     if args.epochs:
         common.append(f"--set=training.epochs={args.epochs}")

@@ -1,7 +1,8 @@
 """`python -m kerasft.export --run RUN_DIR`: a new SavedModel version of a finished run.
 
 The model is rebuilt from the run's config and best checkpoint, in float32 (or in
-bfloat16 with `--set export.precision=bfloat16`), and exported with the contract the run recorded (`kerasft.training.exports.reexport`).
+bfloat16 with `--set export.precision=bfloat16`), and exported with the contract the
+run recorded (`kerasft.training.exports.reexport`).
 """
 
 from __future__ import annotations

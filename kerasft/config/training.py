@@ -262,6 +262,11 @@ class ExportConfig(_Section):
         "saved_models", description="Exports go to `<dir>/<name>/<version>/` (TF Serving layout)."
     )
 
+    @property
+    def policy(self) -> str:
+        """The Keras mixed-precision policy the SavedModel is built under."""
+        return "mixed_bfloat16" if self.precision == "bfloat16" else "float32"
+
     @model_validator(mode="after")
     def _float32_for_conversions(self) -> ExportConfig:
         wanted = [k for k in ("onnx", "tflite", "tflite_int8") if getattr(self, k)]

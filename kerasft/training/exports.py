@@ -100,8 +100,7 @@ def rebuild(
     info = ExportInfo.read(run_dir)
     directory = model_directory(cfg.model)
     policy = keras.mixed_precision.global_policy()
-    bf16 = for_export and cfg.export.precision == "bfloat16"
-    keras.mixed_precision.set_global_policy("mixed_bfloat16" if bf16 else "float32")
+    keras.mixed_precision.set_global_policy(cfg.export.policy if for_export else "float32")
     try:
         if TASKS[cfg.task].generative:  # fresh weights: the checkpoint holds the trained ones
             fresh = cfg.model.model_copy(update={"weights": "random"})

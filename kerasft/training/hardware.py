@@ -24,6 +24,7 @@ def cpu_flags() -> set[str]:
 # machine take another's path (mixed_bfloat16 is emulated, slowly but exactly, on AVX2 CPUs).
 AUTO_PRECISION_ENV = "KERASFT_AUTO_PRECISION"
 POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
+NATIVE_BF16 = frozenset({"avx512_bf16", "amx_bf16"})  # CPU flags of native bfloat16 arithmetic
 
 
 def resolve_precision(setting: str) -> tuple[str, str]:
@@ -55,7 +56,7 @@ def resolve_precision(setting: str) -> tuple[str, str]:
         return "float32", "GPU without fast float16 (compute capability below 7.0)"
     if tf.config.list_logical_devices("TPU"):
         return "mixed_bfloat16", "TPU"
-    native = cpu_flags() & {"avx512_bf16", "amx_bf16"}
+    native = cpu_flags() & NATIVE_BF16
     if native:
         return "mixed_bfloat16", f"CPU with native bfloat16 ({', '.join(sorted(native))})"
     return "float32", "no GPU, TPU or CPU with native 16-bit floats"

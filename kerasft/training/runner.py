@@ -535,7 +535,7 @@ def export(
     calibration = None
     if cfg.export.tflite_int8:
         calibration = calibration_examples(data.encoded["train"], 200, cfg.training.seed)
-    wanted = "float32" if cfg.export.precision == "float32" else "mixed_bfloat16"
+    wanted = cfg.export.policy
     if is_multi_worker(model.distribute_strategy) or model.dtype_policy.name != wanted:
         # A single-device copy of the best weights in the export's precision: float32 serves
         # anywhere and converts to TFLite, and saving it needs none of the collectives a
