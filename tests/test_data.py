@@ -115,6 +115,28 @@ def test_splits_are_stratified_and_seeded(tmp_path):
     assert len(set(all_texts)) == 200
 
 
+def test_several_training_files_are_one_training_set_and_errors_name_the_file(tmp_path):
+    first = write(
+        tmp_path, "text\tlabel\n" + "".join(f"a{i}\t{i % 2}\n" for i in range(60)), "a.tsv"
+    )
+    second = write(
+        tmp_path, "text,label\n" + "".join(f"b{i},{i % 2}\n" for i in range(40)), "b.csv"
+    )
+    data = DataConfig(train=[str(first), str(second)], validation_split=0.1, test_split=0.1)
+    splits = load_splits(data, seed=0)
+    texts = splits.train.texts + splits.validation.texts + splits.test.texts
+    assert (len(splits.train), len(splits.validation), len(splits.test)) == (80, 10, 10)
+    assert sorted(texts) == sorted([f"a{i}" for i in range(60)] + [f"b{i}" for i in range(40)])
+    assert splits.train.source == f"{first} + {second}"
+    broken = write(tmp_path, "text,label\nfine,0\nno label,\n", "c.csv")
+    with pytest.raises(DataError, match=r"c.csv:3: empty label"):
+        load_splits(DataConfig(train=[str(first), str(broken)]), seed=0)
+    with pytest.raises(DataError, match=r"`data.train\[1\]`: data file not found: gone.csv"):
+        load_splits(DataConfig(train=[str(first), "gone.csv"]), seed=0)
+    with pytest.raises(ValueError, match="`train` is an empty list"):
+        DataConfig(train=[])
+
+
 def test_max_train_examples_keeps_held_out_sets_fixed(tmp_path):
     rows = "\n".join(f"t{i},{i % 3}" for i in range(300))
     path = write(tmp_path, "text,label\n" + rows + "\n")

@@ -184,10 +184,12 @@ class MixConfig(_Section):
 class DataConfig(_Section):
     """Where the examples come from and how they become token ids."""
 
-    train: str = Field(
+    train: str | list[str] = Field(
         description="Training data: a CSV, TSV, JSONL, Parquet or CoNLL file; a `datasets` folder written by "
         "`save_to_disk`; or `hf:<hub name>[:<config>]`. Append `@<split>` to pick a `datasets` split. Relative "
-        "paths start at the working directory; `pkg:<package>/<path>` is a file inside an installed package."
+        "paths start at the working directory; `pkg:<package>/<path>` is a file inside an installed package. "
+        "A list of such sources (same columns) is read as one training set, in order; "
+        "`validation_split` and `test_split` then carve from all of them."
     )
     validation: str | None = Field(
         None, description="Validation data, same forms as `train`. Defaults to a split of `train`."
@@ -330,6 +332,8 @@ class DataConfig(_Section):
             )
         if self.labels is not None and len(set(self.labels)) != len(self.labels):
             raise ValueError(f"`labels` has duplicates: {self.labels}")
+        if isinstance(self.train, list) and not self.train:
+            raise ValueError("`train` is an empty list; name at least one training file")
         return self
 
 

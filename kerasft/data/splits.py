@@ -103,7 +103,9 @@ def _read_tables(
     specs = {name: frames.get(name, getattr(cfg, name)) for name in SPLITS}
     tables, sources = {}, {}
     for name in SPLITS:
-        if specs[name] is not None:
+        if _is_file_list(specs[name]):
+            tables[name], sources[name] = _read_files(specs[name], cfg, task, slices)
+        elif specs[name] is not None:
             tables[name], sources[name] = read_source(
                 specs[name], cfg, task, f"data.{name}", name, slices
             )
@@ -133,6 +135,23 @@ def _read_tables(
         if cap and len(tables[name]) > cap:
             tables[name] = _carve(tables[name], len(tables[name]) - cap, seed, stratify)[0]
     return tables, sources
+
+
+def _is_file_list(spec) -> bool:
+    return isinstance(spec, list) and all(isinstance(item, str) for item in spec) and bool(spec)
+
+
+def _read_files(
+    specs: list[str], cfg: DataConfig, task: TaskSpec, slices: tuple[str, ...]
+) -> tuple[pd.DataFrame, str]:
+    """`data.train` given as a list: each source read and checked on its own (errors name its file and
+    line), then one table in the order given."""
+    read = [
+        read_source(spec, cfg, task, f"data.train[{i}]", "train", slices)
+        for i, spec in enumerate(specs)
+    ]
+    table = pd.concat([table for table, _ in read], ignore_index=True)
+    return table, " + ".join(source for _, source in read)
 
 
 def _vocabulary(cfg: DataConfig, task: TaskSpec, train: pd.DataFrame, source: str) -> LabelVocab:

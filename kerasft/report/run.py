@@ -116,7 +116,7 @@ def _summary(run: dict) -> str:
     data = cfg.get("data", {})
     carved = "{:.0%} of the training file"
     rows = [
-        ("train", data.get("train")),
+        ("train", " + ".join(files) if isinstance(files := data.get("train"), list) else files),
         (
             "validation",
             data.get("validation")
