@@ -1,6 +1,7 @@
 """Few labels on SST-2: standard fine-tuning against `training.method: contrastive` (SetFit).
 
     .venv/bin/python bench/few_shot.py [--sizes 8,16,64] [--seeds 0,1,2,3,4] [--methods base,contrastive]
+        [--set KEY=VALUE ...]
 
 For each size N and seed, draws N labelled phrases per class from the SST-2
 training file and a disjoint N-per-class validation set (seeded; phrases of at
@@ -17,7 +18,8 @@ Accuracy is on the 872 GLUE SST-2 dev sentences. Prints each run, then mean ± s
 per method and size; the last line is
 base_8=… contrastive_8=… base_16=… contrastive_16=… base_64=… contrastive_64=… contrastive_8_seconds=…
 (mean accuracies; contrastive_8_seconds is the mean wall-clock of a contrastive
-run at N=8: data, both phases, evaluation). Needs ../shared/data.
+run at N=8: data, both phases, evaluation). `--set` overrides a config key in every run (with
+`--methods` to try a setting on one method). Needs ../shared/data.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sst2 import SST2, require_sst2  # noqa: E402
 
 from kerasft.config import config_from_dict  # noqa: E402
+from kerasft.config.loading import add_override_argument  # noqa: E402
 from kerasft.training.runner import run as train  # noqa: E402
 
 METHODS = ("base", "contrastive")
@@ -58,7 +61,9 @@ def sample(size: int, seed: int, work: Path) -> tuple[Path, Path]:
     return paths
 
 
-def fine_tune(work: Path, size: int, seed: int, method: str) -> tuple[float, float]:
+def fine_tune(
+    work: Path, size: int, seed: int, method: str, overrides: list[str] = ()
+) -> tuple[float, float]:
     """GLUE-dev accuracy and wall-clock seconds of one run."""
     t0 = time.perf_counter()
     train_file, validation_file = sample(size, seed, work)
@@ -82,7 +87,7 @@ def fine_tune(work: Path, size: int, seed: int, method: str) -> tuple[float, flo
         "export": {"enabled": False},
         "evaluation": {"report": False},
     }
-    result = train(config_from_dict(raw, "bench/few_shot.py"), verbose=0)
+    result = train(config_from_dict(raw, "bench/few_shot.py", overrides), verbose=0)
     return float(result.metrics["test"]["accuracy"]), time.perf_counter() - t0
 
 
@@ -91,6 +96,7 @@ def main() -> None:
     p.add_argument("--sizes", default="8,16,64", help="labelled phrases per class, comma-separated")
     p.add_argument("--seeds", default="0,1,2,3,4", help="seeds (sample, order, head)")
     p.add_argument("--methods", default=",".join(METHODS), help="methods to run, comma-separated")
+    add_override_argument(p, "training.precision=float32", "override a config key in every run")
     args = p.parse_args()
     require_sst2()
     methods = [m for m in METHODS if m in args.methods.split(",")]
@@ -102,7 +108,7 @@ def main() -> None:
     for size in sizes:
         for seed in seeds:
             for method in methods:
-                acc, wall = fine_tune(work, size, seed, method)
+                acc, wall = fine_tune(work, size, seed, method, args.overrides)
                 scores.setdefault(f"{method}_{size}", []).append(acc)
                 seconds.setdefault(f"{method}_{size}", []).append(wall)
                 print(
