@@ -1,7 +1,7 @@
 """Smaller and faster SST-2 models: a distilled 3-layer student, ONNX fp32 and int8, length-sorted prediction.
 
     .venv/bin/python bench/compression.py [--train 8000] [--teacher RUN_DIR] [--unlabeled N] [--transfer-copies N] [--repeats 3]
-        [--bf16]
+        [--bf16] [--set KEY=VALUE ...]
 
 Fine-tunes the embedded MiniLM-L6 on `--train` SST-2 phrases (configs/sst2.yaml;
 or takes a finished `--teacher` run), distils it into a 3-layer student cut from
@@ -32,6 +32,7 @@ import numpy as np
 
 from kerasft._compat import tf
 from kerasft.config import load_config
+from kerasft.config.loading import add_override_argument
 from kerasft.predict import predict_file
 from kerasft.serving import onnx as onnx_lib
 from kerasft.training.exports import reexport
@@ -166,6 +167,7 @@ def main() -> None:
         help="also time a bfloat16 export of the teacher where the CPU has no native bfloat16 "
         "(it is timed anyway where it has)",
     )
+    add_override_argument(p, "distill.transfer_weighting=length", "override a student config key")
     args = p.parse_args()
     if not DEV.is_file():
         sys.exit(f"error: {DEV} is absent; this benchmark needs ../shared/data")
@@ -199,6 +201,7 @@ def main() -> None:
         ]
     if args.transfer_copies is not None:
         student_overrides.append(f"distill.transfer_copies={args.transfer_copies}")
+    student_overrides += args.overrides
     cfg = load_config(REPO / "configs" / "distill_sst2.yaml", student_overrides)
     t0 = time.perf_counter()
     student = run(cfg)
