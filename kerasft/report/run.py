@@ -114,7 +114,7 @@ def _summary(run: dict) -> str:
         ("train examples/s", _one_decimal(train.get("examples_per_second"))),
     ]
     data = cfg.get("data", {})
-    carved = "{:.0%} of the training file"
+    carved = "{:.0%} of the training data"
     rows = [
         ("train", " + ".join(files) if isinstance(files := data.get("train"), list) else files),
         (

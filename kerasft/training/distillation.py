@@ -421,7 +421,10 @@ def transfer_split(cfg: Config, spec: TaskSpec, data: Data) -> Split | None:
     train = data.splits.train
     copies_of = None
     if cfg.distill.transfer_weighting == "length":
-        copies_of = copies_by_length([len(text.split()) for text in train.texts], copies)
+        words = [len(text.split()) for text in train.texts]
+        if train.pairs is not None:
+            words = [n + len(pair.split()) for n, pair in zip(words, train.pairs, strict=True)]
+        copies_of = copies_by_length(words, copies)
     jobs = make_copies(augment, spec, data.splits, cfg.training.seed, copies_of=copies_of)
     texts = [" ".join(j.words) for j in jobs]
     pairs = [" ".join(j.pair or []) for j in jobs] if train.pairs is not None else None
