@@ -167,7 +167,7 @@ def main() -> None:
         help="also time a bfloat16 export of the teacher where the CPU has no native bfloat16 "
         "(it is timed anyway where it has)",
     )
-    add_override_argument(p, "distill.transfer_weighting=length", "override a student config key")
+    add_override_argument(p, "distill.alpha=0.7", "override a student config key")
     args = p.parse_args()
     if not DEV.is_file():
         sys.exit(f"error: {DEV} is absent; this benchmark needs ../shared/data")

@@ -338,20 +338,6 @@ def test_without_unlabelled_text_the_teacher_labels_a_seeded_transfer_set():
         _transfer("token_classification", transfer_copies=2)
 
 
-def test_a_length_weighted_transfer_set_copies_long_texts_more_for_as_many_words():
-    from kerasft.training.distillation import copies_by_length
-
-    words = [1, 2, 3, 10, 20]
-    counts = copies_by_length(words, 4)
-    assert counts.tolist() == [0, 0, 1, 3, 6]  # in proportion to length, largest remainders first
-    assert abs(int(counts @ words) - 4 * sum(words)) <= max(words)  # about as many words as even
-    assert copies_by_length([], 4).tolist() == [] and copies_by_length([0, 0], 4).tolist() == [0, 0]
-
-    split, texts = _transfer("classification", transfer_weighting="length")
-    assert 40 <= len(split) <= 48  # twelve texts of one length: as `even` gives
-    assert not set(split.texts) & set(texts)
-
-
 def test_distill_command_needs_a_distill_section(tiny_config, tmp_path, capsys):
     from kerasft.distill import main
 

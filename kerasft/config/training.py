@@ -371,14 +371,6 @@ class DistillConfig(_Section):
         "Defaults to 4 without `unlabeled`, 0 with it. Sequence-level tasks; 0: off.",
     )
 
-    transfer_weighting: Literal["even", "length"] = Field(
-        "even",
-        description="How the transfer set's copies are spread over the training texts: `even`, "
-        "`transfer_copies` of each; `length`, in proportion to each text's length in words, with as "
-        "many words in all (so fewer, longer copies: one-word texts get none, the longest several "
-        "times `transfer_copies`), for students that must read texts longer than most training texts.",
-    )
-
     def copies(self, task: str) -> int:
         """Transfer copies per training text for this task (the default resolved)."""
         if self.transfer_copies is not None:

@@ -408,7 +408,6 @@ def transfer_split(cfg: Config, spec: TaskSpec, data: Data) -> Split | None:
     """`distill.transfer_copies` EDA copies of the training texts, targets "unlabelled", or None.
 
     Copies equal to their original are dropped, so there may be fewer than asked for.
-    With `distill.transfer_weighting: length`, see `copies_by_length`.
     """
     from kerasft.config import AugmentConfig
     from kerasft.data.augment import make_copies
@@ -419,33 +418,10 @@ def transfer_split(cfg: Config, spec: TaskSpec, data: Data) -> Split | None:
     rate = 0.1  # EDA's own default for each operation
     augment = AugmentConfig(copies=copies, synonym=rate, insertion=rate, swap=rate, deletion=rate)
     train = data.splits.train
-    copies_of = None
-    if cfg.distill.transfer_weighting == "length":
-        words = [len(text.split()) for text in train.texts]
-        if train.pairs is not None:
-            words = [n + len(pair.split()) for n, pair in zip(words, train.pairs, strict=True)]
-        copies_of = copies_by_length(words, copies)
-    jobs = make_copies(augment, spec, data.splits, cfg.training.seed, copies_of=copies_of)
+    jobs = make_copies(augment, spec, data.splits, cfg.training.seed)
     texts = [" ".join(j.words) for j in jobs]
     pairs = [" ".join(j.pair or []) for j in jobs] if train.pairs is not None else None
     return Split(texts, _no_targets(len(texts), spec), "transfer set", pairs=pairs)
-
-
-def copies_by_length(words: list[int], copies: int) -> np.ndarray:
-    """Copies of each text in proportion to its length, `copies` times as many words as the texts.
-
-    `c_i = k * w_i` with `k = copies * sum(w) / sum(w^2)`, rounded so the counts add up
-    (largest remainders first): the transfer set holds about as many words, so costs
-    about as much to train on, as `copies` of every text, but more of them are long ones.
-    """
-    w = np.asarray(words, np.float64)
-    if not len(w) or not w.any():
-        return np.zeros(len(w), np.int64)
-    share = copies * w.sum() / np.square(w).sum() * w
-    counts = np.floor(share).astype(np.int64)
-    missing = int(round(share.sum())) - int(counts.sum())
-    counts[np.argsort(counts - share, kind="stable")[:missing]] += 1
-    return counts
 
 
 def _no_targets(count: int, spec: TaskSpec) -> np.ndarray:
@@ -504,7 +480,7 @@ def distillation_data(
         print(
             f"distill: a transfer set of {len(transfer)} augmented copies of the "
             f"{len(data.splits.train)} training texts, labelled by the teacher "
-            f"(`distill.transfer_copies`, weighted `{cfg.distill.transfer_weighting}`)"
+            "(`distill.transfer_copies`)"
         )
     pad_id = tokenizer.pad_token_id or 0
     logits = teacher_logits(teacher, train, pad_id, spec, cfg.data.cache_dir)
@@ -557,5 +533,4 @@ def build_distiller(
     # Examples only the teacher labels: `distill.unlabeled` texts and the transfer set.
     facts["teacher_labelled_only"] = len(data.encoded["train"].lengths) - len(data.splits.train)
     facts["transfer_copies"] = cfg.distill.copies(cfg.task)
-    facts["transfer_weighting"] = cfg.distill.transfer_weighting
     return Distiller.around(student, distillation_loss(cfg, data)), facts

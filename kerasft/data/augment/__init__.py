@@ -122,13 +122,8 @@ def make_copies(
     splits: Splits,
     seed: int,
     masked_lm: Path | None = None,
-    copies_of: np.ndarray | None = None,
 ) -> list[Job]:
-    """The augmented copies of every training example (the ones equal to what exists are dropped).
-
-    Args:
-        copies_of: copies of each training example. Defaults to `augment.copies` of each.
-    """
+    """The augmented copies of every training example (the ones equal to what exists are dropped)."""
     train = splits.train
     tags_of = _tags(spec, train)
     outside = splits.vocab.index().get("O") if spec.per_token else None
@@ -148,7 +143,7 @@ def make_copies(
     for row in range(len(train)):
         words = _words(train.texts[row])
         pair = train.pairs[row].split() if train.pairs is not None else None
-        for _ in range(augment.copies if copies_of is None else int(copies_of[row])):
+        for _ in range(augment.copies):
             op = operations[rng.integers(len(operations))]
             if op in OPERATIONS:
                 new, tags = eda.apply(op, words, rng, tags_of(row))
