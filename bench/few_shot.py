@@ -62,7 +62,7 @@ def sample(size: int, seed: int, work: Path) -> tuple[Path, Path]:
 
 
 def fine_tune(
-    work: Path, size: int, seed: int, method: str, overrides: list[str] = ()
+    work: Path, size: int, seed: int, method: str, overrides: tuple[str, ...] | list[str] = ()
 ) -> tuple[float, float]:
     """GLUE-dev accuracy and wall-clock seconds of one run."""
     t0 = time.perf_counter()

@@ -103,7 +103,7 @@ def _read_tables(
     specs = {name: frames.get(name, getattr(cfg, name)) for name in SPLITS}
     tables, sources = {}, {}
     for name in SPLITS:
-        if _is_file_list(specs[name]):
+        if name == "train" and _is_file_list(specs[name]):
             tables[name], sources[name] = _read_files(specs[name], cfg, task, slices)
         elif specs[name] is not None:
             tables[name], sources[name] = read_source(
