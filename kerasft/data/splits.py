@@ -103,8 +103,8 @@ def _read_tables(
     specs = {name: frames.get(name, getattr(cfg, name)) for name in SPLITS}
     tables, sources = {}, {}
     for name in SPLITS:
-        if name == "train" and _is_file_list(specs[name]):
-            tables[name], sources[name] = _read_files(specs[name], cfg, task, slices)
+        if name == "train" and name not in frames and isinstance(cfg.train, list):
+            tables[name], sources[name] = _read_files(cfg.train, cfg, task, slices)
         elif specs[name] is not None:
             tables[name], sources[name] = read_source(
                 specs[name], cfg, task, f"data.{name}", name, slices
@@ -135,10 +135,6 @@ def _read_tables(
         if cap and len(tables[name]) > cap:
             tables[name] = _carve(tables[name], len(tables[name]) - cap, seed, stratify)[0]
     return tables, sources
-
-
-def _is_file_list(spec) -> bool:
-    return isinstance(spec, list) and all(isinstance(item, str) for item in spec) and bool(spec)
 
 
 def _read_files(
