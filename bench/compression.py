@@ -6,7 +6,8 @@
 Fine-tunes the embedded MiniLM-L6 on `--train` SST-2 phrases (configs/sst2.yaml;
 or takes a finished `--teacher` run), distils it into a 3-layer student cut from
 it (configs/distill_sst2.yaml, the teacher's outputs on the same phrases and on
-kerasft's default transfer set, 4 augmented copies of each (`--transfer-copies`), or
+kerasft's default transfer set, 4 augmented copies of each (`--transfer-copies`) and
+one join of two or three phrases per phrase (`--set distill.transfer_joins=N`), or
 with `--unlabeled N` on N more phrases whose labels it never sees instead), and
 exports both, the teacher with its ONNX models. On the 872 GLUE SST-2 dev
 sentences it reports accuracy and batch-64 examples/s of the teacher SavedModel,

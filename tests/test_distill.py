@@ -239,10 +239,11 @@ def test_a_one_layer_student_cut_from_a_two_layer_teacher_trains_and_exports(tea
     assert saved["model"]["num_layers"] == 1 and saved["distill"]["teacher"] == str(teacher.run_dir)
     metrics = json.loads((result.run_dir / "metrics.json").read_text())
     assert metrics["distill"]["kept_layers"] == [1] and "accuracy" in metrics["test"]
-    # No unlabelled text: the teacher labels a transfer set of augmented copies as well.
-    made = re.search(r"distill: a transfer set of (\d+) augmented copies of the 36 training", out)
-    assert made and metrics["distill"]["teacher_labelled_only"] == int(made[1]) > 100
-    assert f"training student (classification): {36 + int(made[1])} examples" in out
+    # No unlabelled text: the teacher labels a transfer set of augmented copies and joins as well.
+    made = re.search(r"transfer set of (\d+) augmented copies and 36 joins of the 36 training", out)
+    assert made and metrics["distill"]["teacher_labelled_only"] == int(made[1]) + 36 > 100
+    assert f"training student (classification): {72 + int(made[1])} examples" in out
+    assert metrics["distill"]["transfer_joins"] == 1
     serve = tf.saved_model.load(str(result.export_dir)).signatures["serving_default"]
     probabilities = serve(text=tf.constant(["good movie", "bad film"]))["probabilities"].numpy()
     np.testing.assert_allclose(probabilities.sum(-1), 1.0, rtol=1e-5)
@@ -323,16 +324,16 @@ def _transfer(task: str, pairs: bool = False, **distill):
 def test_without_unlabelled_text_the_teacher_labels_a_seeded_transfer_set():
     from kerasft.training.distillation import UNLABELED
 
-    split, texts = _transfer("classification")
+    split, texts = _transfer("classification", transfer_joins=0)
     assert split.source == "transfer set" and 40 <= len(split) <= 48  # 4 copies, equal ones dropped
     assert not set(split.texts) & set(texts)  # every copy differs from its original
     assert (split.targets == UNLABELED).all()  # only the distillation term sees them
-    assert _transfer("classification")[0].texts == split.texts  # seeded
+    assert _transfer("classification", transfer_joins=0)[0].texts == split.texts  # seeded
     paired, _ = _transfer("classification", pairs=True, transfer_copies=1)
     assert len(paired.pairs) == len(paired) <= 12
     assert np.isnan(_transfer("regression")[0].targets).all()
     assert _transfer("classification", unlabeled="more.txt")[0] is None  # real text instead
-    assert _transfer("classification", transfer_copies=0)[0] is None
+    assert _transfer("classification", transfer_copies=0, transfer_joins=0)[0] is None
     assert _transfer("token_classification")[0] is None
     with pytest.raises(ConfigError, match="`distill.transfer_copies` applies to sequence-level"):
         _transfer("token_classification", transfer_copies=2)
@@ -347,3 +348,23 @@ def test_distill_command_needs_a_distill_section(tiny_config, tmp_path, capsys):
         f"error: {path}: no `distill:` section; add one with `teacher: <run dir>` "
         "(configs/distill_sst2.yaml shows one)."
     )
+
+
+def test_transfer_joins_add_longer_texts_made_of_two_or_three_training_texts():
+    split, texts = _transfer("classification", transfer_copies=0, transfer_joins=2)
+    again, _ = _transfer("classification", transfer_copies=0, transfer_joins=2)
+    assert len(split) == 24 and split.texts == again.texts  # seeded
+    for joined in split.texts:
+        parts = [t for t in texts if t in joined]
+        assert 2 <= len(parts) <= 3 and len(joined) == sum(map(len, parts)) + len(parts) - 1
+    both, _ = _transfer("classification")  # by default, 4 copies and 1 join per text
+    assert both.texts[:-12] == _transfer("classification", transfer_joins=0)[0].texts
+    with pytest.raises(ConfigError, match="`distill.transfer_joins` applies to sequence-level"):
+        _transfer("token_classification", transfer_joins=1)
+    raw = {
+        "name": "t",
+        "data": {"train": "x.csv", "text_pair_column": "b"},
+        "distill": {"teacher": "runs/t", "transfer_joins": 1},
+    }
+    with pytest.raises(ConfigError, match="`distill.transfer_joins` joins single texts"):
+        config_from_dict(raw)

@@ -326,6 +326,7 @@ class SearchDimension(_Section):
 
 
 TRANSFER_COPIES = 4  # `distill.transfer_copies` without unlabelled text (bench/compression.py)
+TRANSFER_JOINS = 1  # `distill.transfer_joins` without unlabelled text (bench/compression.py)
 
 
 class DistillConfig(_Section):
@@ -370,12 +371,27 @@ class DistillConfig(_Section):
         "drawn per copy, seeded) that the teacher labels, with the distillation term only. "
         "Defaults to 4 without `unlabeled`, 0 with it. Sequence-level tasks; 0: off.",
     )
+    transfer_joins: int | None = Field(
+        None,
+        ge=0,
+        le=32,
+        description="Longer texts for the transfer set: this many per training text, each two or three "
+        "training texts drawn at random and joined (seeded), labelled by the teacher, so the student "
+        "learns the teacher's answers on texts longer than the training ones. Defaults to 1 without "
+        "`unlabeled`, 0 with it. Single-text sequence-level tasks; 0: off.",
+    )
 
     def copies(self, task: str) -> int:
         """Transfer copies per training text for this task (the default resolved)."""
         if self.transfer_copies is not None:
             return self.transfer_copies
         return 0 if self.unlabeled or task == "token_classification" else TRANSFER_COPIES
+
+    def joins(self, task: str) -> int:
+        """Joined texts per training text for this task (the default resolved)."""
+        if self.transfer_joins is not None:
+            return self.transfer_joins
+        return 0 if self.unlabeled or task == "token_classification" else TRANSFER_JOINS
 
 
 class TuningConfig(_Section):

@@ -244,10 +244,16 @@ class Config(_Section):
                     "`distill.unlabeled` applies to sequence-level tasks; token_classification distils "
                     "on its labelled words only"
                 )
-            if self.distill.transfer_copies and self.task == "token_classification":
+            for key in ("transfer_copies", "transfer_joins"):
+                if getattr(self.distill, key) and self.task == "token_classification":
+                    raise ValueError(
+                        f"`distill.{key}` applies to sequence-level tasks; token_classification "
+                        "distils on its labelled words only (set it to 0 or leave it out)"
+                    )
+            if self.distill.transfer_joins and self.data.text_pair_column is not None:
                 raise ValueError(
-                    "`distill.transfer_copies` applies to sequence-level tasks; token_classification "
-                    "distils on its labelled words only (set it to 0 or leave it out)"
+                    "`distill.transfer_joins` joins single texts; with `data.text_pair_column` "
+                    "set it to 0 or leave it out"
                 )
         allowed = MONITORS[self.task][1]
         if self.training.monitor is not None and self.training.monitor not in allowed:

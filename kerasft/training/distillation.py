@@ -405,23 +405,49 @@ def unlabeled_split(cfg: Config, spec: TaskSpec, pairs: bool) -> Split | None:
 
 
 def transfer_split(cfg: Config, spec: TaskSpec, data: Data) -> Split | None:
-    """`distill.transfer_copies` EDA copies of the training texts, targets "unlabelled", or None.
+    """The transfer set: `distill.transfer_copies` EDA copies of the training texts, then
+    `distill.transfer_joins` joined ones; targets "unlabelled". None when both are 0.
 
     Copies equal to their original are dropped, so there may be fewer than asked for.
     """
     from kerasft.config import AugmentConfig
     from kerasft.data.augment import make_copies
 
-    copies = cfg.distill.copies(cfg.task) if cfg.distill is not None else 0
-    if not copies:
-        return None
-    rate = 0.1  # EDA's own default for each operation
-    augment = AugmentConfig(copies=copies, synonym=rate, insertion=rate, swap=rate, deletion=rate)
     train = data.splits.train
-    jobs = make_copies(augment, spec, data.splits, cfg.training.seed)
-    texts = [" ".join(j.words) for j in jobs]
-    pairs = [" ".join(j.pair or []) for j in jobs] if train.pairs is not None else None
+    if cfg.distill is None:
+        return None
+    copies, joins = cfg.distill.copies(cfg.task), joins_per_text(cfg, train)
+    texts, pairs = [], [] if train.pairs is not None else None
+    if copies:
+        rate = 0.1  # EDA's own default for each operation
+        augment = AugmentConfig(
+            copies=copies, synonym=rate, insertion=rate, swap=rate, deletion=rate
+        )
+        jobs = make_copies(augment, spec, data.splits, cfg.training.seed)
+        texts = [" ".join(j.words) for j in jobs]
+        pairs = [" ".join(j.pair or []) for j in jobs] if pairs is not None else None
+    if joins:
+        texts += joined_texts(list(train.texts), joins, cfg.training.seed)
+    if not texts:
+        return None
     return Split(texts, _no_targets(len(texts), spec), "transfer set", pairs=pairs)
+
+
+def joins_per_text(cfg: Config, train: Split) -> int:
+    """`distill.transfer_joins` resolved: 0 for text pairs, whose texts are not joined."""
+    return 0 if train.pairs is not None else cfg.distill.joins(cfg.task)
+
+
+def joined_texts(texts: list[str], per_text: int, seed: int) -> list[str]:
+    """`per_text * len(texts)` texts, each two or three of `texts` drawn at random and joined."""
+    rng = np.random.default_rng([seed, 7])  # its own stream: the EDA copies stay as they were
+    if len(texts) < 2:
+        return []
+    joined = []
+    for _ in range(per_text * len(texts)):
+        chosen = rng.choice(len(texts), min(int(rng.integers(2, 4)), len(texts)), replace=False)
+        joined.append(" ".join(texts[i] for i in chosen))
+    return joined
 
 
 def _no_targets(count: int, spec: TaskSpec) -> np.ndarray:
@@ -477,10 +503,12 @@ def distillation_data(
     transfer = transfer_split(cfg, spec, data)
     if transfer is not None:
         train = add_unlabeled(train, tokenizer, transfer, data.max_length, spec, cfg.data.cache_dir)
+        count = len(data.splits.train)
+        joined = joins_per_text(cfg, data.splits.train) * count if count > 1 else 0
         print(
-            f"distill: a transfer set of {len(transfer)} augmented copies of the "
-            f"{len(data.splits.train)} training texts, labelled by the teacher "
-            "(`distill.transfer_copies`)"
+            f"distill: a transfer set of {len(transfer) - joined} augmented copies and {joined} "
+            f"joins of the {count} training texts, labelled by the teacher "
+            "(`distill.transfer_copies`, `distill.transfer_joins`)"
         )
     pad_id = tokenizer.pad_token_id or 0
     logits = teacher_logits(teacher, train, pad_id, spec, cfg.data.cache_dir)
@@ -533,4 +561,5 @@ def build_distiller(
     # Examples only the teacher labels: `distill.unlabeled` texts and the transfer set.
     facts["teacher_labelled_only"] = len(data.encoded["train"].lengths) - len(data.splits.train)
     facts["transfer_copies"] = cfg.distill.copies(cfg.task)
+    facts["transfer_joins"] = joins_per_text(cfg, data.splits.train)
     return Distiller.around(student, distillation_loss(cfg, data)), facts
