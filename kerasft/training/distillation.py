@@ -434,15 +434,17 @@ def transfer_split(cfg: Config, spec: TaskSpec, data: Data) -> Split | None:
 
 
 def joins_per_text(cfg: Config, train: Split) -> int:
-    """`distill.transfer_joins` resolved: 0 for text pairs, whose texts are not joined."""
-    return 0 if train.pairs is not None else cfg.distill.joins(cfg.task)
+    """`distill.transfer_joins` resolved: 0 for text pairs, whose texts are not joined, and for
+    a single training text."""
+    if train.pairs is not None or len(train) < 2:
+        return 0
+    return cfg.distill.joins(cfg.task)
 
 
 def joined_texts(texts: list[str], per_text: int, seed: int) -> list[str]:
-    """`per_text * len(texts)` texts, each two or three of `texts` drawn at random and joined."""
+    """`per_text * len(texts)` texts, each two or three of `texts` (at least two) drawn at random
+    and joined."""
     rng = np.random.default_rng([seed, 7])  # its own stream: the EDA copies stay as they were
-    if len(texts) < 2:
-        return []
     joined = []
     for _ in range(per_text * len(texts)):
         chosen = rng.choice(len(texts), min(int(rng.integers(2, 4)), len(texts)), replace=False)
@@ -504,7 +506,7 @@ def distillation_data(
     if transfer is not None:
         train = add_unlabeled(train, tokenizer, transfer, data.max_length, spec, cfg.data.cache_dir)
         count = len(data.splits.train)
-        joined = joins_per_text(cfg, data.splits.train) * count if count > 1 else 0
+        joined = joins_per_text(cfg, data.splits.train) * count
         print(
             f"distill: a transfer set of {len(transfer) - joined} augmented copies and {joined} "
             f"joins of the {count} training texts, labelled by the teacher "
