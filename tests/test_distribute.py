@@ -147,7 +147,7 @@ def test_distillation_under_mirrored_trains_like_one_device(tmp_path, tiny_bert_
             epochs=1,
             output_dir=str(tmp_path / distribution),
         )
-        # No transfer set: its copies would leave a partial last batch, split unevenly.
+        # No transfer set: its copies and joins would leave a partial last batch, split unevenly.
         student["distill"] = {"teacher": str(teacher), "transfer_copies": 0, "transfer_joins": 0}
         paths.append(write_yaml(tmp_path / f"{distribution}.yaml", student))
     mirrored, single = run_on_two_devices(paths)[1]

@@ -383,15 +383,17 @@ class DistillConfig(_Section):
 
     def copies(self, task: str) -> int:
         """Transfer copies per training text for this task (the default resolved)."""
-        if self.transfer_copies is not None:
-            return self.transfer_copies
-        return 0 if self.unlabeled or task == "token_classification" else TRANSFER_COPIES
+        return self._transfer(self.transfer_copies, TRANSFER_COPIES, task)
 
     def joins(self, task: str) -> int:
         """Joined texts per training text for this task (the default resolved)."""
-        if self.transfer_joins is not None:
-            return self.transfer_joins
-        return 0 if self.unlabeled or task == "token_classification" else TRANSFER_JOINS
+        return self._transfer(self.transfer_joins, TRANSFER_JOINS, task)
+
+    def _transfer(self, value: int | None, default: int, task: str) -> int:
+        """A transfer-set count: as set, else `default` where there is no unlabelled text."""
+        if value is not None:
+            return value
+        return 0 if self.unlabeled or task == "token_classification" else default
 
 
 class TuningConfig(_Section):

@@ -417,7 +417,7 @@ def transfer_split(cfg: Config, spec: TaskSpec, data: Data) -> Split | None:
     if cfg.distill is None:
         return None
     copies, joins = cfg.distill.copies(cfg.task), joins_per_text(cfg, train)
-    texts, pairs = [], [] if train.pairs is not None else None
+    texts, pairs = [], None
     if copies:
         rate = 0.1  # EDA's own default for each operation
         augment = AugmentConfig(
@@ -425,8 +425,9 @@ def transfer_split(cfg: Config, spec: TaskSpec, data: Data) -> Split | None:
         )
         jobs = make_copies(augment, spec, data.splits, cfg.training.seed)
         texts = [" ".join(j.words) for j in jobs]
-        pairs = [" ".join(j.pair or []) for j in jobs] if pairs is not None else None
-    if joins:
+        if train.pairs is not None:
+            pairs = [" ".join(j.pair or []) for j in jobs]
+    if joins:  # never for pairs (joins_per_text)
         texts += joined_texts(list(train.texts), joins, cfg.training.seed)
     if not texts:
         return None
