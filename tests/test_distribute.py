@@ -223,6 +223,7 @@ def test_two_worker_processes_train_and_only_the_chief_exports(tiny_config, tmp_
     assert codes == [0, 0], "\n\n".join(log[-3000:] for log in logs)
     for i, log in enumerate(logs):
         assert f"MultiWorkerMirroredStrategy over 2 workers, 2 replicas; this is worker {i}" in log
+        assert "a worker silent for 60 s stops the cluster" in log  # not TensorFlow's 10 s
         assert "global batch 8 = 4 per replica" in log
     # The other worker ran every step of both epochs, in step with the chief.
     per_epoch = int(re.search(r"(\d+) steps/epoch", logs[1]).group(1))

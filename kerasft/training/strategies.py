@@ -24,6 +24,9 @@ from kerasft.errors import ConfigError, first_line
 
 _MULTI_WORKER: tf.distribute.Strategy | None = None  # one per process: it configures the runtime
 _MIRRORED: dict[tuple[str, ...], tf.distribute.Strategy] = {}
+# A worker silent this long is taken for dead and the cluster stops. TensorFlow's default, 10 s,
+# aborts healthy runs on a loaded machine (workers starved of CPU while they build the model).
+HEARTBEAT_TIMEOUT_SECONDS = 60
 
 
 @dataclass(frozen=True)
@@ -119,6 +122,7 @@ def _multi_worker(cluster: Cluster | None) -> tuple[tf.distribute.Strategy, str]
         )
     if _MULTI_WORKER is None:
         try:
+            _configure_coordination()
             _MULTI_WORKER = tf.distribute.MultiWorkerMirroredStrategy()
         except (RuntimeError, ValueError) as exc:
             raise ConfigError(
@@ -131,8 +135,42 @@ def _multi_worker(cluster: Cluster | None) -> tuple[tf.distribute.Strategy, str]
     return (
         _MULTI_WORKER,
         f"MultiWorkerMirroredStrategy over {cluster.tasks} workers, "
-        f"{_MULTI_WORKER.num_replicas_in_sync} replicas; this is {role}",
+        f"{_MULTI_WORKER.num_replicas_in_sync} replicas; this is {role}; a worker silent for "
+        f"{_heartbeat_timeout_seconds():g} s stops the cluster",
     )
+
+
+def _configure_coordination() -> None:
+    """The coordination service MultiWorkerMirroredStrategy would set up, with a longer heartbeat.
+
+    The strategy keeps a configuration already in place (ParameterServerStrategy sets its own
+    heartbeat the same way); only the chief and workers take part, as in the strategy.
+    """
+    from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
+    from tensorflow.python.distribute import multi_worker_util
+    from tensorflow.python.eager import context
+
+    if context.context().coordination_service is not None:
+        return
+    spec = tf.distribute.cluster_resolver.TFConfigClusterResolver().cluster_spec()
+    jobs = [
+        coordination_config_pb2.CoordinatedJob(name=job, num_tasks=spec.num_tasks(job))
+        for job in ("chief", "worker")
+        if job in spec.jobs
+    ]
+    context.context().configure_coordination_service(
+        service_type="standalone",
+        service_leader=multi_worker_util.coordination_leader(spec),
+        coordinated_jobs=jobs,
+        heartbeat_timeout_in_ms=HEARTBEAT_TIMEOUT_SECONDS * 1000,
+    )
+
+
+def _heartbeat_timeout_seconds() -> float:
+    """The coordination service's heartbeat timeout in this process, as configured."""
+    from tensorflow.python.eager import context
+
+    return context.context().coordination_service.heartbeat_timeout_in_ms / 1000
 
 
 def _tpu() -> tuple[tf.distribute.Strategy, str]:
