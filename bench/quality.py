@@ -7,7 +7,8 @@ The sides of `bench/train_throughput.py` at full size: all 60,614 SST-2 training
 its own process, both scored on GLUE SST-2 dev (872 sentences). The Hugging Face recipe takes
 its last epoch; kerasft keeps its best epoch by its default monitor on SST-2's own `dev.tsv`
 (6,735 phrases held out from training), never on GLUE dev, which is its test split here.
-Prints accuracy, wall time (the whole process: tokenization, tracing, training, evaluation)
+Prints each side's progress as it runs (kerasft's own lines; the minutes elapsed every five),
+then accuracy, wall time (the whole process: tokenization, tracing, training, evaluation)
 and train examples/s of each. Last line:
 kerasft_acc=… hf_acc=… kerasft_seconds=… hf_seconds=… kerasft_ex_per_s=… hf_ex_per_s=…
 """
@@ -26,7 +27,7 @@ def side(name: str, args: argparse.Namespace) -> tuple[dict, float]:
     if name == "kerasft":  # picks its epoch on SST-2's dev.tsv; GLUE dev is only its test split
         overrides = [f"data.validation={SST2 / 'dev.tsv'}", f"data.test={SST2 / 'glue_dev.tsv'}"]
     start = time.perf_counter()
-    r = run_side(name, args.examples, args.seed, overrides=overrides, epochs=args.epochs)
+    r = run_side(name, args.examples, args.seed, overrides=overrides, epochs=args.epochs, echo=True)
     seconds = time.perf_counter() - start
     print(
         f"{name}: GLUE-dev accuracy {r['acc']:.4f}, {seconds:.0f}s in all, "
