@@ -413,9 +413,9 @@ def transfer_split(cfg: Config, spec: TaskSpec, data: Data) -> Split | None:
     from kerasft.config import AugmentConfig
     from kerasft.data.augment import make_copies
 
-    train = data.splits.train
     if cfg.distill is None:
         return None
+    train = data.splits.train
     copies, joins = cfg.distill.copies(cfg.task), joins_per_text(cfg, train)
     texts, pairs = [], None
     if copies:
