@@ -1,7 +1,7 @@
 """Few labels on SST-2: standard fine-tuning against `training.method: contrastive` (SetFit).
 
     .venv/bin/python bench/few_shot.py [--sizes 8,16,64] [--seeds 0,1,2,3,4] [--methods base,contrastive]
-        [--set KEY=VALUE ...]
+        [--set KEY=VALUE ...] [--heldout]
 
 For each size N and seed, draws N labelled phrases per class from the SST-2
 training file and a disjoint N-per-class validation set (seeded; phrases of at
@@ -19,7 +19,9 @@ per method and size; the last line is
 base_8=… contrastive_8=… base_16=… contrastive_16=… base_64=… contrastive_64=… contrastive_8_seconds=…
 (mean accuracies; contrastive_8_seconds is the mean wall-clock of a contrastive
 run at N=8: data, both phases, evaluation). `--set` overrides a config key in every run (with
-`--methods` to try a setting on one method). Needs ../shared/data.
+`--methods` to try a setting on one method). `--heldout` scores on 1,000 training phrases set
+aside before sampling instead of GLUE dev: for choosing settings without looking at the
+figures reported (use other seeds than the reported ones too). Needs ../shared/data.
 """
 
 from __future__ import annotations
@@ -43,12 +45,24 @@ from kerasft.training.runner import run as train  # noqa: E402
 METHODS = ("base", "contrastive")
 BASE = {"epochs": 20, "batch_size": 8, "learning_rate": 1e-4, "patience": 5}
 MIN_WORDS = 5
+HELDOUT = 1000
 
 
-def sample(size: int, seed: int, work: Path) -> tuple[Path, Path]:
-    """N labelled phrases per class and a disjoint N-per-class validation set, as TSV files."""
+def phrases(work: Path, heldout: bool) -> pd.DataFrame:
+    """The training phrases of at least MIN_WORDS words to sample from; with `heldout`, less
+    HELDOUT of them (a fixed draw), written to `work/heldout.tsv` as the test set."""
     frame = pd.read_csv(SST2 / "train.tsv", sep="\t", quoting=3, keep_default_na=False)
     frame = frame[frame["sentence"].str.split().str.len() >= MIN_WORDS]
+    if not heldout:
+        return frame
+    aside = frame.sample(HELDOUT, random_state=12345)
+    aside.to_csv(work / "heldout.tsv", sep="\t", index=False)
+    return frame.drop(aside.index)
+
+
+def sample(size: int, seed: int, work: Path, heldout: bool = False) -> tuple[Path, Path]:
+    """N labelled phrases per class and a disjoint N-per-class validation set, as TSV files."""
+    frame = phrases(work, heldout)
     rng = np.random.default_rng(seed)
     train, validation = [], []
     for _, group in frame.groupby("label"):
@@ -62,11 +76,16 @@ def sample(size: int, seed: int, work: Path) -> tuple[Path, Path]:
 
 
 def fine_tune(
-    work: Path, size: int, seed: int, method: str, overrides: tuple[str, ...] | list[str] = ()
+    work: Path,
+    size: int,
+    seed: int,
+    method: str,
+    overrides: tuple[str, ...] | list[str] = (),
+    heldout: bool = False,
 ) -> tuple[float, float]:
-    """GLUE-dev accuracy and wall-clock seconds of one run."""
+    """Test accuracy (GLUE dev, or the held-out phrases) and wall-clock seconds of one run."""
     t0 = time.perf_counter()
-    train_file, validation_file = sample(size, seed, work)
+    train_file, validation_file = sample(size, seed, work, heldout)
     training = {"seed": seed, "monitor": "val_accuracy", "output_dir": str(work / "runs")}
     if method == "base":
         training |= BASE
@@ -77,7 +96,7 @@ def fine_tune(
         "data": {
             "train": str(train_file),
             "validation": str(validation_file),
-            "test": str(SST2 / "glue_dev.tsv"),
+            "test": str(work / "heldout.tsv" if heldout else SST2 / "glue_dev.tsv"),
             "text_column": "sentence",
             "quoting": "none",
             "max_length": 64,
@@ -97,22 +116,28 @@ def main() -> None:
     p.add_argument("--seeds", default="0,1,2,3,4", help="seeds (sample, order, head)")
     p.add_argument("--methods", default=",".join(METHODS), help="methods to run, comma-separated")
     add_override_argument(p, "training.precision=float32", "override a config key in every run")
+    p.add_argument(
+        "--heldout",
+        action="store_true",
+        help=f"score on {HELDOUT} training phrases set aside, not GLUE dev (for choosing settings)",
+    )
     args = p.parse_args()
     require_sst2()
     methods = [m for m in METHODS if m in args.methods.split(",")]
     sizes = [int(s) for s in args.sizes.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
     work = Path(tempfile.mkdtemp(prefix="kerasft-few-shot-"))
+    scored = "heldout" if args.heldout else "glue_dev"
     scores: dict[str, list[float]] = {}
     seconds: dict[str, list[float]] = {}
     for size in sizes:
         for seed in seeds:
             for method in methods:
-                acc, wall = fine_tune(work, size, seed, method, args.overrides)
+                acc, wall = fine_tune(work, size, seed, method, args.overrides, args.heldout)
                 scores.setdefault(f"{method}_{size}", []).append(acc)
                 seconds.setdefault(f"{method}_{size}", []).append(wall)
                 print(
-                    f"RESULT {method} per_class={size} seed={seed} glue_dev_acc={acc:.4f} "
+                    f"RESULT {method} per_class={size} seed={seed} {scored}_acc={acc:.4f} "
                     f"seconds={wall:.0f}",
                     flush=True,
                 )
