@@ -368,3 +368,15 @@ def test_transfer_joins_add_longer_texts_made_of_two_or_three_training_texts():
     }
     with pytest.raises(ConfigError, match="`distill.transfer_joins` joins single texts"):
         config_from_dict(raw)
+
+
+def test_joins_per_text_is_zero_for_a_single_training_text_or_text_pairs():
+    from kerasft.data.splits import Split
+    from kerasft.training.distillation import joins_per_text
+
+    raw = {"name": "t", "data": {"train": "x.csv"}, "distill": {"teacher": "runs/t"}}
+    cfg = config_from_dict(raw)
+    two = Split(["a b", "c d"], np.array([0, 1]), "x")
+    assert joins_per_text(cfg, two) == 1  # the default
+    assert joins_per_text(cfg, Split(["a b"], np.array([0]), "x")) == 0  # nothing to join it with
+    assert joins_per_text(cfg, Split(["a", "b"], np.array([0, 1]), "x", pairs=["c", "d"])) == 0
