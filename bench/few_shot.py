@@ -21,7 +21,9 @@ base_8=… contrastive_8=… base_16=… contrastive_16=… base_64=… contrast
 run at N=8: data, both phases, evaluation). `--set` overrides a config key in every run (with
 `--methods` to try a setting on one method). `--heldout` scores on 1,000 training phrases set
 aside before sampling instead of GLUE dev: for choosing settings without looking at the
-figures reported (use other seeds than the reported ones too). Needs ../shared/data.
+figures reported (use other seeds than the reported ones too; SST-2's training phrases
+are parts of longer ones, so a held-out phrase may overlap a sampled one: it scores every
+setting alike, but reads higher than GLUE dev would). Needs ../shared/data.
 """
 
 from __future__ import annotations
