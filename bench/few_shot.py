@@ -22,8 +22,8 @@ run at N=8: data, both phases, evaluation). `--set` overrides a config key in ev
 `--methods` to try a setting on one method). `--heldout` scores on 1,000 training phrases set
 aside before sampling instead of GLUE dev: for choosing settings without looking at the
 figures reported (use other seeds than the reported ones too; SST-2's training phrases
-are parts of longer ones, so a held-out phrase may overlap a sampled one: it scores every
-setting alike, but reads higher than GLUE dev would). Needs ../shared/data.
+are parts of longer ones, so a held-out phrase may overlap a sampled one; that touches
+every setting alike). Needs ../shared/data.
 """
 
 from __future__ import annotations
