@@ -29,6 +29,7 @@ every setting alike). Needs ../shared/data.
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import tempfile
 import time
@@ -50,9 +51,11 @@ MIN_WORDS = 5
 HELDOUT = 1000
 
 
+@functools.cache
 def phrases(work: Path, heldout: bool) -> pd.DataFrame:
     """The training phrases of at least MIN_WORDS words to sample from; with `heldout`, less
-    HELDOUT of them (a fixed draw), written to `work/heldout.tsv` as the test set."""
+    HELDOUT of them (a fixed draw), written to `work/heldout.tsv` as the test set. Read once
+    per process (callers only read the frame)."""
     frame = pd.read_csv(SST2 / "train.tsv", sep="\t", quoting=3, keep_default_na=False)
     frame = frame[frame["sentence"].str.split().str.len() >= MIN_WORDS]
     if not heldout:

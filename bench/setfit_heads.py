@@ -24,7 +24,6 @@ Needs ../shared/data.
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -38,28 +37,27 @@ from sst2 import require_sst2  # noqa: E402
 
 from kerasft._compat import keras  # noqa: E402
 from kerasft.config import config_from_dict  # noqa: E402
+from kerasft.data.pipeline import eval_dataset  # noqa: E402
+from kerasft.data.splits import Split  # noqa: E402
+from kerasft.data.tokenize import encode  # noqa: E402
 from kerasft.models.backbones import load_tokenizer, resolve_backbone  # noqa: E402
+from kerasft.training.contrastive import sentence_embedder  # noqa: E402
 from kerasft.training.runner import run as train  # noqa: E402
 
 CS = (0.01, 0.1, 10.0, 100.0)
 END_TO_END = {"epochs": 16, "batch_size": 2, "learning_rate": 1e-5, "head": 1e-2}
 
 
-def vectors(model: keras.Model, tokenizer, texts: list[str]) -> np.ndarray:
-    """The frozen sentence vectors the contrastive head reads (unit-length mean pooling)."""
-    embedder = keras.Model(model.inputs, model.get_layer("head_dropout").input)
-    names = [tensor.name.split(":")[0] for tensor in model.inputs]
-    out = []
-    for start in range(0, len(texts), 64):
-        batch = tokenizer(
-            texts[start : start + 64],
-            padding=True,
-            truncation=True,
-            max_length=64,
-            return_tensors="np",
-        )
-        out.append(embedder({n: batch[n].astype("int32") for n in names}, training=False).numpy())
-    return np.concatenate(out)
+def vectors(model: keras.Model, tokenizer, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """The frozen sentence vectors the contrastive head reads, and the labels, of `frame`'s
+    phrases: tokenized and batched as the run's own head fit and evaluation are."""
+    encoded = encode(tokenizer, Split(list(frame.sentence), frame.label.to_numpy(), "bench"), 64)
+    embedder = sentence_embedder(model)
+    xs, ys = [], []
+    for x, y in eval_dataset(encoded, 64, int(tokenizer.pad_token_id or 0)):
+        xs.append(embedder(x, training=False).numpy())
+        ys.append(y.numpy())
+    return np.concatenate(xs), np.concatenate(ys)
 
 
 def heads(model: keras.Model, tokenizer, train_file: Path, test_file: Path) -> dict[str, float]:
@@ -68,8 +66,7 @@ def heads(model: keras.Model, tokenizer, train_file: Path, test_file: Path) -> d
 
     read = {"sep": "\t", "quoting": 3, "keep_default_na": False}
     train_frame, test_frame = pd.read_csv(train_file, **read), pd.read_csv(test_file, **read)
-    x, y = vectors(model, tokenizer, list(train_frame.sentence)), train_frame.label.to_numpy()
-    xt, yt = vectors(model, tokenizer, list(test_frame.sentence)), test_frame.label.to_numpy()
+    (x, y), (xt, yt) = vectors(model, tokenizer, train_frame), vectors(model, tokenizer, test_frame)
     scores = {}
     for c in CS:
         fitted = LogisticRegression(C=c, max_iter=1000).fit(x, y)
@@ -80,12 +77,10 @@ def heads(model: keras.Model, tokenizer, train_file: Path, test_file: Path) -> d
     return scores
 
 
-def end_to_end(body: keras.layers.Layer, source: Path, directory: Path, run: dict) -> float:
+def end_to_end(body: keras.layers.Layer, tokenizer, directory: Path, run: dict) -> float:
     """Held-out accuracy of SetFit v1's end-to-end phase from the contrastive body."""
     body.save_pretrained(str(directory))
-    for file in source.iterdir():  # the tokenizer's files, beside the saved weights
-        if "token" in file.name or file.name == "vocab.txt":
-            shutil.copy(file, directory / file.name)
+    tokenizer.save_pretrained(str(directory))
     training = dict(run["training"], method="standard", patience=END_TO_END["epochs"])
     training |= {k: END_TO_END[k] for k in ("epochs", "batch_size", "learning_rate")}
     training["group_learning_rates"] = {"head": END_TO_END["head"]}
@@ -118,12 +113,11 @@ def one_seed(work: Path, size: int, seed: int) -> dict[str, float]:
         "evaluation": {"report": False},
     }
     result = train(config_from_dict(raw, "bench/setfit_heads.py"), verbose=0)
-    source = resolve_backbone("minilm-l6")
-    tokenizer = load_tokenizer(source)
+    tokenizer = load_tokenizer(resolve_backbone("minilm-l6"))
     scores = {"logistic_c1": float(result.metrics["test"]["accuracy"])}
     scores |= heads(result.model, tokenizer, train_file, work / "heldout.tsv")
     body = next(layer for layer in result.model.layers if hasattr(layer, "save_pretrained"))
-    scores["end_to_end"] = end_to_end(body, source, work / f"body-{seed}", raw)
+    scores["end_to_end"] = end_to_end(body, tokenizer, work / f"body-{seed}", raw)
     return scores
 
 

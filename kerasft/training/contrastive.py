@@ -35,10 +35,9 @@ class ContrastiveModel(keras.Model):
         """A ContrastiveModel sharing `model`'s layers and weights; `model`'s head is frozen."""
         contrastive = cls(inputs=model.inputs, outputs=model.outputs, name=model.name)
         contrastive.get_layer("head").trainable = False  # fitted by HeadFit, not by gradients
-        # The sentence vector the head reads. A partial, not a sub-model attribute: that
-        # would add a second path to the same weights in every checkpoint.
-        embedder = keras.Model(model.inputs, model.get_layer("head_dropout").input)
-        contrastive.embed = partial(_call, embedder)
+        # A partial, not a sub-model attribute: that would add a second path to the same
+        # weights in every checkpoint.
+        contrastive.embed = partial(_call, sentence_embedder(model))
         contrastive.pair_loss = keras.metrics.Mean(name="loss")
         return contrastive
 
@@ -58,6 +57,12 @@ class ContrastiveModel(keras.Model):
         self.optimizer.minimize(scaled, self.trainable_variables, tape=tape)
         self.pair_loss.update_state(loss)
         return {"loss": self.pair_loss.result()}
+
+
+def sentence_embedder(model: keras.Model) -> keras.Model:
+    """`model` (a sequence task model) up to the sentence vector its head reads: pooled, and
+    unit-length with `model.normalize`. It shares `model`'s layers and weights."""
+    return keras.Model(model.inputs, model.get_layer("head_dropout").input)
 
 
 def _call(model: keras.Model, x, training: bool = False):
