@@ -39,7 +39,7 @@ VARIANTS: dict[str, list[str]] = {
     "no_head_dropout": ["model.dropout=0"],
     "no_weight_decay": ["training.weight_decay=0"],
     "dense_adamw": ["training.lazy_embedding_updates=false"],
-    "shuffled_batches": ["data.bucketing=false"],
+    "shuffled_batches": ["data.packing=false", "data.bucketing=false"],
 }
 # The recipe has all of them but the head dropout: BERT's classifier drops 0.1 of the pooled
 # vector, as kerasft's head does.
@@ -50,8 +50,10 @@ VARIANTS["recipe"] = list(
 )
 # Candidates between sorted and shuffled batches: the epoch's shuffled examples sorted by length
 # in windows of N batches only (more padding than one sort of the whole epoch, less than none).
-VARIANTS["window_8"] = ["data.bucket_window=8"]
-VARIANTS["window_32"] = ["data.bucket_window=32"]
+VARIANTS["window_8"] = ["data.packing=false", "data.bucket_window=8"]
+VARIANTS["window_32"] = ["data.packing=false", "data.bucket_window=32"]
+# The default before packing: the whole epoch sorted by length, one length per batch.
+VARIANTS["sorted_batches"] = ["data.packing=false"]
 
 
 def main() -> None:

@@ -76,6 +76,9 @@ OPTIONS = {
             "head": {"learning_rate": 1e-3},
         },
     },
+    # Packed batches: each replica gets whole rows, so different numbers of texts; the loss
+    # is still the global batch's mean (class weights inside the batch).
+    "packing": {"epochs": 2, "data": {"packing": True, "class_weights": "balanced"}},
     # Contrastive training: its own train step on pairs, and the head HeadFit writes into
     # every replica's copy.
     "contrastive": {
@@ -97,7 +100,8 @@ def test_mirrored_over_two_logical_cpus_trains_like_one_device(tiny_config, tmp_
     paths = []
     for i, options in enumerate(OPTIONS.values()):
         for distribution in ("mirrored", "none"):
-            config = copy.deepcopy(tiny_config)
+            config, options = copy.deepcopy(tiny_config), dict(options)
+            config["data"].update(options.pop("data", {}))
             config["training"].update(batch_size=8, precision="float32", **options)
             config["training"]["distribution"] = distribution
             config["training"]["output_dir"] = str(tmp_path / f"{distribution}{i}")

@@ -123,6 +123,10 @@ def _bad(tiny_config, tmp_path, mutate):
             r"label 'neg' is not in the label vocabulary",
         ),
         (lambda c: c["training"].update(epochs=0), r"`training.epochs`.*Received: 0"),
+        (
+            lambda c: (c["data"].update(packing=True), c["training"].update(jit_compile=True)),
+            r"`data.packing: true` cannot train with XLA .*; set `data.packing: auto`",
+        ),
     ],
 )
 def test_user_errors_are_one_line_exit_2_and_leave_nothing(

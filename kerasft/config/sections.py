@@ -289,8 +289,8 @@ class DataConfig(_Section):
     )
     bucketing: bool = Field(
         True,
-        description="Batch examples of similar length together so little padding is computed "
-        "(about 2x faster training on CPU).",
+        description="Without packing: batch examples of similar length together so little padding "
+        "is computed (about 2x faster training on CPU than padded shuffled batches).",
     )
     bucket_window: int = Field(
         0,
@@ -298,6 +298,13 @@ class DataConfig(_Section):
         description="With bucketing: each epoch's shuffled examples are sorted by length in windows "
         "of this many batches, then the batches are shuffled. 0 sorts the whole epoch (least "
         "padding); smaller windows mix lengths more and pad more.",
+    )
+    packing: bool | Literal["auto"] = Field(
+        "auto",
+        description="Train on shuffled batches whose texts are laid end to end in a few rows, each "
+        "text attending only to itself: the mixed-length batches of `bucketing: false` with "
+        "little padding. `auto` packs where the run can (sequence-level tasks, BERT-family "
+        "backbones, no XLA) and keeps `bucketing` elsewhere; `true` where it cannot is an error.",
     )
     target_scaling: Literal["none", "standard"] = Field(
         "none",

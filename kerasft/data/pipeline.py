@@ -9,6 +9,7 @@ import numpy as np
 
 from kerasft._compat import tf
 from kerasft.data.labels import IGNORE_INDEX
+from kerasft.data.packing import pack_batch
 from kerasft.data.tokenize import Encoded
 
 
@@ -44,6 +45,7 @@ def train_dataset(
     fixed_widths: bool = False,
     drop_remainder: bool = False,
     skip: tf.Variable | None = None,
+    packing: dict | None = None,
 ) -> tf.data.Dataset:
     """Shuffled training batches, each padded to its own longest example rather than to `max_length`.
 
@@ -68,12 +70,26 @@ def train_dataset(
             epoch, read when the epoch's iterator starts (a run resumed mid-epoch). The
             epoch then yields that many fewer batches than its declared cardinality,
             which is what Keras asks for when it resumes at a later step. Defaults to none.
+        packing: shuffled batches (no length sorting), each packed into a few rows by
+            `packing.pack_batch` with these keyword arguments. Defaults to none (padded
+            batches).
     """
-    order = _epoch_orders(encoded, batch_size, window if bucketing else 1, seed, epoch)
-    padding = _padding_values(encoded, pad_id)
-    ds = _examples(encoded, order).padded_batch(
-        batch_size, padding_values=padding, drop_remainder=drop_remainder
+    packed = packing is not None
+    order = _epoch_orders(
+        encoded, batch_size, window if bucketing and not packed else 1, seed, epoch
     )
+    padding = _padding_values(encoded, pad_id)
+    ds = _examples(encoded, order)
+    if packed:
+        ds = ds.map(lambda x, y: ({**x, "length": tf.shape(x["input_ids"])[0]}, y))
+        padding = ({**padding[0], "length": tf.constant(0, tf.int32)}, padding[1])
+    ds = ds.padded_batch(batch_size, padding_values=padding, drop_remainder=drop_remainder)
+    if packed:
+        ds = ds.map(
+            lambda x, y: pack_batch(x, y, padding[0], **packing),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
+        )
     if fixed_widths:
         widths = tf.constant(xla_widths(max_length), tf.int32)
         ds = ds.map(

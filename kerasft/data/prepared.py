@@ -185,8 +185,9 @@ def build_datasets(
     state: Any,
     strategy: tf.distribute.Strategy | None = None,
     fixed_widths: bool = False,
+    packing: bool = False,
 ) -> Datasets:
-    """Length-sorted training batches in a seeded, resumable order; sorted evaluation batches.
+    """Length-sorted (or packed) training batches in a seeded, resumable order; sorted evaluation batches.
 
     Args:
         state: the run's `TrainingState`: the order of each epoch follows its epoch
@@ -195,6 +196,7 @@ def build_datasets(
             batch is dropped (an empty per-replica batch would crash); with several
             workers, each takes its share of every global batch. Defaults to one device.
         fixed_widths: pad batches to a few fixed widths, for XLA. Defaults to False.
+        packing: shuffled batches packed into rows (`data.packing`) instead. Defaults to False.
 
     Raises:
         DataError: the training split makes no full batch.
@@ -208,7 +210,7 @@ def build_datasets(
             f"{data.splits.train.source}: {len(train)} training examples make no full batch of "
             f"{batch}; lower `training.batch_size`."
         )
-    training, steps = _training_batches(cfg, data, pad_id, state, replicas > 1, fixed_widths)
+    training, steps = _training_batches(cfg, data, pad_id, state, replicas, fixed_widths, packing)
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         # Every worker builds the same seeded stream of global batches; each takes its
         # share of every batch, so all run the same number of steps.
@@ -226,11 +228,18 @@ def build_datasets(
 
 
 def _training_batches(
-    cfg: Config, data: Data, pad_id: int, state: Any, drop_remainder: bool, fixed_widths: bool
+    cfg: Config,
+    data: Data,
+    pad_id: int,
+    state: Any,
+    replicas: int,
+    fixed_widths: bool,
+    packing: bool,
 ) -> tuple[tf.data.Dataset, int]:
     """The training pipeline and its steps per epoch: sentence pairs for `method: contrastive`,
-    else length-sorted examples; both in a seeded order a resumed run repeats."""
+    else length-sorted (or packed) examples; all in a seeded order a resumed run repeats."""
     batch, train, seed = cfg.training.batch_size, data.encoded["train"], cfg.training.seed
+    drop_remainder = replicas > 1
     if data.pairs is not None:
         pairs = pair_dataset(
             train,
@@ -244,10 +253,17 @@ def _training_batches(
         )
         n = len(data.pairs)
         return pairs, n // batch if drop_remainder else -(-n // batch)
+    packed = None
+    if packing:  # a row per replica at least; class weights travel inside the batch
+        weights, table = data.splits.class_weights, None
+        if weights:
+            table = tf.constant([weights.get(i, 1.0) for i in range(len(data.label_names))])
+        packed = {"min_rows": replicas, "class_weights": table}
     examples = train_dataset(
         train,
         batch,
         pad_id,
+        packing=packed,
         bucketing=cfg.data.bucketing,
         max_length=data.max_length,
         window=cfg.data.bucket_window,

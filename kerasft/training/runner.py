@@ -58,6 +58,7 @@ from kerasft.training.exports import export_run, reexport
 from kerasft.training.generation import evaluate_generation, generation_callback, seq2seq_model
 from kerasft.training.hardware import resolve_jit, resolve_precision
 from kerasft.training.optimizers import build_optimizer
+from kerasft.training.packing import PackedModel, packing_for
 from kerasft.training.rundir import (
     check_writable,
     ending_for,
@@ -112,9 +113,11 @@ def run(
         jit = resolve_jit(cfg.training.jit_compile)
         with strategy.scope():  # model, optimizer and metrics live on every replica
             backbone = run_backbone(cfg, spec, directory, tokenizer)
-            model, facts = builder_for(cfg, teacher)(cfg, spec, backbone, data)
+            packs = packing_for(cfg, spec, _model_type(cfg, backbone), jit)
+            build = packed_model if packs else builder_for(cfg, teacher)
+            model, facts = build(cfg, spec, backbone, data)
             state = TrainingState()
-            datasets = build_datasets(cfg, data, backbone.pad_id, state, strategy, jit)
+            datasets = build_datasets(cfg, data, backbone.pad_id, state, strategy, jit, packs)
             compile_model(model, cfg, spec, data, datasets.steps, jit)
         chief = is_chief(strategy)
         run_dir, resume_dir, lock = open_run_dir(cfg, data, strategy, resume_dir)
@@ -240,6 +243,20 @@ def task_model_for(
 ) -> tuple[keras.Model, dict]:
     """The model builder of a training run: the `model:` section's task model, and no facts."""
     return build_model(cfg.model, spec, backbone, len(data.label_names), cfg.data.max_length), {}
+
+
+def packed_model(
+    cfg: Config, spec: TaskSpec, backbone: Backbone, data: Data
+) -> tuple[keras.Model, dict]:
+    """The model builder of packed training (`data.packing`): the task model as a `PackedModel`."""
+    model, _ = task_model_for(cfg, spec, backbone, data)
+    print("packing: each batch's texts laid end to end in rows, each text attending to itself")
+    return PackedModel.around(model, backbone.model, cfg.model.pooling), {}
+
+
+def _model_type(cfg: Config, backbone: Backbone) -> str:
+    config = getattr(backbone.model, "config", None)
+    return getattr(config, "model_type", None) or cfg.model.backbone
 
 
 def run_backbone(cfg: Config, spec: TaskSpec, directory: Path, tokenizer) -> Backbone:
@@ -369,7 +386,10 @@ def fit(
         callbacks=callbacks,
         verbose=verbose,
         # Pairs carry similarities, not classes: class weights apply to the head's fit only.
-        class_weight=None if data.pairs is not None else data.splits.class_weights,
+        # Packed batches carry their class weights themselves.
+        class_weight=None
+        if data.pairs is not None or isinstance(model, PackedModel)
+        else data.splits.class_weights,
     )
     wall = time.perf_counter() - start
     barrier(model.distribute_strategy)
