@@ -2,12 +2,15 @@
 
 Measures tokenization speed (first run, then from the on-disk cache), padding
 efficiency (real tokens / all tokens fed to the model) of plain per-batch
-padding versus length bucketing, the tf.data pipeline's own speed, and the
+padding versus length bucketing and packing (`data.packing`, with the attention
+positions each real token's query scores: the packed rows are wider than sorted
+batches), the tf.data pipeline's own speed, and the
 speed at which a MiniLM training step consumes batches, for comparison.
 
     .venv/bin/python bench/data_pipeline.py [--examples N] [--batch-size 32] [--train-steps 20]
 
-Last line: padding_efficiency_plain=… padding_efficiency_bucketed=… tokenize_ex_per_s=…
+Last line: padding_efficiency_plain=… padding_efficiency_bucketed=… padding_efficiency_packed=…
+attention_per_token_bucketed=… attention_per_token_packed=… tokenize_ex_per_s=…
 cached_speedup=… pipeline_ex_per_s=… train_ex_per_s=… pipeline_over_train=…
 """
 
@@ -35,6 +38,24 @@ def padding_efficiency(ds: tf.data.Dataset) -> tuple[float, int]:
         total += int(tf.size(mask))
         examples += int(y.shape[0])
     return real / total, examples
+
+
+def attention_per_token(ds: tf.data.Dataset, real_key: str) -> float:
+    """Attention scores computed per real token and head: rows * width^2 / real tokens."""
+    real = scores = 0
+    for x, _ in ds:
+        mask = x[real_key]
+        real += int(tf.reduce_sum(tf.cast(mask > 0, tf.int32)))
+        scores += int(mask.shape[0]) * int(mask.shape[1]) ** 2
+    return scores / real
+
+
+def packed_efficiency(ds: tf.data.Dataset) -> float:
+    real = total = 0
+    for x, _ in ds:
+        real += int(tf.reduce_sum(tf.cast(x["segments"] > 0, tf.int32)))
+        total += int(tf.size(x["segments"]))
+    return real / total
 
 
 def main() -> None:
@@ -82,6 +103,14 @@ def main() -> None:
     bucketed = train_dataset(encoded, args.batch_size, 0, bucketing=True, **kw)
     bucket_eff, _ = padding_efficiency(bucketed)
     print(f"padding efficiency, length bucketing:        {bucket_eff:.3f}")
+    packed = train_dataset(encoded, args.batch_size, 0, bucketing=True, packing={}, **kw)
+    packed_eff = packed_efficiency(packed)
+    print(f"padding efficiency, packing:                 {packed_eff:.3f}")
+    bucket_att = attention_per_token(bucketed, "attention_mask")
+    packed_att = attention_per_token(packed, "segments")
+    print(
+        f"attention scores per real token and head: bucketing {bucket_att:.1f}, packing {packed_att:.1f}"
+    )
 
     start = time.perf_counter()
     n = sum(int(y.shape[0]) for _, y in bucketed)
@@ -103,6 +132,8 @@ def main() -> None:
     print(f"MiniLM training step: {train_rate:.1f} examples/s ({args.train_steps} steps)")
     print(
         f"padding_efficiency_plain={plain_eff:.3f} padding_efficiency_bucketed={bucket_eff:.3f} "
+        f"padding_efficiency_packed={packed_eff:.3f} attention_per_token_bucketed={bucket_att:.1f} "
+        f"attention_per_token_packed={packed_att:.1f} "
         f"tokenize_ex_per_s={len(train) / first:.0f} cached_speedup={first / cached:.1f} "
         f"pipeline_ex_per_s={pipe:.0f} train_ex_per_s={train_rate:.1f} pipeline_over_train={pipe / train_rate:.0f}"
     )

@@ -122,6 +122,7 @@ def test_a_packed_run_trains_evaluates_and_exports(tiny_config):
     metrics = read_json(result.run_dir / "metrics.json")
     history = metrics["train"]["history"]["loss"]
     assert len(history) == 2 and history[1] < history[0]
+    assert metrics["packing"] == {"row_tokens": packing.ROW_TOKENS}  # the run says it packed
     loaded = tf.saved_model.load(str(result.export_dir))
     out = loaded.signatures["serving_default"](text=tf.constant(["good movie", "bad film"]))
     assert out["probabilities"].shape == (2, 2)

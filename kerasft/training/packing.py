@@ -24,16 +24,22 @@ PACKABLE = ("bert", "roberta", "xlm-roberta", "camembert", "electra")
 NEG = -10000.0  # what the backbones add to the scores of masked positions
 
 
-def packing_for(cfg, spec, model_type: str, jit: bool) -> bool:
+def packing_for(cfg, spec, backbone, jit: bool) -> bool:
     """Whether the run trains on packed batches: `data.packing` resolved for this run.
 
     `auto` packs where it can and otherwise keeps length-sorted batches; `true` where it
     cannot is a `ConfigError` naming why.
+
+    Args:
+        backbone: the run's `Backbone` (its model type decides), or the model type itself.
+        jit: whether the steps compile with XLA.
     """
     setting = cfg.data.packing
     if setting is False:
         return False
-    why = refusal(cfg, spec, model_type, jit)
+    config = getattr(getattr(backbone, "model", None), "config", None)
+    model_type = backbone if isinstance(backbone, str) else getattr(config, "model_type", None)
+    why = refusal(cfg, spec, model_type or cfg.model.backbone, jit)
     if why is None:
         return True
     if setting is True:

@@ -35,6 +35,7 @@ from kerasft import config as config_lib
 from kerasft._compat import keras, tf
 from kerasft.config import Config
 from kerasft.data import Data, Datasets, build_datasets, calibration_examples, load_data
+from kerasft.data.packing import ROW_TOKENS
 from kerasft.data.pipeline import eval_dataset, eval_order
 from kerasft.errors import ConfigError
 from kerasft.models import Backbone, backbone_for, build_model, load_tokenizer, model_directory
@@ -113,7 +114,7 @@ def run(
         jit = resolve_jit(cfg.training.jit_compile)
         with strategy.scope():  # model, optimizer and metrics live on every replica
             backbone = run_backbone(cfg, spec, directory, tokenizer)
-            packs = packing_for(cfg, spec, _model_type(cfg, backbone), jit)
+            packs = packing_for(cfg, spec, backbone, jit)
             build = packed_model if packs else builder_for(cfg, teacher)
             model, facts = build(cfg, spec, backbone, data)
             state = TrainingState()
@@ -250,13 +251,9 @@ def packed_model(
 ) -> tuple[keras.Model, dict]:
     """The model builder of packed training (`data.packing`): the task model as a `PackedModel`."""
     model, _ = task_model_for(cfg, spec, backbone, data)
-    print("packing: each batch's texts laid end to end in rows, each text attending to itself")
-    return PackedModel.around(model, backbone.model, cfg.model.pooling), {}
-
-
-def _model_type(cfg: Config, backbone: Backbone) -> str:
-    config = getattr(backbone.model, "config", None)
-    return getattr(config, "model_type", None) or cfg.model.backbone
+    print(f"packing: each batch's texts laid end to end in rows of about {ROW_TOKENS} tokens")
+    facts = {"packing": {"row_tokens": ROW_TOKENS}}  # metrics.json: this run trained packed
+    return PackedModel.around(model, backbone.model, cfg.model.pooling), facts
 
 
 def run_backbone(cfg: Config, spec: TaskSpec, directory: Path, tokenizer) -> Backbone:
