@@ -9,9 +9,10 @@ process, scored on GLUE SST-2 dev. `hf` is the plain Hugging Face recipe (consta
 pooler, per-batch padding over shuffled batches); every other variant is kerasft with its
 defaults and one of them set the way the recipe has it (`recipe` sets them all; the head
 dropout is the recipe's already, 0.1, and `no_head_dropout` drops it), so the
-difference from `kerasft` is what that one default is worth. `window_8` and `window_32` are
-candidates: length-sorted batches within windows of 8 or 32 batches instead of the whole
-epoch. `--set` adds overrides to every kerasft variant (e.g. to try a candidate default
+difference from `kerasft` is what that one default is worth. `shuffled_batches` is the
+recipe's padded batches; `sorted_batches` the length-sorted ones kerasft trained on before
+packing (`data.packing`, the default since 2026-12-04), and `window_8` and `window_32` sort
+within windows of 8 or 32 batches instead of the whole epoch. `--set` adds overrides to every kerasft variant (e.g. to try a candidate default
 against the rest).
 
 Prints each run as it ends, then mean ± sd of accuracy and the mean train examples/s per

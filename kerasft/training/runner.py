@@ -6,8 +6,9 @@
     prepare_data     splits, label vocabulary, token ids           (data)
                      and, with `distill:`, the teacher's outputs   (training.distillation)
     the builder      task_model_for: backbone, task head, prompt / LoRA / adapters (models);
-                     or distilling: that model as a Distiller's student (training.distillation)
-    build_datasets   length-sorted, resumable tf.data pipelines    (data)
+                     or distilling: that model as a Distiller's student (training.distillation);
+                     or packed_model, where `packing_for` packs    (training.packing)
+    build_datasets   packed or length-sorted, resumable tf.data pipelines (data)
     compile_model    build_optimizer, freezing, BitFit, compile    (training.optimizers, peft)
     build_callbacks  validation metrics, best checkpoint, backups  (training.callbacks)
     fit              Keras' own loop
