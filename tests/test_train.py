@@ -27,7 +27,8 @@ def test_run_trains_evaluates_and_exports(tiny_config, tmp_path):
     assert read_json(result.run_dir / "labels.json") == {"labels": ["neg", "pos"]}
 
     metrics = read_json(result.run_dir / "metrics.json")
-    assert set(metrics) == {"validation", "test", "train", "data"}
+    # The tiny classifier trains on packed batches (`data.packing: auto`), which it records.
+    assert set(metrics) == {"validation", "test", "train", "data", "packing"}
     assert metrics["data"]["test"]["counts"] == {"neg": 4, "pos": 4}
     test = metrics["test"]
     assert test["examples"] == 8 and 0.0 <= test["accuracy"] <= 1.0

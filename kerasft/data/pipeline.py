@@ -58,38 +58,26 @@ def train_dataset(
     the epoch. Smaller windows mix lengths more and pad more.
 
     Args:
-        window: with `bucketing`, the batches per length-sorting window; 0 sorts the
-            whole epoch. Defaults to 0.
-        epoch: an int64 variable holding the number of finished epochs. When given, each
-            epoch's order depends only on `seed` and that number, so a run resumed from a
-            backup sees the same batches as an uninterrupted one. Defaults to none
-            (a fresh order every pass).
+        window: batches per length-sorting window (0: the whole epoch). Defaults to 0.
+        epoch: an int64 variable holding the finished epochs: each epoch's order then
+            depends only on `seed` and it, so a run resumed from a backup sees the same
+            batches as an uninterrupted one. Defaults to none (a fresh order every pass).
         fixed_widths: pad each batch up to the next of `xla_widths`, so only a bounded
             set of shapes exists (for XLA, which compiles once per shape). Defaults to False.
         skip: an int64 variable: the number of batches to leave out at the start of the
             epoch, read when the epoch's iterator starts (a run resumed mid-epoch). The
             epoch then yields that many fewer batches than its declared cardinality,
             which is what Keras asks for when it resumes at a later step. Defaults to none.
-        packing: shuffled batches (no length sorting), each packed into a few rows by
-            `packing.pack_batch` with these keyword arguments. Defaults to none (padded
-            batches).
+        packing: shuffled batches packed by `pack_batch(**packing)`. Defaults to none.
     """
-    packed = packing is not None
-    order = _epoch_orders(
-        encoded, batch_size, window if bucketing and not packed else 1, seed, epoch
-    )
+    sorts = bucketing and packing is None
+    order = _epoch_orders(encoded, batch_size, window if sorts else 1, seed, epoch)
     padding = _padding_values(encoded, pad_id)
     ds = _examples(encoded, order)
-    if packed:
-        ds = ds.map(lambda x, y: ({**x, "length": tf.shape(x["input_ids"])[0]}, y))
-        padding = ({**padding[0], "length": tf.constant(0, tf.int32)}, padding[1])
-    ds = ds.padded_batch(batch_size, padding_values=padding, drop_remainder=drop_remainder)
-    if packed:
-        ds = ds.map(
-            lambda x, y: pack_batch(x, y, padding[0], **packing),
-            num_parallel_calls=tf.data.AUTOTUNE,
-            deterministic=True,
-        )
+    if packing is not None:
+        ds = _packed_batches(ds, padding, batch_size, drop_remainder, packing)
+    else:
+        ds = ds.padded_batch(batch_size, padding_values=padding, drop_remainder=drop_remainder)
     if fixed_widths:
         widths = tf.constant(xla_widths(max_length), tf.int32)
         ds = ds.map(
@@ -104,6 +92,20 @@ def train_dataset(
         ds = _skipping(ds, skip)
     ds = ds.apply(tf.data.experimental.assert_cardinality(steps))
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _packed_batches(
+    ds: tf.data.Dataset, padding: tuple, batch_size: int, drop_remainder: bool, packing: dict
+) -> tf.data.Dataset:
+    """Examples batched with their lengths, each batch packed by `pack_batch(**packing)`."""
+    ds = ds.map(lambda x, y: ({**x, "length": tf.shape(x["input_ids"])[0]}, y))
+    padding = ({**padding[0], "length": tf.constant(0, tf.int32)}, padding[1])
+    ds = ds.padded_batch(batch_size, padding_values=padding, drop_remainder=drop_remainder)
+    return ds.map(
+        lambda x, y: pack_batch(x, y, padding[0], **packing),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    )
 
 
 def _epoch_orders(

@@ -116,8 +116,7 @@ def run(
         with strategy.scope():  # model, optimizer and metrics live on every replica
             backbone = run_backbone(cfg, spec, directory, tokenizer)
             packs = packing_for(cfg, spec, backbone, jit)
-            build = packed_model if packs else builder_for(cfg, teacher)
-            model, facts = build(cfg, spec, backbone, data)
+            model, facts = builder_for(cfg, teacher, packs)(cfg, spec, backbone, data)
             state = TrainingState()
             datasets = build_datasets(cfg, data, backbone.pad_id, state, strategy, jit, packs)
             compile_model(model, cfg, spec, data, datasets.steps, jit)
@@ -266,8 +265,11 @@ def run_backbone(cfg: Config, spec: TaskSpec, directory: Path, tokenizer) -> Bac
     return backbone_for(cfg.model, directory, tokenizer, _dropout_overrides(cfg))
 
 
-def builder_for(cfg: Config, teacher: distill.Teacher | None):
-    """The model builder the run's config asks for: distilling, contrastive, seq2seq or the task model."""
+def builder_for(cfg: Config, teacher: distill.Teacher | None, packs: bool = False):
+    """The model builder the run's config asks for: distilling, contrastive, seq2seq, packed
+    (`packs`: `packing_for` said so) or the task model."""
+    if packs:
+        return packed_model
     if cfg.task == "seq2seq":
         return seq2seq_model
     if teacher:
