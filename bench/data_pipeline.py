@@ -30,32 +30,17 @@ from kerasft.models import build_classifier, load_backbone, load_tokenizer, reso
 SST2 = Path(__file__).resolve().parents[2] / "shared" / "data" / "sst2" / "train.tsv"
 
 
-def padding_efficiency(ds: tf.data.Dataset) -> tuple[float, int]:
-    real = total = examples = 0
-    for x, y in ds:
-        mask = x["attention_mask"]
-        real += int(tf.reduce_sum(mask))
-        total += int(tf.size(mask))
-        examples += int(y.shape[0])
-    return real / total, examples
-
-
-def attention_per_token(ds: tf.data.Dataset, real_key: str) -> float:
-    """Attention scores computed per real token and head: rows * width^2 / real tokens."""
-    real = scores = 0
+def padding_and_attention(ds: tf.data.Dataset, real: str = "attention_mask") -> tuple[float, float]:
+    """Real tokens / all tokens fed, and attention scores per real token and head (rows *
+    width^2 / real tokens), over one pass of `ds`; `real` is the feature that is nonzero on
+    real tokens (`segments` for packed batches)."""
+    tokens = cells = scores = 0
     for x, _ in ds:
-        mask = x[real_key]
-        real += int(tf.reduce_sum(tf.cast(mask > 0, tf.int32)))
-        scores += int(mask.shape[0]) * int(mask.shape[1]) ** 2
-    return scores / real
-
-
-def packed_efficiency(ds: tf.data.Dataset) -> float:
-    real = total = 0
-    for x, _ in ds:
-        real += int(tf.reduce_sum(tf.cast(x["segments"] > 0, tf.int32)))
-        total += int(tf.size(x["segments"]))
-    return real / total
+        rows, width = x[real].shape
+        tokens += int(tf.reduce_sum(tf.cast(x[real] > 0, tf.int32)))
+        cells += rows * width
+        scores += rows * width**2
+    return tokens / cells, scores / tokens
 
 
 def main() -> None:
@@ -96,18 +81,16 @@ def main() -> None:
         print(f"tokenize (cached):    {cached:.3f}s, {first / cached:.1f}x faster")
 
     kw = dict(max_length=args.max_length, seed=0)
-    plain_eff, _ = padding_efficiency(
+    plain_eff, _ = padding_and_attention(
         train_dataset(encoded, args.batch_size, 0, bucketing=False, **kw)
     )
     print(f"padding efficiency, plain per-batch padding: {plain_eff:.3f}")
     bucketed = train_dataset(encoded, args.batch_size, 0, bucketing=True, **kw)
-    bucket_eff, _ = padding_efficiency(bucketed)
+    bucket_eff, bucket_att = padding_and_attention(bucketed)
     print(f"padding efficiency, length bucketing:        {bucket_eff:.3f}")
     packed = train_dataset(encoded, args.batch_size, 0, bucketing=True, packing={}, **kw)
-    packed_eff = packed_efficiency(packed)
+    packed_eff, packed_att = padding_and_attention(packed, "segments")
     print(f"padding efficiency, packing:                 {packed_eff:.3f}")
-    bucket_att = attention_per_token(bucketed, "attention_mask")
-    packed_att = attention_per_token(packed, "segments")
     print(
         f"attention scores per real token and head: bucketing {bucket_att:.1f}, packing {packed_att:.1f}"
     )

@@ -24,22 +24,20 @@ PACKABLE = ("bert", "roberta", "xlm-roberta", "camembert", "electra")
 NEG = -10000.0  # what the backbones add to the scores of masked positions
 
 
-def packing_for(cfg, spec, backbone, jit: bool) -> bool:
+def packing_for(cfg, spec, model_type: str, jit: bool) -> bool:
     """Whether the run trains on packed batches: `data.packing` resolved for this run.
 
     `auto` packs where it can and otherwise keeps length-sorted batches; `true` where it
     cannot is a `ConfigError` naming why.
 
     Args:
-        backbone: the run's `Backbone` (its model type decides), or the model type itself.
+        model_type: the backbone's (`config.model_type`: `bert`, `roberta`, `bigru`, ...).
         jit: whether the steps compile with XLA.
     """
     setting = cfg.data.packing
     if setting is False:
         return False
-    config = getattr(getattr(backbone, "model", None), "config", None)
-    model_type = backbone if isinstance(backbone, str) else getattr(config, "model_type", None)
-    why = refusal(cfg, spec, model_type or cfg.model.backbone, jit)
+    why = refusal(cfg, spec, model_type, jit)
     if why is None:
         return True
     if setting is True:

@@ -115,7 +115,7 @@ def run(
         jit = resolve_jit(cfg.training.jit_compile)
         with strategy.scope():  # model, optimizer and metrics live on every replica
             backbone = run_backbone(cfg, spec, directory, tokenizer)
-            packs = packing_for(cfg, spec, backbone, jit)
+            packs = packing_for(cfg, spec, backbone.model.config.model_type, jit)
             model, facts = builder_for(cfg, teacher, packs)(cfg, spec, backbone, data)
             state = TrainingState()
             datasets = build_datasets(cfg, data, backbone.pad_id, state, strategy, jit, packs)
