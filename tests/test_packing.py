@@ -148,3 +148,49 @@ def test_auto_packs_where_the_run_can_and_true_elsewhere_is_an_error(tiny_config
         packs(True, model_type="distilbert")
     with pytest.raises(ConfigError, match="with XLA"):
         packs(True, jit=True)
+
+
+@pytest.mark.parametrize("family", ["roberta", "electra"])
+def test_other_families_pack_to_the_same_outputs(family, monkeypatch):
+    """RoBERTa counts positions from the pad id + 1; ELECTRA projects smaller embeddings."""
+    from types import SimpleNamespace
+
+    from transformers import ElectraConfig, RobertaConfig, TFElectraModel, TFRobertaModel
+
+    from kerasft.models.backbones import Backbone, task_model
+    from kerasft.training.packing import PackedModel
+
+    sizes = dict(vocab_size=20, hidden_size=32, num_hidden_layers=2, num_attention_heads=4)
+    sizes.update(intermediate_size=37, max_position_embeddings=64, hidden_dropout_prob=0.0)
+    sizes.update(attention_probs_dropout_prob=0.0)
+    if family == "roberta":
+        model = TFRobertaModel(RobertaConfig(pad_token_id=1, **sizes))
+        pad, names = 1, ("input_ids", "attention_mask")
+    else:
+        model = TFElectraModel(ElectraConfig(embedding_size=16, pad_token_id=0, **sizes))
+        pad, names = 0, ("input_ids", "attention_mask", "token_type_ids")
+    model(model.dummy_inputs)
+    tokenizer = SimpleNamespace(pad_token_id=pad)
+    backbone = Backbone(model, tokenizer, None, names, {})
+    keras.utils.set_random_seed(0)
+    packed_model = PackedModel.around(
+        task_model(backbone, TASKS["classification"], 2, "mean", dropout=0.0), model, "mean"
+    )
+    monkeypatch.setattr(packing, "ROW_TOKENS", 12)
+    rows = [[t + 2 for t in text] for text in TEXTS]  # no pad id inside a text
+    width = max(map(len, rows))
+    ids = tf.constant([r + [pad] * (width - len(r)) for r in rows])
+    x = {
+        "input_ids": ids,
+        "attention_mask": tf.cast(tf.sequence_mask([len(r) for r in rows], width), tf.int32),
+    }
+    if "token_type_ids" in names:
+        x["token_type_ids"] = tf.zeros_like(ids)
+    pads = {name: tf.constant(pad if name == "input_ids" else 0) for name in x}
+    packed, index = packing.pack_batch(
+        {**x, "length": tf.constant([len(r) for r in rows])}, tf.range(len(rows)), pads
+    )
+    logits = packed_model.packed_call(packed, training=False).numpy()
+    filled = packed["weights"].numpy() > 0
+    expected = packed_model(x, training=False).numpy()
+    np.testing.assert_allclose(logits[filled], expected[index.numpy()[filled]], atol=1e-5)
