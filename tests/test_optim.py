@@ -338,3 +338,27 @@ def test_dense_adamw_step_is_keras_adamw():
     np.testing.assert_allclose(ours, train(keras.optimizers.AdamW(**kwargs)), rtol=0, atol=1e-5)
     without_decay = train(AdamW(learning_rate=0.1, epsilon=1e-6))
     assert not np.allclose(ours, without_decay)  # the decay is applied beside the kernel
+
+
+def test_an_update_passes_over_each_variable_once_and_builds_its_scalars_once():
+    # Keras' own weight decay (default 0, not None) once rewrote every variable each step for
+    # nothing, and the rate and Adam's scalars were built again for every variable.
+    optimizer = make_optimizer(1e-3, weight_decay=0.01, total_steps=10, warmup_ratio=0.0)
+    kernels = [tf.Variable(tf.ones((3, 3)), name=f"kernel_{i}") for i in range(4)]
+    biases = [tf.Variable(tf.ones((3,)), name=f"bias_{i}") for i in range(4)]
+    variables = kernels + biases
+    optimizer.build(variables)
+
+    @tf.function
+    def update():
+        optimizer.apply_gradients([(tf.ones_like(v), v) for v in variables])
+
+    graph = update.get_concrete_function().graph
+    types = [op.type for op in graph.get_operations()]
+    assert types.count("ResourceApplyAdam") == 8
+    assert types.count("AssignSubVariableOp") == 4  # the decay of the kernels, not the biases
+    assert types.count("Pow") == 2  # β1ᵗ and β2ᵗ, for every variable together
+    update()
+    # decoupled decay, then Adam's first step (m̂/√v̂ = 1): 1 − lr·wd − lr (biases: no decay)
+    np.testing.assert_allclose(kernels[0].numpy(), 1 - 1e-5 - 1e-3, atol=1e-6)
+    np.testing.assert_allclose(biases[0].numpy(), 1 - 1e-3, atol=1e-6)
