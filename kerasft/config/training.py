@@ -146,10 +146,12 @@ class TrainingConfig(_Section):
         "from the top every N epochs (the embeddings last).",
     )
     warmup_ratio: float = Field(
-        0.1,
+        0.0,
         ge=0.0,
         le=1.0,
-        description="Share of all steps spent warming the learning rate up linearly.",
+        description="Share of all steps spent warming the learning rate up linearly. Defaults to none, "
+        "as in Hugging Face's Trainer (a short run loses accuracy to warmup); 0.06-0.1 guards larger "
+        "rates and deeper models.",
     )
     monitor: str | None = Field(
         None,
