@@ -14,7 +14,9 @@ kerasft), so reruns repeat; `--seeds 0,1,2` runs each seed and reports the means
 one-epoch accuracy moves by a point or two with the seed. Train examples/s counts the time in
 training steps, tracing included, for both: the Hugging Face `fit` has no
 validation, and kerasft's per-epoch validation and checkpoints are left out of its
-figure and reported separately (`kerasft_wall_ex_per_s`).
+figure and reported separately (`kerasft_wall_ex_per_s`). Both sides import TensorFlow
+through `kerasft._compat`, so both run with its settings (tf_keras; oneDNN kernels on, which
+TensorFlow leaves off on AVX2 CPUs: the recipe read 26.66 examples/s with and without them).
 Last line: hf_ex_per_s=… kerasft_ex_per_s=… ratio=… hf_acc=… kerasft_acc=… hf_rss_mb=… kerasft_rss_mb=…
 kerasft_wall_ex_per_s=… seeds=… (means over the seeds)
 """
