@@ -47,16 +47,14 @@ def predict_file(
     Raises:
         DataError: the export takes no raw text, a path is wrong, or a column is missing.
     """
-    from tqdm import tqdm
+    from kerasft.progress import bar as progress
 
     input_path, output_path = Path(input_path), Path(output_path)
     _check_arguments(input_path, output_path, batch_size, sort_window)
     predictor = open_predictor(model_path)
     with (
         _partial_file(output_path) as handle,
-        tqdm(
-            total=_row_count(input_path), unit="rows", desc=f"predicting {input_path.name}"
-        ) as bar,
+        progress(_row_count(input_path), "rows", f"predicting {input_path.name}") as bar,
     ):
         write = _record_writer(handle, output_path)
         chunks = stream_rows(

@@ -3,7 +3,7 @@
 Commands sit at the top of `kerasft/`, the library in packages by concern, each
 package importing only those below it:
 
-    _compat, errors < config < tasks < peft < models < data < serving < report < training < commands
+    _compat, errors, progress < config < tasks < peft < models < data < serving < report < training < commands
 
 A package's own `cli`/`__main__` module (`python -m kerasft.report`) is a command too.
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "kerasft"
 LAYERS = ["config", "tasks", "peft", "models", "data", "serving", "report", "training"]
 COMMANDS = {"train", "tune", "export", "predict", "distill", "pretrain", "cli"}
-FOUNDATION = {"_compat", "errors", "__init__"}
+FOUNDATION = {"_compat", "errors", "progress", "__init__"}
 
 
 def _modules():

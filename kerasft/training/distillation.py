@@ -198,12 +198,12 @@ def teacher_logits(
 
 
 def _run_teacher(model: keras.Model, encoded: Encoded, pad_id: int, spec: TaskSpec) -> np.ndarray:
-    from tqdm import tqdm
+    from kerasft.progress import bar as progress
 
     order = eval_order(encoded)
     ds = eval_dataset(encoded, 64, pad_id)
     rows: list[np.ndarray] = []
-    with tqdm(total=len(encoded), unit="ex", desc="teacher outputs") as bar:
+    with progress(len(encoded), "ex", "teacher outputs") as bar:
         for x, _ in ds:
             logits = model(x, training=False).numpy().astype(np.float32)
             if spec.per_token:  # each example's own tokens, without the batch's padding
