@@ -313,28 +313,8 @@ class AdamW(_PerVariable):
         m, v = entry.slots["m"], entry.slots["v"]
         beta_1, beta_2 = now["beta_1"], now["beta_2"]
         if isinstance(gradient, tf.IndexedSlices):
-            alpha = rate * now["correction"]
-        if isinstance(gradient, tf.IndexedSlices) and self.lazy_sparse:
-            # Keras has merged duplicate indices by now.
-            rows, grad = gradient.indices, gradient.values
-            m_rows = tf.gather(m, rows) * beta_1 + grad * (1 - beta_1)
-            v_rows = tf.gather(v, rows) * beta_2 + tf.square(grad) * (1 - beta_2)
-            m.scatter_update(tf.IndexedSlices(m_rows, rows))
-            v.scatter_update(tf.IndexedSlices(v_rows, rows))
-            weights = tf.gather(variable, rows)
-            if entry.decays:
-                weights -= weights * (now["decay"] * rate)
-            weights -= alpha * m_rows / (tf.sqrt(v_rows) + self.epsilon)
-            variable.scatter_update(tf.IndexedSlices(weights, rows))
-            return
-        if isinstance(gradient, tf.IndexedSlices):  # Keras' dense-moment sparse update
-            m.assign_add(-m * (1 - self.beta_1))
-            m.scatter_add(tf.IndexedSlices(gradient.values * (1 - self.beta_1), gradient.indices))
-            v.assign_add(-v * (1 - self.beta_2))
-            v.scatter_add(
-                tf.IndexedSlices(tf.square(gradient.values) * (1 - self.beta_2), gradient.indices)
-            )
-            variable.assign_sub((m * alpha) / (tf.sqrt(v) + self.epsilon))
+            sparse = self._lazy_rows if self.lazy_sparse else self._dense_moments
+            sparse(gradient, variable, entry, rate, now)
             return
         # Dense: TensorFlow's fused Adam kernel, Keras' formula exactly (bias-corrected rate,
         # epsilon outside the root), in one pass over the variable, its moments and the
@@ -353,6 +333,31 @@ class AdamW(_PerVariable):
             grad=tf.convert_to_tensor(gradient),
             use_locking=False,
         )
+
+    def _lazy_rows(self, gradient, variable, entry: _Slots, rate, now: dict) -> None:
+        """Moments, decay and update of the gradient's rows only (Keras has merged duplicates)."""
+        m, v = entry.slots["m"], entry.slots["v"]
+        beta_1, beta_2 = now["beta_1"], now["beta_2"]
+        rows, grad = gradient.indices, gradient.values
+        m_rows = tf.gather(m, rows) * beta_1 + grad * (1 - beta_1)
+        v_rows = tf.gather(v, rows) * beta_2 + tf.square(grad) * (1 - beta_2)
+        m.scatter_update(tf.IndexedSlices(m_rows, rows))
+        v.scatter_update(tf.IndexedSlices(v_rows, rows))
+        weights = tf.gather(variable, rows)
+        if entry.decays:
+            weights -= weights * (now["decay"] * rate)
+        weights -= rate * now["correction"] * m_rows / (tf.sqrt(v_rows) + self.epsilon)
+        variable.scatter_update(tf.IndexedSlices(weights, rows))
+
+    def _dense_moments(self, gradient, variable, entry: _Slots, rate, now: dict) -> None:
+        """Keras' sparse update: every row's moments decay, the gradient's rows are added."""
+        m, v = entry.slots["m"], entry.slots["v"]
+        rows, grad = gradient.indices, gradient.values
+        m.assign_add(-m * (1 - self.beta_1))
+        m.scatter_add(tf.IndexedSlices(grad * (1 - self.beta_1), rows))
+        v.assign_add(-v * (1 - self.beta_2))
+        v.scatter_add(tf.IndexedSlices(tf.square(grad) * (1 - self.beta_2), rows))
+        variable.assign_sub((m * (rate * now["correction"])) / (tf.sqrt(v) + self.epsilon))
 
     def get_config(self) -> dict:
         return {
