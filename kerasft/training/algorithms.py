@@ -310,12 +310,12 @@ class AdamW(_PerVariable):
         }
 
     def step(self, gradient, variable, entry: _Slots, rate, now: dict) -> None:
-        m, v = entry.slots["m"], entry.slots["v"]
-        beta_1, beta_2 = now["beta_1"], now["beta_2"]
         if isinstance(gradient, tf.IndexedSlices):
             sparse = self._lazy_rows if self.lazy_sparse else self._dense_moments
             sparse(gradient, variable, entry, rate, now)
             return
+        m, v = entry.slots["m"], entry.slots["v"]
+        beta_1, beta_2 = now["beta_1"], now["beta_2"]
         # Dense: TensorFlow's fused Adam kernel, Keras' formula exactly (bias-corrected rate,
         # epsilon outside the root), in one pass over the variable, its moments and the
         # gradient instead of the eight element-wise passes the same update takes as tensor
