@@ -3,19 +3,53 @@
 On a terminal a bar redraws ten times a second, as tqdm does. Written to a file or a
 pipe (a batch job's log, `nohup`, CI), every redraw is kept: a four-minute pass left a
 single line of 100 KB. There the bar redraws every 30 seconds instead, and once at the end.
+The `datasets` library's own bars (`Dataset.map`) cannot be slowed down from outside: in a
+log they are off and one line reports the work when it is done.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
+import time
+from collections.abc import Iterator
 from typing import Any
 
 LOG_INTERVAL = 30.0  # seconds between redraws when stderr is not a terminal
+
+
+def on_terminal() -> bool:
+    """Whether stderr, where the bars are drawn, is a terminal."""
+    return getattr(sys.stderr, "isatty", lambda: False)()
 
 
 def bar(total: int, unit: str, desc: str) -> Any:
     """A tqdm bar on stderr for `total` units, redrawn less often when stderr is not a terminal."""
     from tqdm import tqdm
 
-    terminal = getattr(sys.stderr, "isatty", lambda: False)()
-    return tqdm(total=total, unit=unit, desc=desc, mininterval=0.1 if terminal else LOG_INTERVAL)
+    interval = 0.1 if on_terminal() else LOG_INTERVAL
+    return tqdm(total=total, unit=unit, desc=desc, mininterval=interval)
+
+
+@contextlib.contextmanager
+def datasets_work(total: int, unit: str, desc: str) -> Iterator[None]:
+    """Around a `datasets` call that draws its own bar: on a terminal the bar as it is; in a
+    log no bar, and `desc: N unit in S s` once the call returns."""
+    if on_terminal():
+        yield
+        return
+    from datasets.utils import (
+        are_progress_bars_disabled,
+        disable_progress_bars,
+        enable_progress_bars,
+    )
+
+    was_disabled = are_progress_bars_disabled()
+    disable_progress_bars()
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        if not was_disabled:
+            enable_progress_bars()
+    print(f"{desc}: {total:,} {unit} in {time.perf_counter() - start:.1f} s", file=sys.stderr)

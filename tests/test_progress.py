@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import time
+
+import numpy as np
 
 from kerasft.progress import bar
 
@@ -26,3 +29,36 @@ def test_a_terminal_gets_a_live_bar(capsys, monkeypatch):
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
     _run()
     assert capsys.readouterr().err.count("\r") >= 4
+
+
+def _tokenize(tiny_bert_dir) -> None:
+    from kerasft.data import encode
+    from kerasft.data.splits import Split
+    from kerasft.models import load_tokenizer
+
+    split = Split(["the movie was good", "bad film"] * 600, np.zeros(1200, np.int32), "train.tsv")
+    encode(load_tokenizer(tiny_bert_dir), split, max_length=8)
+
+
+def test_tokenizing_in_a_log_is_one_line_and_leaves_datasets_bars_as_they_were(
+    tiny_bert_dir, capsys
+):
+    from datasets.utils import are_progress_bars_disabled
+
+    before = are_progress_bars_disabled()
+    _tokenize(tiny_bert_dir)
+    err = capsys.readouterr().err
+    assert "\r" not in err and "Map" not in err
+    assert re.search(r"^tokenizing train\.tsv: 1,200 examples in \d+\.\d s$", err, re.M)
+    assert are_progress_bars_disabled() == before
+
+
+def test_tokenizing_on_a_terminal_draws_the_datasets_bar(tiny_bert_dir, capsys, monkeypatch):
+    from datasets.utils import enable_progress_bars
+
+    enable_progress_bars()  # reading a `datasets` source turns them off for the process
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    _tokenize(tiny_bert_dir)
+    err = capsys.readouterr().err
+    assert "tokenizing train.tsv" in err and "1200/1200" in err
+    assert "examples in" not in err

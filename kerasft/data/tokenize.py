@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from kerasft import progress
 from kerasft.data.labels import IGNORE_INDEX
 from kerasft.data.splits import Split
 from kerasft.errors import ModelError
@@ -121,15 +122,17 @@ def _tokenized_table(tokenizer, columns, names, max_length, token_targets, cache
         cache_file = str(
             Path(cache_dir) / f"tokens-{_cache_key(tokenizer, columns, max_length)}.arrow"
         )
-    return table.map(
-        tokenize,
-        batched=True,
-        batch_size=1000,
-        remove_columns=list(columns),
-        cache_file_name=cache_file,
-        load_from_cache_file=cache_file is not None,
-        desc=f"tokenizing {Path(split.source).name}",
-    )
+    desc = f"tokenizing {Path(split.source).name}"
+    with progress.datasets_work(len(table), "examples", desc):
+        return table.map(
+            tokenize,
+            batched=True,
+            batch_size=1000,
+            remove_columns=list(columns),
+            cache_file_name=cache_file,
+            load_from_cache_file=cache_file is not None,
+            desc=desc,
+        )
 
 
 def _align(word_ids: list[int | None], tags: list[int]) -> list[int]:
