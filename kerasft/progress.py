@@ -10,6 +10,7 @@ log they are off and one line reports the work when it is done.
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -34,8 +35,9 @@ def bar(total: int, unit: str, desc: str) -> Any:
 @contextlib.contextmanager
 def datasets_work(total: int, unit: str, desc: str) -> Iterator[None]:
     """Around a `datasets` call that draws its own bar: on a terminal the bar as it is; in a
-    log no bar, and `desc: N unit in S s` once the call returns."""
-    if on_terminal():
+    log no bar, and `desc: N unit in S s` once the call returns. `HF_DATASETS_DISABLE_PROGRESS_BARS`,
+    where set, is the user's choice and stays in force."""
+    if on_terminal() or "HF_DATASETS_DISABLE_PROGRESS_BARS" in os.environ:
         yield
         return
     from datasets.utils import (

@@ -62,3 +62,13 @@ def test_tokenizing_on_a_terminal_draws_the_datasets_bar(tiny_bert_dir, capsys, 
     err = capsys.readouterr().err
     assert "tokenizing train.tsv" in err and "1200/1200" in err
     assert "examples in" not in err
+
+
+def test_the_users_datasets_setting_stays_in_force(tiny_bert_dir, capsys, monkeypatch):
+    from datasets.utils import enable_progress_bars
+
+    enable_progress_bars()
+    monkeypatch.setenv("HF_DATASETS_DISABLE_PROGRESS_BARS", "0")  # "I want them, in my log too"
+    _tokenize(tiny_bert_dir)
+    err = capsys.readouterr().err
+    assert "1200/1200" in err and "examples in" not in err
