@@ -29,7 +29,10 @@ def bar(total: int, unit: str, desc: str) -> Any:
     from tqdm import tqdm
 
     interval = 0.1 if on_terminal() else LOG_INTERVAL
-    return tqdm(total=total, unit=unit, desc=desc, mininterval=interval)
+    # tqdm's monitor thread forces a redraw every `maxinterval` (10 s) whatever `mininterval` says.
+    return tqdm(
+        total=total, unit=unit, desc=desc, mininterval=interval, maxinterval=max(10.0, interval)
+    )
 
 
 @contextlib.contextmanager

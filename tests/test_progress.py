@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 
-from kerasft.progress import bar
+from kerasft.progress import LOG_INTERVAL, bar
 
 
 def _run(units: int = 200) -> None:
@@ -23,6 +23,12 @@ def test_a_log_file_gets_the_final_count_without_the_redraws(capsys):
     err = capsys.readouterr().err
     assert "work: 100%" in err and "200/200" in err
     assert err.count("\r") <= 2  # the first draw and the last, not one per 0.1 s
+
+
+def test_in_a_log_no_redraw_comes_sooner_than_the_interval():
+    # tqdm's monitor thread would otherwise redraw every 10 s: seen as 12-18 s apart in a log
+    with bar(10, "ex", "work") as progress:
+        assert progress.mininterval == progress.maxinterval == LOG_INTERVAL
 
 
 def test_a_terminal_gets_a_live_bar(capsys, monkeypatch):
