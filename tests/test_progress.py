@@ -7,6 +7,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 
 from kerasft.progress import LOG_INTERVAL, bar
 
@@ -37,6 +38,15 @@ def test_a_terminal_gets_a_live_bar(capsys, monkeypatch):
     assert capsys.readouterr().err.count("\r") >= 4
 
 
+def _datasets_can_draw() -> None:
+    import datasets
+
+    if datasets.config.HF_DATASETS_DISABLE_PROGRESS_BARS:
+        pytest.skip(
+            "HF_DATASETS_DISABLE_PROGRESS_BARS=1 in this environment: datasets draws no bars"
+        )
+
+
 def _tokenize(tiny_bert_dir) -> None:
     from kerasft.data import encode
     from kerasft.data.splits import Split
@@ -47,9 +57,11 @@ def _tokenize(tiny_bert_dir) -> None:
 
 
 def test_tokenizing_in_a_log_is_one_line_and_leaves_datasets_bars_as_they_were(
-    tiny_bert_dir, capsys
+    tiny_bert_dir, capsys, monkeypatch
 ):
     from datasets.utils import are_progress_bars_disabled
+
+    monkeypatch.delenv("HF_DATASETS_DISABLE_PROGRESS_BARS", raising=False)
 
     before = are_progress_bars_disabled()
     _tokenize(tiny_bert_dir)
@@ -62,7 +74,9 @@ def test_tokenizing_in_a_log_is_one_line_and_leaves_datasets_bars_as_they_were(
 def test_tokenizing_on_a_terminal_draws_the_datasets_bar(tiny_bert_dir, capsys, monkeypatch):
     from datasets.utils import enable_progress_bars
 
+    _datasets_can_draw()
     enable_progress_bars()  # reading a `datasets` source turns them off for the process
+    monkeypatch.delenv("HF_DATASETS_DISABLE_PROGRESS_BARS", raising=False)
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
     _tokenize(tiny_bert_dir)
     err = capsys.readouterr().err
@@ -73,6 +87,7 @@ def test_tokenizing_on_a_terminal_draws_the_datasets_bar(tiny_bert_dir, capsys, 
 def test_the_users_datasets_setting_stays_in_force(tiny_bert_dir, capsys, monkeypatch):
     from datasets.utils import enable_progress_bars
 
+    _datasets_can_draw()
     enable_progress_bars()
     monkeypatch.setenv("HF_DATASETS_DISABLE_PROGRESS_BARS", "0")  # "I want them, in my log too"
     _tokenize(tiny_bert_dir)
