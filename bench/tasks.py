@@ -4,7 +4,8 @@
 
 Runs `python -m kerasft.train` once per config (configs/mrpc.yaml, stsb.yaml,
 conll2003.yaml), each in its own process, with the settings it ships (`--epochs` overrides
-every config's), and reads the test metrics from the run's metrics.json. Needs ../shared/data. Last line:
+every config's), prints each run's header and per-epoch validation lines as they come, and
+reads the test metrics from the run's metrics.json. Needs ../shared/data. Last line:
 mrpc_acc=… mrpc_f1=… stsb_pearson=… conll_entity_f1=…
 """
 
@@ -12,8 +13,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -26,14 +29,28 @@ REFERENCE = {
 
 
 def train(config: str, overrides: list[str]) -> tuple[dict, float]:
+    """Trains one config in its own process, printing its header and per-epoch validation lines
+    as they come; returns its metrics.json and the seconds taken."""
     start = time.perf_counter()
     cmd = [sys.executable, "-m", "kerasft.train", "--config", f"configs/{config}.yaml", *overrides]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
-    if proc.returncode != 0:
-        sys.exit(f"error: {config} failed:\n{proc.stderr[-3000:]}")
-    run_dir = next(
-        line.split("=", 1)[1] for line in proc.stdout.splitlines() if line.startswith("run_dir=")
-    )
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with tempfile.TemporaryFile("w+") as errors:
+        proc = subprocess.Popen(
+            cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=errors, text=True, env=env
+        )
+        run_dir = None
+        for line in proc.stdout:
+            line = line.rstrip("\n")
+            if line.startswith("run_dir="):
+                run_dir = line.split("=", 1)[1]
+            elif line.startswith("training ") or (
+                line.startswith("epoch ") and " validation: " in line
+            ):
+                print(f"  {config}: {line}", flush=True)
+        proc.wait()
+        errors.seek(0)
+        if proc.returncode != 0 or run_dir is None:
+            sys.exit(f"error: {config} failed:\n{errors.read()[-3000:]}")
     return json.loads((REPO / run_dir / "metrics.json").read_text()), time.perf_counter() - start
 
 
