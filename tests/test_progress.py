@@ -47,13 +47,13 @@ def _datasets_can_draw() -> None:
         )
 
 
-def _tokenize(tiny_bert_dir) -> None:
+def _tokenize(tiny_bert_dir, cache_dir=None) -> None:
     from kerasft.data import encode
     from kerasft.data.splits import Split
     from kerasft.models import load_tokenizer
 
     split = Split(["the movie was good", "bad film"] * 600, np.zeros(1200, np.int32), "train.tsv")
-    encode(load_tokenizer(tiny_bert_dir), split, max_length=8)
+    encode(load_tokenizer(tiny_bert_dir), split, max_length=8, cache_dir=cache_dir)
 
 
 def test_tokenizing_in_a_log_is_one_line_and_leaves_datasets_bars_as_they_were(
@@ -93,3 +93,12 @@ def test_the_users_datasets_setting_stays_in_force(tiny_bert_dir, capsys, monkey
     _tokenize(tiny_bert_dir)
     err = capsys.readouterr().err
     assert "1200/1200" in err and "examples in" not in err
+
+
+def test_tokens_read_from_the_cache_say_so_in_a_log(tiny_bert_dir, capsys, monkeypatch, tmp_path):
+    monkeypatch.delenv("HF_DATASETS_DISABLE_PROGRESS_BARS", raising=False)
+    _tokenize(tiny_bert_dir, tmp_path)
+    _tokenize(tiny_bert_dir, tmp_path)
+    first, second = capsys.readouterr().err.strip().splitlines()[-2:]
+    assert first.startswith("tokenizing train.tsv: 1,200 examples in ")
+    assert second.startswith("tokenizing train.tsv (from the cache): 1,200 examples in ")

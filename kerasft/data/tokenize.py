@@ -122,7 +122,8 @@ def _tokenized_table(tokenizer, columns, names, max_length, token_targets, cache
         cache_file = str(
             Path(cache_dir) / f"tokens-{_cache_key(tokenizer, columns, max_length)}.arrow"
         )
-    desc = f"tokenizing {Path(split.source).name}"
+    cached = cache_file is not None and Path(cache_file).is_file()
+    desc = f"tokenizing {Path(split.source).name}" + (" (from the cache)" if cached else "")
     with progress.datasets_work(len(table), "examples", desc):
         return table.map(
             tokenize,
