@@ -35,12 +35,16 @@ def bar(total: int, unit: str, desc: str) -> Any:
     )
 
 
+def _datasets_bars_set_by_user() -> bool:
+    """`HF_DATASETS_DISABLE_PROGRESS_BARS` set: the user's choice, which datasets enforces."""
+    return "HF_DATASETS_DISABLE_PROGRESS_BARS" in os.environ
+
+
 @contextlib.contextmanager
-def datasets_work(total: int, unit: str, desc: str) -> Iterator[None]:
-    """Around a `datasets` call that draws its own bar: on a terminal the bar as it is; in a
-    log no bar, and `desc: N unit in S s` once the call returns. `HF_DATASETS_DISABLE_PROGRESS_BARS`,
-    where set, is the user's choice and stays in force."""
-    if on_terminal() or "HF_DATASETS_DISABLE_PROGRESS_BARS" in os.environ:
+def datasets_bars_off() -> Iterator[None]:
+    """The `datasets` library's own bars off for the block, then as they were (unless the
+    user set `HF_DATASETS_DISABLE_PROGRESS_BARS`, which stays in force)."""
+    if _datasets_bars_set_by_user():
         yield
         return
     from datasets.utils import (
@@ -51,10 +55,22 @@ def datasets_work(total: int, unit: str, desc: str) -> Iterator[None]:
 
     was_disabled = are_progress_bars_disabled()
     disable_progress_bars()
-    start = time.perf_counter()
     try:
         yield
     finally:
         if not was_disabled:
             enable_progress_bars()
+
+
+@contextlib.contextmanager
+def datasets_work(total: int, unit: str, desc: str) -> Iterator[None]:
+    """Around a `datasets` call that draws its own bar: on a terminal the bar as it is; in a
+    log no bar, and `desc: N unit in S s` once the call returns. `HF_DATASETS_DISABLE_PROGRESS_BARS`,
+    where set, is the user's choice and stays in force."""
+    if on_terminal() or _datasets_bars_set_by_user():
+        yield
+        return
+    start = time.perf_counter()
+    with datasets_bars_off():
+        yield
     print(f"{desc}: {total:,} {unit} in {time.perf_counter() - start:.1f} s", file=sys.stderr)

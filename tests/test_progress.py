@@ -38,13 +38,27 @@ def test_a_terminal_gets_a_live_bar(capsys, monkeypatch):
     assert capsys.readouterr().err.count("\r") >= 4
 
 
-def _datasets_can_draw() -> None:
+@pytest.fixture
+def datasets_bars_on(monkeypatch):
+    """datasets' bars on for the test (reading a `datasets` source in another test of the
+    process may have left them off), and as they were after it."""
     import datasets
+    from datasets.utils import (
+        are_progress_bars_disabled,
+        disable_progress_bars,
+        enable_progress_bars,
+    )
 
     if datasets.config.HF_DATASETS_DISABLE_PROGRESS_BARS:
         pytest.skip(
             "HF_DATASETS_DISABLE_PROGRESS_BARS=1 in this environment: datasets draws no bars"
         )
+    monkeypatch.delenv("HF_DATASETS_DISABLE_PROGRESS_BARS", raising=False)
+    was_disabled = are_progress_bars_disabled()
+    enable_progress_bars()
+    yield
+    if was_disabled:
+        disable_progress_bars()
 
 
 def _tokenize(tiny_bert_dir, cache_dir=None) -> None:
@@ -56,27 +70,21 @@ def _tokenize(tiny_bert_dir, cache_dir=None) -> None:
     encode(load_tokenizer(tiny_bert_dir), split, max_length=8, cache_dir=cache_dir)
 
 
-def test_tokenizing_in_a_log_is_one_line_and_leaves_datasets_bars_as_they_were(
-    tiny_bert_dir, capsys, monkeypatch
+def test_tokenizing_in_a_log_is_one_line_and_leaves_datasets_bars_on(
+    tiny_bert_dir, capsys, datasets_bars_on
 ):
     from datasets.utils import are_progress_bars_disabled
 
-    monkeypatch.delenv("HF_DATASETS_DISABLE_PROGRESS_BARS", raising=False)
-
-    before = are_progress_bars_disabled()
     _tokenize(tiny_bert_dir)
     err = capsys.readouterr().err
     assert "\r" not in err and "Map" not in err
     assert re.search(r"^tokenizing train\.tsv: 1,200 examples in \d+\.\d s$", err, re.M)
-    assert are_progress_bars_disabled() == before
+    assert not are_progress_bars_disabled()
 
 
-def test_tokenizing_on_a_terminal_draws_the_datasets_bar(tiny_bert_dir, capsys, monkeypatch):
-    from datasets.utils import enable_progress_bars
-
-    _datasets_can_draw()
-    enable_progress_bars()  # reading a `datasets` source turns them off for the process
-    monkeypatch.delenv("HF_DATASETS_DISABLE_PROGRESS_BARS", raising=False)
+def test_tokenizing_on_a_terminal_draws_the_datasets_bar(
+    tiny_bert_dir, capsys, monkeypatch, datasets_bars_on
+):
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
     _tokenize(tiny_bert_dir)
     err = capsys.readouterr().err
@@ -84,21 +92,35 @@ def test_tokenizing_on_a_terminal_draws_the_datasets_bar(tiny_bert_dir, capsys, 
     assert "examples in" not in err
 
 
-def test_the_users_datasets_setting_stays_in_force(tiny_bert_dir, capsys, monkeypatch):
-    from datasets.utils import enable_progress_bars
-
-    _datasets_can_draw()
-    enable_progress_bars()
+def test_the_users_datasets_setting_stays_in_force(
+    tiny_bert_dir, capsys, monkeypatch, datasets_bars_on
+):
     monkeypatch.setenv("HF_DATASETS_DISABLE_PROGRESS_BARS", "0")  # "I want them, in my log too"
     _tokenize(tiny_bert_dir)
     err = capsys.readouterr().err
     assert "1200/1200" in err and "examples in" not in err
 
 
-def test_tokens_read_from_the_cache_say_so_in_a_log(tiny_bert_dir, capsys, monkeypatch, tmp_path):
-    monkeypatch.delenv("HF_DATASETS_DISABLE_PROGRESS_BARS", raising=False)
+def test_tokens_read_from_the_cache_say_so_in_a_log(
+    tiny_bert_dir, capsys, tmp_path, datasets_bars_on
+):
     _tokenize(tiny_bert_dir, tmp_path)
     _tokenize(tiny_bert_dir, tmp_path)
     first, second = capsys.readouterr().err.strip().splitlines()[-2:]
     assert first.startswith("tokenizing train.tsv: 1,200 examples in ")
     assert second.startswith("tokenizing train.tsv (from the cache): 1,200 examples in ")
+
+
+def test_reading_a_datasets_folder_leaves_the_bars_as_they_were(tmp_path, datasets_bars_on):
+    # It used to turn them off for the rest of the process, the tokenizing bar included.
+    import datasets
+    from datasets.utils import are_progress_bars_disabled
+
+    from kerasft.config import DataConfig
+    from kerasft.data import load_splits
+
+    rows = {"text": [f"phrase {i}" for i in range(20)], "label": ["a", "b"] * 10}
+    datasets.Dataset.from_dict(rows).save_to_disk(str(tmp_path / "ds"))
+    splits = load_splits(DataConfig(train=str(tmp_path / "ds"), test_split=0.0), seed=0)
+    assert len(splits.train) + len(splits.validation) == 20
+    assert not are_progress_bars_disabled()

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from kerasft import progress
 from kerasft.config import DataConfig
 from kerasft.data.rows import as_text, first_undecodable_line, jsonl_rows
 from kerasft.errors import DataError
@@ -259,11 +260,31 @@ def _read_conll(path: Path, cfg: DataConfig) -> pd.DataFrame:
 def _read_datasets(
     spec: str, cfg: DataConfig, task: TaskSpec, key: str, split: str
 ) -> tuple[pd.DataFrame, str, bool]:
-    import datasets
-
     body, _, split_name = spec.rpartition("@") if "@" in spec else (spec, "", "")
     split_name = split_name or split
-    datasets.disable_progress_bars()
+    with progress.datasets_bars_off():  # loading draws datasets' own bars; as they were after
+        ds = _load_datasets_split(body, split_name, key)
+        frame = ds.to_pandas()
+    # Integer class ids stored as ClassLabel become their names, as users see them on the hub.
+    for column, feature in ds.features.items():
+        names = getattr(feature, "names", None) or getattr(
+            getattr(feature, "feature", None), "names", None
+        )
+        if names and column in frame:
+            if hasattr(feature, "names"):
+                frame[column] = [names[int(v)] if int(v) >= 0 else "" for v in frame[column]]
+            else:
+                frame[column] = [[names[int(v)] for v in row] for row in frame[column]]
+    if frame.empty:
+        raise DataError(f"`{key}`: {spec} has no rows.")
+    frame["__line__"] = np.arange(1, len(frame) + 1)
+    return frame, f"{body}@{split_name}", True
+
+
+def _load_datasets_split(body: str, split_name: str, key: str) -> Any:
+    """One split of a hub dataset (`hf:name[:config]`) or of a `save_to_disk` folder."""
+    import datasets
+
     try:
         if body.startswith("hf:"):
             name, _, config_name = body[3:].partition(":")
@@ -287,21 +308,7 @@ def _read_datasets(
             ds = loaded
     except FileNotFoundError as exc:
         raise DataError(f"`{key}`: {body} is not a `datasets` folder ({exc}).") from None
-    frame = ds.to_pandas()
-    # Integer class ids stored as ClassLabel become their names, as users see them on the hub.
-    for column, feature in ds.features.items():
-        names = getattr(feature, "names", None) or getattr(
-            getattr(feature, "feature", None), "names", None
-        )
-        if names and column in frame:
-            if hasattr(feature, "names"):
-                frame[column] = [names[int(v)] if int(v) >= 0 else "" for v in frame[column]]
-            else:
-                frame[column] = [[names[int(v)] for v in row] for row in frame[column]]
-    if frame.empty:
-        raise DataError(f"`{key}`: {spec} has no rows.")
-    frame["__line__"] = np.arange(1, len(frame) + 1)
-    return frame, f"{body}@{split_name}", True
+    return ds
 
 
 def _column(columns: list, spec: str | int, key: str, source: str, header_known: bool) -> Any:
