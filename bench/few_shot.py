@@ -9,10 +9,11 @@ least 5 words, so a "labelled example" is a sentence-like text, not a fragment
 such as "kids , spirit"), and fine-tunes the embedded MiniLM-L6 two ways:
 
 - base: standard fine-tuning with the best few-label settings found here
-  (BASE below: 20 epochs, batch 8, learning rate 1e-4, early stopping after 5
-  epochs without validation gain, best epoch kept);
+  (BASE below: 20 epochs, batch 8, learning rate 1e-4, no warmup, early stopping
+  after 5 epochs without validation gain, best epoch kept);
 - contrastive: `training.method: contrastive` at its defaults (SetFit's: 20
-  rounds of pairs, batch 16, learning rate 2e-5, one epoch, logistic-regression head).
+  rounds of pairs, batch 16, learning rate 2e-5, 10% warmup, one epoch,
+  logistic-regression head).
 
 Accuracy is on the 872 GLUE SST-2 dev sentences. Prints each run, then mean ± sd
 per method and size; the last line is
@@ -46,7 +47,7 @@ from kerasft.config.loading import add_override_argument  # noqa: E402
 from kerasft.training.runner import run as train  # noqa: E402
 
 METHODS = ("base", "contrastive")
-BASE = {"epochs": 20, "batch_size": 8, "learning_rate": 1e-4, "patience": 5}
+BASE = {"epochs": 20, "batch_size": 8, "learning_rate": 1e-4, "patience": 5, "warmup_ratio": 0.0}
 MIN_WORDS = 5
 HELDOUT = 1000
 

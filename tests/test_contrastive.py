@@ -112,6 +112,10 @@ def test_method_contrastive_brings_setfits_defaults_unless_set(contrastive_confi
     cfg = config_from_dict(contrastive_config)
     t = cfg.training
     assert (t.batch_size, t.learning_rate, t.epochs, cfg.model.normalize) == (16, 1e-3, 2, True)
+    assert t.warmup_ratio == 0.1  # SetFit's warmup_proportion; the standard method has none
+    assert config_from_dict({**contrastive_config, "training": {}}).training.warmup_ratio == 0.0
+    set_zero = {**contrastive_config["training"], "warmup_ratio": 0.0}
+    assert config_from_dict({**contrastive_config, "training": set_zero}).training.warmup_ratio == 0
     with pytest.raises(Exception, match="`task: regression` does not apply"):
         config_from_dict({**contrastive_config, "task": "regression"})
 

@@ -43,8 +43,9 @@ class ContrastiveConfig(_Section):
     )
 
 
-SETFIT_DEFAULTS = {"batch_size": 16, "learning_rate": 2e-5, "epochs": 1}
-"""`training:` keys `method: contrastive` sets unless the config does (SetFit v1's body defaults)."""
+SETFIT_DEFAULTS = {"batch_size": 16, "learning_rate": 2e-5, "epochs": 1, "warmup_ratio": 0.1}
+"""`training:` keys `method: contrastive` sets unless the config does (SetFit's body defaults,
+its `warmup_proportion` of 0.1 included: the standard method's default warmup is none)."""
 
 
 class TrainingConfig(_Section):
@@ -55,8 +56,8 @@ class TrainingConfig(_Section):
         description="`standard`: fine-tune backbone and head on the labels. `contrastive`: SetFit's two "
         "phases for few labels (docs/training.md): the backbone learns from sentence pairs (same label "
         "or not, cosine similarity of the pooled vectors), then a logistic-regression head is fitted on "
-        "its frozen sentence vectors. Defaults then become batch 16, learning rate 2e-5, 1 epoch and "
-        "`model.normalize: true`. Classification and multi_label only.",
+        "its frozen sentence vectors. Defaults then become batch 16, learning rate 2e-5, 1 epoch, "
+        "10% warmup and `model.normalize: true`. Classification and multi_label only.",
     )
     contrastive: ContrastiveConfig = Field(
         default_factory=ContrastiveConfig,
