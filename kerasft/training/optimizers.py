@@ -73,7 +73,7 @@ def _multipliers(t: TrainingConfig, model: keras.Model) -> dict[str, float] | No
     if t.layerwise_lr_decay < 1.0:
         multipliers = layerwise_multipliers(model, t.layerwise_lr_decay)
         print(
-            f"layer-wise learning-rate decay {t.layerwise_lr_decay}: multipliers from "
+            f"layer-wise learning-rate decay {t.layerwise_lr_decay:.4g}: multipliers from "
             f"{min(multipliers.values()):.3g} (embeddings) to 1 (head)"
         )
         return multipliers
