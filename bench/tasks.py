@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
+
+from child import run_child
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE = {
@@ -28,29 +27,20 @@ REFERENCE = {
 }
 
 
+def _progress_line(line: str) -> bool:
+    """The run's header and its per-epoch validation lines."""
+    return line.startswith("training ") or (line.startswith("epoch ") and " validation: " in line)
+
+
 def train(config: str, overrides: list[str]) -> tuple[dict, float]:
     """Trains one config in its own process, printing its header and per-epoch validation lines
     as they come; returns its metrics.json and the seconds taken."""
     start = time.perf_counter()
     cmd = [sys.executable, "-m", "kerasft.train", "--config", f"configs/{config}.yaml", *overrides]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    with tempfile.TemporaryFile("w+") as errors:
-        proc = subprocess.Popen(
-            cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=errors, text=True, env=env
-        )
-        run_dir = None
-        for line in proc.stdout:
-            line = line.rstrip("\n")
-            if line.startswith("run_dir="):
-                run_dir = line.split("=", 1)[1]
-            elif line.startswith("training ") or (
-                line.startswith("epoch ") and " validation: " in line
-            ):
-                print(f"  {config}: {line}", flush=True)
-        proc.wait()
-        errors.seek(0)
-        if proc.returncode != 0 or run_dir is None:
-            sys.exit(f"error: {config} failed:\n{errors.read()[-3000:]}")
+    lines, code, stderr = run_child(cmd, config, show=_progress_line, cwd=REPO)
+    run_dir = next((x.split("=", 1)[1] for x in lines if x.startswith("run_dir=")), None)
+    if code != 0 or run_dir is None:
+        sys.exit(f"error: {config} failed:\n{stderr[-3000:]}")
     return json.loads((REPO / run_dir / "metrics.json").read_text()), time.perf_counter() - start
 
 

@@ -25,16 +25,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
-from typing import Any
 
+from child import run_child
 from sst2 import SST2, require_sst2, sst2_data
 
 
@@ -148,40 +145,22 @@ def run_side(
 ) -> dict:
     """One side (`hf` or `kerasft`) run in a process of its own; what it measured.
 
-    With `echo`, the side's own lines are printed as they come, prefixed with its name, with
-    the minutes elapsed every five minutes (the side itself is not slowed by either).
+    With `echo`, the side's own lines are printed as they come, prefixed with its name; the
+    minutes elapsed are printed every five minutes either way (`child.run_child`).
     Exits with the side's last error output when it fails.
     """
     cmd = [sys.executable, str(Path(__file__).resolve()), "--side", side]
     cmd += ["--examples", str(examples), "--epochs", str(epochs), "--seeds", str(seed)]
     overrides = overrides or []
     cmd += ["--precision", precision, *(f"--set={item}" for item in overrides)]
-    start = time.perf_counter()
-    with tempfile.TemporaryFile("w+") as errors:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # its lines as they are printed
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errors, text=True, env=env)
-        lines: list[str] = []
-        reader = threading.Thread(target=_read, args=(proc.stdout, lines, side if echo else None))
-        reader.start()
-        while reader.is_alive():
-            reader.join(timeout=300)
-            if echo and reader.is_alive():
-                print(f"  {side}: {(time.perf_counter() - start) / 60:.0f} min", flush=True)
-        proc.wait()
-        errors.seek(0)
-        stderr = errors.read()
+    lines, _, stderr = run_child(
+        cmd, side, show=lambda line: echo and not line.startswith("RESULT ")
+    )
     line = next((x for x in lines if x.startswith("RESULT ")), None)
     if line is None:
         what = " ".join(overrides) or "defaults"
         sys.exit(f"error: the {side} run ({what}) failed:\n{stderr[-3000:]}")
     return json.loads(line[7:])
-
-
-def _read(stream: Any, lines: list[str], echo: str | None) -> None:
-    for line in stream:
-        lines.append(line.rstrip("\n"))
-        if echo and not line.startswith("RESULT "):
-            print(f"  {echo}: {line.rstrip()}", flush=True)
 
 
 def main() -> None:
