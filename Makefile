@@ -44,8 +44,9 @@ test: install chromium
 test-fast: install
 	$(PY) -m pytest -q $(PYTEST_PARALLEL) -m "not slow"
 
-# The modules that train with `precision: auto` (marker `precision`), as a CPU with native
-# bfloat16 runs them: mixed_bfloat16 is emulated elsewhere, slower but numerically the same.
+# The modules that train with `precision: auto` (marker `precision`) in mixed_bfloat16, as a CPU
+# with native bfloat16 trains sets of 2,000 examples or more: mixed_bfloat16 is emulated
+# elsewhere, slower but numerically the same.
 test-bf16: install
 	KERASFT_AUTO_PRECISION=mixed_bfloat16 $(PY) -m pytest -q $(PYTEST_PARALLEL) -m precision
 

@@ -1,9 +1,10 @@
 """The user paths from a run trained in mixed_bfloat16, on any CPU.
 
-`precision: auto` trains in mixed_bfloat16 on CPUs with native bfloat16 (AVX-512 BF16, AMX);
-on others bfloat16 is emulated, slower but numerically the same, so forcing the policy checks
-that path everywhere. Exports are float32 rebuilds: TFLite, ONNX and the SavedModel all come
-from one; distillation reads a bfloat16 teacher; pretraining trains in bfloat16.
+`precision: auto` trains sets of 2,000 examples or more in mixed_bfloat16 on CPUs with native
+bfloat16 (AVX-512 BF16, AMX); on others bfloat16 is emulated, slower but numerically the same,
+so forcing the policy checks that path everywhere. Exports are float32 rebuilds: TFLite, ONNX
+and the SavedModel all come from one; distillation reads a bfloat16 teacher; pretraining trains
+in bfloat16.
 """
 
 from __future__ import annotations

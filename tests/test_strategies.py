@@ -188,6 +188,45 @@ def test_bfloat16_run_has_finite_loss_float32_outputs_and_exports(tiny_config):
         assert policy == "mixed_bfloat16" and "native bfloat16" in why
 
 
+def test_auto_precision_keeps_float32_for_a_small_set_on_a_bf16_cpu(monkeypatch):
+    from kerasft.training import hardware
+
+    monkeypatch.delenv(hardware.AUTO_PRECISION_ENV, raising=False)
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: {"avx512_bf16", "avx2"})
+    if tf.config.list_physical_devices("GPU"):
+        pytest.skip("a GPU decides `auto` before the CPU's flags")
+    below = hardware.FLOAT32_BELOW
+    assert hardware.resolve_precision("auto")[0] == "mixed_bfloat16"  # size unknown
+    assert hardware.resolve_precision("auto", below)[0] == "mixed_bfloat16"
+    policy, why = hardware.resolve_precision("auto", below - 1)
+    assert policy == "float32" and f"{below - 1:,} training examples" in why
+    assert hardware.resolve_precision("mixed_bfloat16", 10)[0] == "mixed_bfloat16"  # as set
+    monkeypatch.setenv(hardware.AUTO_PRECISION_ENV, "mixed_bfloat16")  # `make test-bf16`
+    assert hardware.resolve_precision("auto", 10)[0] == "mixed_bfloat16"
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: {"avx2"})
+    monkeypatch.delenv(hardware.AUTO_PRECISION_ENV)
+    assert hardware.resolve_precision("auto", 10**6)[0] == "float32"  # no native bfloat16
+
+
+@pytest.mark.slow
+def test_a_small_run_on_a_bf16_cpu_trains_in_float32_and_says_why(tiny_config, monkeypatch, capsys):
+    from kerasft.training import hardware
+
+    monkeypatch.delenv(hardware.AUTO_PRECISION_ENV, raising=False)
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: {"avx512_bf16"})
+    if tf.config.list_physical_devices("GPU"):
+        pytest.skip("a GPU decides `auto` before the CPU's flags")
+    tiny_config["training"].update(precision="auto", epochs=1)
+    tiny_config["export"]["enabled"] = False
+    result = run_config(tiny_config)
+    assert result.model.dtype_policy.name == "float32"
+    examples = result.metrics["train"]["examples"]
+    assert (
+        f"precision: float32 (CPU with native bfloat16 (avx512_bf16), but {examples:,} training "
+        "examples: under 2,000 mixed_bfloat16 costs accuracy" in capsys.readouterr().out
+    )
+
+
 @pytest.mark.slow
 def test_group_optimizers_train_and_their_state_round_trips_a_checkpoint(tiny_config):
     tiny_config["training"]["group_optimizers"] = {

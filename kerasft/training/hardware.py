@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from kerasft._compat import tf
+from kerasft._compat import keras, tf
 
 
 def cpu_flags() -> set[str]:
@@ -25,10 +25,20 @@ def cpu_flags() -> set[str]:
 AUTO_PRECISION_ENV = "KERASFT_AUTO_PRECISION"
 POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
 NATIVE_BF16 = frozenset({"avx512_bf16", "amx_bf16"})  # CPU flags of native bfloat16 arithmetic
+# Under this many training examples `auto` keeps float32 on a CPU with native bfloat16: on
+# SST-2, mixed_bfloat16 scored 1.9 points lower at 200 labels and 0.5 at 1,000, and saved no
+# time there (bench/README.md, "Hundreds of labels").
+FLOAT32_BELOW = 2000
 
 
-def resolve_precision(setting: str) -> tuple[str, str]:
+def resolve_precision(setting: str, train_examples: int | None = None) -> tuple[str, str]:
     """The Keras policy for `training.precision`, and why it was chosen.
+
+    Args:
+        setting: `auto` or a policy's name.
+        train_examples: the examples the model trains on, when known: with fewer than
+            `FLOAT32_BELOW`, `auto` trains in float32 on a CPU with native bfloat16. Defaults
+            to unknown (the hardware alone decides).
 
     Raises:
         ConfigError: `KERASFT_AUTO_PRECISION` names no policy.
@@ -58,8 +68,23 @@ def resolve_precision(setting: str) -> tuple[str, str]:
         return "mixed_bfloat16", "TPU"
     native = cpu_flags() & NATIVE_BF16
     if native:
-        return "mixed_bfloat16", f"CPU with native bfloat16 ({', '.join(sorted(native))})"
+        cpu = f"CPU with native bfloat16 ({', '.join(sorted(native))})"
+        if train_examples is not None and train_examples < FLOAT32_BELOW:
+            return "float32", (
+                f"{cpu}, but {train_examples:,} training examples: under {FLOAT32_BELOW:,} "
+                "mixed_bfloat16 costs accuracy and saves little time"
+            )
+        return "mixed_bfloat16", cpu
     return "float32", "no GPU, TPU or CPU with native 16-bit floats"
+
+
+def settle_precision(setting: str, train_examples: int) -> None:
+    """Sets the policy a run's model is built and trained under (`resolve_precision` with the
+    size of its training set) and, for `auto`, prints which and why."""
+    policy, why = resolve_precision(setting, train_examples)
+    keras.mixed_precision.set_global_policy(policy)
+    if setting == "auto":
+        print(f"precision: {policy} ({why})")
 
 
 def resolve_jit(setting: bool | str) -> bool:

@@ -5,6 +5,7 @@
     start_runtime    distribution strategy, seed, precision        (training.strategies)
     prepare_data     splits, label vocabulary, token ids           (data)
                      and, with `distill:`, the teacher's outputs   (training.distillation)
+    settle_precision `auto` weighs the training set's size         (training.hardware)
     the builder      task_model_for: backbone, task head, prompt / LoRA / adapters (models);
                      or distilling: that model as a Distiller's student (training.distillation);
                      or packed_model, where `packing_for` packs    (training.packing)
@@ -58,7 +59,7 @@ from kerasft.training.callbacks import (
 from kerasft.training.contrastive import ContrastiveModel, HeadFit
 from kerasft.training.exports import export_run, reexport
 from kerasft.training.generation import evaluate_generation, generation_callback, seq2seq_model
-from kerasft.training.hardware import resolve_jit, resolve_precision
+from kerasft.training.hardware import resolve_jit, resolve_precision, settle_precision
 from kerasft.training.optimizers import build_optimizer
 from kerasft.training.packing import PackedModel, packing_for
 from kerasft.training.rundir import (
@@ -112,6 +113,7 @@ def run(
         check_outputs(cfg)
         strategy = start_runtime(cfg)
         cfg, spec, data, teacher, tokenizer, directory = prepare_data(cfg, frames)
+        settle_precision(cfg.training.precision, len(data.encoded["train"]))
         jit = resolve_jit(cfg.training.jit_compile)
         with strategy.scope():  # model, optimizer and metrics live on every replica
             backbone = run_backbone(cfg, spec, directory, tokenizer)
@@ -340,10 +342,8 @@ def start_runtime(cfg: Config) -> tf.distribute.Strategy:
             f"{t.batch_size // replicas} per replica"
         )
     keras.utils.set_random_seed(t.seed)
-    policy, why = resolve_precision(t.precision)
-    keras.mixed_precision.set_global_policy(policy)
-    if t.precision == "auto":
-        print(f"precision: {policy} ({why})")
+    # The hardware's choice, for what prepare_data computes; settle_precision has the last word.
+    keras.mixed_precision.set_global_policy(resolve_precision(t.precision)[0])
     return strategy
 
 
