@@ -200,6 +200,7 @@ def test_auto_precision_keeps_float32_for_a_small_set_on_a_bf16_cpu(monkeypatch)
     assert hardware.resolve_precision("auto", below)[0] == "mixed_bfloat16"
     policy, why = hardware.resolve_precision("auto", below - 1)
     assert policy == "float32" and f"{below - 1:,} training examples" in why
+    assert "640 training pairs" in hardware.resolve_precision("auto", 640, pairs=True)[1]
     assert hardware.resolve_precision("mixed_bfloat16", 10)[0] == "mixed_bfloat16"  # as set
     monkeypatch.setenv(hardware.AUTO_PRECISION_ENV, "mixed_bfloat16")  # `make test-bf16`
     assert hardware.resolve_precision("auto", 10)[0] == "mixed_bfloat16"

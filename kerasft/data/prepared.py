@@ -47,6 +47,11 @@ class Data:
     def label_names(self) -> tuple[str, ...]:
         return self.splits.vocab.names
 
+    @property
+    def rows_per_epoch(self) -> int:
+        """What an epoch trains on: the training examples, or with `pairs` the pairs."""
+        return len(self.pairs) if self.pairs is not None else len(self.encoded["train"])
+
 
 @dataclasses.dataclass(frozen=True)
 class Datasets:

@@ -25,20 +25,23 @@ def cpu_flags() -> set[str]:
 AUTO_PRECISION_ENV = "KERASFT_AUTO_PRECISION"
 POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
 NATIVE_BF16 = frozenset({"avx512_bf16", "amx_bf16"})  # CPU flags of native bfloat16 arithmetic
-# Under this many training examples `auto` keeps float32 on a CPU with native bfloat16: on
-# SST-2, mixed_bfloat16 scored 1.9 points lower at 200 labels and 0.5 at 1,000, and saved no
-# time there (bench/README.md, "Hundreds of labels").
+# Under this many training examples (or contrastive pairs) a run's epoch is short, and `auto`
+# keeps float32 on a CPU with native bfloat16: on SST-2, mixed_bfloat16 scored 1.9 points lower
+# at 200 labels and 0.5 at 1,000, and saved no time there (bench/README.md, "Hundreds of labels").
 FLOAT32_BELOW = 2000
 
 
-def resolve_precision(setting: str, train_examples: int | None = None) -> tuple[str, str]:
+def resolve_precision(
+    setting: str, train_rows: int | None = None, pairs: bool = False
+) -> tuple[str, str]:
     """The Keras policy for `training.precision`, and why it was chosen.
 
     Args:
         setting: `auto` or a policy's name.
-        train_examples: the examples the model trains on, when known: with fewer than
-            `FLOAT32_BELOW`, `auto` trains in float32 on a CPU with native bfloat16. Defaults
-            to unknown (the hardware alone decides).
+        train_rows: what an epoch trains on, when known: with fewer than `FLOAT32_BELOW`,
+            `auto` trains in float32 on a CPU with native bfloat16. Defaults to unknown (the
+            hardware alone decides).
+        pairs: the rows are sentence pairs (`training.method: contrastive`), not examples.
 
     Raises:
         ConfigError: `KERASFT_AUTO_PRECISION` names no policy.
@@ -69,19 +72,19 @@ def resolve_precision(setting: str, train_examples: int | None = None) -> tuple[
     native = cpu_flags() & NATIVE_BF16
     if native:
         cpu = f"CPU with native bfloat16 ({', '.join(sorted(native))})"
-        if train_examples is not None and train_examples < FLOAT32_BELOW:
+        if train_rows is not None and train_rows < FLOAT32_BELOW:
             return "float32", (
-                f"{cpu}, but {train_examples:,} training examples: under {FLOAT32_BELOW:,} "
-                "mixed_bfloat16 costs accuracy and saves little time"
+                f"{cpu}, but {train_rows:,} training {'pairs' if pairs else 'examples'}: under "
+                f"{FLOAT32_BELOW:,} mixed_bfloat16 costs accuracy and saves little time"
             )
         return "mixed_bfloat16", cpu
     return "float32", "no GPU, TPU or CPU with native 16-bit floats"
 
 
-def settle_precision(setting: str, train_examples: int) -> None:
-    """Sets the policy a run's model is built and trained under (`resolve_precision` with the
-    size of its training set) and, for `auto`, prints which and why."""
-    policy, why = resolve_precision(setting, train_examples)
+def settle_precision(setting: str, train_rows: int, pairs: bool = False) -> None:
+    """Sets the policy a run's model is built and trained under (`resolve_precision` with what
+    an epoch trains on) and, for `auto`, prints which and why."""
+    policy, why = resolve_precision(setting, train_rows, pairs)
     keras.mixed_precision.set_global_policy(policy)
     if setting == "auto":
         print(f"precision: {policy} ({why})")

@@ -113,7 +113,7 @@ def run(
         check_outputs(cfg)
         strategy = start_runtime(cfg)
         cfg, spec, data, teacher, tokenizer, directory = prepare_data(cfg, frames)
-        settle_precision(cfg.training.precision, len(data.encoded["train"]))
+        settle_precision(cfg.training.precision, data.rows_per_epoch, data.pairs is not None)
         jit = resolve_jit(cfg.training.jit_compile)
         with strategy.scope():  # model, optimizer and metrics live on every replica
             backbone = run_backbone(cfg, spec, directory, tokenizer)
