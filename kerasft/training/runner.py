@@ -5,7 +5,7 @@
     start_runtime    distribution strategy, seed, precision        (training.strategies)
     prepare_data     splits, label vocabulary, token ids           (data)
                      and, with `distill:`, the teacher's outputs   (training.distillation)
-    settle_precision `auto` weighs the training set's size         (training.hardware)
+                     then settle_precision: `auto` weighs the training set's size (training.hardware)
     the builder      task_model_for: backbone, task head, prompt / LoRA / adapters (models);
                      or distilling: that model as a Distiller's student (training.distillation);
                      or packed_model, where `packing_for` packs    (training.packing)
@@ -113,7 +113,6 @@ def run(
         check_outputs(cfg)
         strategy = start_runtime(cfg)
         cfg, spec, data, teacher, tokenizer, directory = prepare_data(cfg, frames)
-        settle_precision(cfg.training.precision, data.rows_per_epoch, data.pairs is not None)
         jit = resolve_jit(cfg.training.jit_compile)
         with strategy.scope():  # model, optimizer and metrics live on every replica
             backbone = run_backbone(cfg, spec, directory, tokenizer)
@@ -184,7 +183,8 @@ def finish(cfg: Config, spec: TaskSpec, run_dir: Path, t: Trained) -> RunResult:
 
 
 def prepare_data(cfg: Config, frames: dict | None) -> tuple:
-    """The run's data, with the teacher's outputs among the targets when `cfg.distill` names one.
+    """The run's data, with the teacher's outputs among the targets when `cfg.distill` names one;
+    then the precision policy, which for `auto` weighs the size of the training set.
 
     Returns:
         (cfg, with a cut student's layer count; the task spec; `Data`; the teacher or None;
@@ -198,6 +198,7 @@ def prepare_data(cfg: Config, frames: dict | None) -> tuple:
     data = load_data(cfg, spec, tokenizer, frames)
     if teacher:  # the teacher's logits join the training targets
         data = distill.distillation_data(cfg, spec, data, teacher, tokenizer)
+    settle_precision(cfg.training.precision, data.rows_per_epoch, data.pairs is not None)
     return cfg, spec, data, teacher, tokenizer, directory
 
 
