@@ -182,10 +182,10 @@ def tiny_masked_lm(tmp_path_factory):
     """A tiny random BERT with a masked-LM head, saved by transformers (tf_model.h5)."""
     from transformers import TFBertForMaskedLM
 
-    from kerasft._compat import tf
+    from kerasft._compat import keras
 
     directory = tmp_path_factory.mktemp("tiny-mlm")
-    tf.random.set_seed(0)
+    keras.utils.set_random_seed(0)  # Python's generator too: it seeds tf_keras' initializers
     model = TFBertForMaskedLM(tiny_bert_config())
     model(model.dummy_inputs)
     model.save_pretrained(str(directory))
@@ -225,7 +225,7 @@ def _tiny_marian(directory, spm_model, seed):
     import sentencepiece
     from transformers import MarianConfig, MarianTokenizer, TFMarianMTModel
 
-    from kerasft._compat import tf
+    from kerasft._compat import keras
 
     processor = sentencepiece.SentencePieceProcessor(model_file=str(spm_model))
     vocab = {processor.id_to_piece(i): i for i in range(processor.get_piece_size())}
@@ -254,7 +254,7 @@ def _tiny_marian(directory, spm_model, seed):
         eos_token_id=vocab["</s>"],
         decoder_start_token_id=vocab["<pad>"],
     )
-    tf.random.set_seed(seed)
+    keras.utils.set_random_seed(seed)  # Python's generator too: it seeds the initializers
     model = TFMarianMTModel(config)
     model(model.dummy_inputs)
     model.save_pretrained(str(directory))

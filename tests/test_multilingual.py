@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kerasft._compat import tf
+from kerasft._compat import keras, tf
 from kerasft.config import config_from_dict
 from kerasft.errors import ModelError
 from kerasft.models import load_tokenizer, resolve_backbone
@@ -41,6 +41,7 @@ def tiny_xlmr_dir(tmp_path_factory, spm_model):
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
     )
+    keras.utils.set_random_seed(0)  # Python's generator too: it seeds the initializers
     model = TFXLMRobertaModel(config)
     model(model.dummy_inputs)
     model.save_pretrained(str(directory))
