@@ -176,6 +176,19 @@ def tiny_csv(tmp_path) -> Path:
 
 
 @pytest.fixture
+def bf16_cpu(monkeypatch):
+    """`precision: auto` decides as on a CPU with native bfloat16 (AVX-512 BF16), whatever this
+    one has, and not as `KERASFT_AUTO_PRECISION` says. Skips where a GPU decides first."""
+    from kerasft.training import hardware
+
+    if tf.config.list_physical_devices("GPU"):
+        pytest.skip("a GPU decides `precision: auto` before the CPU's flags")
+    monkeypatch.delenv(hardware.AUTO_PRECISION_ENV, raising=False)
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: {"avx512_bf16"})
+    return hardware
+
+
+@pytest.fixture
 def tiny_config(tmp_path, tiny_bert_dir, tiny_csv) -> dict:
     """A complete config dict for a fast run on the tiny model; tests tweak it."""
     return {

@@ -188,13 +188,8 @@ def test_bfloat16_run_has_finite_loss_float32_outputs_and_exports(tiny_config):
         assert policy == "mixed_bfloat16" and "native bfloat16" in why
 
 
-def test_auto_precision_keeps_float32_for_a_small_set_on_a_bf16_cpu(monkeypatch):
-    from kerasft.training import hardware
-
-    monkeypatch.delenv(hardware.AUTO_PRECISION_ENV, raising=False)
-    monkeypatch.setattr(hardware, "cpu_flags", lambda: {"avx512_bf16", "avx2"})
-    if tf.config.list_physical_devices("GPU"):
-        pytest.skip("a GPU decides `auto` before the CPU's flags")
+def test_auto_precision_keeps_float32_for_a_small_set_on_a_bf16_cpu(bf16_cpu, monkeypatch):
+    hardware = bf16_cpu
     below = hardware.FLOAT32_BELOW
     assert hardware.resolve_precision("auto")[0] == "mixed_bfloat16"  # size unknown
     assert hardware.resolve_precision("auto", below)[0] == "mixed_bfloat16"
@@ -210,13 +205,7 @@ def test_auto_precision_keeps_float32_for_a_small_set_on_a_bf16_cpu(monkeypatch)
 
 
 @pytest.mark.slow
-def test_a_small_run_on_a_bf16_cpu_trains_in_float32_and_says_why(tiny_config, monkeypatch, capsys):
-    from kerasft.training import hardware
-
-    monkeypatch.delenv(hardware.AUTO_PRECISION_ENV, raising=False)
-    monkeypatch.setattr(hardware, "cpu_flags", lambda: {"avx512_bf16"})
-    if tf.config.list_physical_devices("GPU"):
-        pytest.skip("a GPU decides `auto` before the CPU's flags")
+def test_a_small_run_on_a_bf16_cpu_trains_in_float32_and_says_why(tiny_config, bf16_cpu, capsys):
     tiny_config["training"].update(precision="auto", epochs=1)
     tiny_config["export"]["enabled"] = False
     result = run_config(tiny_config)
