@@ -49,6 +49,22 @@ def test_undecodable_bytes_name_the_line_and_suggest_an_encoding(tmp_path):
         read_table(path, cfg(path))
 
 
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be", "utf-32"])
+def test_a_byte_order_mark_names_the_encoding_to_set(tmp_path, encoding):
+    path = tmp_path / "d.csv"
+    text = "text,label\nfine,a\ngood,b\n"
+    bom = {"utf-16-be": b"\xfe\xff"}.get(encoding, b"")  # Python writes LE marks itself
+    path.write_bytes(bom + text.encode(encoding))
+    named = encoding[:6]
+    with pytest.raises(
+        DataError,
+        match=rf"d.csv: the file begins with a {named.upper()} byte-order mark, so "
+        rf"it is not utf-8. Set `data.encoding: {named}`.",
+    ):
+        read_table(path, cfg(path))
+    assert read_table(path, cfg(path, encoding=named))["text"].tolist() == ["fine", "good"]
+
+
 def test_missing_column_lists_the_columns_present(tmp_path):
     path = write(tmp_path, "sentence,label\nx,a\n")
     with pytest.raises(

@@ -166,3 +166,6 @@ def test_predict_names_a_wrong_encoding(trained, tmp_path):
     with pytest.raises(DataError, match=r"in.csv:2: bytes that are not valid utf-8.*--encoding"):
         predict_file(trained.export_dir, source, tmp_path / "out.csv")
     assert predict_file(trained.export_dir, source, tmp_path / "out.csv", encoding="latin-1") == 1
+    source.write_bytes("text\ncafé\n".encode("utf-16"))
+    with pytest.raises(DataError, match=r"UTF-16 byte-order mark.*Pass `--encoding utf-16`"):
+        predict_file(trained.export_dir, source, tmp_path / "out2.csv")

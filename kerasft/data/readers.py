@@ -18,7 +18,7 @@ import pandas as pd
 
 from kerasft import progress
 from kerasft.config import DataConfig
-from kerasft.data.rows import as_text, first_undecodable_line, jsonl_rows
+from kerasft.data.rows import as_text, jsonl_rows, undecodable
 from kerasft.errors import DataError
 from kerasft.tasks import TaskSpec
 
@@ -144,11 +144,7 @@ def _read_raw(
             frame["__line__"] = np.arange(1, len(frame) + 1)
             header_known = True
     except UnicodeDecodeError as exc:
-        line = first_undecodable_line(path, cfg.encoding)
-        raise DataError(
-            f"{path}:{line}: bytes that are not valid {cfg.encoding} ({exc.reason}). "
-            "Set `data.encoding` to the file's encoding, e.g. `latin-1` or `cp1252`."
-        ) from None
+        raise undecodable(path, cfg.encoding, "data.encoding", exc) from None
     except LookupError:
         raise DataError(
             f"`data.encoding`: unknown encoding `{cfg.encoding}`. Use e.g. `utf-8` or `latin-1`."

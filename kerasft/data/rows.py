@@ -34,6 +34,35 @@ def first_undecodable_line(path: Path, encoding: str) -> int:
     return 1
 
 
+# Byte-order marks that name their encoding; UTF-8's decodes as utf-8 and is skipped.
+BYTE_ORDER_MARKS = {
+    codecs.BOM_UTF32_LE: "utf-32",
+    codecs.BOM_UTF32_BE: "utf-32",
+    codecs.BOM_UTF16_LE: "utf-16",
+    codecs.BOM_UTF16_BE: "utf-16",
+}
+
+
+def undecodable(path: Path, encoding: str, key: str, exc: UnicodeDecodeError) -> DataError:
+    """The one-line error for a file that does not decode as `encoding` (the `key` setting):
+    the first bad line, and the encoding to set: the one a byte-order mark names, or a guess."""
+    with path.open("rb") as handle:
+        start = handle.read(4)
+    # UTF-32-LE's mark begins with UTF-16-LE's, so the longer marks are tried first.
+    named = next((enc for bom, enc in BYTE_ORDER_MARKS.items() if start.startswith(bom)), None)
+    if named and not codecs.lookup(encoding).name.startswith(named):
+        setting = f"Pass `{key} {named}`" if key.startswith("--") else f"Set `{key}: {named}`"
+        return DataError(
+            f"{path}: the file begins with a {named.upper()} byte-order mark, so it is not "
+            f"{encoding}. {setting}."
+        )
+    line = first_undecodable_line(path, encoding)
+    return DataError(
+        f"{path}:{line}: bytes that are not valid {encoding} ({exc.reason}). "
+        f"Set `{key}` to the file's encoding, e.g. `latin-1` or `cp1252`."
+    )
+
+
 ROW_FORMATS = {
     ".txt": "text",
     "": "text",
@@ -82,11 +111,7 @@ def stream_rows(
     try:
         yield from read(path, fmt, encoding, quoting, chunk)
     except UnicodeDecodeError as exc:
-        line = first_undecodable_line(path, encoding)
-        raise DataError(
-            f"{path}:{line}: bytes that are not valid {encoding} ({exc.reason}). Set "
-            f"{encoding_key} to the file's encoding, e.g. latin-1."
-        ) from None
+        raise undecodable(path, encoding, encoding_key.strip("`"), exc) from None
 
 
 def read_text_column(
