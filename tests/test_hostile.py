@@ -189,6 +189,24 @@ def test_every_text_empty_says_so(config_file, tmp_path, capsys):
     one_error_line(capsys, code, "every text is empty", "`data.text_column`")
 
 
+def test_a_max_length_past_the_position_table_is_cut_to_it(tiny_config, tmp_path, capsys):
+    """Once a traceback from deep in the embeddings: `indices[0,64] = 64 is not in [0, 64)`
+    (the tiny BERT has 64 positions; its tokenizer states no `model_max_length`)."""
+    from kerasft.predict import predict_file
+    from kerasft.training.runner import run
+
+    words = "good fun film " * 40
+    rows = [f"{words}{i},{'pos' if i % 2 else 'neg'}\n" for i in range(20)]
+    (tmp_path / "long.csv").write_text("text,label\n" + "".join(rows))
+    tiny_config["data"].update(train=str(tmp_path / "long.csv"), max_length=128)
+    result = run(config_from_dict(tiny_config), verbose=0)
+    out = capsys.readouterr().out
+    assert "data.max_length 128 is cut to 64: the backbone's position embeddings take 64" in out
+    assert "reach max_length 64 and are truncated" in out
+    (tmp_path / "in.csv").write_text(f"text\n{words * 3}\n")
+    assert predict_file(result.export_dir, tmp_path / "in.csv", tmp_path / "out.csv") == 1
+
+
 def test_a_label_with_a_line_break_is_refused(tiny_config, tmp_path):
     from kerasft.errors import DataError
     from kerasft.training.runner import run

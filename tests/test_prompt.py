@@ -10,7 +10,7 @@ import pytest
 from kerasft._compat import tf
 from kerasft.config import PromptConfig, config_from_dict
 from kerasft.errors import ConfigError, ModelError
-from kerasft.models import load_backbone, task_model
+from kerasft.models import load_backbone, task_model, usable_positions
 from kerasft.peft.prompt import SoftPrompt, check_prompt_length
 from kerasft.tasks import TASKS
 from kerasft.training.runner import run
@@ -72,10 +72,16 @@ def test_token_tags_keep_one_row_per_input_token(tiny_bert_dir):
 
 def test_prompt_and_inputs_must_fit_the_position_table(tiny_bert_dir):
     backbone = load_backbone(tiny_bert_dir)
-    limit = backbone.model.config.max_position_embeddings
-    check_prompt_length(backbone.model.config, 20, limit - 20)
+    limit = usable_positions(backbone.model.config)
+    assert limit == backbone.model.config.max_position_embeddings == 64
+    check_prompt_length(limit, 20, limit - 20)
+    check_prompt_length(None, 20, 10_000)  # relative positions: no table
     with pytest.raises(ModelError, match="prompt_tuning.tokens: 20.*Lower one"):
-        check_prompt_length(backbone.model.config, 20, limit - 19)
+        check_prompt_length(limit, 20, limit - 19)
+    # RoBERTa-style models number positions from after the padding index
+    roberta = {"model_type": "xlm-roberta", "max_position_embeddings": 514, "pad_token_id": 1}
+    assert usable_positions(roberta) == 512
+    assert usable_positions({"model_type": "t5"}) is None
 
 
 @pytest.mark.parametrize(

@@ -285,7 +285,12 @@ class DataConfig(_Section):
         None, ge=1, description="Keep at most this many validation and test examples each."
     )
     max_length: int = Field(
-        128, ge=8, le=4096, description="Truncate token sequences to this length."
+        128,
+        ge=8,
+        le=4096,
+        description="Truncate token sequences to this length; to less when the backbone's "
+        "position embeddings or its tokenizer's `model_max_length` take fewer tokens (said when "
+        "the run starts). Sequence-to-sequence models refuse a length past their positions.",
     )
     bucketing: bool = Field(
         True,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,6 +16,7 @@ from kerasft.data.pipeline import eval_dataset, pair_dataset, steps_per_epoch, t
 from kerasft.data.splits import SPLITS, Splits, load_splits
 from kerasft.data.tokenize import Encoded, encode, encode_seq2seq
 from kerasft.errors import DataError
+from kerasft.models.backbones import directory_positions
 from kerasft.tasks import TaskSpec
 
 
@@ -85,8 +87,7 @@ def load_data(
         from kerasft.data.mix import mix_in
 
         splits = mix_in(cfg.data, spec, splits, cfg.training.seed)
-    model_max = getattr(tokenizer, "model_max_length", None) or cfg.data.max_length
-    max_length = min(cfg.data.max_length, model_max)
+    max_length = input_length(cfg, tokenizer, spec)
     scaling = None
     if spec.numeric and cfg.data.target_scaling == "standard":
         splits, scaling = standardise_targets(splits)
@@ -108,6 +109,23 @@ def load_data(
         pairs = contrastive_pairs(cfg, spec, splits)
     tiny = few_labels(cfg, spec, splits)
     return Data(splits, encoded, max_length, scaling, tuple(augmented), pairs, tiny)
+
+
+def input_length(cfg: Config, tokenizer: Any, spec: TaskSpec) -> int:
+    """`data.max_length`, or the fewer tokens the tokenizer (`model_max_length`) or the
+    backbone's position embeddings take, said when it is fewer. (Sequence-to-sequence
+    models are checked against `data.max_length` itself: `check_lengths` refuses it.)"""
+    limits = {"the tokenizer's `model_max_length` is": getattr(tokenizer, "model_max_length", None)}
+    if cfg.model.backbone != "bigru" and not spec.generative:
+        directory = Path(getattr(tokenizer, "name_or_path", "") or ".")
+        limits["the backbone's position embeddings take"] = directory_positions(directory)
+    length, why = cfg.data.max_length, None
+    for what, limit in limits.items():
+        if limit and limit < length:
+            length, why = limit, what
+    if why:
+        print(f"data.max_length {cfg.data.max_length} is cut to {length}: {why} {length}")
+    return length
 
 
 FEW_LABELS = 100  # labelled training examples under which standard fine-tuning warns

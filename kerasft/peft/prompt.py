@@ -96,24 +96,17 @@ class DropPrompt(keras.layers.Layer):
         return {**super().get_config(), "tokens": self.tokens}
 
 
-def check_prompt_length(config, tokens: int, max_length: int) -> None:
+def check_prompt_length(usable: int | None, tokens: int, max_length: int) -> None:
     """Raises ModelError when the prompt and the longest input do not fit the position table.
 
     Args:
-        config: the backbone's Hugging Face config.
+        usable: the positions the backbone takes (`kerasft.models.usable_positions`), or None
+            for no limit.
         tokens: the prompt length.
         max_length: `data.max_length`.
     """
-    limit = getattr(config, "max_position_embeddings", None)
-    if limit is None:
-        return
-    # RoBERTa-style models start positions after the padding index.
-    usable = limit - (config.pad_token_id + 1 if config.model_type in _OFFSET_POSITIONS else 0)
-    if tokens + max_length > usable:
+    if usable is not None and tokens + max_length > usable:
         raise ModelError(
             f"`model.prompt_tuning.tokens: {tokens}` plus `data.max_length: {max_length}` is "
             f"{tokens + max_length} positions; the backbone has {usable}. Lower one of them."
         )
-
-
-_OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert")

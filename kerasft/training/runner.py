@@ -246,7 +246,7 @@ def task_model_for(
     cfg: Config, spec: TaskSpec, backbone: Backbone, data: Data
 ) -> tuple[keras.Model, dict]:
     """The model builder of a training run: the `model:` section's task model, and no facts."""
-    return build_model(cfg.model, spec, backbone, len(data.label_names), cfg.data.max_length), {}
+    return build_model(cfg.model, spec, backbone, len(data.label_names), data.max_length), {}
 
 
 def packed_model(

@@ -158,7 +158,12 @@ def measure_cost(result: Any, kind: str, cfg: Config) -> float:
         return sum(int(tf.size(w)) for w in model.weights) * 4 / 2**20
     names = {t.name.split(":")[0]: t.dtype for t in model.inputs or []}
     names = names or {"input_ids": tf.int32, "attention_mask": tf.int32}
-    inputs = {name: tf.ones([1, cfg.data.max_length], dtype) for name, dtype in names.items()}
+    from kerasft.models.backbones import directory_positions, model_directory
+
+    length = cfg.data.max_length
+    if cfg.model.backbone != "bigru":  # what the run's texts were cut to (`input_length`)
+        length = min(length, directory_positions(model_directory(cfg.model)) or length)
+    inputs = {name: tf.ones([1, length], dtype) for name, dtype in names.items()}
     call = tf.function(lambda x: model(x, training=False))
     for _ in range(3):
         call(inputs)
