@@ -34,7 +34,7 @@ def predict_file(
     sort_window: int = 50,
     keep_columns: bool = True,
 ) -> int:
-    """Streams a CSV/TSV/JSONL/Parquet/text file through an exported model's raw-text signature into CSV or JSONL.
+    """Streams a CSV/TSV/JSONL/Parquet/text file through an exported model's raw-text signature into CSV, TSV or JSONL.
 
     Rows are read `sort_window` batches at a time; within each window they are sorted
     by token length and cut into batches, so each batch pads to a similar length,
@@ -140,7 +140,14 @@ def _check_arguments(
             "the input. Pass another --output path."
         )
     if output_path.is_dir():
-        raise DataError(f"--output {output_path} is a directory; pass a .csv or .jsonl file path.")
+        raise DataError(
+            f"--output {output_path} is a directory; pass a .csv, .tsv or .jsonl file path."
+        )
+    if output_path.suffix.lower() not in OUTPUT_SUFFIXES:
+        raise DataError(
+            f"--output {output_path}: predictions are written as .csv, .tsv or .jsonl; "
+            "end the path with one of those."
+        )
     if not output_path.parent.is_dir():
         raise DataError(
             f"--output {output_path}: the directory {output_path.parent} does not exist. "
@@ -167,8 +174,11 @@ def _column(rows: list[dict], lines: list[int], path: Path, column: str) -> list
     return values
 
 
+OUTPUT_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json")
+
+
 def _record_writer(handle, output_path: Path) -> Callable[[dict], None]:
-    """Writes one record per call as a JSON line, or as a CSV row (lists and dicts as JSON)."""
+    """Writes one record per call as a JSON line, or as a CSV/TSV row (lists and dicts as JSON)."""
     import csv
     import json as _json
 
@@ -183,7 +193,8 @@ def _record_writer(handle, output_path: Path) -> Callable[[dict], None]:
             for k, v in record.items()
         }
         if writer is None:
-            writer = csv.DictWriter(handle, fieldnames=list(flat))
+            tab = output_path.suffix.lower() == ".tsv"
+            writer = csv.DictWriter(handle, fieldnames=list(flat), delimiter="\t" if tab else ",")
             writer.writeheader()
         writer.writerow(flat)
 
@@ -196,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(
         prog="python -m kerasft.predict",
-        description="Batch prediction with an exported model: CSV/TSV/JSONL/Parquet/.txt in, CSV or JSONL out (by extension).",
+        description="Batch prediction with an exported model: CSV/TSV/JSONL/Parquet/.txt in, CSV, TSV or JSONL out (by extension).",
         epilog="Streams the input in batches, so memory stays flat on large files. The output is written to "
         "<output>.partial and renamed when complete. Exit status 2: a bad path, column or export.",
     )
@@ -211,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         required=True,
         help="CSV, TSV, JSONL or Parquet file with a text column (or a .txt file, one text per line: column `text`)",
     )
-    p.add_argument("--output", required=True, help="predictions file: .csv or .jsonl")
+    p.add_argument("--output", required=True, help="predictions file: .csv, .tsv or .jsonl")
     p.add_argument("--text-column", default="text", help="column with the text (default: text)")
     p.add_argument(
         "--text-pair-column", default=None, help="column with the second text, for pair models"

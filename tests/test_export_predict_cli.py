@@ -85,7 +85,7 @@ def test_reexport_of_something_else_is_a_one_line_error(tmp_path, capsys):
     )
 
 
-@pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".tsv"])
 def test_predict_streams_a_file_into_labels_and_probabilities(trained, tmp_path, suffix):
     source = tmp_path / "in.csv"
     rows = [{"id": str(i), "text": TEXTS[i % len(TEXTS)]} for i in range(23)]
@@ -101,9 +101,10 @@ def test_predict_streams_a_file_into_labels_and_probabilities(trained, tmp_path,
         records = [json.loads(line) for line in out.read_text().splitlines()]
     else:
         with out.open() as handle:
+            delimiter = "\t" if suffix == ".tsv" else ","
             records = [
                 {**r, "probabilities": json.loads(r["probabilities"])}
-                for r in csv.DictReader(handle)
+                for r in csv.DictReader(handle, delimiter=delimiter)
             ]
     assert [r["id"] for r in records] == [str(i) for i in range(23)]
     expected = probabilities(trained.export_dir, [r["text"] for r in rows])

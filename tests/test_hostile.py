@@ -378,6 +378,15 @@ def test_predict_never_overwrites_its_input(trained_run, tmp_path, capsys):
     assert source.read_text() == "text\ngood movie\n"
 
 
+def test_predict_into_a_format_it_does_not_write_is_one_line(trained_run, tmp_path, capsys):
+    """Once a CSV written under the name out.xlsx."""
+    source = tmp_path / "in.csv"
+    source.write_text("text\ngood movie\n")
+    code = predict_main(trained_run.export_dir, source, tmp_path / "out.xlsx")
+    one_error_line(capsys, code, "out.xlsx: predictions are written as .csv, .tsv or .jsonl")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv"]
+
+
 def test_predict_into_a_missing_directory_is_one_line(trained_run, tmp_path, capsys):
     source = tmp_path / "in.csv"
     source.write_text("text\ngood movie\n")
