@@ -129,7 +129,7 @@ def test_hub_dataset_offline_fails_with_advice():
         read_source("hf:some/dataset", DataConfig(train="hf:some/dataset"), "classification")
 
 
-def test_multi_label_from_lists_and_delimited_strings(tmp_path):
+def test_multi_label_from_lists_and_delimited_strings(tmp_path, capsys):
     jsonl = write(
         tmp_path,
         '{"text": "a", "label": ["x", "y"]}\n{"text": "b", "label": []}\n{"text": "c", "label": ["y"]}\n',
@@ -145,6 +145,15 @@ def test_multi_label_from_lists_and_delimited_strings(tmp_path):
     csv = write(tmp_path, "text,label\na,x|y\nb,\nc,y\n")
     frame = read(csv, task="multi_label", label_delimiter="|")
     assert frame["label"].tolist() == [["x", "y"], [], ["y"]]
+    assert "warning" not in capsys.readouterr().out
+    # Without the delimiter, `x|y` is one label: said, with the key to set.
+    assert read(csv, task="multi_label")["label"].tolist() == [["x|y"], [], ["y"]]
+    assert "labels such as 'x|y' hold `|`. If they are lists, set `data.label_delimiter: '|'`" in (
+        capsys.readouterr().out
+    )
+    slash = write(tmp_path, "text,label\na,sci/tech\nb,sport\n", "s.csv")
+    read(slash, task="multi_label")
+    assert "warning" not in capsys.readouterr().out
 
 
 def test_regression_targets_and_nan_is_rejected(tmp_path):

@@ -360,6 +360,8 @@ def _check(frame: pd.DataFrame, cfg: DataConfig, task: TaskSpec, source: str) ->
         what = "empty label"
     elif task.multi_hot:
         frame["label"] = labels.map(lambda v: _label_list(v, cfg.label_delimiter))
+        if cfg.label_delimiter is None:
+            _warn_of_unsplit_labels(frame["label"], source)
         bad = pd.Series(False, index=frame.index)
         what = ""
     elif task.generative:
@@ -421,6 +423,25 @@ def _label_list(value: Any, delimiter: str | None) -> list[str]:
         return []
     parts = text.split(delimiter) if delimiter else [text]
     return [p.strip() for p in parts if p.strip()]
+
+
+LIKELY_DELIMITERS = "|;,"
+
+
+def _warn_of_unsplit_labels(labels: pd.Series, source: str) -> None:
+    """Warns when every multi_label row has one label and some hold a likely separator:
+    labels written as `a|b` with no `data.label_delimiter` are read as one label `a|b`."""
+    if not len(labels) or any(len(row) > 1 for row in labels):
+        return
+    for label in sorted({row[0] for row in labels if row}):
+        mark = next((c for c in LIKELY_DELIMITERS if c in label), None)
+        if mark:
+            print(
+                f"warning: {source}: every row has a single label, and labels such as "
+                f"{label!r} hold `{mark}`. If they are lists, set `data.label_delimiter: "
+                f"'{mark}'`; lists in JSONL or Parquet need none."
+            )
+            return
 
 
 def _as_float(value: Any) -> float:
