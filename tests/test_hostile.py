@@ -54,6 +54,12 @@ def config_file(tmp_path, tiny_bert_dir):
         ("training.batch_size=1000000000", "less than or equal to 65536"),
         ("training.seed=-5", "`training.seed`"),
         ("name=A B!", "pattern '^[A-Za-z0-9][A-Za-z0-9_.-]*$'"),  # the pattern keeps its case
+        # A union fails once per member; once read as `data.text_column.str` and "1 more problem"
+        (
+            "data.text_column=null",
+            "`data.text_column` in --set data.text_column=null. Received: None. Expected: input "
+            "should be a valid string, or input should be a valid integer.",
+        ),
     ],
 )
 def test_bad_values_are_one_line_naming_the_key(config_file, capsys, override, fragment):

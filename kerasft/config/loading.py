@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 import typing
 from pathlib import Path
 from typing import Any
@@ -186,7 +187,7 @@ def config_from_dict(
     try:
         return root.model_validate(raw)
     except ValidationError as exc:
-        errors = exc.errors()
+        errors = _merge_union_branches(exc.errors())
         message = _describe(errors[0], raw, _origin(errors[0], source, overrides), root)
         if len(errors) > 1:
             message += (
@@ -239,6 +240,30 @@ def _origin(error: dict[str, Any], source: str, overrides: list[str] | tuple[str
         if dotted == key or dotted.startswith(key + "."):
             return f"--set {_echo(item)}"
     return source
+
+
+# How pydantic tags the member of a union a value failed, after the key: `str`, `int`,
+# `list[str]`, `literal['a','b']`, `function-after[...]`, a section's class name.
+_UNION_TAG = re.compile(r"^(str|int|float|bool|none|[a-z-]+\[.*\]|[A-Z]\w*Config)$")
+
+
+def _merge_union_branches(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One error per key: a value that fits no member of a union (`str | int`) fails once per
+    member, under the key plus the member's tag; those become one error at the key, its
+    expectations joined by "or", so `data.text_column: null` is one problem, not two."""
+    merged: dict[tuple, dict[str, Any]] = {}
+    for error in errors:
+        loc = tuple(error["loc"])
+        while loc and isinstance(loc[-1], str) and _UNION_TAG.match(loc[-1]):
+            loc = loc[:-1]
+        if loc in merged and loc != tuple(error["loc"]):
+            first = merged[loc]
+            msg = error["msg"][:1].lower() + error["msg"][1:]
+            if msg not in first["msg"]:
+                first["msg"] += f", or {msg}"
+            continue
+        merged.setdefault(loc, {**error, "loc": loc})
+    return list(merged.values())
 
 
 def _describe(
