@@ -135,6 +135,28 @@ def test_truncated_weights_are_one_line(config_file, tiny_bert_dir, tmp_path, ca
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.parametrize(
+    ("change", "fragment"),
+    [
+        # once a line ending in "Unrecognized configuration class <class '...MambaConfig'>"
+        ({"model_type": "mamba"}, "model_type `mamba` has no TensorFlow model for TFAutoModel"),
+        (
+            {"hidden_size": 64, "intermediate_size": 64},
+            "config.json does not describe these weights: use the one saved with them",
+        ),
+    ],
+)
+def test_a_config_json_the_weights_do_not_fit_is_one_line(
+    config_file, tiny_bert_dir, tmp_path, capsys, change, fragment
+):
+    changed = _copy_model(tiny_bert_dir, tmp_path / "changed")
+    config = json.loads((changed / "config.json").read_text())
+    (changed / "config.json").write_text(json.dumps({**config, **change}))
+    code = train_main("--config", str(config_file), "--set", f"model.backbone={changed}")
+    one_error_line(capsys, code, str(changed), fragment)
+    assert not (tmp_path / "runs").exists()
+
+
 def test_nan_weights_are_refused_before_training(config_file, tiny_bert_dir, tmp_path, capsys):
     from safetensors.numpy import load_file, save_file
 

@@ -273,6 +273,15 @@ def load_weights(directory: Path, config: Any, auto_class: Any = None) -> tuple[
     from transformers import TFAutoModel
 
     auto_class = auto_class or TFAutoModel
+    if config is not None and type(config) not in auto_class._model_mapping:
+        import transformers
+
+        raise ModelError(
+            f"{directory}: model_type `{config.model_type}` has no TensorFlow model for "
+            f"{auto_class.__name__} in transformers {transformers.__version__}, and kerasft trains "
+            "TensorFlow models. Use a backbone that has one: BERT, RoBERTa, DistilBERT, ALBERT, "
+            "ELECTRA, XLM-R, MiniLM, DeBERTa, MPNet, ..."
+        )
     state_files = _pytorch_safetensors(directory)
     try:
         if state_files is None:
@@ -291,9 +300,11 @@ def load_weights(directory: Path, config: Any, auto_class: Any = None) -> tuple[
         )
         return model, info
     except (OSError, ValueError, KeyError) as exc:
-        raise ModelError(
-            f"{directory}: cannot load the weights ({str(exc).splitlines()[0]})."
-        ) from None
+        reason = str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
+        hint = ""
+        if "shape" in reason:  # sizes in config.json that the weights do not have
+            hint = " config.json does not describe these weights: use the one saved with them."
+        raise ModelError(f"{directory}: cannot load the weights ({reason}).{hint}") from None
 
 
 def _read_safetensors(file: Path) -> dict[str, Any]:
