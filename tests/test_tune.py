@@ -66,7 +66,7 @@ def test_random_search_writes_results_and_retrains_the_best_config(tune_config, 
     [
         (
             {"training.learnig_rate": {"type": "float", "min": 0.1, "max": 0.2}},
-            r"`tuning.space.training.learnig_rate` is not a config key. Did you mean `training.learning_rate`",
+            r"`tuning.space.training.learnig_rate` is not a config key. Did you mean `training.learning_rate`\?$",
         ),
         ({"training.batch_size": {"type": "choice", "values": []}}, r"non-empty `values`"),
         (

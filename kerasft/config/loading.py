@@ -281,7 +281,7 @@ def _describe(
     if error["type"] == "value_error":
         msg = _echo(str(error.get("ctx", {}).get("error", error["msg"])), 600)
         where = f"`{dotted}` in {source}" if dotted else source
-        return f"Invalid {where}: {msg}."
+        return f"Invalid {where}: {msg}" + ("" if msg.endswith((".", "?", "!")) else ".")
     received = _echo(error.get("input"), quote=True)
     msg = error["msg"]
     expected = msg[:1].lower() + msg[1:]  # the allowed pattern or choices keep their case
