@@ -77,6 +77,8 @@ def run(cfg: PretrainRun) -> PretrainResult:
     lock = None
     try:
         check_writable(output.parent, "pretrain.output_dir")
+        for spec in p.files:  # a wrong path is said before the model loads, not after
+            resolve_path(spec, "pretrain.files")
         policy, why = resolve_precision(p.precision)
         keras.mixed_precision.set_global_policy(policy)
         print(f"precision: {policy} ({why})")

@@ -101,9 +101,10 @@ def test_bad_pretrain_configs_fail_with_one_line(tmp_path, tiny_bert_dir, capsys
         config_from_dict(raw, "p.yaml", root=PretrainRun)
     raw = pretrain_config(tmp_path, tiny_bert_dir, files=[str(tmp_path / "missing.txt")])
     assert main(["--config", str(write_yaml(tmp_path / "p.yaml", raw))]) == 2
-    err = capsys.readouterr().err
+    out, err = capsys.readouterr()
     assert "error: `pretrain.files`: data file not found" in err.strip().splitlines()[-1]
     assert "Traceback" not in err and not (tmp_path / "dapt").exists()
+    assert "masked-LM head" not in out + err  # said before the model loads
 
 
 def _pretrain(path, *extra, kill_at=None):
