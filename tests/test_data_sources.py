@@ -156,6 +156,26 @@ def test_multi_label_from_lists_and_delimited_strings(tmp_path, capsys):
     assert "warning" not in capsys.readouterr().out
 
 
+def test_whole_number_float_labels_are_the_integers_a_csv_holds(tmp_path):
+    """Once: a CSV's `1` and a JSONL validation file's `1.0` were two labels, and the run
+    stopped on "label '0.0' is not in the label vocabulary ['0', '1']"."""
+    train = write(tmp_path, "text,label\n" + "".join(f"t{i},{i % 2}\n" for i in range(8)))
+    rows = [f'{{"text": "v{i}", "label": {i % 2}.0}}\n' for i in range(4)]
+    validation = write(tmp_path, "".join(rows), "v.jsonl")
+    splits = load_splits(
+        DataConfig(train=str(train), validation=str(validation), test_split=0),
+        seed=0,
+        task=TASKS["classification"],
+    )
+    assert splits.vocab.names == ("0", "1")
+    assert splits.validation.targets.tolist() == [0, 1, 0, 1]
+    floats = tmp_path / "f.parquet"  # a float column, as pandas writes one with gaps
+    pd.DataFrame({"text": ["a", "b", "c"], "label": [1.0, 2.5, np.float32(3)]}).to_parquet(floats)
+    assert read(floats)["label"].tolist() == ["1", "2.5", "3"]
+    ml = write(tmp_path, '{"text": "a", "label": [1.0, "x"]}\n', "m.jsonl")
+    assert read(ml, task="multi_label")["label"].tolist() == [["1", "x"]]
+
+
 def test_regression_targets_and_nan_is_rejected(tmp_path):
     path = write(tmp_path, "text,label\na,1.5\nb,4\n")
     assert read(path, task="regression")["label"].tolist() == [1.5, 4.0]

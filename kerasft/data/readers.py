@@ -18,7 +18,7 @@ import pandas as pd
 
 from kerasft import progress
 from kerasft.config import DataConfig
-from kerasft.data.rows import as_text, jsonl_rows, undecodable
+from kerasft.data.rows import as_text, jsonl_rows, label_text, undecodable
 from kerasft.errors import DataError
 from kerasft.tasks import TaskSpec
 
@@ -355,7 +355,7 @@ def _check(frame: pd.DataFrame, cfg: DataConfig, task: TaskSpec, source: str) ->
 
     labels = frame["label"]
     if task.single_label:
-        frame["label"] = labels.map(as_text).str.strip()
+        frame["label"] = labels.map(label_text).str.strip()
         bad = frame["label"] == ""
         what = "empty label"
     elif task.multi_hot:
@@ -417,8 +417,8 @@ def _as_list(value: Any) -> list | None:
 def _label_list(value: Any, delimiter: str | None) -> list[str]:
     listed = _as_list(value)
     if listed is not None:
-        return [str(v).strip() for v in listed if str(v).strip()]
-    text = as_text(value).strip()
+        return [label_text(v).strip() for v in listed if label_text(v).strip()]
+    text = label_text(value).strip()
     if not text:
         return []
     parts = text.split(delimiter) if delimiter else [text]

@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from kerasft.errors import DataError
@@ -21,6 +22,14 @@ def as_text(value: Any) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
     return str(value)
+
+
+def label_text(value: Any) -> str:
+    """A label as text, as `as_text`, except that a whole-number float (1.0 from JSON, Parquet
+    or a float column) reads as the integer (1) that the same label in a CSV file is."""
+    if isinstance(value, float | np.floating) and np.isfinite(value) and float(value).is_integer():
+        return str(int(value))
+    return as_text(value)
 
 
 def first_undecodable_line(path: Path, encoding: str) -> int:
