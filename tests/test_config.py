@@ -78,6 +78,11 @@ def test_invalid_yaml_names_the_line(tmp_path):
     path.write_text("name: t\ndata:\n  train: [unclosed\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=r"c.yaml:\d+: invalid YAML"):
         load_config(path)
+    path.write_text("name: t\ndata:\n\ttrain: d.csv\n", encoding="utf-8")
+    with pytest.raises(
+        ConfigError, match=r"c.yaml:3: invalid YAML .*'\\t'.*indents with spaces; replace the tabs"
+    ):
+        load_config(path)
 
 
 def test_overrides_are_typed(tmp_path):

@@ -120,7 +120,8 @@ def parse_yaml(text: str, source: str) -> Any:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark else source
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{where}: invalid YAML ({_echo(problem)}).") from None
+        hint = " YAML indents with spaces; replace the tabs." if "'\\t'" in problem else ""
+        raise ConfigError(f"{where}: invalid YAML ({_echo(problem)}).{hint}") from None
     except RecursionError:
         raise ConfigError(f"{source}: nested too deeply to read.") from None
     finally:
