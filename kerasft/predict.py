@@ -52,6 +52,7 @@ def predict_file(
     input_path, output_path = Path(input_path), Path(output_path)
     _check_arguments(input_path, output_path, batch_size, sort_window)
     predictor = open_predictor(model_path)
+    predictor.check_pairs(text_pair_column is not None, model_path)
     with (
         _partial_file(output_path) as handle,
         progress(_row_count(input_path), "rows", f"predicting {input_path.name}") as bar,

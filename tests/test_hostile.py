@@ -415,6 +415,21 @@ def test_predict_into_a_format_it_does_not_write_is_one_line(trained_run, tmp_pa
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv"]
 
 
+def test_predict_with_a_second_text_for_a_single_text_model_is_one_line(
+    trained_run, tmp_path, capsys
+):
+    """Once a traceback: `signature_wrapper(text) got unexpected keyword arguments: text_pair`."""
+    from kerasft.predict import main
+
+    source = tmp_path / "in.csv"
+    source.write_text("text,other\ngood movie,fine\n")
+    out = tmp_path / "out.csv"
+    args = ["--model", str(trained_run.export_dir), "--input", str(source), "--output", str(out)]
+    code = main([*args, "--text-pair-column", "other"])
+    one_error_line(capsys, code, "the model takes single texts; leave out --text-pair-column")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv"]
+
+
 def test_predict_into_a_missing_directory_is_one_line(trained_run, tmp_path, capsys):
     source = tmp_path / "in.csv"
     source.write_text("text\ngood movie\n")

@@ -68,6 +68,17 @@ def test_sentence_pairs(tiny_config, tmp_path):
     assert test["examples"] == len(split) and test["accuracy"] == pytest.approx(
         (predicted == truth).mean()
     )
+    # kerasft.predict names the missing second text (once a TypeError from the signature)
+    from kerasft.errors import DataError
+    from kerasft.predict import predict_file
+
+    source = tmp_path / "in.csv"
+    source.write_text("a,b\ngood movie,bad movie\n")
+    with pytest.raises(DataError, match="takes sentence pairs .* pass --text-pair-column"):
+        predict_file(result.export_dir, source, tmp_path / "out.csv", text_column="a")
+    assert not list(tmp_path.glob("out.csv*"))
+    out = tmp_path / "out.csv"
+    assert predict_file(result.export_dir, source, out, text_column="a", text_pair_column="b") == 1
 
 
 @pytest.mark.slow

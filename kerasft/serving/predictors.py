@@ -33,13 +33,33 @@ class Predictor:
         labels: label or tag names in id order.
         max_length: the training max length (word tags beyond it are `None`).
         per_token: whether the export tags words (token classification).
+        pair: whether it takes sentence pairs (None: not known).
     """
 
-    def __init__(self, tokenizer: Any, labels: list[str], max_length: int, per_token: bool):
+    def __init__(
+        self,
+        tokenizer: Any,
+        labels: list[str],
+        max_length: int,
+        per_token: bool,
+        pair: bool | None = None,
+    ):
         self.tokenizer = tokenizer
         self.labels = labels
         self.max_length = max_length
         self.per_token = per_token
+        self.pair = pair
+
+    def check_pairs(self, given: bool, model: Any, option: str = "--text-pair-column") -> None:
+        """Raises DataError when second texts are given to a single-text model, or missing
+        for a sentence-pair one (`option` is what the caller names them by)."""
+        if self.pair and not given:
+            raise DataError(
+                f"{model}: the model takes sentence pairs (it was trained with "
+                f"`data.text_pair_column`); pass {option} naming the second text."
+            )
+        if self.pair is False and given:
+            raise DataError(f"{model}: the model takes single texts; leave out {option}.")
 
     def outputs(self, texts: list[str], pairs: list[str] | None) -> dict[str, np.ndarray]:
         """The export's named outputs for a batch of texts."""
@@ -55,6 +75,7 @@ class Predictor:
         return np.array([len(ids) for ids in encoded["input_ids"]])
 
     def __call__(self, texts: list[str], pairs: list[str] | None = None) -> list[dict]:
+        self.check_pairs(pairs is not None, "the export", "the `pairs` argument")
         if self.per_token:
             tagged = tag_words(texts, self.tokenizer, self.tag_ids, self.labels, self.max_length)
             return [{"tags": r["tags"], "entities": r["entities"]} for r in tagged]
@@ -87,7 +108,9 @@ class SavedModelPredictor(Predictor):
             meta["labels"] if "labels" in meta else read_labels(version / "assets" / "labels.txt")
         )
         tokenizer = AutoTokenizer.from_pretrained(str(version / "assets"))
-        super().__init__(tokenizer, labels, meta.get("max_length", DEFAULT_MAX_LENGTH), per_token)
+        max_length = meta.get("max_length", DEFAULT_MAX_LENGTH)
+        pair = "text_pair" in self._inputs
+        super().__init__(tokenizer, labels, max_length, per_token, pair)
 
     def outputs(self, texts: list[str], pairs: list[str] | None) -> dict[str, np.ndarray]:
         from kerasft._compat import tf
@@ -124,7 +147,8 @@ class OnnxPredictor(Predictor):
         tokenizer = AutoTokenizer.from_pretrained(str(path.parent))
         self._run = onnx_lib.runner(path)
         self._names = meta["input_names"]
-        super().__init__(tokenizer, labels, meta["max_length"], TASKS[meta["task"]].per_token)
+        per_token = TASKS[meta["task"]].per_token
+        super().__init__(tokenizer, labels, meta["max_length"], per_token, meta.get("pair"))
 
     def outputs(self, texts: list[str], pairs: list[str] | None) -> dict[str, np.ndarray]:
         enc = self.tokenizer(
