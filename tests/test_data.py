@@ -131,6 +131,23 @@ def test_splits_are_stratified_and_seeded(tmp_path):
     assert len(set(all_texts)) == 200
 
 
+def test_held_out_splits_leave_every_label_in_training(tmp_path):
+    """Once: 150 labels of 2 rows each, split at random (too many labels to stratify), left
+    label L104 out of training, and the run stopped on "label 'L104' is not in the label
+    vocabulary" for a split kerasft made itself."""
+    rows = "".join(f"t{i},L{i % 150}\n" for i in range(300))
+    path = write(tmp_path, "text,label\n" + rows)
+    for seed in range(3):
+        splits = load_splits(cfg(path, validation_split=0.1, test_split=0.1), seed=seed)
+        assert (len(splits.train), len(splits.validation), len(splits.test)) == (240, 30, 30)
+        assert len(splits.vocab.names) == 150 and len(set(splits.train.targets)) == 150
+        again = load_splits(cfg(path, validation_split=0.1, test_split=0.1), seed=seed)
+        assert again.validation.texts == splits.validation.texts  # still seeded
+    small = write(tmp_path, "text,label\na,x\nb,y\nc,z\nd,x\n", "small.csv")
+    with pytest.raises(DataError, match="too few to hold out 1 and keep every label"):
+        load_splits(cfg(small, validation_split=0.25, test_split=0.25), seed=0)
+
+
 def test_several_training_files_are_one_training_set_and_errors_name_the_file(tmp_path):
     first = write(
         tmp_path, "text\tlabel\n" + "".join(f"a{i}\t{i % 2}\n" for i in range(60)), "a.tsv"

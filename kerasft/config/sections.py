@@ -268,7 +268,9 @@ class DataConfig(_Section):
         0.1,
         ge=0.0,
         lt=1.0,
-        description="Share of `train` held out for validation when `validation` is not given.",
+        description="Share of `train` held out for validation when `validation` is not given: "
+        "stratified by label, seeded; when some label has a single row, at random except that "
+        "one row of every label stays in training.",
     )
     test_split: float = Field(
         0.1,

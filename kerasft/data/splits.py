@@ -173,18 +173,26 @@ def _vocabulary(cfg: DataConfig, task: TaskSpec, train: pd.DataFrame, source: st
 def _carve(
     table: pd.DataFrame, n_take: int, seed: int, stratify: bool
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Splits `n_take` rows off `table`, stratified by label where every class has at least two rows."""
+    """Splits `n_take` rows off `table`, stratified by label where every class has at least two
+    rows (and the sizes allow); otherwise at random, except that one row of every label stays
+    (seeded), so the rows kept hold every label the table does."""
     from sklearn.model_selection import train_test_split
 
     labels = table["label"] if stratify else None
+    staying = table.iloc[:0]
     if labels is not None:
         counts = labels.value_counts()
         if counts.min() < 2 or n_take < len(counts) or len(table) - n_take < len(counts):
             labels = None
-    if n_take >= len(table):
+            staying = table.groupby("label", sort=False).sample(n=1, random_state=seed)
+    if n_take >= len(table) - len(staying):
         raise DataError(
-            f"{Path(str(table.attrs.get('source', 'data'))).name}: only {len(table)} rows, too few to hold out "
-            f"{n_take}. Give separate validation/test files or lower the split shares."
+            f"{Path(str(table.attrs.get('source', 'data'))).name}: only {len(table)} rows, too few "
+            f"to hold out {n_take}{' and keep every label' if len(staying) else ''}. Give "
+            "separate validation/test files or lower the split shares."
         )
-    kept, taken = train_test_split(table, test_size=n_take, random_state=seed, stratify=labels)
+    rest = table.drop(staying.index)
+    kept, taken = train_test_split(rest, test_size=n_take, random_state=seed, stratify=labels)
+    if len(staying):
+        kept = pd.concat([staying, kept])
     return kept.reset_index(drop=True), taken.reset_index(drop=True)
