@@ -179,6 +179,39 @@ def test_report_command_refuses_what_is_not_a_run(tmp_path, capsys):
     assert "not a finished run" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("name", "content", "fragment"),
+    [
+        ("metrics.json", "not json", "metrics.json: cannot read it (Expecting value"),
+        ("labels.json", "[1, 2", "labels.json: cannot read it"),
+        ("config.yaml", "a: [b", "config.yaml: cannot read it"),
+        ("predictions/test.npz", "PK", "test.npz: cannot read it"),
+        ("history.jsonl", '{"epoch": 0}\nhalf\n{"epoch": 1}\n', "history.jsonl:2: not a epoch"),
+    ],
+)
+def test_a_damaged_run_file_is_one_line_naming_it(
+    trained, tmp_path, capsys, name, content, fragment
+):
+    """Once a JSONDecodeError (or zipfile's, YAML's) traceback from `kerasft.report`."""
+    from tests.test_hostile import one_error_line
+
+    damaged = tmp_path / "tiny" / "damaged"
+    shutil.copytree(trained.run_dir, damaged)
+    (damaged / name).write_text(content)
+    one_error_line(capsys, report_main([str(damaged)]), fragment, "damaged")
+    other = tmp_path / "tiny" / "other"
+    shutil.copytree(trained.run_dir, other)
+    if name in ("metrics.json", "config.yaml"):  # what a comparison reads too
+        one_error_line(capsys, report_main([str(damaged), str(other)]), fragment)
+
+
+def test_a_history_line_cut_short_by_a_kill_is_left_out(tmp_path):
+    from kerasft.report.history import read_history
+
+    (tmp_path / "h.jsonl").write_text('{"epoch": 0, "loss": 1}\n{"epoch": 1, "lo')
+    assert read_history(tmp_path / "h.jsonl") == [{"epoch": 0, "loss": 1}]
+
+
 # ---- metrics -----------------------------------------------------------------------------------
 
 

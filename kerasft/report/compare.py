@@ -13,7 +13,7 @@ import yaml
 from kerasft.errors import DataError
 from kerasft.report import page, plots
 from kerasft.report.history import read_history
-from kerasft.report.run import monitor_of
+from kerasft.report.run import monitor_of, read_run_file
 
 IGNORED_KEYS = ("training.output_dir", "tuning")  # differ between runs without changing them
 
@@ -82,7 +82,7 @@ def tuning_report(directory: Path, output: Path | None = None) -> Path:
         )
     with table_path.open(newline="") as handle:
         rows = list(csv.DictReader(handle))
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    meta = read_run_file(meta_path, json.loads)
     if not rows:
         raise DataError(f"{table_path}: no trials in it.")
     header, objective = list(rows[0]), meta["objective"]
@@ -156,8 +156,8 @@ def _read(run_dir: Path) -> dict[str, Any]:
     config = run_dir / "config.yaml"
     return {
         "dir": run_dir,
-        "config": yaml.safe_load(config.read_text(encoding="utf-8")) if config.is_file() else {},
-        "metrics": json.loads(metrics.read_text(encoding="utf-8")),
+        "config": read_run_file(config, yaml.safe_load) if config.is_file() else {},
+        "metrics": read_run_file(metrics, json.loads),
         "history": read_history(run_dir / "history.jsonl"),
     }
 

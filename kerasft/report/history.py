@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from kerasft.errors import DataError
+
 
 def read_history(path: Path) -> list[dict]:
     """Per-epoch logs `EpochLog` wrote, one per epoch (the last record wins if an epoch was redone)."""
@@ -25,8 +27,18 @@ def _last_per(path: Path, key: str) -> list[dict]:
     if not path.is_file():
         return []
     latest = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
+    lines = path.read_text(encoding="utf-8").splitlines()
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
             record = json.loads(line)
             latest[record[key]] = record
+        except (ValueError, KeyError, TypeError):
+            if number == len(lines):  # a line cut short by a kill: the records before it stand
+                break
+            raise DataError(
+                f"{path}:{number}: not a {key} record; the run directory is damaged. Train "
+                "again, or restore the file from a copy."
+            ) from None
     return [latest[k] for k in sorted(latest)]

@@ -8,6 +8,7 @@ figures go to `plots/` beside the page.
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -68,27 +69,47 @@ def _read_run(run_dir: Path) -> dict[str, Any]:
             "runs/<name>/<timestamp> folder of a run that completed."
         )
     config_path = run_dir / "config.yaml"
-    config = (
-        yaml.safe_load(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
-    )
+    config = read_run_file(config_path, yaml.safe_load) if config_path.is_file() else {}
     labels_path = run_dir / "labels.json"
-    labels = json.loads(labels_path.read_text(encoding="utf-8")) if labels_path.is_file() else []
+    labels = read_run_file(labels_path, json.loads) if labels_path.is_file() else []
     if isinstance(labels, dict):
         labels = labels.get("labels", list(labels))
     predictions = {}
     for split in ("validation", "test"):
         path = run_dir / "predictions" / f"{split}.npz"
         if path.is_file():
-            predictions[split] = Predictions.load(path)
+            predictions[split] = read_run_file(path, Predictions.load, text=False)
+    metrics = read_run_file(metrics_path, json.loads)
+    if not isinstance(metrics, dict) or not isinstance(config or {}, dict):
+        raise DataError(
+            f"{run_dir}: metrics.json or config.yaml does not hold what a run writes; the run "
+            "directory is damaged. Train again, or restore them from a copy."
+        )
     return {
         "dir": run_dir,
         "config": config or {},
-        "metrics": json.loads(metrics_path.read_text(encoding="utf-8")),
+        "metrics": metrics,
         "history": read_history(run_dir / "history.jsonl"),
         "steps": read_steps(run_dir / "steps.jsonl"),
         "labels": list(labels),
         "predictions": predictions,
     }
+
+
+def read_run_file(path: Path, read: Any, text: bool = True) -> Any:
+    """`read` of the file's text (or of its path, with `text=False`).
+
+    Raises:
+        DataError: the file cannot be read or parsed, naming it (a damaged run directory).
+    """
+    try:
+        return read(path.read_text(encoding="utf-8")) if text else read(path)
+    except (OSError, ValueError, KeyError, EOFError, yaml.YAMLError, zipfile.BadZipFile) as exc:
+        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise DataError(
+            f"{path}: cannot read it ({reason}); the run directory is damaged. Train again, or "
+            "restore the file from a copy."
+        ) from None
 
 
 def monitor_of(config: dict) -> str:
