@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -127,6 +129,31 @@ def test_hub_dataset_offline_fails_with_advice():
         match=r"cannot load `some/dataset` split `train` from the Hugging Face Hub.*save_to_disk",
     ):
         read_source("hf:some/dataset", DataConfig(train="hf:some/dataset"), "classification")
+
+
+def test_hub_dataset_offline_says_only_the_advice(tmp_path):
+    """In a fresh process (pytest's log capture hides it in this one): once, before the
+    advice, huggingface_hub's own line per failed request and retry, "'(MaxRetryError(...'
+    thrown while requesting HEAD https://huggingface.co/...", eleven lines over 25 s. Offline
+    here; with network the name is not on the hub. Either way: where it looks, then the error."""
+    import subprocess
+    import sys
+
+    code = (
+        "from kerasft.config import DataConfig\n"
+        "from kerasft.data import read_source\n"
+        "from kerasft.errors import DataError\n"
+        "try:\n"
+        "    read_source('hf:kerasft_no_such_dataset', DataConfig(train='hf:x'), 'classification')\n"
+        "except DataError as exc:\n"
+        "    print('error:', exc)\n"
+    )
+    env = {**os.environ, "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+    assert lines[0].startswith("loading `kerasft_no_such_dataset` split `train`"), lines
+    assert lines[-1].startswith("error: `data.train`: cannot load"), lines
+    assert len(lines) == 2, lines  # offline, huggingface_hub retried five times, silently
 
 
 def test_multi_label_from_lists_and_delimited_strings(tmp_path, capsys):

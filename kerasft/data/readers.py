@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -284,6 +285,12 @@ def _load_datasets_split(body: str, split_name: str, key: str) -> Any:
     try:
         if body.startswith("hf:"):
             name, _, config_name = body[3:].partition(":")
+            # huggingface_hub logs each failed request ("... thrown while requesting HEAD ...")
+            # before the error below says what to do; offline that is only noise.
+            print(f"loading `{name}` split `{split_name}` (`{key}`) from the Hugging Face Hub")
+            hub_log = logging.getLogger("huggingface_hub")
+            level = hub_log.level
+            hub_log.setLevel(logging.ERROR)
             try:
                 ds = datasets.load_dataset(name, config_name or None, split=split_name)
             except Exception as exc:  # noqa: BLE001 - every hub failure gets the same advice
@@ -292,6 +299,8 @@ def _load_datasets_split(body: str, split_name: str, key: str) -> Any:
                     f"({type(exc).__name__}: unknown name or no network). On a machine with network access "
                     f"save it with `datasets.load_dataset(...).save_to_disk(DIR)` and set `{key}: DIR@{split_name}`."
                 ) from None
+            finally:
+                hub_log.setLevel(level)
         else:
             loaded = datasets.load_from_disk(str(resolve_path(body, key)))
             if isinstance(loaded, datasets.DatasetDict):
