@@ -426,7 +426,7 @@ def _as_list(value: Any) -> list | None:
 def _label_list(value: Any, delimiter: str | None) -> list[str]:
     listed = _as_list(value)
     if listed is not None:
-        return [label_text(v).strip() for v in listed if label_text(v).strip()]
+        return [text for text in (label_text(v).strip() for v in listed) if text]
     text = label_text(value).strip()
     if not text:
         return []
