@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from kerasft.cli import cli_main
-from kerasft.data.rows import stream_rows
+from kerasft.data.rows import nested_kind, stream_rows
 from kerasft.errors import DataError
 from kerasft.serving.predictors import Predictor, open_predictor, tag_words
 
@@ -59,7 +59,11 @@ def predict_file(
     ):
         write = _record_writer(handle, output_path)
         chunks = stream_rows(
-            input_path, encoding=encoding, chunk=batch_size * sort_window, encoding_key="--encoding"
+            input_path,
+            encoding=encoding,
+            chunk=batch_size * sort_window,
+            encoding_key="--encoding",
+            quoting_key=None,
         )
         written = 0
         for rows, lines in chunks:
@@ -170,6 +174,11 @@ def _column(rows: list[dict], lines: list[int], path: Path, column: str) -> list
             raise DataError(
                 f"{path}:{line}: no `{column}` field (fields present: {present}). Every row needs "
                 "it; pass --text-column (or --text-pair-column) to name another."
+            )
+        if nested_kind(value):
+            raise DataError(
+                f"{path}:{line}: `{column}` holds {nested_kind(value)}, not a text; pass "
+                "--text-column (or --text-pair-column) to name a column of texts."
             )
         values.append(value if isinstance(value, str) else str(value))
     return values

@@ -222,6 +222,7 @@ def _read_file(path: Path, p: PretrainConfig) -> list[str]:
         encoding=p.encoding,
         quoting=p.quoting,
         encoding_key="`pretrain.encoding`",
+        quoting_key="`pretrain.quoting: none`",
     )
 
 

@@ -191,7 +191,7 @@ def test_label_unseen_in_training_is_named(tmp_path):
     train = write(tmp_path, "text,label\nx,a\ny,b\nz,a\n", name="train.csv")
     val = write(tmp_path, "text,label\nx,a\ny,c\n", name="val.csv")
     with pytest.raises(
-        DataError, match=r"val.csv: label 'c' is not in the label vocabulary \['a', 'b'\]"
+        DataError, match=r"val.csv:3: label 'c' is not in the label vocabulary \['a', 'b'\]"
     ):
         load_splits(DataConfig(train=str(train), validation=str(val), test_split=0), seed=0)
 

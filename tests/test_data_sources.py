@@ -60,9 +60,59 @@ def test_custom_delimiter_and_pair_column(tmp_path):
     assert frame[["text", "text_pair", "label"]].values.tolist() == [["hello", "world", "1"]]
 
 
-def test_ragged_rows_name_the_line(tmp_path):
-    path = write(tmp_path, "text,label\nx,a\ny,b,extra\n")
-    with pytest.raises(DataError, match=r"d.csv: cannot parse as csv: .*line 3.*`data.delimiter`"):
+def test_ragged_rows_name_the_line_of_the_file(tmp_path):
+    """pandas counts records, so a quoted text over three lines shifted its "line 4" by two."""
+    path = write(tmp_path, 'text,label\n"x\nover\nlines",a\n\ny,b,extra\n')
+    with pytest.raises(
+        DataError, match=r"d.csv:6: 3 fields where the first line has 2\. .*`data.delimiter`"
+    ):
+        read(path)
+    tsv = write(tmp_path, "text\tlabel\nx\ta\ny\tb\textra\n", "d.tsv")
+    with pytest.raises(DataError, match=r"d.tsv:3: 3 fields .* holds a tab must be quoted"):
+        read(tsv)
+
+
+def test_an_unclosed_quote_names_the_line_it_opens_on(tmp_path):
+    path = write(tmp_path, 'text,label\nx,a\n"never closed,b\ny,a\nz,b\n')
+    with pytest.raises(
+        DataError,
+        match=r"d.csv:3: a quote opened on this line is never closed\. .*`data.quoting: none`",
+    ):
+        read(path)
+
+
+def test_a_header_that_names_a_column_twice_is_refused(tmp_path):
+    path = write(tmp_path, "text,text,label\nx,y,a\n")
+    with pytest.raises(DataError, match=r"d.csv:1: the header names column `text` 2 times"):
+        read(path)
+
+
+@pytest.mark.parametrize(
+    ("row", "column", "kind"),
+    [
+        ('{"text": {"title": "x"}, "label": "a"}', "text", "an object"),
+        ('{"text": ["x", "y"], "label": "a"}', "text", "a list"),
+        ('{"text": "x", "label": ["a"]}', "label", "a list"),
+    ],
+)
+def test_a_list_or_object_where_a_value_belongs_names_its_line(tmp_path, row, column, kind):
+    """They used to train on their printed form ("{'title': 'x'}")."""
+    path = write(tmp_path, '{"text": "fine", "label": "a"}\n' + row + "\n", "d.jsonl")
+    with pytest.raises(
+        DataError,
+        match=rf"d.jsonl:2: column `{column}` .* holds {kind}, not a single value \(1 row in all\)",
+    ):
+        read(path)
+    numbers = write(tmp_path, '{"text": 12345, "label": 1}\n', "n.jsonl")
+    assert read(numbers)[["text", "label"]].values.tolist() == [["12345", "1"]]
+
+
+def test_a_parquet_list_column_as_text_is_refused(tmp_path):
+    path = tmp_path / "d.parquet"
+    pd.DataFrame({"text": [["a", "b"], ["c"]], "label": ["x", "y"]}).to_parquet(path)
+    with pytest.raises(
+        DataError, match=r"d.parquet:1: column `text` .* holds a list, .*\(2 rows in all\)"
+    ):
         read(path)
 
 

@@ -385,6 +385,26 @@ def predict_main(model, source, output) -> int:
             b"text\ngood\nbad \xff\xfe film\n",
             "bytes.csv:3: bytes that are not valid utf-8",
         ),
+        (
+            "twice.csv",
+            b"text,text\ngood,bad\n",
+            "twice.csv:1: the header names column `text` 2 times",
+        ),
+        (
+            "quote.csv",
+            b'text\n"over\ntwo lines"\ngood\n"never closed\nbad\n',
+            "quote.csv:5: a quote opened on this line is never closed. Close it.",
+        ),
+        (
+            "ragged.csv",
+            b"text\ngood\nbad,film\n",
+            "ragged.csv:3: 2 fields where the first line has 1",
+        ),
+        (
+            "object.jsonl",
+            b'{"text": "good"}\n{"text": {"a": 1}}\n',
+            "object.jsonl:2: `text` holds an object",
+        ),
     ],
 )
 def test_bad_predict_inputs_are_one_line_and_write_nothing(

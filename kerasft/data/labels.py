@@ -81,8 +81,9 @@ def targets(
     unknown = sorted(set(seen) - index.keys())
     if unknown:
         raise DataError(
-            f"{source}: label {unknown[0]!r} is not in the label vocabulary {list(vocab.names)} taken from "
-            "the training data. Add it to `data.labels`, or remove those rows."
+            f"{_where(frame, spec, unknown[0], source)}: label {unknown[0]!r} is not in the label "
+            f"vocabulary {list(vocab.names)} taken from the training data ({len(unknown)} such "
+            "label(s)). Add it to `data.labels`, or remove those rows."
         )
     if spec.single_label:
         return frame["label"].map(index).to_numpy(dtype=np.int32)
@@ -92,6 +93,16 @@ def targets(
             hot[row, [index[v] for v in labels]] = 1.0
         return hot
     return [np.array([index[v] for v in row], np.int32) for row in frame["label"]]
+
+
+def _where(frame: pd.DataFrame, spec: TaskSpec, label: str, source: str) -> str:
+    """`source:line` of the first row that holds `label`, or `source` where rows have no lines."""
+    if "line" not in frame:
+        return source
+    for line, value in zip(frame["line"], frame["label"], strict=True):
+        if (value == label) if spec.single_label else (label in value):
+            return f"{source}:{int(line)}"
+    return source
 
 
 def balanced_class_weights(counts: np.ndarray) -> dict[int, float]:

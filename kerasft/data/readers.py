@@ -19,7 +19,14 @@ import pandas as pd
 
 from kerasft import progress
 from kerasft.config import DataConfig
-from kerasft.data.rows import as_text, jsonl_rows, label_text, undecodable
+from kerasft.data.rows import (
+    as_text,
+    jsonl_rows,
+    label_text,
+    name_the_bad_line,
+    nested_kind,
+    undecodable,
+)
 from kerasft.errors import DataError
 from kerasft.tasks import TaskSpec
 
@@ -154,6 +161,10 @@ def _read_raw(
         if isinstance(exc, DataError):
             raise
         detail = str(exc).strip().splitlines()[-1]
+        if fmt in ("csv", "tsv"):
+            sep = cfg.delimiter or ("," if fmt == "csv" else "\t")
+            keys = ("`data.delimiter`", "`data.quoting: none`")
+            name_the_bad_line(path, sep, cfg.encoding, cfg.quoting, detail, keys)
         raise DataError(
             f"{path}: cannot parse as {fmt}: {detail}. Check `data.format`, `data.delimiter` and `data.quoting`."
         ) from None
@@ -193,6 +204,12 @@ def _read_delimited(
     frame["__line__"] = np.arange(1, len(frame) + 1)
     if header:
         names = [str(v).strip() for v in frame.iloc[0, :-1]]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise DataError(
+                f"{path}:1: the header names column `{twice[0]}` {names.count(twice[0])} times; "
+                "give each column its own name."
+            )
         frame = frame.iloc[1:].reset_index(drop=True)
         frame.columns = [*names, "__line__"]
     elif by_name:
@@ -328,6 +345,11 @@ def _column(columns: list, spec: str | int, key: str, source: str, header_known:
         raise DataError(
             f"{source}: no column `{spec}` (set by `{key}`). Columns present: {present}."
         )
+    if columns.count(spec) > 1:
+        raise DataError(
+            f"{source}: {columns.count(spec)} columns are named `{spec}` (set by `{key}`); "
+            "rename all but one in the header line."
+        )
     return spec
 
 
@@ -337,6 +359,11 @@ def _check(frame: pd.DataFrame, cfg: DataConfig, task: TaskSpec, source: str) ->
         frame["text"], frame["label"] = _token_rows(frame, source)
         empty = frame["text"].map(len) == 0
     else:
+        for field, column, key in (
+            ("text", cfg.text_column, "data.text_column"),
+            ("text_pair", cfg.text_pair_column, "data.text_pair_column"),
+        ):
+            _refuse_nested(frame, field, column, key, source, "point it at a column of texts")
         frame["text"] = frame["text"].map(as_text).str.strip()
         empty = frame["text"] == ""
         if "text_pair" in frame:
@@ -363,6 +390,9 @@ def _check(frame: pd.DataFrame, cfg: DataConfig, task: TaskSpec, source: str) ->
         frame = frame[~empty].reset_index(drop=True)
 
     labels = frame["label"]
+    if not (task.multi_hot or task.per_token):
+        hint = "several labels per text are `task: multi_label`" if task.single_label else ""
+        _refuse_nested(frame, "label", *_target_column(cfg, task), source, hint)
     if task.single_label:
         frame["label"] = labels.map(label_text).str.strip()
         bad = frame["label"] == ""
@@ -391,6 +421,26 @@ def _check(frame: pd.DataFrame, cfg: DataConfig, task: TaskSpec, source: str) ->
             f"(got {labels.iloc[row]!r}; {int(bad.sum())} rows in all). Fix or remove those rows."
         )
     return frame
+
+
+def _refuse_nested(
+    frame: pd.DataFrame, field: str, column: Any, key: str, source: str, hint: str = ""
+) -> None:
+    """A list or object where a text or a single value belongs (a JSON or Parquet column) is
+    refused naming its row, rather than trained on as its printed form."""
+    if field not in frame:
+        return
+    nested = frame[field].map(lambda v: nested_kind(v) is not None)
+    if not nested.any():
+        return
+    row = int(np.flatnonzero(nested.to_numpy())[0])
+    kind = nested_kind(frame[field].iloc[row])
+    count = int(nested.sum())
+    raise DataError(
+        f"{source}:{int(frame['line'].iloc[row])}: column `{column}` (set by `{key}`) holds {kind}, "
+        f"not a single value ({count} row{'s' * (count != 1)} in all); "
+        f"{hint or 'point it at a column of single values'}."
+    )
 
 
 def _target_column(cfg: DataConfig, task: TaskSpec) -> tuple[str | int, str]:

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import codecs
 import csv
+import functools
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,16 @@ def as_text(value: Any) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
     return str(value)
+
+
+def nested_kind(value: Any) -> str | None:
+    """ "a list" or "an object" for a JSON or Parquet value that is not a single value (a text
+    column must not be trained or predicted on as its printed form); None otherwise."""
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list | tuple | np.ndarray):
+        return "a list"
+    return None
 
 
 def label_text(value: Any) -> str:
@@ -90,6 +102,7 @@ def stream_rows(
     quoting: str = "csv",
     chunk: int = 10_000,
     encoding_key: str = "`data.encoding`",
+    quoting_key: str | None = "`data.quoting: none`",
 ):
     """Yields `(rows, lines)`, `chunk` row dicts at a time with the line each starts on,
     without reading the whole file: the one reader of files that are not training splits.
@@ -116,7 +129,7 @@ def stream_rows(
             f"{encoding_key}: unknown encoding `{encoding}`. Use e.g. utf-8 or latin-1."
         ) from None
     readers = {"text": _text_rows, "jsonl": jsonl_rows, "parquet": _parquet_rows}
-    read = readers.get(fmt, _delimited_rows)
+    read = readers.get(fmt, functools.partial(_delimited_rows, quoting_key=quoting_key))
     try:
         yield from read(path, fmt, encoding, quoting, chunk)
     except UnicodeDecodeError as exc:
@@ -131,6 +144,7 @@ def read_text_column(
     encoding: str = "utf-8",
     quoting: str = "csv",
     encoding_key: str = "`data.encoding`",
+    quoting_key: str = "`data.quoting: none`",
 ) -> list[str]:
     """The stripped, non-empty texts of `column` (a name, or a 0-based position) in a file
     `stream_rows` reads; a `.txt` file is its lines.
@@ -140,7 +154,11 @@ def read_text_column(
     """
     texts: list[str] = []
     for rows, lines in stream_rows(
-        path, encoding=encoding, quoting=quoting, encoding_key=encoding_key
+        path,
+        encoding=encoding,
+        quoting=quoting,
+        encoding_key=encoding_key,
+        quoting_key=quoting_key,
     ):
         for row, line in zip(rows, lines, strict=True):
             name = "text" if path.suffix.lower() in (".txt", "") else column
@@ -156,6 +174,11 @@ def read_text_column(
                 present = ", ".join(map(str, row)) or "none"
                 raise DataError(
                     f"{path}:{line}: no column `{name}` (set by `{key}`). Columns present: {present}."
+                )
+            if nested_kind(value):
+                raise DataError(
+                    f"{path}:{line}: column `{name}` (set by `{key}`) holds {nested_kind(value)}, "
+                    "not a text; point it at a column of texts."
                 )
             text = as_text(value).strip()
             if text:
@@ -207,17 +230,17 @@ def _json_objects(path: Path, handle):
         yield number, row
 
 
-def _delimited_rows(path: Path, fmt: str, encoding: str, quoting: str, chunk: int):
+def _delimited_rows(
+    path: Path, fmt: str, encoding: str, quoting: str, chunk: int, quoting_key: str | None = None
+):
     try:
         reader = pd.read_csv(
             path,
             sep="\t" if fmt == "tsv" else ",",
             dtype=str,
             keep_default_na=False,
-            encoding="utf-8-sig"
-            if encoding.lower().replace("_", "-") in ("utf-8", "utf8")
-            else encoding,
-            quoting=csv.QUOTE_NONE if quoting == "none" else csv.QUOTE_MINIMAL,
+            encoding=_python_encoding(encoding),
+            quoting=_quoting(quoting),
             chunksize=chunk,
         )
     except pd.errors.EmptyDataError:
@@ -225,12 +248,85 @@ def _delimited_rows(path: Path, fmt: str, encoding: str, quoting: str, chunk: in
     first = 2  # line 1 is the header
     try:
         for frame in reader:
+            if first == 2:
+                unique_header(path, [str(c) for c in frame.columns], fmt, encoding, quoting)
             if len(frame):  # a header-only file reads as one empty frame
                 yield frame.to_dict("records"), list(range(first, first + len(frame)))
             first += len(frame)
     except pd.errors.ParserError as exc:
         detail = str(exc).strip().splitlines()[-1]
+        sep = "\t" if fmt == "tsv" else ","
+        name_the_bad_line(path, sep, encoding, quoting, detail, (None, quoting_key))
         raise DataError(f"{path}: cannot parse as {fmt} ({detail}).") from None
+
+
+def unique_header(path: Path, names: list[str], fmt: str, encoding: str, quoting: str) -> None:
+    """Refuses a CSV/TSV header that names a column twice (pandas would read the second as
+    `name.1` and the first silently win)."""
+    if len(set(names)) == len(names) and not any(_mangled(n, names) for n in names):
+        return
+    with path.open(encoding=_python_encoding(encoding), newline="") as handle:
+        sep = "\t" if fmt == "tsv" else ","
+        header = next(csv.reader(handle, delimiter=sep, quoting=_quoting(quoting)), [])
+    header = [h.strip() for h in header]
+    twice = sorted({h for h in header if header.count(h) > 1})
+    if twice:
+        raise DataError(
+            f"{path}:1: the header names column `{twice[0]}` {header.count(twice[0])} times; "
+            "give each column its own name."
+        )
+
+
+def _mangled(name: str, names: list[str]) -> bool:
+    base, dot, number = name.rpartition(".")
+    return bool(dot) and number.isdigit() and base in names
+
+
+def name_the_bad_line(
+    path: Path, sep: str, encoding: str, quoting: str, detail: str, keys: tuple[str | None, ...]
+) -> None:
+    """Raises pandas' two common CSV parse errors naming the file's line: pandas counts
+    records from the file's start (a quoted text with line breaks is one record over several
+    lines), header or not.
+
+    Args:
+        keys: the settings of the delimiter and of `none` quoting, for the advice; None
+            where the command has no such setting.
+    """
+    extra = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", detail)
+    unclosed = re.search(r"EOF inside string starting at row (\d+)", detail)
+    if not (extra or unclosed):
+        return
+    record = int(extra.group(2)) - 1 if extra else int(unclosed.group(1))
+    line = 1
+    with path.open(encoding=_python_encoding(encoding), newline="") as handle:
+        reader = csv.reader(handle, delimiter=sep, quoting=_quoting(quoting))
+        try:
+            for _ in range(record):
+                next(reader)
+                line = reader.line_num + 1
+        except (StopIteration, csv.Error):
+            return
+    shown = "tab" if sep == "\t" else f"`{sep}`"
+    if extra:
+        raise DataError(
+            f"{path}:{line}: {extra.group(3)} fields where the first line has {extra.group(1)}. "
+            f'A text that holds a {shown} must be quoted ("...")'
+            + (f", or set {keys[0]}." if keys[0] else ".")
+        )
+    raise DataError(
+        f"{path}:{line}: a quote opened on this line is never closed. Close it"
+        + (f", or set {keys[1]} if quotes are part of the texts." if keys[1] else ".")
+    )
+
+
+def _python_encoding(encoding: str) -> str:
+    # utf-8-sig reads plain UTF-8 too, and drops a byte-order mark that would otherwise stick to the first column.
+    return "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
+
+
+def _quoting(quoting: str) -> int:
+    return csv.QUOTE_NONE if quoting == "none" else csv.QUOTE_MINIMAL
 
 
 def _parquet_rows(path: Path, fmt: str, encoding: str, quoting: str, chunk: int):
