@@ -177,6 +177,30 @@ def test_report_command_refuses_what_is_not_a_run(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert report_main([str(tmp_path / "empty")]) == 2
     assert "not a finished run" in capsys.readouterr().err
+    (tmp_path / "notes.txt").write_text("x")
+    assert report_main([str(tmp_path / "notes.txt")]) == 2
+    assert "notes.txt: a file, not a directory" in capsys.readouterr().err
+
+
+def test_report_command_refuses_options_it_cannot_honour(tmp_path, capsys):
+    """Each used to end in a traceback (--output a file) or be ignored without a word."""
+    from tests.test_hostile import one_error_line
+
+    runs = tmp_path / "runs" / "tiny"
+    for stamp in ("20260101-000000", "20260102-000000"):
+        (runs / stamp).mkdir(parents=True)
+        (runs / stamp / "metrics.json").write_text("{}")
+    newest, older = str(runs / "20260102-000000"), str(runs / "20260101-000000")
+    (tmp_path / "page.html").write_text("x")
+    cases = [
+        ([older, newest, "--output", str(tmp_path / "page.html")], "page.html: is a file"),
+        ([newest, "--output", str(tmp_path / "cmp")], "one run's report is rebuilt in its own"),
+        ([str(runs), newest], "20260102-000000: given twice"),
+        ([newest, "--errors", "-1"], "--errors -1: give 0 or more"),
+    ]
+    for argv, fragment in cases:
+        one_error_line(capsys, report_main(argv), fragment)
+    assert not (tmp_path / "cmp").exists()
 
 
 @pytest.mark.parametrize(

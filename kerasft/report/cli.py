@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 from pathlib import Path
 
 from kerasft.cli import cli_main
@@ -38,11 +39,26 @@ def main(argv: list[str] | None = None) -> int:
     from kerasft.report import compare_runs, tuning_report, write_report
 
     args = parser().parse_args(argv)
+    if args.errors < 0:
+        raise DataError(f"--errors {args.errors}: give 0 or more test errors to list.")
+    if args.output is not None:
+        check_output(args.output)
     if len(args.runs) == 1 and (args.runs[0] / "trials.csv").is_file():
         path = tuning_report(args.runs[0], args.output)
     else:
         runs = [finished_run(p) for p in args.runs]
+        twice = next((r for i, r in enumerate(runs) if r.resolve() in _resolved(runs[:i])), None)
+        if twice is not None:
+            raise DataError(
+                f"{twice}: given twice (a folder of runs stands for its newest run); compare "
+                "different runs."
+            )
         if len(runs) == 1:
+            if args.output is not None:
+                raise DataError(
+                    f"--output {args.output}: one run's report is rebuilt in its own directory "
+                    f"({runs[0]}); --output places a comparison of several runs or a tuning report."
+                )
             path = write_report(runs[0], errors=args.errors)
         else:
             stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -52,6 +68,21 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _resolved(paths: list[Path]) -> set[Path]:
+    return {p.resolve() for p in paths}
+
+
+def check_output(output: Path) -> None:
+    """Refuses an `--output` that is a file or cannot be made, before any page is written."""
+    if output.exists() and not output.is_dir():
+        raise DataError(f"--output {output}: is a file. Give a directory (created if missing).")
+    parent = next((p for p in (output, *output.parents) if p.exists()), Path.cwd())
+    if not os.access(parent, os.W_OK):
+        raise DataError(
+            f"--output {output}: {parent} is not writable. Give a directory you can write."
+        )
+
+
 def finished_run(path: Path) -> Path:
     """`path` if it is a finished run; for a folder of runs, its newest finished one.
 
@@ -59,9 +90,8 @@ def finished_run(path: Path) -> Path:
         DataError: no such folder, or no finished run in it.
     """
     if not path.is_dir():
-        raise DataError(
-            f"{path}: no such directory. Pass a run directory (runs/<name>/<timestamp>)."
-        )
+        what = "a file, not a directory" if path.exists() else "no such directory"
+        raise DataError(f"{path}: {what}. Pass a run directory (runs/<name>/<timestamp>).")
     if (path / "metrics.json").is_file():
         return path
     finished = sorted(p for p in path.iterdir() if (p / "metrics.json").is_file())
