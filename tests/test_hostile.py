@@ -15,6 +15,7 @@ import re
 import numpy as np
 import pytest
 
+from kerasft._compat import tf
 from kerasft.config import config_from_dict
 from tests.conftest import tiny_run_config, write_yaml
 
@@ -457,20 +458,55 @@ def test_predict_into_a_missing_directory_is_one_line(trained_run, tmp_path, cap
     one_error_line(capsys, code, "does not exist")
 
 
-@pytest.mark.parametrize("damage", ["saved_model.pb", "variables"])
-def test_a_damaged_export_is_one_line(trained_run, tmp_path, capsys, damage):
+@pytest.mark.parametrize(
+    ("damage", "fragment"),
+    [
+        ("saved_model.pb", "1: cannot load this SavedModel"),
+        ("variables", "1: cannot load this SavedModel"),
+        ("assets.extra/kerasft.json", "kerasft.json: cannot read it (Expecting"),
+        ("assets/vocab.txt", "assets: cannot load the tokenizer saved there"),
+    ],
+)
+def test_a_damaged_export_is_one_line(trained_run, tmp_path, capsys, damage, fragment):
+    """The last two were a JSONDecodeError and a TypeError traceback."""
     import shutil
 
     version = tmp_path / "model" / "1"
     shutil.copytree(trained_run.export_dir, version)
     if damage == "saved_model.pb":
         (version / damage).write_bytes((version / damage).read_bytes()[:1000])
-    else:
+    elif damage == "variables":
         shutil.rmtree(version / damage)
+    elif damage.endswith(".json"):
+        (version / damage).write_text("{half")
+    else:
+        for name in ("vocab.txt", "tokenizer.json"):
+            (version / "assets" / name).unlink(missing_ok=True)
     source = tmp_path / "in.csv"
     source.write_text("text\ngood movie\n")
     code = predict_main(version, source, tmp_path / "out.csv")
-    one_error_line(capsys, code, f"{version}: cannot load this SavedModel")
+    one_error_line(capsys, code, fragment, "Re-export it with")
+    assert not (tmp_path / "out.csv").exists()
+
+
+def test_a_saved_model_not_written_by_kerasft_is_one_line(tmp_path, capsys):
+    """Once a KeyError traceback ('predict_ids')."""
+
+    class Lengths(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+        def __call__(self, text):
+            return {"length": tf.strings.length(text)}
+
+    module = Lengths()
+    tf.saved_model.save(module, str(tmp_path / "foreign" / "1"), signatures=module.__call__)
+    source = tmp_path / "in.csv"
+    source.write_text("text\ngood movie\n")
+    code = predict_main(tmp_path / "foreign", source, tmp_path / "out.csv")
+    one_error_line(
+        capsys,
+        code,
+        "1: not a kerasft export (no `predict_ids` signature; it has: serving_default)",
+    )
     assert not (tmp_path / "out.csv").exists()
 
 

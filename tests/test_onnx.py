@@ -115,6 +115,45 @@ def test_predict_names_a_file_that_is_not_a_kerasft_onnx_model(tmp_path, capsys)
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(
+    ("damage", "fragment"),
+    [
+        ("junk", "model.onnx: cannot load this ONNX model ([ONNXRuntimeError]"),
+        ("foreign", "model.onnx: the model takes `x`, which kerasft.json beside it does not list"),
+        ("meta", "kerasft.json: cannot read it (Expecting"),
+    ],
+)
+def test_a_damaged_onnx_export_is_one_line(exported, tmp_path, capsys, damage, fragment):
+    """Each was a traceback from onnxruntime or json."""
+    import shutil
+
+    from onnx import TensorProto, helper
+
+    from kerasft.predict import main
+    from tests.test_hostile import one_error_line
+
+    version = tmp_path / "onnx" / "1"
+    shutil.copytree(exported.export_dir.parent / "onnx" / exported.export_dir.name, version)
+    if damage == "junk":
+        (version / "model.onnx").write_bytes(b"not a model")
+    elif damage == "meta":
+        (version / "kerasft.json").write_text("{half")
+    else:
+        value = helper.make_tensor_value_info("x", TensorProto.FLOAT, [None])
+        graph = helper.make_graph(
+            [helper.make_node("Identity", ["x"], ["y"])],
+            "g",
+            [value],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None])],
+        )
+        (version / "model.onnx").write_bytes(helper.make_model(graph).SerializeToString())
+    (tmp_path / "in.csv").write_text("text\nhello\n")
+    args = ["--model", str(version / "model.onnx"), "--input", str(tmp_path / "in.csv")]
+    one_error_line(capsys, main([*args, "--output", str(tmp_path / "out.csv")]), fragment)
+    assert not (tmp_path / "out.csv").exists()
+
+
+@pytest.mark.slow
 def test_the_fused_model_holds_onnxruntime_kernels_and_the_card_says_so(exported):
     import onnx
 

@@ -197,7 +197,8 @@ def session(path: str | Path, threads: int = 0) -> Any:
 
 
 def runner(path: str | Path) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]:
-    """A function from int32 token-id arrays (by input name) to the model's named outputs."""
+    """A function from int32 token-id arrays (by input name) to the model's named outputs; its
+    `inputs` attribute holds the input names the model takes."""
     sess = session(path)
     wanted = {i.name for i in sess.get_inputs()}
     names = [o.name for o in sess.get_outputs()]
@@ -206,6 +207,7 @@ def runner(path: str | Path) -> Callable[[dict[str, np.ndarray]], dict[str, np.n
         feed = {k: np.asarray(v, np.int32) for k, v in features.items() if k in wanted}
         return dict(zip(names, sess.run(names, feed), strict=True))
 
+    run.inputs = wanted  # what a caller must feed
     return run
 
 

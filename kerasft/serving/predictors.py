@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from kerasft.errors import DataError
+from kerasft.errors import DataError, first_line
 from kerasft.serving.versions import load_export, read_labels
 from kerasft.tasks import TASKS
 from kerasft.tasks.ner import spans
@@ -86,10 +86,16 @@ class SavedModelPredictor(Predictor):
     """A SavedModel export's raw-text `serving_default` (and `predict_ids` for word tags)."""
 
     def __init__(self, model_path: str | Path):
-        from transformers import AutoTokenizer
 
         version, loaded = load_export(model_path)
         self.version = version
+        missing = [n for n in ("serving_default", "predict_ids") if n not in loaded.signatures]
+        if missing:
+            present = ", ".join(loaded.signatures) or "none"
+            raise DataError(
+                f"{version}: not a kerasft export (no `{missing[0]}` signature; it has: {present}). "
+                "Pass an export_dir= printed by kerasft.train or kerasft.export."
+            )
         self._serve = loaded.signatures["serving_default"]
         self._ids = loaded.signatures["predict_ids"]
         self._inputs = set(self._serve.structured_input_signature[1])
@@ -98,16 +104,13 @@ class SavedModelPredictor(Predictor):
                 f"{version}: this export takes token ids, not text; tokenize with the files in "
                 "its assets/."
             )
-        meta_path = version / "assets.extra" / "kerasft.json"
-        meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
+        again = "Re-export it with `python -m kerasft.export --run RUN_DIR`."
+        meta = _read_meta(version / "assets.extra" / "kerasft.json", again)
         if meta.get("task") in TASKS:
             per_token = TASKS[meta["task"]].per_token
         else:  # an export without its contract: its outputs say whether it tags
             per_token = "text_pair" not in self._inputs and "tag" in self._serve.structured_outputs
-        labels = (
-            meta["labels"] if "labels" in meta else read_labels(version / "assets" / "labels.txt")
-        )
-        tokenizer = AutoTokenizer.from_pretrained(str(version / "assets"))
+        labels, tokenizer = _labels_and_tokenizer(version / "assets", meta, again)
         max_length = meta.get("max_length", DEFAULT_MAX_LENGTH)
         pair = "text_pair" in self._inputs
         super().__init__(tokenizer, labels, max_length, per_token, pair)
@@ -131,7 +134,6 @@ class OnnxPredictor(Predictor):
     tokenizer files beside it, as in training."""
 
     def __init__(self, path: Path):
-        from transformers import AutoTokenizer
 
         from kerasft.serving import onnx as onnx_lib
 
@@ -142,11 +144,24 @@ class OnnxPredictor(Predictor):
                 f"{onnx_lib.META} beside it). Pass saved_models/<name>/onnx/<version>/model.onnx."
             )
         onnx_lib.require()
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        labels = meta.get("labels") or read_labels(path.parent / "labels.txt")
-        tokenizer = AutoTokenizer.from_pretrained(str(path.parent))
-        self._run = onnx_lib.runner(path)
+        again = "Export it again with `python -m kerasft.export --run RUN_DIR --onnx`."
+        meta = _read_meta(meta_path, again)
+        if not isinstance(meta.get("input_names"), list) or meta.get("task") not in TASKS:
+            raise DataError(f"{meta_path}: no `input_names` list or known `task` in it. {again}")
         self._names = meta["input_names"]
+        labels, tokenizer = _labels_and_tokenizer(path.parent, meta, again)
+        try:
+            self._run = onnx_lib.runner(path)
+        except Exception as exc:  # noqa: BLE001 - onnxruntime's load errors are its own types
+            raise DataError(
+                f"{path}: cannot load this ONNX model ({first_line(exc)}). {again}"
+            ) from None
+        unknown = sorted(self._run.inputs - set(self._names))
+        if unknown:
+            raise DataError(
+                f"{path}: the model takes `{unknown[0]}`, which {onnx_lib.META} beside it does not "
+                f"list ({', '.join(self._names)}): the two are from different exports. {again}"
+            )
         per_token = TASKS[meta["task"]].per_token
         super().__init__(tokenizer, labels, meta["max_length"], per_token, meta.get("pair"))
 
@@ -163,6 +178,47 @@ class OnnxPredictor(Predictor):
 
     def tag_ids(self, ids: dict[str, np.ndarray]) -> np.ndarray:
         return self._run(ids)["tag_id"]
+
+
+def _read_meta(path: Path, again: str) -> dict:
+    """An export's `kerasft.json` (`{}` where there is none).
+
+    Raises:
+        DataError: it cannot be read or is not a JSON object, naming it and `again`.
+    """
+    if not path.is_file():
+        return {}
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: cannot read it ({first_line(exc)}). {again}") from None
+    if not isinstance(meta, dict):
+        raise DataError(f"{path}: not a JSON object. {again}")
+    return meta
+
+
+def _labels_and_tokenizer(directory: Path, meta: dict, again: str) -> tuple[list[str], Any]:
+    """The label names (the contract's, else `labels.txt`) and the tokenizer saved in `directory`.
+
+    Raises:
+        DataError: either is missing or damaged, naming the file and `again`.
+    """
+    from transformers import AutoTokenizer
+
+    try:
+        labels = meta["labels"] if "labels" in meta else read_labels(directory / "labels.txt")
+    except OSError as exc:
+        raise DataError(
+            f"{directory / 'labels.txt'}: cannot read it ({first_line(exc)}). {again}"
+        ) from None
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(directory))
+    except (OSError, ValueError, TypeError) as exc:
+        raise DataError(
+            f"{directory}: cannot load the tokenizer saved there ({first_line(exc)[:160]}); its "
+            f"files are missing or damaged. {again}"
+        ) from None
+    return labels, tokenizer
 
 
 def open_predictor(model_path: str | Path) -> Predictor:
