@@ -310,6 +310,34 @@ def test_export_dir_a_file_is_one_line(tmp_path, capsys, trained_run):
     one_error_line(capsys, code, f"`--dir: {blocker}` is a file")
 
 
+@pytest.mark.parametrize(
+    ("damage", "fragment"),
+    [
+        ("data", "cannot read the checkpoint `best-"),
+        ("index", "whose files are gone (no best-"),
+    ],
+)
+def test_a_damaged_checkpoint_is_one_line_and_exports_nothing(
+    tmp_path, capsys, trained_run, damage, fragment
+):
+    """A truncated weights file was an IndexError traceback; a lost `.index` said the run had
+    no `checkpoints/checkpoint`, which it had."""
+    import shutil
+
+    from kerasft.export import main
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_run.run_dir, run_dir)
+    for path in (run_dir / "checkpoints").glob(f"best-*.{damage}*"):
+        if damage == "data":
+            path.write_bytes(path.read_bytes()[:1000])
+        else:
+            path.unlink()
+    code = main(["--run", str(run_dir), "--dir", str(tmp_path / "exports")])
+    one_error_line(capsys, code, f"{run_dir / 'checkpoints'}", fragment, "Train")
+    assert not list((tmp_path / "exports").rglob("saved_model.pb"))
+
+
 def test_stale_export_staging_is_removed_and_live_staging_kept(tmp_path):
     from kerasft.serving.savedmodel import remove_stale_staging
 

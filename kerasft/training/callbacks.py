@@ -362,8 +362,12 @@ class BestCheckpoint(keras.callbacks.ModelCheckpoint):
 
 
 def best_checkpoint(directory: str | Path) -> str | None:
-    """The prefix of the best checkpoint `BestCheckpoint` completed in `directory`, or None."""
-    current = tf.train.latest_checkpoint(str(directory))
+    """The prefix of the best checkpoint `BestCheckpoint` completed in `directory`, or None
+    (also when the `checkpoint` file names one whose `.index` is gone)."""
+    state = tf.train.get_checkpoint_state(str(directory))
+    current = state.model_checkpoint_path if state else None
+    if current is not None and not Path(current + ".index").is_file():
+        current = None  # what latest_checkpoint returns, without its error log
     if current is None and (Path(directory) / "best.index").is_file():
         current = str(Path(directory) / "best")  # runs from before best-<epoch> prefixes
     return current

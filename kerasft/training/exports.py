@@ -15,7 +15,7 @@ from typing import Any
 from kerasft import config as config_lib
 from kerasft._compat import keras, tf
 from kerasft.config import Config
-from kerasft.errors import ConfigError
+from kerasft.errors import ConfigError, DataError, first_line
 from kerasft.models import Backbone, backbone_for, build_model, load_tokenizer, model_directory
 from kerasft.models.seq2seq import build_seq2seq, load_seq2seq
 from kerasft.peft.lora import merge_lora
@@ -113,7 +113,13 @@ def rebuild(
     finally:
         keras.mixed_precision.set_global_policy(policy)
     # The checkpoint also holds the optimizer's state, which an export does not need.
-    model.load_weights(weights).expect_partial()
+    try:
+        model.load_weights(weights).expect_partial()
+    except (tf.errors.OpError, IndexError, ValueError) as exc:
+        raise DataError(
+            f"{run_dir / 'checkpoints'}: cannot read the checkpoint `{Path(weights).name}` "
+            f"({first_line(exc)[:160]}); its files are damaged or incomplete. Train the run again."
+        ) from None
     return model, backbone, cfg
 
 
@@ -121,6 +127,13 @@ def _finished(run_dir: Path) -> str:
     """The best checkpoint of a finished run; a ConfigError naming what is missing otherwise."""
     missing = [n for n in ("config.yaml", "export.json") if not (run_dir / n).is_file()]
     weights = best_checkpoint(run_dir / "checkpoints")
+    state = tf.train.get_checkpoint_state(str(run_dir / "checkpoints"))
+    if weights is None and state is not None and not missing:
+        name = Path(state.model_checkpoint_path).name
+        raise DataError(
+            f"{run_dir / 'checkpoints'}: `checkpoint` names `{name}`, whose files are gone (no "
+            f"{name}.index): the run's weights are lost. Train it again."
+        )
     if weights is None:
         missing.append("checkpoints/checkpoint")
     if missing:
