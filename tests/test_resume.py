@@ -111,6 +111,29 @@ def test_killed_mid_epoch_resumes_at_its_backup_step_to_the_result_of_an_uninter
 
 
 @pytest.mark.slow
+def test_a_damaged_backup_is_one_line_and_the_interrupted_run_is_kept(
+    deterministic_config, tmp_path
+):
+    """A truncated backup was an IndexError traceback from Keras' restore."""
+    deterministic_config["training"].update(epochs=3, batch_size=4, backup_every_steps=2)
+    path = write_yaml(tmp_path / "c.yaml", deterministic_config)
+    code, out = train(path, kill_at="epoch 2 step 4/")
+    assert code == -signal.SIGKILL, out[-2000:]
+    (interrupted,) = list((tmp_path / "runs" / "tiny").iterdir())
+    for data in (interrupted / "backup").rglob("*.data-*"):
+        data.write_bytes(data.read_bytes()[:200])
+    code, out = train(path)
+    last = out.strip().splitlines()[-1]
+    assert code == 2 and "Traceback" not in out, out[-3000:]
+    assert last.startswith(f"error: {interrupted / 'backup'}: the backup of this interrupted run")
+    assert "--fresh" in last
+    assert list((tmp_path / "runs" / "tiny").iterdir()) == [interrupted]
+    assert (interrupted / "backup").is_dir() and (interrupted / "config.yaml").is_file()
+    code, out = train(path, "--fresh")
+    assert code == 0, out[-3000:]
+
+
+@pytest.mark.slow
 def test_ctrl_c_says_where_it_stopped_exits_130_and_the_resumed_run_keeps_its_step_budget(
     deterministic_config, tmp_path
 ):

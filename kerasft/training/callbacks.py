@@ -17,7 +17,7 @@ from typing import Any
 
 from kerasft._compat import backup_now, keras, restored_position, skip_log_sync, tf
 from kerasft.config import Config
-from kerasft.errors import TrainingError
+from kerasft.errors import DataError, TrainingError, first_line
 from kerasft.peft.freezing import GradualUnfreezing
 from kerasft.report.history import read_history
 from kerasft.tasks import TaskSpec, collect, evaluate, monitor_mode
@@ -300,7 +300,14 @@ class Backup(keras.callbacks.BackupAndRestore):
         skip_log_sync(self)  # it never reads the logs: no per-step sync for them
 
     def on_train_begin(self, logs: dict | None = None) -> None:
-        super().on_train_begin(logs)  # restores the newest backup, if any
+        try:
+            super().on_train_begin(logs)  # restores the newest backup, if any
+        except (tf.errors.OpError, IndexError, ValueError) as exc:
+            raise DataError(
+                f"{self.backup_dir}: the backup of this interrupted run cannot be read "
+                f"({first_line(exc)[:160]}); it is damaged. Start afresh with --fresh (the "
+                "interrupted run is left as it is)."
+            ) from None
         epoch, step = restored_position(self.model, self.steps_per_epoch)
         self.skip.assign(step)
         self.epochs_done.assign(epoch)  # the data order of the epochs to come
