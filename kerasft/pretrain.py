@@ -166,7 +166,13 @@ def _callbacks(
         keras.callbacks.TensorBoard(log_dir=str(partial / "logs"), profile_batch=0),
         StepLog(partial / "steps.jsonl", steps_per_epoch),
         EpochCounter(state.epochs_done),
-        Backup(str(partial / "backup"), p.backup_every_steps, state, steps_per_epoch),
+        Backup(
+            str(partial / "backup"),
+            p.backup_every_steps,
+            state,
+            steps_per_epoch,
+            start_over=f"Delete {partial} to start over.",
+        ),
         TrainingBudget(total, None, steps_per_epoch, state),
         StepProgress(steps_per_epoch, p.batch_size, p.log_every_steps, total=total),
     ]

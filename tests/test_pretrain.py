@@ -162,6 +162,21 @@ def test_a_killed_pretraining_resumes_from_its_backup_and_ends_the_same(tmp_path
         np.testing.assert_allclose(resumed_weights[name], value, atol=1e-6, err_msg=name)
 
 
+def test_a_damaged_pretraining_backup_is_one_line_saying_what_to_delete(tmp_path, tiny_bert_dir):
+    raw = pretrain_config(tmp_path, tiny_bert_dir, epochs=2, backup_every_steps=5, seed=3)
+    path = write_yaml(tmp_path / "p.yaml", raw)
+    code, out = _pretrain(path, kill_at="step 15/")
+    assert code == -signal.SIGKILL, out[-2000:]
+    partial = tmp_path / "dapt.partial"
+    for data in (partial / "backup").rglob("*.data-*"):
+        data.write_bytes(data.read_bytes()[:200])
+    code, out = _pretrain(path)
+    last = out.strip().splitlines()[-1]
+    assert code == 2 and "Traceback" not in out, out[-3000:]
+    assert last.startswith(f"error: {partial / 'backup'}: the backup of this interrupted run")
+    assert last.endswith(f"Delete {partial} to start over.") and partial.is_dir()
+
+
 def test_the_loss_on_masked_positions_only_equals_the_full_masked_lm_loss(tiny_bert_dir):
     from kerasft._compat import tf
     from kerasft.models.masked_lm import MaskedLanguageModel, load_masked_lm

@@ -282,6 +282,8 @@ class Backup(keras.callbacks.BackupAndRestore):
             when an epoch starts.
         steps_per_epoch: training steps in one epoch.
         delete_checkpoint: delete the backup when training ends. Defaults to True.
+        start_over: how to start afresh, said when the backup cannot be read. Defaults to
+            kerasft.train's and kerasft.distill's `--fresh`.
     """
 
     def __init__(
@@ -291,12 +293,14 @@ class Backup(keras.callbacks.BackupAndRestore):
         state: TrainingState,
         steps_per_epoch: int,
         delete_checkpoint: bool = True,
+        start_over: str = "Start afresh with --fresh (the interrupted run is left as it is).",
     ):
         super().__init__(
             backup_dir, save_freq=every or "epoch", delete_checkpoint=delete_checkpoint
         )
         self.skip, self.epochs_done = state.resume_skip, state.epochs_done
         self.steps_per_epoch = steps_per_epoch
+        self.start_over = start_over
         skip_log_sync(self)  # it never reads the logs: no per-step sync for them
 
     def on_train_begin(self, logs: dict | None = None) -> None:
@@ -305,8 +309,7 @@ class Backup(keras.callbacks.BackupAndRestore):
         except (tf.errors.OpError, IndexError, ValueError) as exc:
             raise DataError(
                 f"{self.backup_dir}: the backup of this interrupted run cannot be read "
-                f"({first_line(exc)[:160]}); it is damaged. Start afresh with --fresh (the "
-                "interrupted run is left as it is)."
+                f"({first_line(exc)[:160]}); it is damaged. {self.start_over}"
             ) from None
         epoch, step = restored_position(self.model, self.steps_per_epoch)
         self.skip.assign(step)
