@@ -26,11 +26,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from workdir import add_keep, work_dir
 
 from kerasft._compat import tf
 from kerasft.config import load_config
@@ -186,11 +186,12 @@ def main() -> None:
         "(it is timed anyway where it has)",
     )
     add_override_argument(p, "distill.alpha=0.7", "override a student config key")
+    add_keep(p)
     args = p.parse_args()
     if not DEV.is_file():
         sys.exit(f"error: {DEV} is absent; this benchmark needs ../shared/data")
     onnx_lib.require()
-    work = Path(tempfile.mkdtemp(prefix="kerasft-compression-"))
+    work = work_dir("kerasft-compression-", args.keep)
     common = [
         f"data.max_train_examples={args.train}",
         f"data.train={DEV.parent / 'train.tsv'}",

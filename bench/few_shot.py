@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import functools
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -41,6 +40,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sst2 import SST2, require_sst2  # noqa: E402
+from workdir import add_keep, work_dir  # noqa: E402
 
 from kerasft.config import config_from_dict  # noqa: E402
 from kerasft.config.loading import add_override_argument  # noqa: E402
@@ -127,12 +127,13 @@ def main() -> None:
         action="store_true",
         help=f"score on {HELDOUT} training phrases set aside, not GLUE dev (for choosing settings)",
     )
+    add_keep(p)
     args = p.parse_args()
     require_sst2()
     methods = [m for m in METHODS if m in args.methods.split(",")]
     sizes = [int(s) for s in args.sizes.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
-    work = Path(tempfile.mkdtemp(prefix="kerasft-few-shot-"))
+    work = work_dir("kerasft-few-shot-", args.keep)
     scored = "heldout" if args.heldout else "glue_dev"
     scores: dict[str, list[float]] = {}
     seconds: dict[str, list[float]] = {}

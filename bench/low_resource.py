@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -31,6 +30,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sst2 import SST2, require_sst2  # noqa: E402
+from workdir import add_keep, work_dir  # noqa: E402
 
 from kerasft.config import PretrainRun, config_from_dict  # noqa: E402
 from kerasft.pretrain import run as pretrain  # noqa: E402
@@ -127,6 +127,7 @@ def main() -> None:
     p.add_argument(
         "--unlabeled", type=int, default=4000, help="unlabelled phrases for self-training"
     )
+    add_keep(p)
     args = p.parse_args()
     methods = [m for m in METHODS if m in args.methods.split(",")]
     if "self" in methods and "base" not in methods:
@@ -134,7 +135,7 @@ def main() -> None:
     require_sst2()
     sizes = [int(s) for s in args.sizes.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
-    work = Path(tempfile.mkdtemp(prefix="kerasft-low-resource-"))
+    work = work_dir("kerasft-low-resource-", args.keep)
     dapt_dir = Path(args.dapt) if args.dapt else None
     if dapt_dir is None and {"dapt", "both"} & set(methods):
         dapt_dir = dapt(work, args.dapt_steps)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -32,6 +31,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from dates import write_dates  # noqa: E402
+from workdir import add_keep, work_dir  # noqa: E402
 
 from kerasft._compat import tf  # noqa: E402
 from kerasft.config import load_config  # noqa: E402
@@ -108,8 +108,9 @@ def main() -> None:
     p.add_argument("--train", type=int, default=20000, help="training dates (default 20000)")
     p.add_argument("--epochs", type=int, default=4, help="epochs (default 4, the config's)")
     p.add_argument("--generate", type=int, default=500, help="test sources timed for generate")
+    add_keep(p)
     args = p.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="kerasft-seq2seq-"))
+    work = work_dir("kerasft-seq2seq-", args.keep)
     cfg, result, wall = train(work, args.train, args.epochs)
     test, tr = result.metrics["test"], result.metrics["train"]
     print(

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from workdir import add_keep, work_dir
 
 from kerasft._compat import tf
 from kerasft.models import build_classifier, load_backbone, load_tokenizer, resolve_backbone
@@ -40,6 +40,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--batches", type=int, default=30, help="timed batches of 64")
     p.add_argument("--singles", type=int, default=200, help="timed single-sentence requests")
+    add_keep(p)
     args = p.parse_args()
     if not DEV.is_file():
         sys.exit(f"error: {DEV} is absent; this benchmark needs ../shared/data")
@@ -52,7 +53,7 @@ def main() -> None:
         model,
         ExportInfo("classification", ("0", "1"), max_length=128),
         backbone.input_names,
-        Path(tempfile.mkdtemp()) / "bench",
+        work_dir("kerasft-serving-", args.keep) / "bench",
         tokenizer=tokenizer,
     )
     serve = tf.saved_model.load(str(export)).signatures["serving_default"]

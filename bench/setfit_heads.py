@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +33,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from few_shot import sample  # noqa: E402
 from sst2 import require_sst2  # noqa: E402
+from workdir import add_keep, work_dir  # noqa: E402
 
 from kerasft._compat import keras  # noqa: E402
 from kerasft.config import config_from_dict  # noqa: E402
@@ -125,9 +125,10 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", default="10,11,12,13,14", help="seeds, comma-separated")
     p.add_argument("--size", type=int, default=8, help="labelled phrases per class")
+    add_keep(p)
     args = p.parse_args()
     require_sst2()
-    work = Path(tempfile.mkdtemp(prefix="kerasft-setfit-heads-"))
+    work = work_dir("kerasft-setfit-heads-", args.keep)
     rows = []
     for seed in (int(s) for s in args.seeds.split(",")):
         rows.append(one_seed(work, args.size, seed))

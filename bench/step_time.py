@@ -16,11 +16,10 @@ import argparse
 import json
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 from sst2 import require_sst2, sst2_data
+from workdir import work_dir
 
 SETUPS = {
     "f32_dense_s": {"precision": "float32", "lazy_embedding_updates": False},
@@ -52,7 +51,7 @@ def measure(examples: int, overrides: dict) -> float:
         return fit(model, *args, callbacks=[Timer(), *(callbacks or [])], **kwargs)
 
     keras.Model.fit = timed_fit
-    work = Path(tempfile.mkdtemp())
+    work = work_dir("kerasft-step-time-")
     training = {"epochs": 1, "batch_size": 32, "learning_rate": 1e-4, **overrides}
     training["output_dir"] = str(work / "runs")
     cfg = config_from_dict(

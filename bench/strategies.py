@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import argparse
 import io
-import tempfile
 from contextlib import redirect_stdout
-from pathlib import Path
 
 from sst2 import require_sst2, sst2_data
+from workdir import add_keep, work_dir
 
 from kerasft._compat import keras
 from kerasft.config import config_from_dict
@@ -42,13 +41,14 @@ def main() -> None:
     p.add_argument("--train", type=int, default=3000, help="training phrases")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--only", help=f"comma-separated subset of {', '.join(STRATEGIES)}")
+    add_keep(p)
     args = p.parse_args()
     chosen = args.only.split(",") if args.only else list(STRATEGIES)
     unknown = sorted(set(chosen) - set(STRATEGIES))
     if unknown:
         p.error(f"unknown strategy {unknown[0]}; choose from {', '.join(STRATEGIES)}")
     require_sst2()
-    work = Path(tempfile.mkdtemp(prefix="kerasft-strategies-"))
+    work = work_dir("kerasft-strategies-", args.keep)
     results = {}
     for name in chosen:
         training, model = STRATEGIES[name]

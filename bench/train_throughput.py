@@ -27,12 +27,12 @@ import argparse
 import json
 import resource
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 from child import run_child
 from sst2 import SST2, require_sst2, sst2_data
+from workdir import work_dir
 
 
 def read(path: Path) -> tuple[list[str], list[int]]:
@@ -101,7 +101,7 @@ def run_kerasft(
     from kerasft.config import config_from_dict
     from kerasft.training.runner import run
 
-    work = Path(tempfile.mkdtemp())
+    work = work_dir("kerasft-throughput-")
     texts, labels = subset(examples, seed)
     train = work / "train.tsv"
     train.write_text(

@@ -23,12 +23,12 @@ import csv
 import re
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import yaml
 from sst2 import require_sst2, sst2_data
+from workdir import add_keep, work_dir
 
 from kerasft.training.search import tune
 
@@ -99,9 +99,10 @@ def main() -> None:
         "--epochs", type=int, default=3, help="epochs per trial (pruning needs a few to save time)"
     )
     p.add_argument("--workers", type=int, default=0, help="also run the Optuna search on N workers")
+    add_keep(p)
     args = p.parse_args()
     require_sst2()
-    work = Path(tempfile.mkdtemp(prefix="kerasft-tune-sst2-"))
+    work = work_dir("kerasft-tune-sst2-", args.keep)
     steps = -(-args.train // 32)
     print(
         f"work directory {work}; {args.trials} trials of {args.epochs} epoch(s) over {args.train} "
