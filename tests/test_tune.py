@@ -97,6 +97,27 @@ def test_objective_never_reported_is_rejected(tune_config, tmp_path, capsys):
     )
 
 
+@pytest.mark.parametrize("damaged", ["oracle.json", "trial_0/trial.json"])
+def test_a_damaged_keras_tuner_state_is_one_line_before_any_trial(
+    tune_config, tmp_path, capsys, damaged
+):
+    """keras-tuner's reload raised a bare JSONDecodeError (a kill or a full disk mid-write)."""
+    from tests.test_hostile import one_error_line
+
+    project = tmp_path / "search" / "search"
+    (project / "trial_0").mkdir(parents=True)
+    (project / "oracle.json").write_text("{}")
+    (project / damaged).write_text('{"half')
+    path = write_yaml(tmp_path / "tune.yaml", tune_config)
+    line = one_error_line(
+        capsys, main(["--config", str(path)]), f"{project / damaged}: keras-tuner"
+    )
+    assert line.endswith(
+        f"Delete {tmp_path / 'search'} (`tuning.directory`) to start the search over."
+    )
+    assert not (tmp_path / "search" / "trials").exists()
+
+
 def _rss_mb() -> float:
     with open("/proc/self/status") as handle:
         return next(int(line.split()[1]) for line in handle if line.startswith("VmRSS")) / 1024

@@ -16,6 +16,7 @@ for that worker forever). The chief writes the results when every trial is done.
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -23,7 +24,7 @@ from pathlib import Path
 
 from kerasft._compat import keras  # noqa: F401 - before keras-tuner, which imports TensorFlow
 from kerasft.config import Config
-from kerasft.errors import ConfigError, Interrupted, KerasftError
+from kerasft.errors import ConfigError, DataError, Interrupted, KerasftError, first_line
 from kerasft.training.trials import (
     TrialRecord,
     objective_of,
@@ -231,9 +232,29 @@ def _watch(oracle, grace: float, done: threading.Event) -> None:
             print(f"chief: trial {moved} lost its worker's heartbeat; it runs again", flush=True)
 
 
+def check_saved_state(project: Path) -> None:
+    """Reads every JSON file keras-tuner saved in `project` before it does, which would raise
+    a bare JSONDecodeError on a damaged one (a kill or a full disk while it wrote).
+
+    Raises:
+        DataError: a file that does not parse, naming it and `tuning.directory`.
+    """
+    if not project.is_dir():
+        return
+    for path in sorted(project.glob("*.json")) + sorted(project.glob("trial_*/trial.json")):
+        try:
+            json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise DataError(
+                f"{path}: keras-tuner's saved search state cannot be read ({first_line(exc)}). "
+                f"Delete {project.parent} (`tuning.directory`) to start the search over."
+            ) from None
+
+
 def search(cfg: Config, raw: dict, source: str, root: Path, verbose) -> list[TrialRecord] | None:
     """Runs (or resumes) the search; the trials, or None on a worker (the chief writes them)."""
     role = distributed_role()
+    check_saved_state(root / "search")
     oracle = build_oracle(cfg)
     tuner = KerasftTuner(oracle, raw, cfg, source, root, verbose)
     objective, direction = objective_of(cfg)
