@@ -219,6 +219,37 @@ def test_a_study_made_for_another_space_is_refused(optuna_config, tmp_path, caps
     assert "`tuning.space.training.learning_rate` differs" in err
 
 
+@pytest.mark.parametrize(
+    ("damage", "fragment"),
+    [
+        ("middle", "study.journal:2: the study's journal is damaged (Expecting property name"),
+        ("cut", "study.journal:3: the study's journal ends in a line cut short"),
+    ],
+)
+def test_a_damaged_journal_is_one_line_naming_its_line(
+    optuna_config, tmp_path, capsys, damage, fragment
+):
+    """Optuna's error named neither ("study `tiny` in the storage does not match the config:
+    Expecting value"), and a line cut short by a kill was glued to the next write."""
+    from tests.test_hostile import one_error_line
+
+    path = write_yaml(tmp_path / "tune.yaml", optuna_config)
+    open_study(load_config(path), tmp_path / "search")
+    journal = tmp_path / "search" / "study.journal"
+    lines = journal.read_bytes().splitlines(keepends=True)
+    assert len(lines) >= 2
+    if damage == "middle":
+        lines.insert(1, b"{garbage\n")
+    else:
+        lines.append(b'{"op_code": 4, "wor')
+    journal.write_bytes(b"".join(lines))
+    line = one_error_line(capsys, main(["--config", str(path)]), fragment)
+    assert line.endswith(
+        "Cut the file before this line to keep the trials recorded before it, or delete it to start the search over."
+    )
+    assert not (tmp_path / "search" / "trials").exists()
+
+
 def test_optuna_missing_is_one_line(optuna_config, tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "optuna", None)
     path = write_yaml(tmp_path / "tune.yaml", optuna_config)

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from kerasft.config import Config
-from kerasft.errors import ConfigError, Interrupted
+from kerasft.errors import ConfigError, DataError, Interrupted, KerasftError, first_line
 from kerasft.training.trials import (
     STEPS_PER_EPOCH,
     Pruned,
@@ -59,6 +59,43 @@ def load_optuna():
     return optuna
 
 
+def check_journal(path: Path, settle: float = 1.0) -> None:
+    """Refuses a damaged Optuna journal before Optuna reads it: its error names neither the file
+    nor the line, and a last line cut short by a kill is glued to the next write, which breaks
+    the journal for good.
+
+    Args:
+        settle: seconds to wait before judging a last line without its line break, which may
+            be another worker's write in progress.
+
+    Raises:
+        DataError: a line that is not JSON, naming it, with how to keep the trials before it.
+    """
+    if not path.is_file():
+        return
+    keep = "Cut the file before this line to keep the trials recorded before it, or delete it to start the search over."
+    for attempt in (0, 1):
+        with path.open("rb") as handle:
+            lines = handle.readlines()
+        for number, line in enumerate(lines, start=1):
+            if not line.endswith(b"\n"):
+                break  # the last line: judged below
+            try:
+                json.loads(line)
+            except ValueError as exc:
+                raise DataError(
+                    f"{path}:{number}: the study's journal is damaged ({first_line(exc)}). {keep}"
+                ) from None
+        if not lines or lines[-1].endswith(b"\n"):
+            return
+        if attempt == 0:
+            time.sleep(settle)
+    raise DataError(
+        f"{path}:{len(lines)}: the study's journal ends in a line cut short (a kill while it was "
+        f"written). {keep}"
+    )
+
+
 def storage_for(cfg: Config, root: Path):
     """The study's storage.
 
@@ -72,6 +109,7 @@ def storage_for(cfg: Config, root: Path):
         if url.startswith("journal:") or url.endswith(".journal"):
             path = Path(url.removeprefix("journal:")).expanduser()
             path.parent.mkdir(parents=True, exist_ok=True)
+            check_journal(path)
             backend = optuna.storages.journal.JournalFileBackend(str(path))
             return optuna.storages.JournalStorage(backend)
         scheme = url.split(":", 1)[0].split("+")[0]
@@ -90,7 +128,7 @@ def storage_for(cfg: Config, root: Path):
             )
         lock = path.with_name(path.name + ".lock")
         return _rdb_storage(optuna, url, {"connect_args": {"timeout": 60}}, lock)
-    except (ConfigError, KeyboardInterrupt):
+    except (KerasftError, KeyboardInterrupt):
         raise
     except Exception as exc:  # the driver's or the database's own words
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
