@@ -173,6 +173,22 @@ def test_datasets_folder_with_split_names_and_class_labels(tmp_path):
         )
 
 
+@pytest.mark.parametrize("damage", ["data-00000-of-00001.arrow", "dataset_info.json"])
+def test_a_damaged_datasets_folder_is_one_line(tmp_path, damage):
+    """pyarrow's ArrowInvalid and a JSONDecodeError were tracebacks."""
+    import datasets
+
+    datasets.Dataset.from_dict({"text": ["a", "b"], "label": ["x", "y"]}).save_to_disk(
+        str(tmp_path / "ds")
+    )
+    path = tmp_path / "ds" / damage
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(
+        DataError, match=r"ds: this `datasets` folder cannot be read .*save_to_disk"
+    ):
+        load_splits(DataConfig(train=str(tmp_path / "ds")), seed=0)
+
+
 def test_hub_dataset_offline_fails_with_advice():
     with pytest.raises(
         DataError,

@@ -27,7 +27,7 @@ from kerasft.data.rows import (
     nested_kind,
     undecodable,
 )
-from kerasft.errors import DataError
+from kerasft.errors import DataError, first_line
 from kerasft.tasks import TaskSpec
 
 EXTENSIONS = {
@@ -276,9 +276,17 @@ def _read_datasets(
 ) -> tuple[pd.DataFrame, str, bool]:
     body, _, split_name = spec.rpartition("@") if "@" in spec else (spec, "", "")
     split_name = split_name or split
+    import pyarrow as pa
+
     with progress.datasets_bars_off():  # loading draws datasets' own bars; as they were after
-        ds = _load_datasets_split(body, split_name, key)
-        frame = ds.to_pandas()
+        try:
+            ds = _load_datasets_split(body, split_name, key)
+            frame = ds.to_pandas()
+        except (pa.ArrowException, ValueError, OSError) as exc:
+            raise DataError(
+                f"`{key}`: {body}: this `datasets` folder cannot be read ({first_line(exc)[:160]}); "
+                "its files are damaged. Write it again with `save_to_disk`."
+            ) from None
     # Integer class ids stored as ClassLabel become their names, as users see them on the hub.
     for column, feature in ds.features.items():
         names = getattr(feature, "names", None) or getattr(
