@@ -63,6 +63,10 @@ def test_templates_fill_slots_per_label_seeded_distinct_and_capped(tmp_path):
         ),
         ("templates: 3\n", "expected a mapping with `templates:`"),
         (
+            "slots: {a: [x]}\ntemplates: [{text: 'it was {a', label: pos}]\n",
+            "template 1 ('it was {a') has a `{` or `}` that opens or closes no slot",
+        ),
+        (
             "slots: {a: []}\ntemplates: [{text: x, label: pos}]\n",
             "slot `a` must be a non-empty list",
         ),
@@ -155,6 +159,28 @@ def test_a_dictionary_that_is_not_two_columns_is_a_one_line_error(tmp_path, tiny
     )
     code = train_main("--config", str(write_yaml(tmp_path / "c.yaml", raw)))
     one_error_line(capsys, code, "de.txt, line 2: 3 column(s)", "word<TAB>translation")
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        (b"good\tgut\nfilm\tkin\xe9\n", "de.txt:2: bytes that are not valid UTF-8"),
+        (None, "de.txt is a folder; name the file"),
+    ],
+)
+def test_a_dictionary_that_is_not_utf8_or_is_a_folder_is_one_line(
+    tmp_path, tiny_bert_dir, capsys, content, fragment
+):
+    """Bad bytes were read as U+FFFD without a word; a folder was an IsADirectoryError."""
+    path = tmp_path / "de.txt"
+    path.mkdir() if content is None else path.write_bytes(content)
+    raw = tiny_run_config(
+        tmp_path,
+        tiny_bert_dir,
+        data={"augment": {"code_switch": {"dictionaries": [str(path)]}}},
+    )
+    code = train_main("--config", str(write_yaml(tmp_path / "c.yaml", raw)))
+    one_error_line(capsys, code, fragment)
 
 
 def test_mix_adds_the_general_file_at_its_share_seeded(tmp_path, tiny_bert_dir):

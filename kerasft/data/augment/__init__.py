@@ -278,11 +278,10 @@ def _cache_file(cfg: Config, train: Split, seed: int) -> Path | None:
     augment = cfg.data.augment
     digest.update(json.dumps([_VERSION, seed, augment.model_dump(), cfg.model.backbone]).encode())
     if augment.code_switch is not None:  # the dictionaries' contents, not only their names
-        from kerasft.data.readers import resolve_path
+        from kerasft.data.augment.code_switch import read_dictionary
 
-        for path in augment.code_switch.dictionaries:
-            key = "data.augment.code_switch.dictionaries"
-            digest.update(Path(resolve_path(path, key)).read_bytes())
+        for path in augment.code_switch.dictionaries:  # checked even when the cache answers
+            digest.update(json.dumps(read_dictionary(path), sort_keys=True).encode())
     for text in train.texts:
         digest.update(_text(text).encode("utf-8", "surrogatepass") + b"\0")
     for pair in train.pairs or []:

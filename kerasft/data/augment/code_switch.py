@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from kerasft.config import CodeSwitchConfig
+from kerasft.data.rows import first_undecodable_line
 from kerasft.errors import DataError
 
 
@@ -24,8 +25,23 @@ def read_dictionary(path: str | Path) -> dict[str, list[str]]:
     from kerasft.data.readers import resolve_path
 
     path = resolve_path(str(path), "data.augment.code_switch.dictionaries")
+    if path.is_dir():
+        raise DataError(
+            f"`data.augment.code_switch.dictionaries`: {path} is a folder; name the file."
+        )
+    try:
+        return _entries(path)
+    except UnicodeDecodeError as exc:
+        line = first_undecodable_line(path, "utf-8")
+        raise DataError(
+            f"{path}:{line}: bytes that are not valid UTF-8 ({exc.reason}); dictionaries are read "
+            "as UTF-8: convert it (e.g. `iconv -f latin1 -t utf-8`)."
+        ) from None
+
+
+def _entries(path: Path) -> dict[str, list[str]]:
     entries: dict[str, list[str]] = defaultdict(list)
-    with open(path, encoding="utf-8", errors="replace") as lines:
+    with open(path, encoding="utf-8") as lines:
         for number, line in enumerate(lines, 1):
             line = line.rstrip("\r\n")
             if not line.strip():

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from kerasft.errors import DataError
+from kerasft.errors import DataError, first_line
 
 SLOT = re.compile(r"\{([^{}]*)\}")
 
@@ -50,6 +50,10 @@ def read_templates(path: str | Path) -> tuple[dict[str, list[str]], list[Templat
     path = resolve_path(str(path), "data.augment.templates.file")
     try:
         raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(
+            f"`data.augment.templates.file`: cannot read {path} ({first_line(exc)})."
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f", line {mark.line + 1}" if mark else ""
@@ -83,6 +87,11 @@ def read_templates(path: str | Path) -> tuple[dict[str, list[str]], list[Templat
         ):
             raise DataError(f"{path}: template {number} needs `text:` (a string) and `label:`.")
         labels = entry["label"] if isinstance(entry["label"], list) else [entry["label"]]
+        if "{" in SLOT.sub("", entry["text"]) or "}" in SLOT.sub("", entry["text"]):
+            raise DataError(
+                f"{path}: template {number} ({entry['text']!r}) has a `{{` or `}}` that opens or "
+                "closes no slot; a slot is written `{name}`."
+            )
         for name in SLOT.findall(entry["text"]):
             if name not in slots:
                 known = ", ".join(sorted(map(str, slots))) or "none"
