@@ -2,15 +2,7 @@
 
 Every command's `main(argv)` is wrapped in `cli_main` (one `error: ...` line and exit
 status 2 for bad input, 130 for Ctrl-C); `run_parser` is the argument parser of the
-commands that start a training run (train, distill).
-
-kerasft train   --config configs/x.yaml     (python -m kerasft.train)
-kerasft tune    --config configs/x.yaml     (python -m kerasft.tune)
-kerasft export  --run runs/x/<timestamp>    (python -m kerasft.export)
-kerasft predict --model saved_models/x --input in.csv --output out.jsonl   (python -m kerasft.predict)
-kerasft distill --config configs/distill_sst2.yaml   (python -m kerasft.distill)
-kerasft report  runs/x/<timestamp> [runs/y/<timestamp> ...]   (python -m kerasft.report)
-kerasft pretrain --config configs/pretrain_tweets.yaml   (python -m kerasft.pretrain)
+commands that start a training run (train, distill). `python -m kerasft` runs `main`.
 """
 
 from __future__ import annotations
@@ -22,6 +14,20 @@ import sys
 from collections.abc import Callable
 
 from kerasft.errors import Interrupted, KerasftError, disk_full, first_line
+
+USAGE = """usage: kerasft <command> [options]   (or python -m kerasft <command>)
+
+kerasft train   --config configs/x.yaml     (python -m kerasft.train)
+kerasft tune    --config configs/x.yaml     (python -m kerasft.tune)
+kerasft export  --run runs/x/<timestamp>    (python -m kerasft.export)
+kerasft predict --model saved_models/x --input in.csv --output out.jsonl   (python -m kerasft.predict)
+kerasft distill --config configs/distill_sst2.yaml   (python -m kerasft.distill)
+kerasft report  runs/x/<timestamp> [runs/y/<timestamp> ...]   (python -m kerasft.report)
+kerasft pretrain --config configs/pretrain_tweets.yaml   (python -m kerasft.pretrain)
+
+`kerasft <command> --help` describes a command's options. Exit status 2 means bad input
+(one `error:` line says what and where), 130 that Ctrl-C stopped the command.
+"""
 
 COMMANDS = ("train", "tune", "export", "predict", "distill", "report", "pretrain")
 
@@ -83,7 +89,7 @@ def run_parser(prog: str, description: str) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
-        print(__doc__.strip())
+        print(USAGE.strip())
         if argv and argv[0] not in ("-h", "--help"):
             print(
                 f"\nerror: unknown command `{argv[0]}`; use one of {', '.join(COMMANDS)}",

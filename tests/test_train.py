@@ -186,3 +186,15 @@ def test_kerasft_command_dispatches_and_rejects_unknown_commands(capsys):
     assert cli_main(["--help"]) == 0 and "kerasft train" in capsys.readouterr().out
     assert cli_main(["frobnicate"]) == 2
     assert "unknown command `frobnicate`" in capsys.readouterr().err
+
+
+def test_python_dash_m_kerasft_is_the_kerasft_command():
+    """It was "No module named kerasft.__main__"."""
+    import subprocess
+    import sys
+
+    run = [sys.executable, "-m", "kerasft"]
+    shown = subprocess.run([*run, "--help"], capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0 and shown.stdout.startswith("usage: kerasft <command>")
+    wrong = subprocess.run([*run, "trian"], capture_output=True, text=True, timeout=60)
+    assert wrong.returncode == 2 and "unknown command `trian`" in wrong.stderr
