@@ -25,6 +25,7 @@ from kerasft.data.rows import (
     label_text,
     name_the_bad_line,
     nested_kind,
+    python_encoding,
     undecodable,
 )
 from kerasft.errors import DataError, first_line
@@ -175,20 +176,13 @@ def _read_raw(
     return frame, str(path), header_known
 
 
-def _encoding(cfg: DataConfig) -> str:
-    # utf-8-sig reads plain UTF-8 too, and drops a byte-order mark that would otherwise stick to the first column.
-    return (
-        "utf-8-sig" if cfg.encoding.lower().replace("_", "-") in ("utf-8", "utf8") else cfg.encoding
-    )
-
-
 def _read_delimited(
     path: Path, cfg: DataConfig, fmt: str, task: TaskSpec
 ) -> tuple[pd.DataFrame, bool]:
     frame = pd.read_csv(
         path,
         sep=cfg.delimiter or ("," if fmt == "csv" else "\t"),
-        encoding=_encoding(cfg),
+        encoding=python_encoding(cfg.encoding),
         header=None,
         dtype=str,
         keep_default_na=False,
@@ -233,7 +227,9 @@ def _looks_like_header(frame: pd.DataFrame, label_column: Any, task: TaskSpec) -
 
 def _read_jsonl(path: Path, cfg: DataConfig) -> pd.DataFrame:
     rows, lines = [], []
-    for chunk, numbers in jsonl_rows(path, "jsonl", _encoding(cfg), cfg.quoting, 100_000):
+    for chunk, numbers in jsonl_rows(
+        path, "jsonl", python_encoding(cfg.encoding), cfg.quoting, 100_000
+    ):
         rows += chunk
         lines += numbers
     frame = pd.DataFrame(rows)
@@ -247,7 +243,7 @@ def _read_conll(path: Path, cfg: DataConfig) -> pd.DataFrame:
     words: list[str] = []
     labels: list[str] = []
     start = 0
-    with path.open(encoding=_encoding(cfg)) as handle:
+    with path.open(encoding=python_encoding(cfg.encoding)) as handle:
         for number, text in enumerate(handle, start=1):
             fields = text.split()
             if not fields or fields[0] == _DOCSTART:

@@ -239,7 +239,7 @@ def _delimited_rows(
             sep="\t" if fmt == "tsv" else ",",
             dtype=str,
             keep_default_na=False,
-            encoding=_python_encoding(encoding),
+            encoding=python_encoding(encoding),
             quoting=_quoting(quoting),
             chunksize=chunk,
         )
@@ -249,7 +249,7 @@ def _delimited_rows(
     try:
         for frame in reader:
             if first == 2:
-                unique_header(path, [str(c) for c in frame.columns], fmt, encoding, quoting)
+                _unique_header(path, [str(c) for c in frame.columns], fmt, encoding, quoting)
             if len(frame):  # a header-only file reads as one empty frame
                 yield frame.to_dict("records"), list(range(first, first + len(frame)))
             first += len(frame)
@@ -260,12 +260,12 @@ def _delimited_rows(
         raise DataError(f"{path}: cannot parse as {fmt} ({detail}).") from None
 
 
-def unique_header(path: Path, names: list[str], fmt: str, encoding: str, quoting: str) -> None:
+def _unique_header(path: Path, names: list[str], fmt: str, encoding: str, quoting: str) -> None:
     """Refuses a CSV/TSV header that names a column twice (pandas would read the second as
     `name.1` and the first silently win)."""
     if len(set(names)) == len(names) and not any(_mangled(n, names) for n in names):
         return
-    with path.open(encoding=_python_encoding(encoding), newline="") as handle:
+    with path.open(encoding=python_encoding(encoding), newline="") as handle:
         sep = "\t" if fmt == "tsv" else ","
         header = next(csv.reader(handle, delimiter=sep, quoting=_quoting(quoting)), [])
     header = [h.strip() for h in header]
@@ -299,7 +299,7 @@ def name_the_bad_line(
         return
     record = int(extra.group(2)) - 1 if extra else int(unclosed.group(1))
     line = 1
-    with path.open(encoding=_python_encoding(encoding), newline="") as handle:
+    with path.open(encoding=python_encoding(encoding), newline="") as handle:
         reader = csv.reader(handle, delimiter=sep, quoting=_quoting(quoting))
         try:
             for _ in range(record):
@@ -320,8 +320,9 @@ def name_the_bad_line(
     )
 
 
-def _python_encoding(encoding: str) -> str:
-    # utf-8-sig reads plain UTF-8 too, and drops a byte-order mark that would otherwise stick to the first column.
+def python_encoding(encoding: str) -> str:
+    """`encoding` as Python opens it: UTF-8 as utf-8-sig, which reads plain UTF-8 too and drops
+    a byte-order mark that would otherwise stick to the first column."""
     return "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
 
 
