@@ -61,6 +61,10 @@ def config_file(tmp_path, tiny_bert_dir):
             "`data.text_column` in --set data.text_column=null. Received: None. Expected: input "
             "should be a valid string, or input should be a valid integer.",
         ),
+        (
+            "data.label_delimiter=|",
+            "`data.label_delimiter` splits the labels of `task: multi_label`",
+        ),
     ],
 )
 def test_bad_values_are_one_line_naming_the_key(config_file, capsys, override, fragment):

@@ -221,6 +221,12 @@ class Config(_Section):
                 "`data.augment.templates` makes single labelled texts for classification or "
                 f"multi_label, not `{self.task}`{' pairs' if self.data.text_pair_column else ''}; drop it"
             )
+        if self.data.label_delimiter is not None and self.task != "multi_label":
+            raise ValueError(
+                f"`data.label_delimiter` splits the labels of `task: multi_label`; `{self.task}` "
+                "reads one label per row, so 'a|b' would be a class of its own. Set `task: "
+                "multi_label` or drop it"
+            )
         if augment and augment.back_translation and self.task == "token_classification":
             raise ValueError(
                 "`data.augment.back_translation` rewrites whole sentences, so word tags cannot follow; "
