@@ -15,7 +15,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "kerasft"
 LAYERS = ["config", "tasks", "peft", "models", "data", "serving", "report", "training"]
-COMMANDS = {"train", "tune", "export", "predict", "distill", "pretrain", "cli"}
+COMMANDS = {"train", "tune", "export", "predict", "distill", "pretrain", "cli", "__main__"}
 FOUNDATION = {"_compat", "errors", "progress", "__init__"}
 
 

@@ -250,7 +250,8 @@ class DataConfig(_Section):
         description="For `task: seq2seq`: longest target kept in training, in tokens (end token included).",
     )
     label_delimiter: str | None = Field(
-        None, description="For multi_label: the separator of labels given as one string, e.g. `|` (other tasks refuse it)."
+        None,
+        description="For multi_label: the separator of labels given as one string, e.g. `|` (other tasks refuse it).",
     )
     labels: list[str] | None = Field(
         None,

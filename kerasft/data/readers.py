@@ -357,22 +357,33 @@ def _column(columns: list, spec: str | int, key: str, source: str, header_known:
     return spec
 
 
-def _check(frame: pd.DataFrame, cfg: DataConfig, task: TaskSpec, source: str) -> pd.DataFrame:
-    """Cleans texts and validates labels for `task`; drops (or rejects) empty texts."""
+def _clean_texts(frame: pd.DataFrame, cfg: DataConfig, task: TaskSpec, source: str) -> pd.Series:
+    """Makes the texts (and pairs) stripped strings, or the words of per-token rows lists;
+    returns which rows are empty.
+
+    Raises:
+        DataError: a list or object where a text belongs, or a per-token row whose words and
+            tags do not pair up.
+    """
     if task.per_token:
         frame["text"], frame["label"] = _token_rows(frame, source)
-        empty = frame["text"].map(len) == 0
-    else:
-        for field, column, key in (
-            ("text", cfg.text_column, "data.text_column"),
-            ("text_pair", cfg.text_pair_column, "data.text_pair_column"),
-        ):
-            _refuse_nested(frame, field, column, key, source, "point it at a column of texts")
-        frame["text"] = frame["text"].map(as_text).str.strip()
-        empty = frame["text"] == ""
-        if "text_pair" in frame:
-            frame["text_pair"] = frame["text_pair"].map(as_text).str.strip()
-            empty |= frame["text_pair"] == ""
+        return frame["text"].map(len) == 0
+    for field, column, key in (
+        ("text", cfg.text_column, "data.text_column"),
+        ("text_pair", cfg.text_pair_column, "data.text_pair_column"),
+    ):
+        _refuse_nested(frame, field, column, key, source, "point it at a column of texts")
+    frame["text"] = frame["text"].map(as_text).str.strip()
+    empty = frame["text"] == ""
+    if "text_pair" in frame:
+        frame["text_pair"] = frame["text_pair"].map(as_text).str.strip()
+        empty |= frame["text_pair"] == ""
+    return empty
+
+
+def _check(frame: pd.DataFrame, cfg: DataConfig, task: TaskSpec, source: str) -> pd.DataFrame:
+    """Cleans texts and validates labels for `task`; drops (or rejects) empty texts."""
+    empty = _clean_texts(frame, cfg, task, source)
     if len(frame) and empty.all():
         column = f"`{cfg.text_column}`" + (
             f" or `{cfg.text_pair_column}`" if "text_pair" in frame else ""

@@ -68,16 +68,7 @@ def read_templates(path: str | Path) -> tuple[dict[str, list[str]], list[Templat
         raise DataError(
             f"{path}: expected a mapping with `templates:` (a list of {{text, label}}) and `slots:`."
         )
-    slots = raw.get("slots") or {}
-    if not isinstance(slots, dict):
-        raise DataError(f"{path}: `slots:` must map slot names to lists of values.")
-    for name, values in slots.items():
-        if (
-            not isinstance(values, list)
-            or not values
-            or not all(isinstance(v, str | int | float) for v in values)
-        ):
-            raise DataError(f"{path}: slot `{name}` must be a non-empty list of strings.")
+    slots = _slots(raw.get("slots") or {}, path)
     templates = []
     for number, entry in enumerate(raw["templates"], 1):
         if (
@@ -101,6 +92,20 @@ def read_templates(path: str | Path) -> tuple[dict[str, list[str]], list[Templat
                 )
         templates.append(Template(number, entry["text"], tuple(str(v) for v in labels)))
     return {str(k): [str(v) for v in vs] for k, vs in slots.items()}, templates
+
+
+def _slots(slots: Any, path: Path) -> dict:
+    """The `slots:` mapping, each a non-empty list of values; a DataError naming the first that is not."""
+    if not isinstance(slots, dict):
+        raise DataError(f"{path}: `slots:` must map slot names to lists of values.")
+    for name, values in slots.items():
+        if (
+            not isinstance(values, list)
+            or not values
+            or not all(isinstance(v, str | int | float) for v in values)
+        ):
+            raise DataError(f"{path}: slot `{name}` must be a non-empty list of strings.")
+    return slots
 
 
 def generate(
