@@ -267,10 +267,21 @@ def test_tf_config_is_read_and_bad_ones_are_named(monkeypatch):
         ("{not json", r"TF_CONFIG is not valid JSON"),
         (json.dumps({**spec, "task": {"type": "worker", "index": 5}}), r"task worker 5 is not in"),
         (json.dumps({**spec, "task": {"type": "ps", "index": 0}}), r"should be"),
+        ("[1, 2]", r"TF_CONFIG is a JSON list, not an object like"),
     ]:
         monkeypatch.setenv("TF_CONFIG", bad)
         with pytest.raises(ConfigError, match=message):
             cluster_from_env()
+
+
+def test_a_tf_config_without_a_cluster_trains_alone_and_says_so_once(monkeypatch, capsys):
+    from kerasft.training.strategies import cluster_from_env
+
+    monkeypatch.setenv("TF_CONFIG", '{"cluster": {}, "task": {"type": "worker", "index": 0}}')
+    assert cluster_from_env() is None and cluster_from_env() is None
+    out = capsys.readouterr().out
+    assert out.count("warning: TF_CONFIG names no cluster") == 1
+    assert "training on this machine alone" in out
 
 
 def test_distribution_settings_that_cannot_run_here_are_config_errors(monkeypatch):

@@ -14,6 +14,7 @@ call `resolve_strategy` before any other TensorFlow work in the process.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from dataclasses import dataclass
@@ -46,6 +47,15 @@ class Cluster:
         )
 
 
+@functools.cache
+def _no_cluster(raw: str) -> None:
+    """Says once per process (and TF_CONFIG value) that a TF_CONFIG without a cluster trains alone."""
+    print(
+        f"warning: TF_CONFIG names no cluster ({raw[:80]}); training on this machine alone",
+        flush=True,
+    )
+
+
 def cluster_from_env() -> Cluster | None:
     """The cluster `TF_CONFIG` describes, or None when it is unset or names no cluster.
 
@@ -55,16 +65,18 @@ def cluster_from_env() -> Cluster | None:
     raw = os.environ.get("TF_CONFIG", "").strip()
     if not raw:
         return None
+    shape = '{"cluster": {"worker": ["host1:port", "host2:port"]}, "task": {"type": "worker", "index": 0}}'
     try:
         spec = json.loads(raw)
-        cluster = spec.get("cluster") or {}
-        task = spec.get("task") or {}
-    except (ValueError, AttributeError) as exc:
+    except ValueError as exc:
         raise ConfigError(
-            f"TF_CONFIG is not valid JSON ({exc}); it should look like "
-            '{"cluster": {"worker": ["host1:port", "host2:port"]}, "task": {"type": "worker", "index": 0}}.'
+            f"TF_CONFIG is not valid JSON ({exc}); it should look like {shape}."
         ) from None
+    if not isinstance(spec, dict):
+        raise ConfigError(f"TF_CONFIG is a JSON {type(spec).__name__}, not an object like {shape}.")
+    cluster, task = spec.get("cluster") or {}, spec.get("task") or {}
     if not cluster:
+        _no_cluster(raw)
         return None
     kind, index = task.get("type"), task.get("index")
     if kind not in ("chief", "worker") or not isinstance(index, int):
