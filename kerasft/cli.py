@@ -8,9 +8,12 @@ commands that start a training run (train, distill). `python -m kerasft` runs `m
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import importlib
+import signal
 import sys
+import threading
 from collections.abc import Callable
 
 from kerasft.errors import Interrupted, KerasftError, disk_full, first_line
@@ -26,7 +29,8 @@ kerasft report  runs/x/<timestamp> [runs/y/<timestamp> ...]   (python -m kerasft
 kerasft pretrain --config configs/pretrain_tweets.yaml   (python -m kerasft.pretrain)
 
 `kerasft <command> --help` describes a command's options. Exit status 2 means bad input
-(one `error:` line says what and where), 130 that Ctrl-C stopped the command.
+(one `error:` line says what and where), 130 that Ctrl-C stopped the command, 143 that
+SIGTERM did (a run keeps its backup: the same command resumes it).
 """
 
 COMMANDS = ("train", "tune", "export", "predict", "distill", "report", "pretrain")
@@ -35,32 +39,62 @@ COMMANDS = ("train", "tune", "export", "predict", "distill", "report", "pretrain
 def cli_main(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | None], int]:
     """Decorates a command's `main(argv)`: a `KerasftError` becomes one `error: ...` line on
     stderr and exit status 2, so users never see a traceback for their own mistakes; Ctrl-C
-    becomes one `interrupted: ...` line and exit status 130 (128 + SIGINT), as shells expect."""
+    becomes one `interrupted: ...` line and exit status 130 (128 + SIGINT), as shells expect.
+    SIGTERM (a scheduler preempting the job, `kill`, `timeout`) takes Ctrl-C's way, so a run
+    keeps its backup and a half-written output is removed, and exits 143 (128 + SIGTERM)."""
 
     @functools.wraps(main)
     def wrapped(argv: list[str] | None = None) -> int:
-        try:
-            return main(argv)
-        except Interrupted as exc:
-            print(f"interrupted: {exc}", file=sys.stderr)
-            return 130
-        except KeyboardInterrupt:
-            print("interrupted (Ctrl-C).", file=sys.stderr)
-            return 130
-        except KerasftError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        except Exception as exc:
-            if not disk_full(exc):
-                raise
-            print(
-                f"error: the disk is full ({first_line(exc)}). Free some space and run the "
-                "command again; nothing half-written was kept.",
-                file=sys.stderr,
-            )
-            return 2
+        terminated: list[int] = []
+        with _sigterm_as_ctrl_c(terminated):
+            try:
+                return main(argv)
+            except (Interrupted, KeyboardInterrupt) as exc:
+                print(_stopped(exc, bool(terminated)), file=sys.stderr)
+                return 143 if terminated else 130
+            except KerasftError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
+            except Exception as exc:
+                if not disk_full(exc):
+                    raise
+                print(
+                    f"error: the disk is full ({first_line(exc)}). Free some space and run the "
+                    "command again; nothing half-written was kept.",
+                    file=sys.stderr,
+                )
+                return 2
 
     return wrapped
+
+
+def _stopped(exc: BaseException, terminated: bool) -> str:
+    """The one line of a command stopped by Ctrl-C or SIGTERM: what stopped it, and where it
+    stopped and what was kept when the command says (`Interrupted`)."""
+    how = "terminated (SIGTERM)" if terminated else "interrupted"
+    if isinstance(exc, Interrupted):
+        return f"{how}: {exc}"
+    return f"{how}." if terminated else "interrupted (Ctrl-C)."
+
+
+@contextlib.contextmanager
+def _sigterm_as_ctrl_c(terminated: list[int]):
+    """While the block runs, SIGTERM raises KeyboardInterrupt (noted in `terminated`); the
+    previous handler comes back after. Only the main thread can set handlers: elsewhere
+    SIGTERM keeps its default."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        terminated.append(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def run_parser(prog: str, description: str) -> argparse.ArgumentParser:

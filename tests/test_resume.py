@@ -134,21 +134,26 @@ def test_a_damaged_backup_is_one_line_and_the_interrupted_run_is_kept(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(
+    ("sig", "code_expected", "how"),
+    [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, r"terminated \(SIGTERM\)")],
+)
 def test_ctrl_c_says_where_it_stopped_exits_130_and_the_resumed_run_keeps_its_step_budget(
-    deterministic_config, tmp_path
+    deterministic_config, tmp_path, sig, code_expected, how
 ):
+    """SIGTERM (a scheduler preempting the job) takes Ctrl-C's way, with 128 + 15."""
     # 6 steps per epoch: a budget of 10 steps ends in epoch 2, also across a Ctrl-C and resume.
     deterministic_config["training"].update(
         epochs=3, batch_size=4, backup_every_steps=2, max_steps=10
     )
     path = write_yaml(tmp_path / "c.yaml", deterministic_config)
-    code, out = train(path, kill_at="epoch 2 step 3/", sig=signal.SIGINT)
+    code, out = train(path, kill_at="epoch 2 step 3/", sig=sig)
     (interrupted,) = list((tmp_path / "runs" / "tiny").iterdir())
-    assert code == 130, out[-3000:]
+    assert code == code_expected, out[-3000:]
     assert "Traceback" not in out
     last = out.strip().splitlines()[-1]
     assert re.fullmatch(
-        rf"interrupted: training stopped at epoch 2, step \d+; run the same command again to "
+        rf"{how}: training stopped at epoch 2, step \d+; run the same command again to "
         rf"resume {re.escape(str(interrupted))} from its last backup\.",
         last,
     ), last

@@ -188,6 +188,33 @@ def test_kerasft_command_dispatches_and_rejects_unknown_commands(capsys):
     assert "unknown command `frobnicate`" in capsys.readouterr().err
 
 
+def test_sigterm_takes_ctrl_cs_way_exits_143_and_restores_the_handler(tmp_path, capsys):
+    """A scheduler's SIGTERM killed the process where it stood: a predictions file stayed
+    half-written as `.partial` and the exit status was -15."""
+    import os
+    import signal
+    import threading
+
+    from kerasft.cli import cli_main
+    from kerasft.predict import _partial_file
+
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signal handlers are set in the main thread only")
+    before = signal.getsignal(signal.SIGTERM)
+
+    @cli_main
+    def command(argv):
+        with _partial_file(tmp_path / "out.jsonl") as handle:
+            handle.write("half")
+            os.kill(os.getpid(), signal.SIGTERM)
+        return 0
+
+    assert command([]) == 143
+    assert capsys.readouterr().err.strip() == "terminated (SIGTERM)."
+    assert list(tmp_path.iterdir()) == []
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
 def test_python_dash_m_kerasft_is_the_kerasft_command():
     """It was "No module named kerasft.__main__"."""
     import subprocess
