@@ -86,7 +86,6 @@ class SavedModelPredictor(Predictor):
     """A SavedModel export's raw-text `serving_default` (and `predict_ids` for word tags)."""
 
     def __init__(self, model_path: str | Path):
-
         version, loaded = load_export(model_path)
         self.version = version
         missing = [n for n in ("serving_default", "predict_ids") if n not in loaded.signatures]
@@ -134,7 +133,6 @@ class OnnxPredictor(Predictor):
     tokenizer files beside it, as in training."""
 
     def __init__(self, path: Path):
-
         from kerasft.serving import onnx as onnx_lib
 
         meta_path = path.parent / onnx_lib.META

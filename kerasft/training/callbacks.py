@@ -376,7 +376,7 @@ def best_checkpoint(directory: str | Path) -> str | None:
     (also when the `checkpoint` file names one whose `.index` is gone)."""
     state = tf.train.get_checkpoint_state(str(directory))
     current = state.model_checkpoint_path if state else None
-    if current is not None and not Path(current + ".index").is_file():
+    if current is not None and not tf.io.gfile.exists(current + ".index"):
         current = None  # what latest_checkpoint returns, without its error log
     if current is None and (Path(directory) / "best.index").is_file():
         current = str(Path(directory) / "best")  # runs from before best-<epoch> prefixes

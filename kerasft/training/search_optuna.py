@@ -73,7 +73,10 @@ def check_journal(path: Path, settle: float = 1.0) -> None:
     """
     if not path.is_file():
         return
-    keep = "Cut the file before this line to keep the trials recorded before it, or delete it to start the search over."
+    keep = (
+        "Cut the file before this line to keep the trials recorded before it, or delete it to "
+        "start the search over."
+    )
     for attempt in (0, 1):
         with path.open("rb") as handle:
             lines = handle.readlines()
