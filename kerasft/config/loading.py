@@ -234,13 +234,20 @@ def set_dotted(raw: dict[str, Any], key: str, value: Any, context: str = "Invali
 
 
 def _origin(error: dict[str, Any], source: str, overrides: list[str] | tuple[str, ...]) -> str:
-    """Where the key an error is about came from: the last `--set` that wrote it, else `source`."""
+    """Where the key an error is about came from: the last `--set` that wrote it; else
+    `source`, with the `--set`s inside it when the error is about a whole section (one of
+    its checks across keys)."""
     dotted = ".".join(str(p) for p in error["loc"])
     for item in reversed(overrides):
         key = item.partition("=")[0].strip()
         if dotted == key or dotted.startswith(key + "."):
             return f"--set {_echo(item)}"
-    return source
+    inside = [
+        _echo(item)
+        for item in overrides
+        if not dotted or item.partition("=")[0].strip().startswith(dotted + ".")
+    ]
+    return f"{source} with --set {', '.join(inside)}" if inside else source
 
 
 # How pydantic tags the member of a union a value failed, after the key: `str`, `int`,

@@ -96,6 +96,13 @@ def rebuild(
     overrides = [*overrides, *([f"export.dir={export_dir}"] if export_dir else [])]
     overrides += ["export.onnx=true"] if onnx else []
     cfg = config_lib.load_config(run_dir / "config.yaml", overrides)
+    if not cfg.export.enabled and any(
+        o.partition("=")[0].strip() == "export.enabled" for o in overrides
+    ):
+        raise ConfigError(
+            "--set export.enabled=false: kerasft.export writes an export whatever the run's "
+            "config says; leave the override out, or do not run the command."
+        )
     check_writable(cfg.export.dir, "--dir" if export_dir else "export.dir", cfg.name)
     info = ExportInfo.read(run_dir)
     directory = model_directory(cfg.model)
