@@ -86,23 +86,9 @@ def rebuild(
         ConfigError: `run_dir` is not a finished kerasft run, or an override is not an `export.*` key.
     """
     run_dir = Path(run_dir)
-    for override in overrides:
-        if not override.startswith("export."):
-            raise ConfigError(
-                f"--set {override}: kerasft.export changes only export.* keys; the rest of the run's "
-                "config is what its checkpoint was trained with. Train again to change it."
-            )
+    _only_export_keys(overrides)
     weights = _finished(run_dir)
-    overrides = [*overrides, *([f"export.dir={export_dir}"] if export_dir else [])]
-    overrides += ["export.onnx=true"] if onnx else []
-    cfg = config_lib.load_config(run_dir / "config.yaml", overrides)
-    if not cfg.export.enabled and any(
-        o.partition("=")[0].strip() == "export.enabled" for o in overrides
-    ):
-        raise ConfigError(
-            "--set export.enabled=false: kerasft.export writes an export whatever the run's "
-            "config says; leave the override out, or do not run the command."
-        )
+    cfg = _export_config(run_dir, export_dir, onnx, overrides)
     check_writable(cfg.export.dir, "--dir" if export_dir else "export.dir", cfg.name)
     info = ExportInfo.read(run_dir)
     directory = model_directory(cfg.model)
@@ -128,6 +114,37 @@ def rebuild(
             f"({first_line(exc)[:160]}); its files are damaged or incomplete. Train the run again."
         ) from None
     return model, backbone, cfg
+
+
+def _only_export_keys(overrides: list[str] | tuple[str, ...]) -> None:
+    """Refuses an override outside `export.*`: the rest is what the checkpoint was trained with."""
+    for override in overrides:
+        if not override.startswith("export."):
+            raise ConfigError(
+                f"--set {override}: kerasft.export changes only export.* keys; the rest of the run's "
+                "config is what its checkpoint was trained with. Train again to change it."
+            )
+
+
+def _export_config(
+    run_dir: Path, export_dir: str | None, onnx: bool, overrides: list[str] | tuple[str, ...]
+) -> Config:
+    """The run's config with `export.*` overrides, `--dir` and `--onnx` applied.
+
+    Raises:
+        ConfigError: `export.enabled=false` among the overrides.
+    """
+    every = [*overrides, *([f"export.dir={export_dir}"] if export_dir else [])]
+    every += ["export.onnx=true"] if onnx else []
+    cfg = config_lib.load_config(run_dir / "config.yaml", every)
+    if not cfg.export.enabled and any(
+        o.partition("=")[0].strip() == "export.enabled" for o in every
+    ):
+        raise ConfigError(
+            "--set export.enabled=false: kerasft.export writes an export whatever the run's "
+            "config says; leave the override out, or do not run the command."
+        )
+    return cfg
 
 
 def _finished(run_dir: Path) -> str:
