@@ -73,7 +73,10 @@ def test_a_bfloat16_export_refuses_onnx_in_one_line(trained, capsys):
     assert len(err) == 1 and "export.precision: bfloat16` is for the SavedModel" in err[0]
     assert "--set export.precision=float32" in err[0]
     # The section's check across keys names the file and the overrides that fed it.
-    assert f"in {trained.run_dir / 'config.yaml'} with --set export.precision=bfloat16, export.onnx=true" in err[0]
+    assert (
+        f"in {trained.run_dir / 'config.yaml'} with --set export.precision=bfloat16, export.onnx=true"
+        in err[0]
+    )
     assert sorted(p.name for p in trained.export_dir.parent.iterdir()) == before
     code = export_main(["--run", str(trained.run_dir), "--set", "export.enabled=false"])
     assert code == 2 and capsys.readouterr().err.strip().startswith(
