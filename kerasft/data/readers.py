@@ -26,6 +26,7 @@ from kerasft.data.rows import (
     name_the_bad_line,
     nested_kind,
     python_encoding,
+    refuse_repeated_names,
     undecodable,
 )
 from kerasft.errors import DataError, first_line
@@ -163,9 +164,8 @@ def _read_raw(
             raise
         detail = str(exc).strip().splitlines()[-1]
         if fmt in ("csv", "tsv"):
-            sep = cfg.delimiter or ("," if fmt == "csv" else "\t")
             keys = ("`data.delimiter`", "`data.quoting: none`")
-            name_the_bad_line(path, sep, cfg.encoding, cfg.quoting, detail, keys)
+            name_the_bad_line(path, _separator(cfg, fmt), cfg.encoding, cfg.quoting, detail, keys)
         raise DataError(
             f"{path}: cannot parse as {fmt}: {detail}. Check `data.format`, `data.delimiter` and `data.quoting`."
         ) from None
@@ -176,12 +176,16 @@ def _read_raw(
     return frame, str(path), header_known
 
 
+def _separator(cfg: DataConfig, fmt: str) -> str:
+    return cfg.delimiter or ("," if fmt == "csv" else "\t")
+
+
 def _read_delimited(
     path: Path, cfg: DataConfig, fmt: str, task: TaskSpec
 ) -> tuple[pd.DataFrame, bool]:
     frame = pd.read_csv(
         path,
-        sep=cfg.delimiter or ("," if fmt == "csv" else "\t"),
+        sep=_separator(cfg, fmt),
         encoding=python_encoding(cfg.encoding),
         header=None,
         dtype=str,
@@ -198,12 +202,7 @@ def _read_delimited(
     frame["__line__"] = np.arange(1, len(frame) + 1)
     if header:
         names = [str(v).strip() for v in frame.iloc[0, :-1]]
-        twice = sorted({n for n in names if names.count(n) > 1})
-        if twice:
-            raise DataError(
-                f"{path}:1: the header names column `{twice[0]}` {names.count(twice[0])} times; "
-                "give each column its own name."
-            )
+        refuse_repeated_names(path, names)
         frame = frame.iloc[1:].reset_index(drop=True)
         frame.columns = [*names, "__line__"]
     elif by_name:
@@ -270,10 +269,10 @@ def _read_conll(path: Path, cfg: DataConfig) -> pd.DataFrame:
 def _read_datasets(
     spec: str, cfg: DataConfig, task: TaskSpec, key: str, split: str
 ) -> tuple[pd.DataFrame, str, bool]:
-    body, _, split_name = spec.rpartition("@") if "@" in spec else (spec, "", "")
-    split_name = split_name or split
     import pyarrow as pa
 
+    body, _, split_name = spec.rpartition("@") if "@" in spec else (spec, "", "")
+    split_name = split_name or split
     with progress.datasets_bars_off():  # loading draws datasets' own bars; as they were after
         try:
             ds = _load_datasets_split(body, split_name, key)

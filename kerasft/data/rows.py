@@ -268,11 +268,15 @@ def _unique_header(path: Path, names: list[str], fmt: str, encoding: str, quotin
     with path.open(encoding=python_encoding(encoding), newline="") as handle:
         sep = "\t" if fmt == "tsv" else ","
         header = next(csv.reader(handle, delimiter=sep, quoting=_quoting(quoting)), [])
-    header = [h.strip() for h in header]
-    twice = sorted({h for h in header if header.count(h) > 1})
+    refuse_repeated_names(path, [h.strip() for h in header])
+
+
+def refuse_repeated_names(path: Path, names: list[str]) -> None:
+    """Refuses a header (line 1 of `path`) that names a column twice."""
+    twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise DataError(
-            f"{path}:1: the header names column `{twice[0]}` {header.count(twice[0])} times; "
+            f"{path}:1: the header names column `{twice[0]}` {names.count(twice[0])} times; "
             "give each column its own name."
         )
 

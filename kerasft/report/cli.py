@@ -26,7 +26,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--output",
         type=Path,
-        help="where a comparison goes (default: <runs root>/comparisons/<timestamp>/)",
+        help="where a comparison of several runs, or a tuning directory's report, goes (default: "
+        "<runs root>/comparisons/<timestamp>/, or the tuning directory); not for one run",
     )
     p.add_argument(
         "--errors", type=int, default=20, help="most confident test errors to list (default 20)"
@@ -47,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
         path = tuning_report(args.runs[0], args.output)
     else:
         runs = [finished_run(p) for p in args.runs]
-        twice = next((r for i, r in enumerate(runs) if r.resolve() in _resolved(runs[:i])), None)
+        resolved = [r.resolve() for r in runs]
+        twice = next((r for i, r in enumerate(runs) if resolved[i] in resolved[:i]), None)
         if twice is not None:
             raise DataError(
                 f"{twice}: given twice (a folder of runs stands for its newest run); compare "
@@ -66,10 +68,6 @@ def main(argv: list[str] | None = None) -> int:
             path = compare_runs(runs, output)
     print(f"report={path}")
     return 0
-
-
-def _resolved(paths: list[Path]) -> set[Path]:
-    return {p.resolve() for p in paths}
 
 
 def check_output(output: Path) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from kerasft.errors import DataError
+from kerasft.errors import DataError, first_line
 from kerasft.report import page, plots
 from kerasft.report.history import read_history, read_steps
 from kerasft.tasks import TASKS
@@ -105,9 +105,8 @@ def read_run_file(path: Path, read: Any, text: bool = True) -> Any:
     try:
         return read(path.read_text(encoding="utf-8")) if text else read(path)
     except (OSError, ValueError, KeyError, EOFError, yaml.YAMLError, zipfile.BadZipFile) as exc:
-        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
         raise DataError(
-            f"{path}: cannot read it ({reason}); the run directory is damaged. Train again, or "
+            f"{path}: cannot read it ({first_line(exc)[:160]}); the run directory is damaged. Train again, or "
             "restore the file from a copy."
         ) from None
 

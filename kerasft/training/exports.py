@@ -151,8 +151,10 @@ def _finished(run_dir: Path) -> str:
     """The best checkpoint of a finished run; a ConfigError naming what is missing otherwise."""
     missing = [n for n in ("config.yaml", "export.json") if not (run_dir / n).is_file()]
     weights = best_checkpoint(run_dir / "checkpoints")
-    state = tf.train.get_checkpoint_state(str(run_dir / "checkpoints"))
-    if weights is None and state is not None and not missing:
+    state = (
+        None if weights or missing else tf.train.get_checkpoint_state(str(run_dir / "checkpoints"))
+    )
+    if state is not None:  # `checkpoint` names one, but best_checkpoint found no .index for it
         name = Path(state.model_checkpoint_path).name
         raise DataError(
             f"{run_dir / 'checkpoints'}: `checkpoint` names `{name}`, whose files are gone (no "

@@ -134,7 +134,7 @@ def storage_for(cfg: Config, root: Path):
     except (KerasftError, KeyboardInterrupt):
         raise
     except Exception as exc:  # the driver's or the database's own words
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc)
         raise ConfigError(
             f"`tuning.storage: {shown}` cannot be opened: {reason[:300]}. Check the URL, that the "
             "database is reachable and that its driver is installed (psycopg2-binary, PyMySQL)"

@@ -6,6 +6,7 @@ one of its translations there, so one sentence mixes several languages.
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from pathlib import Path
 
@@ -29,8 +30,9 @@ def read_dictionary(path: str | Path) -> dict[str, list[str]]:
         raise DataError(
             f"`data.augment.code_switch.dictionaries`: {path} is a folder; name the file."
         )
+    stat = path.stat()
     try:
-        return _entries(path)
+        return _entries(path.resolve(), stat.st_mtime_ns, stat.st_size)
     except UnicodeDecodeError as exc:
         line = first_undecodable_line(path, "utf-8")
         raise DataError(
@@ -39,7 +41,11 @@ def read_dictionary(path: str | Path) -> dict[str, list[str]]:
         ) from None
 
 
-def _entries(path: Path) -> dict[str, list[str]]:
+@functools.lru_cache(maxsize=16)
+def _entries(path: Path, mtime_ns: int, size: int) -> dict[str, list[str]]:
+    """The file's entries, read once per version of the file (the augmentation cache's key
+    and the code-switcher both ask); callers only read the dict."""
+    del mtime_ns, size  # part of the cache key only
     entries: dict[str, list[str]] = defaultdict(list)
     with open(path, encoding="utf-8") as lines:
         for number, line in enumerate(lines, 1):

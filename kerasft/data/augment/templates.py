@@ -78,7 +78,8 @@ def read_templates(path: str | Path) -> tuple[dict[str, list[str]], list[Templat
         ):
             raise DataError(f"{path}: template {number} needs `text:` (a string) and `label:`.")
         labels = entry["label"] if isinstance(entry["label"], list) else [entry["label"]]
-        if "{" in SLOT.sub("", entry["text"]) or "}" in SLOT.sub("", entry["text"]):
+        outside_slots = SLOT.sub("", entry["text"])
+        if "{" in outside_slots or "}" in outside_slots:
             raise DataError(
                 f"{path}: template {number} ({entry['text']!r}) has a `{{` or `}}` that opens or "
                 "closes no slot; a slot is written `{name}`."
