@@ -16,7 +16,14 @@ import sys
 import threading
 from collections.abc import Callable
 
-from kerasft.errors import Interrupted, KerasftError, disk_full, first_line
+from kerasft.errors import (
+    Interrupted,
+    KerasftError,
+    disk_full,
+    first_line,
+    name_too_long,
+    too_long_advice,
+)
 
 USAGE = """usage: kerasft <command> [options]   (or python -m kerasft <command>)
 
@@ -56,6 +63,9 @@ def cli_main(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | N
                 print(f"error: {exc}", file=sys.stderr)
                 return 2
             except Exception as exc:
+                if name_too_long(exc):
+                    print(f"error: {too_long_advice(exc)}", file=sys.stderr)
+                    return 2
                 if not disk_full(exc):
                     raise
                 print(

@@ -45,6 +45,27 @@ def disk_full(exc: BaseException) -> bool:
     return "No space left on device" in str(exc) or "Disk quota exceeded" in str(exc)
 
 
+def name_too_long(exc: BaseException) -> bool:
+    """Whether `exc` says a path, or a file or folder name in it, is longer than the file
+    system allows (most allow 255 bytes a name), as an OSError or in TensorFlow's words."""
+    if isinstance(exc, OSError) and exc.errno == errno.ENAMETOOLONG:
+        return True
+    return "File name too long" in str(exc)
+
+
+def too_long_advice(exc: BaseException) -> str:
+    """The one line for `name_too_long(exc)`: the path, cut to its start, and what to do."""
+    path = str(getattr(exc, "filename", None) or first_line(exc))
+    longest = max(path.split("/"), key=lambda part: len(part.encode()))
+    if len(path) > 120:
+        path = f"{path[:100]}... ({len(path)} characters)"
+    return (
+        f"a name in the path {path} is longer than the file system allows (this one has "
+        f"{len(longest.encode())} bytes; most file systems allow 255 a name). Use a shorter file "
+        "or folder name."
+    )
+
+
 def first_line(exc: BaseException) -> str:
     """The first line of an exception's message (at most 200 characters), else its type's name."""
     text = str(exc).strip()

@@ -292,17 +292,49 @@ def test_an_unwritable_output_directory_is_refused(monkeypatch, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_full_disk_removes_the_run_and_says_so(tiny_config, tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    ("code", "fragment"),
+    [
+        (errno.ENOSPC, "the disk is full"),
+        (errno.ENAMETOOLONG, "is longer than the file system allows"),
+    ],
+)
+def test_a_full_disk_removes_the_run_and_says_so(
+    tiny_config, tmp_path, monkeypatch, code, fragment
+):
+    """So does a name too long for the file system, met after the run began."""
     from kerasft.errors import OutputError
     from kerasft.training import runner
 
-    def full(*args, **kwargs):
-        raise OSError(errno.ENOSPC, "No space left on device")
+    def refuse(*args, **kwargs):
+        raise OSError(code, os.strerror(code), str(tmp_path / ("x" * 300)))
 
-    monkeypatch.setattr(runner, "write_run_files", full)
-    with pytest.raises(OutputError, match="the disk is full"):
+    monkeypatch.setattr(runner, "write_run_files", refuse)
+    with pytest.raises(OutputError, match=fragment):
         runner.run(config_from_dict(tiny_config), verbose=0)
     assert list((tmp_path / "runs" / "tiny").iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "key", ["data.train", "training.output_dir", "export.dir", "data.cache_dir"]
+)
+def test_a_name_too_long_for_the_file_system_is_one_line(config_file, tmp_path, capsys, key):
+    """Each was an `OSError: [Errno 36] File name too long` traceback."""
+    long = tmp_path / ("q" * 300)
+    code = train_main("--config", str(config_file), "--set", f"{key}={long}")
+    line = one_error_line(capsys, code, "is longer than the file system allows", "300 bytes")
+    assert len(line) < 400
+    assert not (tmp_path / "runs").exists()
+    code = train_main("--config", str(config_file), "--set", f"name={'n' * 101}")
+    one_error_line(capsys, code, "`name`", "at most 100 characters")
+
+
+def test_a_predict_output_name_too_long_is_one_line(tmp_path, capsys, trained_run):
+    source = tmp_path / "in.csv"
+    source.write_text("text\ngood movie\n")
+    code = predict_main(trained_run.export_dir, source, tmp_path / ("p" * 300 + ".jsonl"))
+    one_error_line(capsys, code, "is longer than the file system allows")
+    assert [p.name for p in tmp_path.iterdir()] == ["in.csv"]
 
 
 def test_export_dir_a_file_is_one_line(tmp_path, capsys, trained_run):

@@ -562,7 +562,9 @@ class PretrainRun(_Section):
     """A `kerasft.pretrain` config: a name, the backbone and the `pretrain:` section."""
 
     name: str = Field(
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Name of the pretraining run."
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        max_length=100,
+        description="Name of the pretraining run.",
     )
     model: ModelConfig = ModelConfig()
     pretrain: PretrainConfig

@@ -25,7 +25,9 @@ class Config(_Section):
 
     name: str = Field(
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
-        description="Name of the experiment; names the run and export folders.",
+        max_length=100,
+        description="Name of the experiment; names the run and export folders (up to 100 letters, "
+        "digits, `_`, `.` or `-`, starting with a letter or digit).",
     )
     task: Literal[
         "classification", "multi_label", "regression", "token_classification", "seq2seq"

@@ -29,6 +29,8 @@ from kerasft.errors import (
     KerasftError,
     OutputError,
     disk_full,
+    name_too_long,
+    too_long_advice,
 )
 from kerasft.training.strategies import is_chief, is_multi_worker
 
@@ -149,7 +151,8 @@ def ending_for(
     """
     interrupted = isinstance(exc, KeyboardInterrupt)
     full = not interrupted and disk_full(exc)
-    if not (interrupted or full or isinstance(exc, KerasftError)):
+    too_long = not interrupted and name_too_long(exc)
+    if not (interrupted or full or too_long or isinstance(exc, KerasftError)):
         return None
     resumable = holds_progress(run_dir) and not (run_dir / "metrics.json").exists()
     if not keep and not (interrupted and resumable):
@@ -159,6 +162,8 @@ def ending_for(
             f"the disk is full ({exc.__class__.__name__} while writing under {run_dir.parent}); "
             f"{'kept' if keep else 'removed'} {run_dir}. Free some space and run the command again."
         )
+    if too_long:
+        return OutputError(f"{too_long_advice(exc)} {'Kept' if keep else 'Removed'} {run_dir}.")
     if not interrupted:
         return exc  # type: ignore[return-value] - a KerasftError
     stopped = f"at epoch {where[0]}, step {where[1]}" if where else "before its first step"
