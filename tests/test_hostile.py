@@ -274,6 +274,26 @@ def test_an_output_path_that_is_a_file_is_refused_before_training(
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.parametrize("key", ["training.output_dir", "export.dir", "data.cache_dir"])
+def test_a_broken_symbolic_link_or_a_file_on_an_output_path_is_refused(
+    config_file, tmp_path, capsys, key
+):
+    """A link to itself was an ELOOP traceback, a dangling one `FileExistsError` from mkdir, and
+    `data.cache_dir` under a file `NotADirectoryError`, each after the data was read."""
+    (tmp_path / "loop").symlink_to("loop")
+    (tmp_path / "dangling").symlink_to("nowhere")
+    (tmp_path / "blocker").write_text("")
+    for path, fragment in [
+        (tmp_path / "loop", "is a symbolic link to nothing"),
+        (tmp_path / "dangling" / "x", "dangling is a symbolic link to nothing"),
+        (tmp_path / "blocker" / "x", "has a file in the way"),
+    ]:
+        code = train_main("--config", str(config_file), "--set", f"{key}={path}")
+        one_error_line(capsys, code, f"`{key}: {path}`", fragment)
+    assert not (tmp_path / "runs").exists()
+    assert not (tmp_path / "nowhere").exists()
+
+
 def test_an_unwritable_output_directory_is_refused(monkeypatch, tmp_path):
     """Root writes anywhere (CI runs as root), so the write itself is made to fail."""
     import tempfile

@@ -122,6 +122,12 @@ def check_writable(path: str | Path, key: str, name: str | None = None) -> None:
     target = given / name if name else given
     existing = target
     while not existing.exists() and existing.parent != existing:
+        if existing.is_symlink():  # mkdir would say "File exists" (dangling) or ELOOP (a loop)
+            raise OutputError(
+                f"`{key}: {path}`: {existing} is a symbolic link to nothing (its target is "
+                f"missing, or it points to itself). Fix or remove the link, or point `{key}` "
+                "elsewhere."
+            )
         existing = existing.parent
     if existing.exists() and not existing.is_dir():
         where = "is a file" if existing == given else f"has a file in the way, {existing}"

@@ -203,12 +203,15 @@ def prepare_data(cfg: Config, frames: dict | None) -> tuple:
 
 
 def check_outputs(cfg: Config) -> None:
-    """Checks that the run's and the export's directories can be written, before any work.
+    """Checks that the run's, the cache's and the export's directories can be written, before
+    any work.
 
     Raises:
         OutputError: a file in the way, or a directory that cannot be written.
     """
     check_writable(cfg.training.output_dir, "training.output_dir", cfg.name)
+    if cfg.data.cache_dir:
+        check_writable(cfg.data.cache_dir, "data.cache_dir")
     if cfg.export.enabled:
         check_writable(cfg.export.dir, "export.dir", cfg.name)
 
