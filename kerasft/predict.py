@@ -7,6 +7,8 @@ The export runs through a `kerasft.serving.predictors.Predictor` (SavedModel or 
 from __future__ import annotations
 
 import contextlib
+import datetime
+import functools
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -15,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from kerasft.cli import cli_main
-from kerasft.data.rows import nested_kind, stream_rows
+from kerasft.data.rows import as_text, nested_kind, stream_rows
 from kerasft.errors import DataError
 from kerasft.serving.predictors import Predictor, open_predictor, tag_words
 
@@ -180,11 +182,23 @@ def _column(rows: list[dict], lines: list[int], path: Path, column: str) -> list
                 f"{path}:{line}: `{column}` holds {nested_kind(value)}, not a text; pass "
                 "--text-column (or --text-pair-column) to name a column of texts."
             )
-        values.append(value if isinstance(value, str) else str(value))
+        values.append(as_text(value))
     return values
 
 
 OUTPUT_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json")
+
+
+def _plain(value: Any) -> Any:
+    """A column passed through from Parquet as JSON or CSV can hold it: bytes as UTF-8 text
+    (undecodable bytes escaped), dates and times in ISO 8601, other types as printed."""
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).decode("utf-8", errors="backslashreplace")
+    if isinstance(value, datetime.date | datetime.time):
+        return value.isoformat()
+    if value is None or isinstance(value, str | int | float | bool | list | dict):
+        return value
+    return str(value)
 
 
 def _record_writer(handle, output_path: Path) -> Callable[[dict], None]:
@@ -192,16 +206,14 @@ def _record_writer(handle, output_path: Path) -> Callable[[dict], None]:
     import csv
     import json as _json
 
+    dumps = functools.partial(_json.dumps, ensure_ascii=False, default=_plain)
     if output_path.suffix.lower() in (".jsonl", ".json"):
-        return lambda record: handle.write(_json.dumps(record, ensure_ascii=False) + "\n")
+        return lambda record: handle.write(dumps(record) + "\n")
     writer = None
 
     def write(record: dict) -> None:
         nonlocal writer
-        flat = {
-            k: _json.dumps(v, ensure_ascii=False) if isinstance(v, list | dict) else v
-            for k, v in record.items()
-        }
+        flat = {k: dumps(v) if isinstance(v, list | dict) else _plain(v) for k, v in record.items()}
         if writer is None:
             tab = output_path.suffix.lower() == ".tsv"
             writer = csv.DictWriter(handle, fieldnames=list(flat), delimiter="\t" if tab else ",")

@@ -116,6 +116,23 @@ def test_a_parquet_list_column_as_text_is_refused(tmp_path):
         read(path)
 
 
+def test_a_parquet_binary_column_reads_as_utf8_text(tmp_path):
+    """Binary text columns were trained on as their printed form, "b'caf\\xc3\\xa9'"."""
+    from kerasft.data.rows import read_text_column
+
+    path = tmp_path / "d.parquet"
+    texts = ["café".encode(), b"plain"]
+    pd.DataFrame({"text": texts, "label": [b"x", b"y"]}).to_parquet(path)
+    frame = read(path)
+    assert frame["text"].tolist() == ["café", "plain"] and frame["label"].tolist() == ["x", "y"]
+    assert read_text_column(path, "text", key="distill.unlabeled") == ["café", "plain"]
+    pd.DataFrame({"text": [b"ok", b"caf\xe9"], "label": ["x", "y"]}).to_parquet(path)
+    with pytest.raises(
+        DataError, match=r"d.parquet:2: column `text` .* holds bytes that are not UTF-8"
+    ):
+        read(path)
+
+
 def test_column_position_out_of_range(tmp_path):
     path = write(tmp_path, "x\t1\n", "d.tsv")
     with pytest.raises(

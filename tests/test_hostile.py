@@ -349,6 +349,29 @@ def test_a_name_too_long_for_the_file_system_is_one_line(config_file, tmp_path, 
     one_error_line(capsys, code, "`name`", "at most 100 characters")
 
 
+def test_predict_passes_parquet_bytes_and_dates_through_as_text(tmp_path, trained_run):
+    """A binary text column was predicted on as "b'...'", and a timestamp or binary column
+    passed through ended in `TypeError: Object of type bytes is not JSON serializable`."""
+    import datetime
+
+    import pandas as pd
+
+    source = tmp_path / "in.parquet"
+    when = datetime.datetime(2026, 1, 2, 3, 4)
+    frame = pd.DataFrame({"text": [b"good movie", b"bad"], "when": [when, when]})
+    frame.to_parquet(source)
+    for name in ("p.jsonl", "p.csv"):
+        assert predict_main(trained_run.export_dir, source, tmp_path / name) == 0
+    records = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
+    assert [r["text"] for r in records] == ["good movie", "bad"]
+    assert records[0]["when"] == "2026-01-02T03:04:00"
+    assert "good movie,2026-01-02T03:04:00," in (tmp_path / "p.csv").read_text()
+    (tmp_path / "in.csv").write_text("text\ngood movie\nbad\n")
+    assert predict_main(trained_run.export_dir, tmp_path / "in.csv", tmp_path / "c.jsonl") == 0
+    plain = [json.loads(line) for line in (tmp_path / "c.jsonl").read_text().splitlines()]
+    assert [r["probabilities"] for r in records] == [r["probabilities"] for r in plain]
+
+
 def test_a_predict_output_name_too_long_is_one_line(tmp_path, capsys, trained_run):
     source = tmp_path / "in.csv"
     source.write_text("text\ngood movie\n")

@@ -21,18 +21,28 @@ from kerasft.errors import DataError
 
 
 def as_text(value: Any) -> str:
+    """A cell as text: "" for a missing one, bytes (a Parquet binary column) decoded as UTF-8
+    (`nested_kind` refuses those that are not), else the value's printed form."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).decode("utf-8")
     return str(value)
 
 
 def nested_kind(value: Any) -> str | None:
-    """ "a list" or "an object" for a JSON or Parquet value that is not a single value (a text
-    column must not be trained or predicted on as its printed form); None otherwise."""
+    """ "a list" or "an object" for a JSON or Parquet value that is not a single value, or
+    "bytes that are not UTF-8" (a text column must not be trained or predicted on as its
+    printed form); None otherwise."""
     if isinstance(value, dict):
         return "an object"
     if isinstance(value, list | tuple | np.ndarray):
         return "a list"
+    if isinstance(value, bytes | bytearray):
+        try:
+            bytes(value).decode("utf-8")
+        except UnicodeDecodeError:
+            return "bytes that are not UTF-8 text"
     return None
 
 
