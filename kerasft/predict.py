@@ -84,11 +84,16 @@ def predict_file(
 
 @contextlib.contextmanager
 def _partial_file(output_path: Path):
-    """`<output>.partial`, open for writing, renamed to `output_path` when the block ends well
-    and removed when it raises: never half a predictions file under the real name."""
-    tmp = output_path.with_name(output_path.name + ".partial")
+    """`<output>.<random>.partial`, open for writing, renamed to `output_path` when the block
+    ends well and removed when it raises: never half a predictions file under the real name.
+    Its own name per process, so two predictions into one output each write a whole file (the
+    last to finish stays), not one file of both interleaved."""
+    import os
+    import secrets
+
+    tmp = output_path.with_name(f"{output_path.name}.{os.getpid()}-{secrets.token_hex(4)}.partial")
     try:
-        with tmp.open("w", encoding="utf-8", newline="") as handle:
+        with tmp.open("x", encoding="utf-8", newline="") as handle:
             yield handle
     except BaseException:
         tmp.unlink(missing_ok=True)

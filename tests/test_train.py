@@ -215,6 +215,26 @@ def test_sigterm_takes_ctrl_cs_way_exits_143_and_restores_the_handler(tmp_path, 
     assert signal.getsignal(signal.SIGTERM) is before
 
 
+def test_two_predictions_into_one_output_each_write_a_whole_file(tmp_path):
+    """They shared one `.partial` file: both wrote into it at once, and the second rename
+    failed with a FileNotFoundError traceback."""
+    import os
+    import stat
+
+    from kerasft.predict import _partial_file
+
+    out = tmp_path / "out.jsonl"
+    with _partial_file(out) as first, _partial_file(out) as second:
+        first.write("first\n" * 3)
+        second.write("second\n" * 2)
+        second.flush()
+    assert out.read_text() == "first\n" * 3  # the last to finish
+    assert list(tmp_path.iterdir()) == [out]
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o666 & ~mask  # as open() makes files
+
+
 def test_python_dash_m_kerasft_is_the_kerasft_command():
     """It was "No module named kerasft.__main__"."""
     import subprocess
