@@ -125,6 +125,13 @@ def test_a_run_augments_its_training_split_only_and_writes_the_rows(
     assert len(data.splits.train) == 24 + len(records)
     assert len(data.splits.validation) == len(data.splits.test) == 8
 
+    # A cache file cut short (a copy, a disk error) is made again, not a JSONDecodeError.
+    (cache,) = (tmp_path / "cache").glob("augment-*.jsonl")
+    cache.write_bytes(cache.read_bytes()[:-20])
+    data = load_data(cfg, TASKS["classification"], _tokenizer(cfg))
+    assert f"cache: {cache} cannot be read" in capsys.readouterr().out
+    assert [dict(r) for r in data.augmented] == records
+
 
 def _tokenizer(cfg):
     from kerasft.models import load_tokenizer, model_directory

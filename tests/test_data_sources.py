@@ -397,6 +397,36 @@ def test_token_cache_is_reused_and_keyed_by_max_length(tiny_bert_dir, tmp_path, 
     assert calls and len(list(tmp_path.glob("tokens-*.arrow"))) == 2
 
 
+def test_a_damaged_cache_file_is_computed_again(tiny_bert_dir, tmp_path, capsys):
+    """A token cache file cut short was a pyarrow `ArrowInvalid` traceback on every later run
+    of the same data; the augmented-row and teacher-output caches share the reader."""
+    from kerasft.data.cache import read_or_forget, write_whole
+
+    tokenizer = load_tokenizer(tiny_bert_dir)
+    split = Split(["good movie", "the plot was boring"] * 50, np.zeros(100, np.int32), "mem")
+    first = encode(tokenizer, split, 16, cache_dir=tmp_path)
+    (cached,) = tmp_path.glob("tokens-*.arrow")
+    cached.write_bytes(cached.read_bytes()[: cached.stat().st_size * 9 // 10])
+    again = encode(tokenizer, split, 16, cache_dir=tmp_path)
+    np.testing.assert_array_equal(first.features["input_ids"], again.features["input_ids"])
+    assert f"cache: {cached} cannot be read" in capsys.readouterr().out
+    encode(tokenizer, split, 16, cache_dir=tmp_path)  # the file written again is whole
+    shown = capsys.readouterr()
+    assert "cannot be read" not in shown.out and "(from the cache)" in shown.out + shown.err
+
+    def save(path):
+        with path.open("wb") as handle:
+            np.save(handle, np.arange(1000))
+
+    array = tmp_path / "a.npy"
+    write_whole(array, save)
+    assert sorted(p.name for p in tmp_path.glob("a.npy*")) == ["a.npy"]
+    np.testing.assert_array_equal(read_or_forget(array, np.load), np.arange(1000))
+    array.write_bytes(array.read_bytes()[:500])
+    assert read_or_forget(array, np.load) is None and not array.exists()
+    assert f"cache: {array} cannot be read (" in capsys.readouterr().out
+
+
 needs_shared = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"{SHARED_DATA} is absent")
 
 

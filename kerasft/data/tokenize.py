@@ -8,6 +8,7 @@ any of them tokenizes afresh.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from kerasft import progress
+from kerasft.data.cache import forget
 from kerasft.data.labels import IGNORE_INDEX
 from kerasft.data.splits import Split
 from kerasft.errors import ModelError
@@ -122,18 +124,24 @@ def _tokenized_table(tokenizer, columns, names, max_length, token_targets, cache
         cache_file = str(
             Path(cache_dir) / f"tokens-{_cache_key(tokenizer, columns, max_length)}.arrow"
         )
-    cached = cache_file is not None and Path(cache_file).is_file()
-    desc = f"tokenizing {Path(split.source).name}" + (" (from the cache)" if cached else "")
+    # datasets writes the cache file under a name of its own and renames it when complete.
+    run = functools.partial(
+        table.map,
+        tokenize,
+        batched=True,
+        batch_size=1000,
+        remove_columns=list(columns),
+        cache_file_name=cache_file,
+    )
+    desc = f"tokenizing {Path(split.source).name}"
+    if cache_file is not None and Path(cache_file).is_file():
+        try:
+            with progress.datasets_work(len(table), "examples", f"{desc} (from the cache)"):
+                return run(load_from_cache_file=True, desc=f"{desc} (from the cache)")
+        except Exception as exc:  # noqa: BLE001 - nothing is tokenized when the cache answers
+            forget(Path(cache_file), exc)
     with progress.datasets_work(len(table), "examples", desc):
-        return table.map(
-            tokenize,
-            batched=True,
-            batch_size=1000,
-            remove_columns=list(columns),
-            cache_file_name=cache_file,
-            load_from_cache_file=cache_file is not None,
-            desc=desc,
-        )
+        return run(load_from_cache_file=False, desc=desc)
 
 
 def _align(word_ids: list[int | None], tags: list[int]) -> list[int]:

@@ -23,6 +23,7 @@ of the training texts (EDA) play that part, the transfer set of DistilBERT and T
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import re
 from pathlib import Path
@@ -32,6 +33,7 @@ import numpy as np
 
 from kerasft._compat import keras, tf
 from kerasft.config import Config
+from kerasft.data.cache import read_or_forget, write_whole
 from kerasft.data.pipeline import eval_dataset, eval_order
 from kerasft.data.prepared import Data
 from kerasft.data.splits import Split
@@ -185,16 +187,19 @@ def teacher_logits(
             key.update(encoded.features[name].tobytes())
         key.update(encoded.lengths.tobytes())
         path = Path(cache_dir) / "teacher" / f"{key.hexdigest()[:24]}.npy"
-        if path.is_file():
+        cached = read_or_forget(path, np.load)
+        if cached is not None:
             print(f"teacher outputs: {len(encoded)} examples from the cache ({path})")
-            return np.load(path)
+            return cached
     out = _run_teacher(teacher.model, encoded, pad_id, spec)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(".partial.npy")
-        np.save(partial, out)
-        partial.replace(path)
+        write_whole(path, functools.partial(_save_array, array=out))
     return out
+
+
+def _save_array(path: Path, array: np.ndarray) -> None:
+    with path.open("wb") as handle:
+        np.save(handle, array)
 
 
 def _run_teacher(model: keras.Model, encoded: Encoded, pad_id: int, spec: TaskSpec) -> np.ndarray:

@@ -110,6 +110,20 @@ def remove_leftovers(parent: Path) -> list[Path]:
     return removed
 
 
+def check_outputs(cfg: Config) -> None:
+    """Checks that the run's, the cache's and the export's directories can be written, before
+    any work.
+
+    Raises:
+        OutputError: a file in the way, or a directory that cannot be written.
+    """
+    check_writable(cfg.training.output_dir, "training.output_dir", cfg.name)
+    if cfg.data.cache_dir:
+        check_writable(cfg.data.cache_dir, "data.cache_dir")
+    if cfg.export.enabled:
+        check_writable(cfg.export.dir, "export.dir", cfg.name)
+
+
 def check_writable(path: str | Path, key: str, name: str | None = None) -> None:
     """Checks, before any work, that the directory `key` names (and `<path>/<name>` in it)
     can be created and written.

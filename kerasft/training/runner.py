@@ -63,7 +63,7 @@ from kerasft.training.hardware import resolve_jit, resolve_precision, settle_pre
 from kerasft.training.optimizers import build_optimizer
 from kerasft.training.packing import PackedModel, packing_for
 from kerasft.training.rundir import (
-    check_writable,
+    check_outputs,
     ending_for,
     open_run_dir,
     remove_leftovers,
@@ -200,20 +200,6 @@ def prepare_data(cfg: Config, frames: dict | None) -> tuple:
         data = distill.distillation_data(cfg, spec, data, teacher, tokenizer)
     settle_precision(cfg.training.precision, data.rows_per_epoch, data.pairs is not None)
     return cfg, spec, data, teacher, tokenizer, directory
-
-
-def check_outputs(cfg: Config) -> None:
-    """Checks that the run's, the cache's and the export's directories can be written, before
-    any work.
-
-    Raises:
-        OutputError: a file in the way, or a directory that cannot be written.
-    """
-    check_writable(cfg.training.output_dir, "training.output_dir", cfg.name)
-    if cfg.data.cache_dir:
-        check_writable(cfg.data.cache_dir, "data.cache_dir")
-    if cfg.export.enabled:
-        check_writable(cfg.export.dir, "export.dir", cfg.name)
 
 
 def compile_model(

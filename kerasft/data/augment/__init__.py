@@ -20,6 +20,7 @@ import numpy as np
 
 from kerasft.config import AugmentConfig, Config
 from kerasft.data.augment.eda import OPERATIONS, Eda
+from kerasft.data.cache import read_or_forget, write_whole
 from kerasft.data.splits import Split, Splits
 from kerasft.tasks import TaskSpec
 
@@ -49,20 +50,16 @@ def augment_training(cfg: Config, spec: TaskSpec, splits: Splits) -> tuple[Split
     train = splits.train
     seed = cfg.training.seed if augment.seed is None else augment.seed
     cache = _cache_file(cfg, train, seed)
-    if not augment.operations():  # templates only
-        jobs = []
-    elif cache is not None and cache.is_file():
-        jobs = [Job(**json.loads(line)) for line in cache.read_text(encoding="utf-8").splitlines()]
-        print(f"augmented rows read from the cache {cache}")
-    else:
-        jobs = make_copies(augment, spec, splits, seed, _masked_lm_directory(cfg))
-        if cache is not None:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            partial = cache.with_suffix(".partial")
-            partial.write_text(
-                "".join(json.dumps(dataclasses.asdict(j)) + "\n" for j in jobs), encoding="utf-8"
-            )
-            partial.replace(cache)
+    jobs: list[Job] | None = []  # templates only
+    if augment.operations():
+        jobs = read_or_forget(cache, _read_jobs)
+        if jobs is not None:
+            print(f"augmented rows read from the cache {cache}")
+        else:
+            jobs = make_copies(augment, spec, splits, seed, _masked_lm_directory(cfg))
+            if cache is not None:
+                lines = "".join(json.dumps(dataclasses.asdict(j)) + "\n" for j in jobs)
+                write_whole(cache, lambda tmp: tmp.write_text(lines, encoding="utf-8"))
     counts = Counter(j.operation for j in jobs)
     print(
         f"augmentation: +{len(jobs)} training rows from {len(train)} "
@@ -269,6 +266,10 @@ def _masked_lm_directory(cfg: Config) -> Path | None:
     from kerasft.models import resolve_backbone
 
     return resolve_backbone(augment.contextual_model or cfg.model.backbone)
+
+
+def _read_jobs(path: Path) -> list[Job]:
+    return [Job(**json.loads(line)) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
 def _cache_file(cfg: Config, train: Split, seed: int) -> Path | None:
