@@ -209,6 +209,9 @@ def test_report_command_refuses_options_it_cannot_honour(tmp_path, capsys):
         ("metrics.json", "not json", "metrics.json: cannot read it (Expecting value"),
         ("labels.json", "[1, 2", "labels.json: cannot read it"),
         ("config.yaml", "a: [b", "config.yaml: cannot read it"),
+        # Readable, but not what a run writes: a KeyError, an AttributeError traceback.
+        ("config.yaml", "task: classificatio\n", "config.yaml does not hold what a run writes"),
+        ("config.yaml", "training: 3\n", "config.yaml does not hold what a run writes"),
         ("predictions/test.npz", "PK", "test.npz: cannot read it"),
         ("history.jsonl", '{"epoch": 0}\nhalf\n{"epoch": 1}\n', "history.jsonl:2: not a epoch"),
     ],

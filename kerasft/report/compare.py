@@ -8,12 +8,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from kerasft.errors import DataError
 from kerasft.report import page, plots
 from kerasft.report.history import read_history
-from kerasft.report.run import monitor_of, read_run_file
+from kerasft.report.run import monitor_of, read_config_and_metrics, read_run_file
 
 IGNORED_KEYS = ("training.output_dir", "tuning")  # differ between runs without changing them
 
@@ -150,16 +148,9 @@ def _report_link(runs: list[str], output: Path) -> Any:
 
 
 def _read(run_dir: Path) -> dict[str, Any]:
-    metrics = run_dir / "metrics.json"
-    if not metrics.is_file():
-        raise DataError(f"{run_dir}: no metrics.json, so not a finished run directory.")
-    config = run_dir / "config.yaml"
-    return {
-        "dir": run_dir,
-        "config": read_run_file(config, yaml.safe_load) if config.is_file() else {},
-        "metrics": read_run_file(metrics, json.loads),
-        "history": read_history(run_dir / "history.jsonl"),
-    }
+    config, metrics = read_config_and_metrics(run_dir)
+    history = read_history(run_dir / "history.jsonl")
+    return {"dir": run_dir, "config": config, "metrics": metrics, "history": history}
 
 
 def _labels(run_dirs: list[Path]) -> list[str]:

@@ -62,14 +62,7 @@ def write_report(run_dir: str | Path, errors: int = 20) -> Path:
 
 
 def _read_run(run_dir: Path) -> dict[str, Any]:
-    metrics_path = run_dir / "metrics.json"
-    if not metrics_path.is_file():
-        raise DataError(
-            f"{run_dir}: no metrics.json, so not a finished run directory. Pass a "
-            "runs/<name>/<timestamp> folder of a run that completed."
-        )
-    config_path = run_dir / "config.yaml"
-    config = read_run_file(config_path, yaml.safe_load) if config_path.is_file() else {}
+    config, metrics = read_config_and_metrics(run_dir)
     labels_path = run_dir / "labels.json"
     labels = read_run_file(labels_path, json.loads) if labels_path.is_file() else []
     if isinstance(labels, dict):
@@ -79,21 +72,45 @@ def _read_run(run_dir: Path) -> dict[str, Any]:
         path = run_dir / "predictions" / f"{split}.npz"
         if path.is_file():
             predictions[split] = read_run_file(path, Predictions.load, text=False)
-    metrics = read_run_file(metrics_path, json.loads)
-    if not isinstance(metrics, dict) or not isinstance(config or {}, dict):
-        raise DataError(
-            f"{run_dir}: metrics.json or config.yaml does not hold what a run writes; the run "
-            "directory is damaged. Train again, or restore them from a copy."
-        )
     return {
         "dir": run_dir,
-        "config": config or {},
+        "config": config,
         "metrics": metrics,
         "history": read_history(run_dir / "history.jsonl"),
         "steps": read_steps(run_dir / "steps.jsonl"),
         "labels": list(labels),
         "predictions": predictions,
     }
+
+
+def read_config_and_metrics(run_dir: Path) -> tuple[dict, dict]:
+    """A finished run's `config.yaml` (empty when absent) and `metrics.json`, checked to hold
+    what the report reads.
+
+    Raises:
+        DataError: no metrics.json (not a finished run), or a file unreadable or damaged.
+    """
+    metrics_path = run_dir / "metrics.json"
+    if not metrics_path.is_file():
+        raise DataError(
+            f"{run_dir}: no metrics.json, so not a finished run directory. Pass a "
+            "runs/<name>/<timestamp> folder of a run that completed."
+        )
+    config_path = run_dir / "config.yaml"
+    config = read_run_file(config_path, yaml.safe_load) if config_path.is_file() else {}
+    config = config or {}
+    metrics = read_run_file(metrics_path, json.loads)
+    if not (
+        isinstance(metrics, dict)
+        and isinstance(config, dict)
+        and config.get("task", "classification") in TASKS
+        and isinstance(config.get("training") or {}, dict)
+    ):
+        raise DataError(
+            f"{run_dir}: metrics.json or config.yaml does not hold what a run writes; the run "
+            "directory is damaged. Train again, or restore them from a copy."
+        )
+    return config, metrics
 
 
 def read_run_file(path: Path, read: Any, text: bool = True) -> Any:
