@@ -79,6 +79,22 @@ def pytorch_state_dict(tf_model) -> dict[str, np.ndarray]:
     return state
 
 
+@pytest.fixture(scope="session", autouse=True)
+def children_keep_temporary_files_under_basetemp(tmp_path_factory):
+    """Processes the tests start write their temporary files under pytest's own temporary
+    directory, which pytest prunes, not the machine's /tmp: TensorFlow's autograph writes a
+    source file per traced function and removes them at exit, which a process the tests kill
+    (SIGKILL, to resume a run) never reaches. About 150 files were left in /tmp per suite.
+    This process's own `tempfile` directory was fixed when pytest made its basetemp."""
+    before = os.environ.get("TMPDIR")
+    os.environ["TMPDIR"] = str(tmp_path_factory.mktemp("children-tmp"))
+    yield
+    if before is None:
+        os.environ.pop("TMPDIR", None)
+    else:
+        os.environ["TMPDIR"] = before
+
+
 @pytest.fixture(scope="session")
 def tiny_bert_dir(tmp_path_factory) -> Path:
     """A tiny random BERT saved the way Hugging Face PyTorch checkpoints are: PyTorch-format safetensors."""
