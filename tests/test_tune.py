@@ -87,6 +87,22 @@ def test_bad_search_spaces_fail_before_any_trial(tune_config, tmp_path, space, m
     assert not (tmp_path / "search" / "trials").exists()
 
 
+@pytest.mark.parametrize("engine", ["keras_tuner", "optuna"])
+def test_a_space_value_a_run_refuses_names_the_trial_and_its_values(
+    tune_config, tmp_path, capsys, engine
+):
+    """The schema allows `freeze_layers: 5`, the 2-layer backbone does not: the line said
+    `training.freeze_layers: 5` where the config file says no such thing."""
+    tune_config["tuning"]["engine"] = engine
+    if engine == "optuna":
+        del tune_config["tuning"]["oracle"]
+    tune_config["tuning"]["space"] = {"training.freeze_layers": {"type": "choice", "values": [5]}}
+    path = write_yaml(tmp_path / "tune.yaml", tune_config)
+    assert main(["--config", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: trial 0 (training.freeze_layers=5): `training.freeze_layers:")
+
+
 def test_objective_never_reported_is_rejected(tune_config, tmp_path, capsys):
     tune_config["tuning"]["objective"] = "val_pearson"
     path = write_yaml(tmp_path / "tune.yaml", tune_config)

@@ -183,7 +183,9 @@ class KerasftTuner(kt.engine.base_tuner.BaseTuner):
         objective, _ = objective_of(self.cfg)
         beating = _Heartbeat(self.oracle, trial.trial_id, self.cfg.tuning.heartbeat_seconds)
         try:
-            result = train_trial(self.cfg, cfg, self.verbose)
+            result = train_trial(
+                self.cfg, cfg, self.verbose, label=f"trial {trial.trial_id} ({shown})"
+            )
         except Interrupted:  # Ctrl-C: keras-tuner retries any Exception, not this
             raise KeyboardInterrupt from None
         except KerasftError as exc:  # a user error: stop the search, don't mark the trial failed

@@ -427,7 +427,7 @@ def _objective(trial, cfg: Config, raw: dict, source: str, root: Path, verbose, 
     beat = _Heartbeat(trial.study, trial._trial_id, cfg.tuning.heartbeat_seconds)
     start = time.perf_counter()
     try:
-        result = train_trial(cfg, trial_cfg, verbose, observers)
+        result = train_trial(cfg, trial_cfg, verbose, observers, f"trial {trial.number} ({shown})")
     except Pruned as exc:
         for leftover in ("backup", "checkpoints"):  # nothing of a pruned trial is worth keeping
             for path in out.glob(f"*/*/{leftover}"):

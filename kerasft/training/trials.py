@@ -25,7 +25,7 @@ import yaml
 from kerasft import config as config_lib
 from kerasft._compat import keras, tf
 from kerasft.config import Config, SearchDimension
-from kerasft.errors import ConfigError
+from kerasft.errors import ConfigError, Interrupted, KerasftError
 from kerasft.tasks import monitor_mode
 
 # The pruner's steps are thousandths of an epoch: epoch ends line up across batch sizes.
@@ -118,9 +118,26 @@ def train_trial(
     trial_cfg: Config,
     verbose: int | None,
     observers: Callable | None = None,
+    label: str = "",
 ) -> dict[str, Any]:
     """Trains a trial's config `executions_per_trial` times (seeds seed, seed+1, ...) and returns
-    its objective (their mean), second objective, run directories and seconds."""
+    its objective (their mean), second objective, run directories and seconds.
+
+    Raises:
+        KerasftError: a run's, its message led by `label` (the trial and its values): the value
+            at fault may be one of the search space's, not the config file's.
+    """
+    try:
+        return _train_trial(cfg, trial_cfg, verbose, observers)
+    except Interrupted:
+        raise
+    except KerasftError as exc:
+        raise type(exc)(f"{label}: {exc}" if label else str(exc)) from None
+
+
+def _train_trial(
+    cfg: Config, trial_cfg: Config, verbose: int | None, observers: Callable | None
+) -> dict[str, Any]:
     from kerasft.training.runner import run
 
     objective, _ = objective_of(cfg)
