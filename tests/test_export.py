@@ -89,6 +89,9 @@ def test_raw_text_signature_equals_model_on_hugging_face_ids(tiny_bert_dir, tmp_
         model({k: tf.constant(v) for k, v in ids.items()}, training=False)
     ).numpy()
     np.testing.assert_allclose(got, expected, atol=1e-6)
+    # No texts (a client with nothing to send): empty outputs, not an error inside attention.
+    empty = serve(text=tf.constant([], tf.string))
+    assert empty["probabilities"].shape == (0, 2) and empty["label"].shape == (0,)
 
 
 @pytest.mark.slow

@@ -163,6 +163,8 @@ def test_export_takes_strings_and_generates_what_the_model_generates(trained):
     served = loaded.signatures["serving_default"](text=tf.constant([r["source"] for r in records]))
     texts = [t.decode() for t in served["text"].numpy()]
     assert texts == [r["generated"] for r in records]  # parity: every one of them
+    empty = loaded.signatures["serving_default"](text=tf.constant([], tf.string))
+    assert empty["text"].shape == (0,)
     ids = tf.constant([[5, 6, 7, 1], [5, 6, 1, 0]], tf.int32)
     out = loaded.signatures["predict_ids"](
         input_ids=ids, attention_mask=tf.cast(ids != 0, tf.int32)

@@ -163,6 +163,8 @@ def test_token_classification(tiny_config, tmp_path):
     out = serve(result.export_dir)
     assert out["probabilities"].shape == (2, 5, 3)
     assert {t.decode() for t in out["tag"].numpy().ravel()} <= {"B-X", "I-X", "O"}
+    signature = tf.saved_model.load(str(result.export_dir)).signatures["serving_default"]
+    assert signature(text=tf.constant([], tf.string))["probabilities"].shape[0] == 0
 
     # kerasft.predict tags words from the export's contract (task, tags, max length 16).
     from kerasft.predict import predict_file

@@ -56,6 +56,16 @@ class Seq2SeqServingModule(tf.Module):
 
     def predict_ids(self, input_ids: tf.Tensor, attention_mask: tf.Tensor) -> dict[str, tf.Tensor]:
         ids, mask = tf.cast(input_ids, tf.int32), tf.cast(attention_mask, tf.int32)
+        # No rows (a client with nothing to send): no texts, where generation failed inside
+        # the decoder's attention.
+        generated = tf.cond(
+            tf.shape(ids)[0] > 0,
+            lambda: self._generated(ids, mask),
+            lambda: tf.zeros([0, 0], tf.int32),
+        )
+        return {"ids": self._cut(generated)}
+
+    def _generated(self, ids: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
         if self.beams == 1:
             generated = self._generate(ids, mask)
         else:  # transformers' TF beam search needs a batch size known when traced: one row at a time
@@ -64,7 +74,7 @@ class Seq2SeqServingModule(tf.Module):
                 (ids, mask),
                 fn_output_signature=tf.TensorSpec([self.width], tf.int32),
             )
-        return {"ids": self._cut(generated[:, 1:])}
+        return generated[:, 1:]
 
     def _one_row(self, row: tuple[tf.Tensor, tf.Tensor]) -> tf.Tensor:
         out = self._generate(row[0][None, :], row[1][None, :])[0][: self.width]

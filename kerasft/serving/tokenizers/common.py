@@ -41,10 +41,16 @@ def truncate_pair(
 def model_inputs(
     ids: tf.RaggedTensor, types: tf.RaggedTensor, pad_id: int, input_names: tuple[str, ...]
 ) -> dict[str, tf.Tensor]:
-    """Padded `[batch, length]` tensors of the inputs the model takes, from ragged ids and type ids."""
+    """Padded `[batch, length]` tensors of the inputs the model takes, from ragged ids and type ids.
+
+    At least 2 wide, as every tokenized text is (its special tokens): an empty batch is then
+    `[0, 2]`, which the model answers with empty outputs, where `[0, 0]` failed inside
+    attention (a client sending no instances got an error, not an empty answer).
+    """
+    shape = [ids.nrows(), tf.maximum(ids.bounding_shape(axis=1), 2)]
     out = {
-        "input_ids": ids.to_tensor(default_value=pad_id),
-        "attention_mask": tf.ones_like(ids).to_tensor(default_value=0),
-        "token_type_ids": types.to_tensor(default_value=0),
+        "input_ids": ids.to_tensor(default_value=pad_id, shape=shape),
+        "attention_mask": tf.ones_like(ids).to_tensor(default_value=0, shape=shape),
+        "token_type_ids": types.to_tensor(default_value=0, shape=shape),
     }
     return {name: out[name] for name in input_names}
