@@ -111,6 +111,8 @@ def test_pair_model_takes_text_and_text_pair(tiny_bert_dir, tmp_path):
     serve = tf.saved_model.load(str(export)).signatures["serving_default"]
     a, b = ["good movie", "the plot was fun fun fun fun fun fun"], ["bad film", "boring"]
     got = serve(text=tf.constant(a), text_pair=tf.constant(b))["probabilities"].numpy()
+    with pytest.raises(tf.errors.InvalidArgumentError, match="must hold as many strings"):
+        serve(text=tf.constant(a), text_pair=tf.constant(b[:1]))
     ids = tokenizer(a, b, truncation=True, max_length=12, padding=True, return_tensors="np")
     expected = tf.nn.softmax(
         model({k: tf.constant(v) for k, v in ids.items()}, training=False)

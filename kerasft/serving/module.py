@@ -74,6 +74,12 @@ class ServingModule(tf.Module):
 
         def predict_text(text: tf.Tensor, text_pair: tf.Tensor | None = None) -> dict:
             # Calls the ids signature: the model is traced (and stored) once.
+            if text_pair is not None:  # else the tokenizer fails with a shape error of its own
+                tf.debugging.assert_equal(
+                    tf.size(text),
+                    tf.size(text_pair),
+                    message="kerasft: `text` and `text_pair` must hold as many strings",
+                )
             features = self.tokenizer(text, text_pair)
             return ids_fn(**{k: tf.cast(v, tf.int32) for k, v in features.items()})
 
