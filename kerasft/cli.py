@@ -52,6 +52,7 @@ def cli_main(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | N
 
     @functools.wraps(main)
     def wrapped(argv: list[str] | None = None) -> int:
+        _lines_as_they_come()
         terminated: list[int] = []
         with _sigterm_as_ctrl_c(terminated):
             try:
@@ -76,6 +77,14 @@ def cli_main(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | N
                 return 2
 
     return wrapped
+
+
+def _lines_as_they_come() -> None:
+    """Output written to a file or a pipe (a job's log, `kubectl logs`, `| tee`) appears line by
+    line, as on a terminal, not in blocks of 8 KB when Python's buffer fills."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(AttributeError, ValueError):  # a stream replaced by a test
+            stream.reconfigure(line_buffering=True)
 
 
 def _stopped(exc: BaseException, terminated: bool) -> str:

@@ -228,6 +228,7 @@ def test_two_worker_processes_train_and_only_the_chief_exports(tiny_config, tmp_
     for i, log in enumerate(logs):
         assert f"MultiWorkerMirroredStrategy over 2 workers, 2 replicas; this is worker {i}" in log
         assert "a worker silent for 60 s stops the cluster" in log  # not TensorFlow's 10 s
+        assert "multi-worker: waiting for the 2 tasks of TF_CONFIG to start" in log
         assert "global batch 8 = 4 per replica" in log
     # The other worker ran every step of both epochs, in step with the chief.
     per_epoch = int(re.search(r"(\d+) steps/epoch", logs[1]).group(1))
@@ -295,9 +296,46 @@ def test_distribution_settings_that_cannot_run_here_are_config_errors(monkeypatc
         resolve_strategy("tpu")
 
 
+def test_ctrl_c_ends_the_wait_for_a_worker_that_never_starts(tiny_config, tmp_path):
+    """TensorFlow holds the interpreter while the cluster forms: Ctrl-C did nothing, and the
+    worker waited silently (nothing printed) for a peer that was never started."""
+    import signal
+    import time
+
+    from tests.conftest import _ctrl_c_works
+
+    config = write_yaml(tmp_path / "c.yaml", tiny_config)
+    workers = [f"127.0.0.1:{p}" for p in _free_ports(2)]
+    spec = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": 0}}
+    log = tmp_path / "worker0.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "kerasft.train", "--config", str(config)],
+            cwd=REPO,
+            env={**os.environ, "TF_CONFIG": json.dumps(spec)},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_ctrl_c_works,
+        )
+    try:
+        deadline = time.time() + 120
+        while "waiting for the 2 tasks of TF_CONFIG" not in log.read_text():
+            assert proc.poll() is None and time.time() < deadline, log.read_text()[-3000:]
+            time.sleep(0.2)
+        time.sleep(2)  # inside TensorFlow's wait
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == -signal.SIGINT
+    finally:
+        proc.kill()
+    assert not (tmp_path / "runs").exists()
+
+
 @pytest.mark.slow
-def test_a_killed_cluster_restarts_and_resumes_from_its_backup(tiny_config, tmp_path):
-    """Both workers SIGKILLed mid-epoch; restarted (on new ports), they resume together."""
+@pytest.mark.parametrize("stop", ["SIGKILL", "SIGTERM"])
+def test_a_killed_cluster_restarts_and_resumes_from_its_backup(tiny_config, tmp_path, stop):
+    """Both workers SIGKILLed (or SIGTERMed, as a scheduler preempting the job) mid-epoch;
+    restarted (on new ports), they resume together. TensorFlow's coordination agent took
+    SIGTERM for a preemption notice of its own, and the workers trained on."""
     import signal
     import time
 
@@ -311,8 +349,11 @@ def test_a_killed_cluster_restarts_and_resumes_from_its_backup(tiny_config, tmp_
         assert all(p.poll() is None for p in procs), chief_log.read_text()[-3000:]
         time.sleep(0.2)
     for p in procs:
-        p.send_signal(signal.SIGKILL)
-        p.wait(timeout=60)
+        p.send_signal(getattr(signal, stop))
+    codes = [p.wait(timeout=120) for p in procs]
+    if stop == "SIGTERM":
+        assert codes == [143, 143], chief_log.read_text()[-3000:]
+        assert "terminated (SIGTERM): training stopped at epoch 2" in chief_log.read_text()
     (run_dir,) = list((tmp_path / "runs" / "tiny").iterdir())
     assert not (run_dir / "metrics.json").exists() and (run_dir / "backup").is_dir()
 

@@ -14,9 +14,12 @@ call `resolve_strategy` before any other TensorFlow work in the process.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
+import signal
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -132,24 +135,52 @@ def _multi_worker(cluster: Cluster | None) -> tuple[tf.distribute.Strategy, str]
             "`training.distribution: multi_worker` needs TF_CONFIG naming the cluster and this task, e.g. "
             '{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}}.'
         )
+    role = f"{cluster.kind} {cluster.index}" + (
+        " (chief: writes the run and export)" if cluster.is_chief else ""
+    )
     if _MULTI_WORKER is None:
+        print(
+            f"multi-worker: waiting for the {cluster.tasks} tasks of TF_CONFIG to start "
+            f"(this is {role}); Ctrl-C stops the wait",
+            flush=True,
+        )
         try:
-            _configure_coordination()
-            _MULTI_WORKER = tf.distribute.MultiWorkerMirroredStrategy()
+            with _signals_while_the_cluster_forms():
+                _configure_coordination()
+                _MULTI_WORKER = tf.distribute.MultiWorkerMirroredStrategy()
         except (RuntimeError, ValueError) as exc:
             raise ConfigError(
                 f"MultiWorkerMirroredStrategy could not start ({exc}); it must be created before TensorFlow "
                 "runs anything else, so start each worker as its own `python -m kerasft.train` process."
             ) from None
-    role = f"{cluster.kind} {cluster.index}" + (
-        " (chief: writes the run and export)" if cluster.is_chief else ""
-    )
     return (
         _MULTI_WORKER,
         f"MultiWorkerMirroredStrategy over {cluster.tasks} workers, "
         f"{_MULTI_WORKER.num_replicas_in_sync} replicas; this is {role}; a worker silent for "
         f"{_heartbeat_timeout_seconds():g} s stops the cluster",
     )
+
+
+@contextlib.contextmanager
+def _signals_while_the_cluster_forms():
+    """While TensorFlow forms the cluster it holds the interpreter until every task has
+    joined, so Python's Ctrl-C handler would wait for a task that may never start: Ctrl-C
+    ends the process at once instead (nothing is written yet). After, SIGINT's and SIGTERM's
+    Python handlers are put back in place: TensorFlow's coordination agent installs a SIGTERM
+    handler of its own (a preemption notice that does not stop the process), which took
+    SIGTERM from `cli_main` for the whole run."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    if handlers[signal.SIGINT] is not signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        for signum, handler in handlers.items():
+            if handler is not None:  # None: not set from Python, nothing to put back
+                signal.signal(signum, handler)
 
 
 def _configure_coordination() -> None:
