@@ -148,6 +148,30 @@ def test_held_out_splits_leave_every_label_in_training(tmp_path):
         load_splits(cfg(small, validation_split=0.25, test_split=0.25), seed=0)
 
 
+def test_held_out_texts_that_training_has_too_are_counted_and_said(tmp_path, capsys):
+    """Nothing said that a validation or test file was the training file (scores of examples
+    trained on), or that duplicated rows put training texts into the carved splits."""
+    from kerasft.data.splits import also_in_training
+
+    rows = "".join(f"text {i},{i % 2}\n" for i in range(40))
+    train = write(tmp_path, "text,label\n" + rows)
+    held = write(tmp_path, "text,label\n  TEXT 1 ,1\nnew one,0\ntext 2,0\nother,1\n", "h.csv")
+    splits = load_splits(cfg(train, validation=str(held), test=str(train)), seed=0)
+    out = capsys.readouterr().out
+    assert "validation: 2 of 4 examples (50.0%) have a text that is also in training" in out
+    assert "warning: test: 40 of 40 examples (100.0%)" in out
+    assert "Is `data.test` the training file, or a copy of it?" in out
+    assert also_in_training(splits.validation, splits.train) == 2  # case and outer spaces aside
+
+    twice = write(tmp_path, "text,label\n" + rows + rows, "twice.csv")
+    load_splits(cfg(twice, validation_split=0.2, test_split=0.2), seed=0)
+    out = capsys.readouterr().out
+    assert "The training data repeats its texts" in out and "`data.validation`" not in out
+
+    load_splits(cfg(train, validation_split=0.2, test_split=0.2), seed=0)
+    assert "also in training" not in capsys.readouterr().out
+
+
 def test_several_training_files_are_one_training_set_and_errors_name_the_file(tmp_path):
     first = write(
         tmp_path, "text\tlabel\n" + "".join(f"a{i}\t{i % 2}\n" for i in range(60)), "a.tsv"

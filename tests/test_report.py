@@ -86,6 +86,10 @@ def test_run_writes_a_report_whose_images_exist(trained):
         "Slices (test)",
     ):
         assert heading in text
+    data = json.loads((trained.run_dir / "metrics.json").read_text())["data"]
+    shared = data["validation"]["also_in_training"], data["test"]["also_in_training"]
+    assert all(shared)  # the tiny data repeats its sentences
+    assert f"{shared[0]:,} validation and {shared[1]:,} test examples have a text" in text
 
 
 @pytest.mark.slow

@@ -76,6 +76,8 @@ def load_splits(
             f"{name}: {len(table)} examples ({describe(splits[name].targets, vocab, task)})",
             flush=True,
         )
+    for name in ("validation", "test"):
+        say_overlap(name, splits[name], splits["train"])
     if len(splits["validation"]) == 0:
         raise DataError(
             "No validation data: give `data.validation` or a `data.validation_split` above 0 "
@@ -90,6 +92,41 @@ def load_splits(
             "class weights: " + ", ".join(f"{vocab.names[i]} {w:.3f}" for i, w in weights.items())
         )
     return Splits(splits["train"], splits["validation"], splits["test"], vocab, weights)
+
+
+def also_in_training(split: Split, train: Split) -> int:
+    """How many of `split`'s examples have a text (and pair) that a training example has too,
+    compared as written, case and outer spaces aside."""
+    seen = set(_keys(train))
+    return sum(key in seen for key in _keys(split))
+
+
+def _keys(split: Split) -> list[tuple]:
+    texts = [t if isinstance(t, str) else " ".join(t) for t in split.texts]
+    pairs = split.pairs or [""] * len(texts)
+    return [(t.strip().lower(), p.strip().lower()) for t, p in zip(texts, pairs, strict=True)]
+
+
+def say_overlap(name: str, split: Split, train: Split) -> None:
+    """Prints how many of `split`'s examples are also training examples, when any are: their
+    scores are not held out (duplicated tweets, a file given twice)."""
+    shared = also_in_training(split, train)
+    if not shared:
+        return
+    share = shared / len(split)
+    line = (
+        f"{name}: {shared:,} of {len(split):,} examples ({share:.1%}) have a text that is also in "
+        "training (the same words); their scores are not held out"
+    )
+    if share >= 0.5:
+        carved = split.source == f"{train.source} ({name} split)"  # data.{name}_split
+        advice = (
+            "The training data repeats its texts: remove the repeats to hold this split out."
+            if carved
+            else f"Is `data.{name}` the training file, or a copy of it?"
+        )
+        line = f"warning: {line}. {advice}"
+    print(line)
 
 
 def _read_tables(

@@ -242,15 +242,30 @@ def _generated(run_dir: Path, metrics: dict, n: int) -> str:
 
 
 def _data_section(data: dict, plot_dir: Path) -> str:
+    shared = [
+        f"{n:,} {split}"
+        for split in ("validation", "test")
+        if (n := data.get(split, {}).get("also_in_training"))
+    ]
+    note = (
+        f"<p>{' and '.join(shared)} examples have a text that training has too: their scores "
+        "are not held out.</p>"
+        if shared
+        else ""
+    )
     first = next(iter(data.values()), {})
     if "counts" not in first and "histogram" not in first:  # seq2seq: target lengths only
-        return ""
+        return f"<h2>Data</h2>{note}" if note else ""
     if not plots.distributions(data, plot_dir / "distribution.png"):
         return ""
-    return "<h2>Data</h2>" + page.figure(
-        "plots/distribution.png",
-        "Share of each class (or target histogram) per split, examples in brackets.",
-        "class distribution per split",
+    return (
+        "<h2>Data</h2>"
+        + note
+        + page.figure(
+            "plots/distribution.png",
+            "Share of each class (or target histogram) per split, examples in brackets.",
+            "class distribution per split",
+        )
     )
 
 
