@@ -38,6 +38,8 @@ class Splits:
     test: Split
     vocab: LabelVocab
     class_weights: dict[int, float] | None = None
+    # Validation and test examples whose text training has too, by split (`say_overlap`).
+    also_in_training: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 def load_splits(
@@ -76,8 +78,7 @@ def load_splits(
             f"{name}: {len(table)} examples ({describe(splits[name].targets, vocab, task)})",
             flush=True,
         )
-    for name in ("validation", "test"):
-        say_overlap(name, splits[name], splits["train"])
+    shared = {name: say_overlap(name, splits[name], splits["train"]) for name in SPLITS[1:]}
     if len(splits["validation"]) == 0:
         raise DataError(
             "No validation data: give `data.validation` or a `data.validation_split` above 0 "
@@ -91,7 +92,7 @@ def load_splits(
         print(
             "class weights: " + ", ".join(f"{vocab.names[i]} {w:.3f}" for i, w in weights.items())
         )
-    return Splits(splits["train"], splits["validation"], splits["test"], vocab, weights)
+    return Splits(splits["train"], splits["validation"], splits["test"], vocab, weights, shared)
 
 
 def also_in_training(split: Split, train: Split) -> int:
@@ -107,12 +108,12 @@ def _keys(split: Split) -> list[tuple]:
     return [(t.strip().lower(), p.strip().lower()) for t, p in zip(texts, pairs, strict=True)]
 
 
-def say_overlap(name: str, split: Split, train: Split) -> None:
-    """Prints how many of `split`'s examples are also training examples, when any are: their
+def say_overlap(name: str, split: Split, train: Split) -> int:
+    """How many of `split`'s examples are also training examples, printed when any are: their
     scores are not held out (duplicated tweets, a file given twice)."""
     shared = also_in_training(split, train)
     if not shared:
-        return
+        return 0
     share = shared / len(split)
     line = (
         f"{name}: {shared:,} of {len(split):,} examples ({share:.1%}) have a text that is also in "
@@ -127,6 +128,7 @@ def say_overlap(name: str, split: Split, train: Split) -> None:
         )
         line = f"warning: {line}. {advice}"
     print(line)
+    return shared
 
 
 def _read_tables(

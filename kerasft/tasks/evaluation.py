@@ -199,7 +199,6 @@ def _flat(rows: list[np.ndarray]) -> np.ndarray:
 def distributions(splits: Any, spec: TaskSpec) -> dict[str, dict]:
     """Per split: examples (words, for tags) per class, or a 20-bin histogram of regression
     targets; for validation and test, how many have a text that training has too."""
-    from kerasft.data.splits import also_in_training
 
     names = splits.vocab.names
     out = {}
@@ -219,6 +218,6 @@ def distributions(splits: Any, spec: TaskSpec) -> dict[str, dict]:
                 class_counts(targets, len(names), spec) if len(targets) else np.zeros(len(names))
             )
             out[split] = {"counts": {n: int(c) for n, c in zip(names, counts, strict=True)}}
-        if split != "train":
-            out[split]["also_in_training"] = also_in_training(getattr(splits, split), splits.train)
+        if split in splits.also_in_training:
+            out[split]["also_in_training"] = splits.also_in_training[split]
     return out
