@@ -56,13 +56,17 @@ def name_too_long(exc: BaseException) -> bool:
 def too_long_advice(exc: BaseException) -> str:
     """The one line for `name_too_long(exc)`: the path, cut to its start, and what to do."""
     path = str(getattr(exc, "filename", None) or first_line(exc))
-    longest = max(path.split("/"), key=lambda part: len(part.encode()))
-    if len(path) > 120:
-        path = f"{path[:100]}... ({len(path)} characters)"
+    longest = max(len(part.encode()) for part in path.split("/"))
+    size = len(path.encode())
+    shown = f"{path[:100]}... ({len(path)} characters)" if len(path) > 120 else path
+    if longest <= 255:  # every name fits: the whole path is past the limit (4,096 on Linux)
+        return (
+            f"the path {shown} is longer than the file system allows ({size:,} bytes). Use a "
+            "shorter path."
+        )
     return (
-        f"a name in the path {path} is longer than the file system allows (this one has "
-        f"{len(longest.encode())} bytes; most file systems allow 255 a name). Use a shorter file "
-        "or folder name."
+        f"a name in the path {shown} is longer than the file system allows (this one has "
+        f"{longest} bytes; most file systems allow 255 a name). Use a shorter file or folder name."
     )
 
 
