@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from kerasft.cli import cli_main
+from kerasft.data.cache import own_partial
 from kerasft.data.rows import as_text, nested_kind, stream_rows
 from kerasft.errors import DataError
 from kerasft.serving.predictors import Predictor, open_predictor, tag_words
@@ -84,14 +85,11 @@ def predict_file(
 
 @contextlib.contextmanager
 def _partial_file(output_path: Path):
-    """`<output>.<random>.partial`, open for writing, renamed to `output_path` when the block
+    """`<output>.<pid>-<random>.partial`, open for writing, renamed to `output_path` when the block
     ends well and removed when it raises: never half a predictions file under the real name.
     Its own name per process, so two predictions into one output each write a whole file (the
     last to finish stays), not one file of both interleaved."""
-    import os
-    import secrets
-
-    tmp = output_path.with_name(f"{output_path.name}.{os.getpid()}-{secrets.token_hex(4)}.partial")
+    tmp = own_partial(output_path)
     try:
         with tmp.open("x", encoding="utf-8", newline="") as handle:
             yield handle

@@ -18,12 +18,17 @@ def write_whole(path: Path, write: Callable[[Path], None]) -> None:
     """Calls `write(tmp)` on a file of this process's own beside `path`, then renames it to
     `path`: a reader, or a second run writing the same entry, never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}-{secrets.token_hex(4)}.partial")
+    tmp = own_partial(path)
     try:
         write(tmp)
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def own_partial(path: Path) -> Path:
+    """`<path>.<pid>-<random>.partial`: a name beside `path` no other writer uses."""
+    return path.with_name(f"{path.name}.{os.getpid()}-{secrets.token_hex(4)}.partial")
 
 
 def read_or_forget(path: Path | None, read: Callable[[Path], T]) -> T | None:
