@@ -19,9 +19,11 @@ from collections.abc import Callable
 from kerasft.errors import (
     Interrupted,
     KerasftError,
+    clear_stop,
     disk_full,
     first_line,
     name_too_long,
+    request_stop,
     too_long_advice,
 )
 
@@ -64,6 +66,9 @@ def cli_main(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | N
                 print(f"error: {exc}", file=sys.stderr)
                 return 2
             except Exception as exc:
+                if terminated:  # the interrupt was lost (see stop_requested); this followed it
+                    print(_stopped(exc, True), file=sys.stderr)
+                    return 143
                 if name_too_long(exc):
                     print(f"error: {too_long_advice(exc)}", file=sys.stderr)
                     return 2
@@ -107,6 +112,7 @@ def _sigterm_as_ctrl_c(terminated: list[int]):
 
     def handler(signum, frame):
         terminated.append(signum)
+        request_stop(signum)
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, handler)
@@ -114,6 +120,7 @@ def _sigterm_as_ctrl_c(terminated: list[int]):
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        clear_stop()
 
 
 def run_parser(prog: str, description: str) -> argparse.ArgumentParser:

@@ -38,6 +38,25 @@ class Interrupted(KerasftError):
     """The user stopped the command (Ctrl-C); the message says where and what was kept."""
 
 
+_STOP: list[int] = []  # signals that asked the running command to stop (cli_main's handler)
+
+
+def request_stop(signum: int) -> None:
+    """Notes that a signal asked the command to stop, for `stop_requested`."""
+    _STOP.append(signum)
+
+
+def stop_requested() -> bool:
+    """Whether a signal asked the command to stop. Its KeyboardInterrupt can be lost: Python
+    runs a handler wherever the interpreter is, a garbage collector's finalizer included,
+    which prints and drops what it raises; training checks this after every step."""
+    return bool(_STOP)
+
+
+def clear_stop() -> None:
+    _STOP.clear()
+
+
 def disk_full(exc: BaseException) -> bool:
     """Whether `exc` says the disk (or quota) is full, as an OSError or in TensorFlow's words."""
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):

@@ -252,6 +252,7 @@ def test_multi_label_from_lists_and_delimited_strings(tmp_path, capsys):
     )
     assert splits.vocab.names == ("x", "y")
     assert splits.validation.targets.tolist() == [[1, 1], [0, 0], [0, 1]]
+    assert "Is `data.validation` the training file" in capsys.readouterr().out  # it is, here
     csv = write(tmp_path, "text,label\na,x|y\nb,\nc,y\n")
     frame = read(csv, task="multi_label", label_delimiter="|")
     assert frame["label"].tolist() == [["x", "y"], [], ["y"]]

@@ -215,6 +215,39 @@ def test_sigterm_takes_ctrl_cs_way_exits_143_and_restores_the_handler(tmp_path, 
     assert signal.getsignal(signal.SIGTERM) is before
 
 
+def test_a_sigterm_whose_interrupt_is_lost_still_stops_training(tiny_config, capsys):
+    """Python runs a signal handler wherever the interpreter is: a multi-worker run's SIGTERM
+    raised its KeyboardInterrupt inside a multiprocessing pool's finalizer, which printed and
+    dropped it, and the worker trained on until its peer's collective failed (exit 1)."""
+    import os
+    import signal
+    import threading
+
+    from kerasft._compat import keras
+    from kerasft.cli import cli_main
+    from kerasft.training.runner import run
+
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signal handlers are set in the main thread only")
+
+    class Swallowed(keras.callbacks.Callback):  # a finalizer that drops what it raises
+        def on_train_batch_begin(self, batch, logs=None):
+            if batch == 1:
+                try:
+                    os.kill(os.getpid(), signal.SIGTERM)
+                except KeyboardInterrupt:
+                    pass
+
+    @cli_main
+    def command(argv):
+        run(config_from_dict(tiny_config), verbose=0, observers=lambda *_: [Swallowed()])
+        return 0
+
+    assert command([]) == 143
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("terminated (SIGTERM): training stopped at epoch 1, step 2")
+
+
 def test_two_predictions_into_one_output_each_write_a_whole_file(tmp_path):
     """They shared one `.partial` file: both wrote into it at once, and the second rename
     failed with a FileNotFoundError traceback."""

@@ -17,7 +17,7 @@ from typing import Any
 
 from kerasft._compat import backup_now, keras, restored_position, skip_log_sync, tf
 from kerasft.config import Config
-from kerasft.errors import DataError, TrainingError, first_line
+from kerasft.errors import DataError, TrainingError, first_line, stop_requested
 from kerasft.peft.freezing import GradualUnfreezing
 from kerasft.report.history import read_history
 from kerasft.tasks import TaskSpec, collect, evaluate, monitor_mode
@@ -64,7 +64,8 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
     Keras' `TerminateOnNaN` stops quietly and lets the run go on to evaluate and export a
     broken model; a `TrainingError` instead ends the command with one line (and the new run's
     directory is removed). `position` is the last step begun, (epoch, step) from 1, for the
-    line a Ctrl-C prints.
+    line a Ctrl-C prints. It also stops, as Ctrl-C does, after a step that ends with a stop
+    requested by SIGTERM (`kerasft.errors.stop_requested`).
     """
 
     def __init__(self):
@@ -82,6 +83,8 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
         self.position = (self._epoch + 1, batch + 1)
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if stop_requested():  # a SIGTERM whose KeyboardInterrupt a finalizer swallowed
+            raise KeyboardInterrupt
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
             raise TrainingError(

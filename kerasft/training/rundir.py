@@ -30,6 +30,7 @@ from kerasft.errors import (
     OutputError,
     disk_full,
     name_too_long,
+    stop_requested,
     too_long_advice,
 )
 from kerasft.training.strategies import is_chief, is_multi_worker
@@ -169,7 +170,9 @@ def ending_for(
     A user's mistake, Ctrl-C and a full disk end in one line (`KerasftError`); anything else
     is a bug, left as it is (None).
     """
-    interrupted = isinstance(exc, KeyboardInterrupt)
+    # After a SIGTERM whose KeyboardInterrupt was lost, whatever ended training (a peer's
+    # collective failing as that worker stopped) ends it as the interrupt would have.
+    interrupted = isinstance(exc, KeyboardInterrupt) or stop_requested()
     full = not interrupted and disk_full(exc)
     too_long = not interrupted and name_too_long(exc)
     if not (interrupted or full or too_long or isinstance(exc, KerasftError)):
