@@ -20,11 +20,9 @@ from kerasft.errors import (
     Interrupted,
     KerasftError,
     clear_stop,
-    disk_full,
-    first_line,
-    name_too_long,
     request_stop,
-    too_long_advice,
+    stop_requested,
+    system_refusal,
 )
 
 USAGE = """usage: kerasft <command> [options]   (or python -m kerasft <command>)
@@ -55,30 +53,23 @@ def cli_main(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | N
     @functools.wraps(main)
     def wrapped(argv: list[str] | None = None) -> int:
         _lines_as_they_come()
-        terminated: list[int] = []
-        with _sigterm_as_ctrl_c(terminated):
+        with _sigterm_as_ctrl_c():
             try:
                 return main(argv)
             except (Interrupted, KeyboardInterrupt) as exc:
-                print(_stopped(exc, bool(terminated)), file=sys.stderr)
-                return 143 if terminated else 130
+                print(_stopped(exc, stop_requested()), file=sys.stderr)
+                return 143 if stop_requested() else 130
             except KerasftError as exc:
                 print(f"error: {exc}", file=sys.stderr)
                 return 2
             except Exception as exc:
-                if terminated:  # the interrupt was lost (see stop_requested); this followed it
+                if stop_requested():  # the interrupt was lost (see stop_requested); this followed
                     print(_stopped(exc, True), file=sys.stderr)
                     return 143
-                if name_too_long(exc):
-                    print(f"error: {too_long_advice(exc)}", file=sys.stderr)
-                    return 2
-                if not disk_full(exc):
+                refusal = system_refusal(exc)
+                if refusal is None:
                     raise
-                print(
-                    f"error: the disk is full ({first_line(exc)}). Free some space and run the "
-                    "command again; nothing half-written was kept.",
-                    file=sys.stderr,
-                )
+                print(f"error: {refusal}", file=sys.stderr)
                 return 2
 
     return wrapped
@@ -102,16 +93,15 @@ def _stopped(exc: BaseException, terminated: bool) -> str:
 
 
 @contextlib.contextmanager
-def _sigterm_as_ctrl_c(terminated: list[int]):
-    """While the block runs, SIGTERM raises KeyboardInterrupt (noted in `terminated`); the
-    previous handler comes back after. Only the main thread can set handlers: elsewhere
+def _sigterm_as_ctrl_c():
+    """While the block runs, SIGTERM raises KeyboardInterrupt (and `stop_requested()` says so);
+    the previous handler comes back after. Only the main thread can set handlers: elsewhere
     SIGTERM keeps its default."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def handler(signum, frame):
-        terminated.append(signum)
         request_stop(signum)
         raise KeyboardInterrupt
 

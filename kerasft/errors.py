@@ -38,7 +38,7 @@ class Interrupted(KerasftError):
     """The user stopped the command (Ctrl-C); the message says where and what was kept."""
 
 
-_STOP: list[int] = []  # signals that asked the running command to stop (cli_main's handler)
+_STOP: list[int] = []  # the signals that asked the running command to stop (cli_main's)
 
 
 def request_stop(signum: int) -> None:
@@ -57,23 +57,23 @@ def clear_stop() -> None:
     _STOP.clear()
 
 
-def disk_full(exc: BaseException) -> bool:
-    """Whether `exc` says the disk (or quota) is full, as an OSError or in TensorFlow's words."""
-    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return True
-    return "No space left on device" in str(exc) or "Disk quota exceeded" in str(exc)
+def system_refusal(exc: BaseException) -> str | None:
+    """The one line for an error the system raised about where the command writes or reads,
+    not about the command's input as such: a full disk (or quota), or a path with a name
+    longer than the file system allows (as an OSError or in TensorFlow's words). None for
+    any other error."""
+    text = str(exc)
+    code = exc.errno if isinstance(exc, OSError) else None
+    if code in (errno.ENOSPC, errno.EDQUOT) or "No space left" in text or "quota exceeded" in text:
+        return f"the disk is full ({first_line(exc)}). Free some space and run the command again."
+    if code == errno.ENAMETOOLONG or "File name too long" in text:
+        return _too_long(exc)
+    return None
 
 
-def name_too_long(exc: BaseException) -> bool:
-    """Whether `exc` says a path, or a file or folder name in it, is longer than the file
-    system allows (most allow 255 bytes a name), as an OSError or in TensorFlow's words."""
-    if isinstance(exc, OSError) and exc.errno == errno.ENAMETOOLONG:
-        return True
-    return "File name too long" in str(exc)
-
-
-def too_long_advice(exc: BaseException) -> str:
-    """The one line for `name_too_long(exc)`: the path, cut to its start, and what to do."""
+def _too_long(exc: BaseException) -> str:
+    """The path, cut to its start, which name in it (or the whole of it) is too long, and what
+    to do."""
     path = str(getattr(exc, "filename", None) or first_line(exc))
     longest = max(len(part.encode()) for part in path.split("/"))
     size = len(path.encode())

@@ -347,10 +347,10 @@ def test_a_name_too_long_for_the_file_system_is_one_line(config_file, tmp_path, 
     assert not (tmp_path / "runs").exists()
     code = train_main("--config", str(config_file), "--set", f"name={'n' * 101}")
     one_error_line(capsys, code, "`name`", "at most 100 characters")
-    from kerasft.errors import too_long_advice
+    from kerasft.errors import system_refusal
 
     deep = OSError(errno.ENAMETOOLONG, "File name too long", ("/" + "c" * 200) * 25)
-    assert "the path /ccc" in too_long_advice(deep) and "(5,025 bytes)" in too_long_advice(deep)
+    assert "the path /ccc" in system_refusal(deep) and "(5,025 bytes)" in system_refusal(deep)
 
 
 def test_predict_passes_parquet_bytes_and_dates_through_as_text(tmp_path, trained_run):

@@ -28,10 +28,8 @@ from kerasft.errors import (
     Interrupted,
     KerasftError,
     OutputError,
-    disk_full,
-    name_too_long,
     stop_requested,
-    too_long_advice,
+    system_refusal,
 )
 from kerasft.training.strategies import is_chief, is_multi_worker
 
@@ -167,26 +165,21 @@ def ending_for(
     (a resumed run, or a worker's) or it holds a backup the same command resumes from.
     `where` is the (epoch, step) training had reached, for the Ctrl-C line.
 
-    A user's mistake, Ctrl-C and a full disk end in one line (`KerasftError`); anything else
-    is a bug, left as it is (None).
+    A user's mistake, Ctrl-C or SIGTERM, and what the system refuses (a full disk, a name too
+    long: `system_refusal`) end in one line (`KerasftError`); anything else is a bug, left as
+    it is (None).
     """
     # After a SIGTERM whose KeyboardInterrupt was lost, whatever ended training (a peer's
     # collective failing as that worker stopped) ends it as the interrupt would have.
     interrupted = isinstance(exc, KeyboardInterrupt) or stop_requested()
-    full = not interrupted and disk_full(exc)
-    too_long = not interrupted and name_too_long(exc)
-    if not (interrupted or full or too_long or isinstance(exc, KerasftError)):
+    refusal = None if interrupted else system_refusal(exc)
+    if not (interrupted or refusal or isinstance(exc, KerasftError)):
         return None
     resumable = holds_progress(run_dir) and not (run_dir / "metrics.json").exists()
     if not keep and not (interrupted and resumable):
         shutil.rmtree(run_dir, ignore_errors=True)
-    if full:
-        return OutputError(
-            f"the disk is full ({exc.__class__.__name__} while writing under {run_dir.parent}); "
-            f"{'kept' if keep else 'removed'} {run_dir}. Free some space and run the command again."
-        )
-    if too_long:
-        return OutputError(f"{too_long_advice(exc)} {'Kept' if keep else 'Removed'} {run_dir}.")
+    if refusal:
+        return OutputError(f"{refusal} {'Kept' if keep else 'Removed'} {run_dir}.")
     if not interrupted:
         return exc  # type: ignore[return-value] - a KerasftError
     stopped = f"at epoch {where[0]}, step {where[1]}" if where else "before its first step"
