@@ -37,7 +37,8 @@ kerasft pretrain --config configs/pretrain_tweets.yaml   (python -m kerasft.pret
 
 `kerasft <command> --help` describes a command's options. Exit status 2 means bad input
 (one `error:` line says what and where), 130 that Ctrl-C stopped the command, 143 that
-SIGTERM did (a run keeps its backup: the same command resumes it).
+SIGTERM did (a run keeps its backup: the same command resumes it), 1 that a worker of a
+multi-worker run lost another (start every worker again to resume) or a bug (a traceback).
 """
 
 COMMANDS = ("train", "tune", "export", "predict", "distill", "report", "pretrain")
@@ -45,7 +46,8 @@ COMMANDS = ("train", "tune", "export", "predict", "distill", "report", "pretrain
 
 def cli_main(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | None], int]:
     """Decorates a command's `main(argv)`: a `KerasftError` becomes one `error: ...` line on
-    stderr and exit status 2, so users never see a traceback for their own mistakes; Ctrl-C
+    stderr and its exit status (2: bad input), so users never see a traceback for their own
+    mistakes; Ctrl-C
     becomes one `interrupted: ...` line and exit status 130 (128 + SIGINT), as shells expect.
     SIGTERM (a scheduler preempting the job, `kill`, `timeout`) takes Ctrl-C's way, so a run
     keeps its backup and a half-written output is removed, and exits 143 (128 + SIGTERM)."""
@@ -61,7 +63,7 @@ def cli_main(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | N
                 return 143 if stop_requested() else 130
             except KerasftError as exc:
                 print(f"error: {exc}", file=sys.stderr)
-                return 2
+                return exc.exit_status
             except Exception as exc:
                 if stop_requested():  # the interrupt was lost (see stop_requested); this followed
                     print(_stopped(exc, True), file=sys.stderr)

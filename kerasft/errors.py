@@ -1,7 +1,7 @@
 """The exceptions kerasft raises for user mistakes.
 
 A `KerasftError` is the user's to fix: the CLI prints its one-line message and
-exits with status 2 (`cli_main`). Any other exception is a bug in kerasft and
+exits with its `exit_status`, 2 (`cli_main`). Any other exception is a bug in kerasft and
 keeps its traceback.
 """
 
@@ -12,6 +12,8 @@ import errno
 
 class KerasftError(Exception):
     """Base class for mistakes in the user's config, data, paths or models."""
+
+    exit_status = 2
 
 
 class ConfigError(KerasftError):
@@ -36,6 +38,14 @@ class OutputError(KerasftError):
 
 class Interrupted(KerasftError):
     """The user stopped the command (Ctrl-C); the message says where and what was kept."""
+
+
+class PeerLost(KerasftError):
+    """A worker of a multi-worker run lost the cluster: another worker died or the network
+    failed. Not the user's input, so exit status 1; the message says where training stopped
+    and how to resume."""
+
+    exit_status = 1
 
 
 _STOP: list[int] = []  # the signals that asked the running command to stop (cli_main's)

@@ -6,6 +6,7 @@ import copy
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -296,6 +297,45 @@ def test_distribution_settings_that_cannot_run_here_are_config_errors(monkeypatc
         resolve_strategy("tpu")
 
 
+def test_a_lost_cluster_is_one_line_with_exit_status_1_and_the_backup_is_kept(tmp_path):
+    """What a worker's collectives raise when another worker dies: a traceback before."""
+    from kerasft._compat import tf
+    from kerasft.errors import PeerLost
+    from kerasft.training.rundir import ending_for
+
+    run_dir = tmp_path / "multi-worker-0123456789"
+    (run_dir / "backup" / "chief").mkdir(parents=True)
+    (run_dir / "backup" / "chief" / "checkpoint").write_text("")
+    lost = tf.errors.UnavailableError(  # as a worker saw it when the chief was killed
+        None,
+        None,
+        "{{function_node __wrapped__CollectiveReduceV2_Nordering_token_1_device_/job:worker/"
+        "replica:0/task:1/device:CPU:0}} Collective ops is aborted by: failed to connect to all "
+        "addresses; last error: UNKNOWN: ipv4:127.0.0.1:34889: Failed to connect to remote host: "
+        "Connection refused\nAdditional GRPC error information from remote target",
+    )
+    ending = ending_for(lost, run_dir, keep=False, where=(2, 3), cluster=True)
+    assert isinstance(ending, PeerLost) and ending.exit_status == 1
+    assert str(ending) == (
+        "multi-worker: this worker lost the cluster (failed to connect to all addresses; last "
+        "error: UNKNOWN: ipv4:127.0.0.1:34889: Failed to connect to remote host: Connection "
+        "refused): another worker stopped or "
+        "the network failed. Training stopped at epoch 2, step 3; start every worker again "
+        f"with the same command to resume {run_dir} from its last backup."
+    )
+    assert (run_dir / "backup").is_dir()
+    # On one machine the same error is not a lost peer: left as it is (a traceback).
+    assert ending_for(lost, run_dir, keep=False, where=(2, 3)) is None
+    # Before the first backup: nothing to resume, and the chief's directory goes.
+    shutil.rmtree(run_dir / "backup")
+    ending = ending_for(tf.errors.CancelledError(None, None, "aborted"), run_dir, False, None, True)
+    assert str(ending).endswith(
+        "before its first step; start every worker again with the same "
+        "command to train from the start."
+    )
+    assert not run_dir.exists()
+
+
 def test_ctrl_c_ends_the_wait_for_a_worker_that_never_starts(tiny_config, tmp_path):
     """TensorFlow holds the interpreter while the cluster forms: Ctrl-C did nothing, and the
     worker waited silently (nothing printed) for a peer that was never started."""
@@ -333,9 +373,10 @@ def test_ctrl_c_ends_the_wait_for_a_worker_that_never_starts(tiny_config, tmp_pa
 @pytest.mark.slow
 @pytest.mark.parametrize("stop", ["SIGKILL", "SIGTERM"])
 def test_a_killed_cluster_restarts_and_resumes_from_its_backup(tiny_config, tmp_path, stop):
-    """Both workers SIGKILLed (or SIGTERMed, as a scheduler preempting the job) mid-epoch;
-    restarted (on new ports), they resume together. TensorFlow's coordination agent took
-    SIGTERM for a preemption notice of its own, and the workers trained on."""
+    """The chief SIGKILLed mid-epoch (the other worker then stops by itself, in one line), or
+    both workers SIGTERMed, as a scheduler preempting the job; restarted (on new ports), they
+    resume together. TensorFlow's coordination agent took SIGTERM for a preemption notice of
+    its own, and the workers trained on; a worker whose peer died ended in a traceback."""
     import signal
     import time
 
@@ -348,12 +389,22 @@ def test_a_killed_cluster_restarts_and_resumes_from_its_backup(tiny_config, tmp_
     while "epoch 2 step 2/" not in chief_log.read_text() and time.time() < deadline:
         assert all(p.poll() is None for p in procs), chief_log.read_text()[-3000:]
         time.sleep(0.2)
-    for p in procs:
+    for p in procs if stop == "SIGTERM" else procs[:1]:
         p.send_signal(getattr(signal, stop))
     codes = [p.wait(timeout=120) for p in procs]
     if stop == "SIGTERM":
         assert codes == [143, 143], chief_log.read_text()[-3000:]
         assert "terminated (SIGTERM): training stopped at epoch 2" in chief_log.read_text()
+    else:  # the other worker: one line, exit 1, the run directory kept
+        log = (tmp_path / "worker1-killed.log").read_text()
+        assert codes == [-9, 1], log[-3000:]
+        assert re.search(
+            r"\nerror: multi-worker: this worker lost the cluster \(.+\): another worker "
+            r"stopped or the network failed\. Training stopped at epoch 2, step \d+; start every "
+            r"worker again with the same command to resume .+ from its last backup\.\n$",
+            log,
+        ), log[-3000:]
+        assert "Graph execution error" not in log and "Traceback" not in log
     (run_dir,) = list((tmp_path / "runs" / "tiny").iterdir())
     assert not (run_dir / "metrics.json").exists() and (run_dir / "backup").is_dir()
 

@@ -15,6 +15,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -28,6 +29,7 @@ from kerasft.errors import (
     Interrupted,
     KerasftError,
     OutputError,
+    PeerLost,
     stop_requested,
     system_refusal,
 )
@@ -158,31 +160,66 @@ def check_writable(path: str | Path, key: str, name: str | None = None) -> None:
         ) from None
 
 
+# What a worker of a multi-worker run sees when another dies or the network fails: its
+# collectives end in one of these (`Socket closed`, `Connection reset by peer`, a heartbeat
+# timeout, or the ops TensorFlow aborts after the first failure).
+LOST_CLUSTER = (
+    tf.errors.UnavailableError,
+    tf.errors.DeadlineExceededError,
+    tf.errors.AbortedError,
+    tf.errors.CancelledError,
+)
+
+
+def _collective_failure(exc: BaseException) -> str:
+    """TensorFlow's reason a collective failed, without its wrapping: `Collective ops is aborted
+    by: failed to connect to all addresses; ...` says `failed to connect to all addresses; ...`."""
+    text = re.sub(r"\{\{function_node [^}]*\}\}", "", getattr(exc, "message", None) or str(exc))
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith(("Graph execution error", "Detected at node")):
+            return line.split("aborted by: ")[-1][:200]
+    return type(exc).__name__
+
+
 def ending_for(
-    exc: BaseException, run_dir: Path, keep: bool, where: tuple[int, int] | None
+    exc: BaseException,
+    run_dir: Path,
+    keep: bool,
+    where: tuple[int, int] | None,
+    cluster: bool = False,
 ) -> KerasftError | None:
     """What a run that stopped on `exc` raises, after removing its directory unless `keep`
     (a resumed run, or a worker's) or it holds a backup the same command resumes from.
-    `where` is the (epoch, step) training had reached, for the Ctrl-C line.
+    `where` is the (epoch, step) training had reached, for the Ctrl-C line; `cluster`, that
+    the run is one worker of several.
 
-    A user's mistake, Ctrl-C or SIGTERM, and what the system refuses (a full disk, a name too
-    long: `system_refusal`) end in one line (`KerasftError`); anything else is a bug, left as
-    it is (None).
+    A user's mistake, Ctrl-C or SIGTERM, what the system refuses (a full disk, a name too
+    long: `system_refusal`) and a worker's lost cluster end in one line (`KerasftError`);
+    anything else is a bug, left as it is (None).
     """
     # After a SIGTERM whose KeyboardInterrupt was lost, whatever ended training (a peer's
     # collective failing as that worker stopped) ends it as the interrupt would have.
     interrupted = isinstance(exc, KeyboardInterrupt) or stop_requested()
     refusal = None if interrupted else system_refusal(exc)
-    if not (interrupted or refusal or isinstance(exc, KerasftError)):
+    lost = cluster and not interrupted and isinstance(exc, LOST_CLUSTER)
+    if not (interrupted or refusal or lost or isinstance(exc, KerasftError)):
         return None
     resumable = holds_progress(run_dir) and not (run_dir / "metrics.json").exists()
-    if not keep and not (interrupted and resumable):
+    if not keep and not ((interrupted or lost) and resumable):
         shutil.rmtree(run_dir, ignore_errors=True)
     if refusal:
         return OutputError(f"{refusal} {'Kept' if keep else 'Removed'} {run_dir}.")
+    stopped = f"at epoch {where[0]}, step {where[1]}" if where else "before its first step"
+    if lost:
+        return PeerLost(
+            f"multi-worker: this worker lost the cluster ({_collective_failure(exc)}): another worker "
+            f"stopped or the network failed. Training stopped {stopped}; start every worker "
+            "again with the same command to "
+            + (f"resume {run_dir} from its last backup." if resumable else "train from the start.")
+        )
     if not interrupted:
         return exc  # type: ignore[return-value] - a KerasftError
-    stopped = f"at epoch {where[0]}, step {where[1]}" if where else "before its first step"
     if resumable:
         return Interrupted(
             f"training stopped {stopped}; run the same command again to resume {run_dir} "

@@ -141,7 +141,8 @@ def run(
             where = next(
                 (c.position for c in callbacks if isinstance(c, StopOnNonFiniteLoss)), None
             )
-            ending = ending_for(exc, run_dir, resume_dir is not None or not chief, where)
+            keep = resume_dir is not None or not chief
+            ending = ending_for(exc, run_dir, keep, where, is_multi_worker(strategy))
             if ending is None:  # a bug: its own traceback
                 raise
             raise ending from None
