@@ -64,12 +64,16 @@ def _import_tensorflow():
     tensorflow.config.list_physical_devices()
     if not VERBOSE:
         tensorflow.get_logger().setLevel("ERROR")
-    _no_autograph_for(*(f"transformers.models.{m}" for m in GRAPH_CLEAN_FAMILIES))
+    _no_autograph_for(
+        *(f"transformers.models.{m}" for m in GRAPH_CLEAN_FAMILIES), "tensorflow_text", "kerasft"
+    )
     return tensorflow, tf_keras
 
 
 # Encoder families whose TF code has no Python branch on a tensor (read, and trained in the
 # tests); the encoder-decoders are not among them (BART/Marian: `if input_shape[-1] > 1`).
+# tensorflow_text's ops and kerasft's own graph code (packing, the in-graph tokenizers, train
+# steps, serving signatures) are written with TensorFlow's ops for loops and branches too.
 GRAPH_CLEAN_FAMILIES = ("bert", "roberta", "xlm_roberta", "distilbert", "albert", "electra")
 
 
