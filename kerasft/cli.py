@@ -47,8 +47,7 @@ COMMANDS = ("train", "tune", "export", "predict", "distill", "report", "pretrain
 def cli_main(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | None], int]:
     """Decorates a command's `main(argv)`: a `KerasftError` becomes one `error: ...` line on
     stderr and its exit status (2: bad input), so users never see a traceback for their own
-    mistakes; Ctrl-C
-    becomes one `interrupted: ...` line and exit status 130 (128 + SIGINT), as shells expect.
+    mistakes; Ctrl-C becomes one `interrupted: ...` line and exit status 130 (128 + SIGINT).
     SIGTERM (a scheduler preempting the job, `kill`, `timeout`) takes Ctrl-C's way, so a run
     keeps its backup and a half-written output is removed, and exits 143 (128 + SIGTERM)."""
 

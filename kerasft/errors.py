@@ -1,8 +1,8 @@
-"""The exceptions kerasft raises for user mistakes.
+"""The exceptions kerasft raises for user mistakes, and for the other ends of a command that
+deserve one line rather than a traceback (Ctrl-C, a multi-worker run's lost peer).
 
-A `KerasftError` is the user's to fix: the CLI prints its one-line message and
-exits with its `exit_status`, 2 (`cli_main`). Any other exception is a bug in kerasft and
-keeps its traceback.
+A `KerasftError` ends a command in its one-line message and its `exit_status` (`cli_main`):
+2 for the user's mistakes. Any other exception is a bug in kerasft and keeps its traceback.
 """
 
 from __future__ import annotations
