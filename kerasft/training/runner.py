@@ -121,7 +121,7 @@ def run(
             state = TrainingState()
             datasets = build_datasets(cfg, data, backbone.pad_id, state, strategy, jit, packs)
             compile_model(model, cfg, spec, data, datasets.steps, jit)
-        chief = is_chief(strategy)
+        chief, multi = is_chief(strategy), is_multi_worker(strategy)
         run_dir, resume_dir, lock = open_run_dir(cfg, data, strategy, resume_dir)
         callbacks: list = []
         try:
@@ -141,8 +141,7 @@ def run(
             where = next(
                 (c.position for c in callbacks if isinstance(c, StopOnNonFiniteLoss)), None
             )
-            keep = resume_dir is not None or not chief
-            ending = ending_for(exc, run_dir, keep, where, is_multi_worker(strategy))
+            ending = ending_for(exc, run_dir, resume_dir is not None or not chief, where, multi)
             if ending is None:  # a bug: its own traceback
                 raise
             raise ending from None
