@@ -123,7 +123,9 @@ def run_parser(prog: str, description: str) -> argparse.ArgumentParser:
         description=description,
         epilog="The last three output lines are run_dir=<path>, export_dir=<path> and report=<path> "
         "(report.html in the run directory). "
-        "Exit status 2 means a problem with the config, data or backbone (the message says which).",
+        "Exit status 2 means a problem with the config, data or backbone (the message says which); "
+        "1, that a worker of a multi-worker run lost another (start every worker again to resume), "
+        "or a bug; 130 and 143, that Ctrl-C or SIGTERM stopped it (a run with a backup resumes with the same command).",
     )
     p.add_argument(
         "--config", required=True, help="the experiment's YAML file, e.g. configs/quickstart.yaml"
