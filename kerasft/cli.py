@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import functools
 import importlib
+import os
 import signal
 import sys
 import threading
@@ -21,7 +22,8 @@ from kerasft.errors import (
     KerasftError,
     clear_stop,
     request_stop,
-    stop_requested,
+    stop_signal,
+    stops_between_steps,
     system_refusal,
 )
 
@@ -54,19 +56,19 @@ def cli_main(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | N
     @functools.wraps(main)
     def wrapped(argv: list[str] | None = None) -> int:
         _lines_as_they_come()
-        with _sigterm_as_ctrl_c():
+        with _stop_signals():
             try:
                 return main(argv)
             except (Interrupted, KeyboardInterrupt) as exc:
-                print(_stopped(exc, stop_requested()), file=sys.stderr)
-                return 143 if stop_requested() else 130
+                print(_stopped(exc), file=sys.stderr)
+                return 128 + (stop_signal() or signal.SIGINT)
             except KerasftError as exc:
                 print(f"error: {exc}", file=sys.stderr)
                 return exc.exit_status
             except Exception as exc:
-                if stop_requested():  # the interrupt was lost (see stop_requested); this followed
-                    print(_stopped(exc, True), file=sys.stderr)
-                    return 143
+                if stop_signal():  # the interrupt was lost (see stop_requested); this followed
+                    print(_stopped(exc), file=sys.stderr)
+                    return 128 + stop_signal()
                 refusal = system_refusal(exc)
                 if refusal is None:
                     raise
@@ -84,9 +86,10 @@ def _lines_as_they_come() -> None:
             stream.reconfigure(line_buffering=True)
 
 
-def _stopped(exc: BaseException, terminated: bool) -> str:
+def _stopped(exc: BaseException) -> str:
     """The one line of a command stopped by Ctrl-C or SIGTERM: what stopped it, and where it
     stopped and what was kept when the command says (`Interrupted`)."""
+    terminated = stop_signal() == signal.SIGTERM
     how = "terminated (SIGTERM)" if terminated else "interrupted"
     if isinstance(exc, Interrupted):
         return f"{how}: {exc}"
@@ -94,24 +97,40 @@ def _stopped(exc: BaseException, terminated: bool) -> str:
 
 
 @contextlib.contextmanager
-def _sigterm_as_ctrl_c():
-    """While the block runs, SIGTERM raises KeyboardInterrupt (and `stop_requested()` says so);
-    the previous handler comes back after. Only the main thread can set handlers: elsewhere
-    SIGTERM keeps its default."""
+def _stop_signals():
+    """While the block runs, Ctrl-C (SIGINT) and SIGTERM raise KeyboardInterrupt, and
+    `stop_signal()` says which came first; inside `stop_between_steps` (training's loop) the
+    first one is only noted, and the loop stops after its step. The previous handlers come
+    back after. Only the main thread can set handlers: elsewhere both keep theirs; a SIGINT
+    ignored when the command started (a background job of a shell) stays ignored."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def handler(signum, frame):
+        again = stop_signal() is not None
         request_stop(signum)
+        if stops_between_steps() and not again:
+            os.write(2, _AFTER_THIS_STEP[signum])  # not print: the handler may run inside one
+            return
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, handler)
+    signums = [signal.SIGTERM]
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        signums.append(signal.SIGINT)
+    previous = {signum: signal.signal(signum, handler) for signum in signums}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler_before in previous.items():
+            signal.signal(signum, handler_before)
         clear_stop()
+
+
+_AFTER_THIS_STEP = {
+    signal.SIGINT: b"\nCtrl-C: stopping after this step (Ctrl-C again stops at once)\n",
+    signal.SIGTERM: b"\nSIGTERM: stopping after this step (a second SIGTERM stops at once)\n",
+}
 
 
 def run_parser(prog: str, description: str) -> argparse.ArgumentParser:

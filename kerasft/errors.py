@@ -7,6 +7,7 @@ A `KerasftError` ends a command in its one-line message and its `exit_status` (`
 
 from __future__ import annotations
 
+import contextlib
 import errno
 
 
@@ -49,6 +50,7 @@ class PeerLost(KerasftError):
 
 
 _STOP: list[int] = []  # the signals that asked the running command to stop (cli_main's)
+_BETWEEN_STEPS: list[None] = []  # one entry per `stop_between_steps` block running
 
 
 def request_stop(signum: int) -> None:
@@ -63,8 +65,44 @@ def stop_requested() -> bool:
     return bool(_STOP)
 
 
+def stop_signal() -> int | None:
+    """The first signal that asked the command to stop (SIGINT or SIGTERM), or None."""
+    return _STOP[0] if _STOP else None
+
+
 def clear_stop() -> None:
     _STOP.clear()
+
+
+def check_stop() -> None:
+    """Raises KeyboardInterrupt if a signal asked the command to stop: the place a loop of
+    steps stops at inside `stop_between_steps`."""
+    if _STOP:
+        raise KeyboardInterrupt
+
+
+def stops_between_steps() -> bool:
+    """Whether a `stop_between_steps` block is running (the signal handlers ask)."""
+    return bool(_BETWEEN_STEPS)
+
+
+@contextlib.contextmanager
+def stop_between_steps():
+    """While the block runs, the first Ctrl-C or SIGTERM only notes the request
+    (`cli_main`'s handlers), and the block's loop stops at its next `check_stop()`, between
+    two steps; a second signal stops at once.
+
+    A KeyboardInterrupt raised wherever the interpreter happens to be can land in Python code
+    that TensorFlow's C++ runtime called (a step, a dataset iterator, a finalizer) and that
+    does not expect it: the process then died of a segmentation fault, or failed with
+    `SystemError: ... bad argument to internal function`, instead of stopping in one line.
+    """
+    _BETWEEN_STEPS.append(None)
+    try:
+        yield
+    finally:
+        _BETWEEN_STEPS.pop()
+    check_stop()  # asked during the block's last step
 
 
 def system_refusal(exc: BaseException) -> str | None:

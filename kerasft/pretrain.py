@@ -34,7 +34,7 @@ from kerasft.data.pipeline import steps_per_epoch as steps_per_epoch_of
 from kerasft.data.readers import resolve_path
 from kerasft.data.rows import read_text_column
 from kerasft.data.tokenize import Encoded
-from kerasft.errors import DataError, Interrupted
+from kerasft.errors import DataError, Interrupted, stop_between_steps
 from kerasft.models import resolve_backbone
 from kerasft.models.masked_lm import MaskedLanguageModel, load_masked_lm, masking_for
 from kerasft.report.history import read_steps
@@ -100,12 +100,13 @@ def run(cfg: PretrainRun) -> PretrainResult:
         if first is not None and not (partial / "backup").is_dir():
             print(f"held-out masked-token loss before: {first:.4f} ({len(held_out)} texts)")
         try:
-            model.fit(
-                _training_batches(train, p, pad, state),
-                epochs=p.epochs,
-                verbose=0,
-                callbacks=_callbacks(p, partial, state, steps_per_epoch, total),
-            )
+            with stop_between_steps():
+                model.fit(
+                    _training_batches(train, p, pad, state),
+                    epochs=p.epochs,
+                    verbose=0,
+                    callbacks=_callbacks(p, partial, state, steps_per_epoch, total),
+                )
         except KeyboardInterrupt:
             raise Interrupted(
                 f"pretraining stopped at step {int(model.optimizer.iterations.numpy())} of {total}; "

@@ -248,6 +248,62 @@ def test_a_sigterm_whose_interrupt_is_lost_still_stops_training(tiny_config, cap
     assert err[-1].startswith("terminated (SIGTERM): training stopped at epoch 1, step 2")
 
 
+@pytest.mark.parametrize("presses", [1, 2])
+def test_ctrl_c_in_training_stops_after_the_step_and_a_second_one_at_once(
+    tiny_config, capfd, presses
+):
+    """Ctrl-C raised KeyboardInterrupt wherever the interpreter stood, at times inside Python
+    code that TensorFlow's runtime had called and that did not expect it: the command died of
+    a segmentation fault (exit -11) or failed with `SystemError: ... bad argument to internal
+    function` instead of its one line and exit 130. Training's loop now stops after the step."""
+    import os
+    import signal
+    import threading
+    import time
+
+    from kerasft._compat import keras
+    from kerasft.cli import cli_main
+    from kerasft.training.runner import run
+
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signal handlers are set in the main thread only")
+    steps_begun = []
+
+    class CtrlC(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            steps_begun.append(batch)
+            if batch == 1:
+                for _ in range(presses):
+                    os.kill(os.getpid(), signal.SIGINT)
+                    for _ in range(20):  # the handler has run, wherever the signal landed
+                        time.sleep(0.005)
+                steps_begun.append("went on")
+
+    @cli_main
+    def command(argv):
+        run(config_from_dict(tiny_config), verbose=0, observers=lambda *_: [CtrlC()])
+        return 0
+
+    assert command([]) == 130
+    err = capfd.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("interrupted: training stopped at epoch 1, step 2")
+    assert "Ctrl-C: stopping after this step (Ctrl-C again stops at once)" in err
+    # One press: the step ran to its end, and no other began. Two: stopped inside the step.
+    assert steps_begun == ([0, 1, "went on"] if presses == 1 else [0, 1])
+
+
+def test_a_stop_asked_during_the_last_step_still_stops():
+    import signal
+
+    from kerasft.errors import clear_stop, request_stop, stop_between_steps
+
+    try:
+        with pytest.raises(KeyboardInterrupt), stop_between_steps():
+            request_stop(signal.SIGINT)
+    finally:
+        clear_stop()
+
+
 def test_two_predictions_into_one_output_each_write_a_whole_file(tmp_path):
     """They shared one `.partial` file: both wrote into it at once, and the second rename
     failed with a FileNotFoundError traceback."""

@@ -17,7 +17,7 @@ from typing import Any
 
 from kerasft._compat import backup_now, keras, restored_position, skip_log_sync, tf
 from kerasft.config import Config
-from kerasft.errors import DataError, TrainingError, first_line, stop_requested
+from kerasft.errors import DataError, TrainingError, check_stop, first_line
 from kerasft.peft.freezing import GradualUnfreezing
 from kerasft.report.history import read_history
 from kerasft.tasks import TaskSpec, collect, evaluate, monitor_mode
@@ -64,8 +64,8 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
     Keras' `TerminateOnNaN` stops quietly and lets the run go on to evaluate and export a
     broken model; a `TrainingError` instead ends the command with one line (and the new run's
     directory is removed). `position` is the last step begun, (epoch, step) from 1, for the
-    line a Ctrl-C prints. It also stops, as Ctrl-C does, after a step that ends with a stop
-    requested by SIGTERM (`kerasft.errors.stop_requested`).
+    line a Ctrl-C prints. It is also where training stops after a step that ends with a stop
+    requested by Ctrl-C or SIGTERM (`kerasft.errors.stop_between_steps`).
     """
 
     def __init__(self):
@@ -83,8 +83,7 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
         self.position = (self._epoch + 1, batch + 1)
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        if stop_requested():  # a SIGTERM whose KeyboardInterrupt a finalizer swallowed
-            raise KeyboardInterrupt
+        check_stop()
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
             raise TrainingError(

@@ -39,7 +39,7 @@ from kerasft.config import Config
 from kerasft.data import Data, Datasets, build_datasets, calibration_examples, load_data
 from kerasft.data.packing import ROW_TOKENS
 from kerasft.data.pipeline import eval_dataset, eval_order
-from kerasft.errors import ConfigError
+from kerasft.errors import ConfigError, stop_between_steps
 from kerasft.models import Backbone, backbone_for, build_model, load_tokenizer, model_directory
 from kerasft.models.seq2seq import check_lengths, load_seq2seq
 from kerasft.peft.bitfit import apply_bitfit
@@ -370,17 +370,18 @@ def fit(
         flush=True,
     )
     start = time.perf_counter()
-    model.fit(
-        datasets.train,
-        epochs=t.epochs,
-        callbacks=callbacks,
-        verbose=verbose,
-        # Pairs carry similarities, not classes: class weights apply to the head's fit only.
-        # Packed batches carry their class weights themselves.
-        class_weight=None
-        if data.pairs is not None or isinstance(model, PackedModel)
-        else data.splits.class_weights,
-    )
+    with stop_between_steps():
+        model.fit(
+            datasets.train,
+            epochs=t.epochs,
+            callbacks=callbacks,
+            verbose=verbose,
+            # Pairs carry similarities, not classes: class weights apply to the head's fit
+            # only. Packed batches carry their class weights themselves.
+            class_weight=None
+            if data.pairs is not None or isinstance(model, PackedModel)
+            else data.splits.class_weights,
+        )
     wall = time.perf_counter() - start
     barrier(model.distribute_strategy)
     return wall
