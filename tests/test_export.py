@@ -41,6 +41,11 @@ def test_export_reloads_with_the_same_probabilities_and_counts_versions(tiny_ber
     assert out["label_id"].numpy().tolist() == expected.argmax(-1).tolist()
     assert [s.decode() for s in out["label"].numpy()] == [names[i] for i in expected.argmax(-1)]
     assert set(loaded.signatures) == {"serving_default", "predict_ids"}
+    # No rows (a client with nothing to send), with or without columns: empty outputs. As
+    # [0, 0] it failed inside the attention's matrix product.
+    for width in (0, 5):
+        empty = loaded.signatures["predict_ids"](**{k: tf.zeros([0, width], tf.int32) for k in IDS})
+        assert empty["probabilities"].shape == (0, len(names)) and empty["label"].shape == (0,)
 
 
 def test_a_trained_models_export_holds_its_weights_but_not_its_optimizer(tiny_bert_dir, tmp_path):

@@ -31,6 +31,9 @@ class ServingModule(tf.Module):
         input_names: the model's input names, e.g. `input_ids`, `attention_mask`.
         assets: files to ship in `assets/` (label names, tokenizer files).
         tokenizer: the in-graph tokenizer, or None for an ids-only export. Defaults to None.
+        empty_batches: take an empty batch of ids as [0, 0] too (`_at_least_one_column`).
+            Off for the ONNX source graph, where that padding keeps onnxruntime from fusing
+            attention. Defaults to True.
     """
 
     def __init__(
@@ -41,6 +44,7 @@ class ServingModule(tf.Module):
         input_names: tuple[str, ...],
         assets: list[Path],
         tokenizer: tf.Module | None = None,
+        empty_batches: bool = True,
     ):
         super().__init__(name="kerasft_serving")
         # Track the model's weights, not the model: a trained model also holds its optimizer,
@@ -51,6 +55,7 @@ class ServingModule(tf.Module):
         self.input_names = tuple(input_names)
         self.assets = [tf.saved_model.Asset(str(path)) for path in assets]
         self.tokenizer = tokenizer
+        self._empty_batches = empty_batches
         self.pair = info.pair
         self._label_names = tf.constant(list(info.labels) or [""])
         n = max(len(info.labels), 1)
@@ -61,6 +66,8 @@ class ServingModule(tf.Module):
 
     def predict_ids(self, **features: tf.Tensor) -> dict[str, tf.Tensor]:
         features = {k: tf.cast(v, tf.int32) for k, v in features.items()}
+        if self._empty_batches:
+            features = _at_least_one_column(features)
         logits = tf.cast(self._forward(features), tf.float32)
         return self.spec.serving_outputs(logits, self._label_names, self._thresholds, self._scale)
 
@@ -88,3 +95,16 @@ class ServingModule(tf.Module):
         inputs = {"text": text, "text_pair": pair} if self.pair else {"text": text}
         text_fn = tf.function(predict_text).get_concrete_function(**inputs)
         return {"serving_default": text_fn, "predict_ids": ids_fn}
+
+
+def _at_least_one_column(features: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+    """`features` with one column of zeros added when they have none (no effect otherwise).
+
+    An empty batch sent as [0, 0] ids (a client with nothing to send) failed in the attention's
+    matrix product (`Matrix size-incompatible: In[0]: [0,4,1,0]`), where [0, n] gives empty
+    outputs; one column makes it [0, 1]. Rows of no tokens at all are not a real input
+    (every row holds at least its tokenizer's special tokens).
+    """
+    width = tf.shape(next(iter(features.values())))[1]
+    extra = tf.maximum(1 - width, 0)
+    return {k: tf.pad(v, [[0, 0], [0, extra]]) for k, v in features.items()}

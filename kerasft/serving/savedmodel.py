@@ -247,7 +247,7 @@ def write_onnx(
     facts: dict[str, Any] = {"opset": onnx_lib.OPSET}
     source = saved.parent / "onnx_source"
     with onnx_lib.onnx_trace(model):  # the same function, in graphs onnxruntime can fuse
-        module = ServingModule(model, ctx.spec, info, input_names, [])
+        module = ServingModule(model, ctx.spec, info, input_names, [], empty_batches=False)
         tf.saved_model.save(
             module, str(source), signatures={"predict_ids": module.signatures()["predict_ids"]}
         )
