@@ -75,7 +75,7 @@ class ServingModule(tf.Module):
         specs = {
             name: tf.TensorSpec([None, None], tf.int32, name=name) for name in self.input_names
         }
-        ids_fn = tf.function(self.predict_ids).get_concrete_function(**specs)
+        ids_fn = tf.function(self.predict_ids, autograph=False).get_concrete_function(**specs)
         if self.tokenizer is None:
             return {"serving_default": ids_fn, "predict_ids": ids_fn}
 
@@ -93,7 +93,7 @@ class ServingModule(tf.Module):
         text = tf.TensorSpec([None], tf.string, name="text")
         pair = tf.TensorSpec([None], tf.string, name="text_pair")
         inputs = {"text": text, "text_pair": pair} if self.pair else {"text": text}
-        text_fn = tf.function(predict_text).get_concrete_function(**inputs)
+        text_fn = tf.function(predict_text, autograph=False).get_concrete_function(**inputs)
         return {"serving_default": text_fn, "predict_ids": ids_fn}
 
 
