@@ -370,6 +370,37 @@ def test_ctrl_c_ends_the_wait_for_a_worker_that_never_starts(tiny_config, tmp_pa
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.parametrize("index", [0, 1])
+def test_a_worker_whose_peer_never_starts_stops_after_cluster_wait_seconds(
+    tiny_config, tmp_path, index
+):
+    """It waited forever (TensorFlow's wait has no limit of its own). Worker 0 runs the
+    coordination service and knows which task never came; worker 1 only that none answered."""
+    tiny_config["training"]["cluster_wait_seconds"] = 3
+    config = write_yaml(tmp_path / "c.yaml", tiny_config)
+    workers = [f"127.0.0.1:{p}" for p in _free_ports(2)]
+    spec = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+    proc = subprocess.run(
+        [sys.executable, "-m", "kerasft.train", "--config", str(config)],
+        cwd=REPO,
+        env={**os.environ, "TF_CONFIG": json.dumps(spec)},
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "waiting for the 2 tasks of TF_CONFIG to start, for up to 3 s" in proc.stdout
+    assert "Traceback" not in proc.stderr
+    missing = "; not started: worker 1" if index == 0 else ""
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"error: multi-worker: the 2 tasks of TF_CONFIG did not all start within 3 s (this is "
+        f"worker {index}{missing}). "
+        "Start every task with the same command and TF_CONFIG, or raise "
+        "`training.cluster_wait_seconds` (null: wait without a limit)."
+    )
+    assert not (tmp_path / "runs").exists()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("stop", ["SIGKILL", "SIGTERM"])
 def test_a_killed_cluster_restarts_and_resumes_from_its_backup(tiny_config, tmp_path, stop):

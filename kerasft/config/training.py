@@ -178,6 +178,13 @@ class TrainingConfig(_Section):
         "devices); `multi_worker` runs over the `TF_CONFIG` cluster (only the chief writes the run and export); "
         "`tpu` uses the TPU `TPUClusterResolver` finds. `batch_size` is the global batch, split across replicas.",
     )
+    cluster_wait_seconds: float | None = Field(
+        900,
+        gt=0,
+        description="A multi-worker run's wait for every task of `TF_CONFIG` to start. Past it, each "
+        "waiting worker stops with one line (the chief, or worker 0, names the tasks missing) and "
+        "exit status 1, before writing anything; `null`: wait without a limit.",
+    )
     jit_compile: bool | Literal["auto"] = Field(
         "auto",
         description="Compile the train step with XLA. `auto`: on GPUs and TPUs only (on CPUs it was slower "

@@ -318,7 +318,9 @@ def start_runtime(cfg: Config) -> tf.distribute.Strategy:
         ConfigError: a setting this strategy cannot run, or `export.onnx` without the ONNX packages.
     """
     # First: MultiWorkerMirroredStrategy must be created before TensorFlow's runtime starts.
-    strategy, described = resolve_strategy(cfg.training.distribution)
+    strategy, described = resolve_strategy(
+        cfg.training.distribution, cfg.training.cluster_wait_seconds
+    )
     if cfg.export.enabled and cfg.export.onnx:
         from kerasft.serving import onnx as onnx_lib
 

@@ -18,13 +18,14 @@ import contextlib
 import functools
 import json
 import os
+import re
 import signal
 import threading
 from dataclasses import dataclass
 from typing import Any
 
 from kerasft._compat import tf
-from kerasft.errors import ConfigError, first_line
+from kerasft.errors import ConfigError, PeerLost, first_line
 
 _MULTI_WORKER: tf.distribute.Strategy | None = None  # one per process: it configures the runtime
 _MIRRORED: dict[tuple[str, ...], tf.distribute.Strategy] = {}
@@ -94,11 +95,17 @@ def cluster_from_env() -> Cluster | None:
     return Cluster(tasks, kind, index, has_chief=bool(cluster.get("chief")))
 
 
-def resolve_strategy(setting: str) -> tuple[tf.distribute.Strategy, str]:
+def resolve_strategy(
+    setting: str, cluster_wait_seconds: float | None = None
+) -> tuple[tf.distribute.Strategy, str]:
     """The strategy for `training.distribution` (see the module table), and a description of it.
+
+    A multi-worker strategy waits up to `cluster_wait_seconds` (None: without a limit) for
+    every task of the cluster to start.
 
     Raises:
         ConfigError: a strategy this machine or process cannot run.
+        PeerLost: a task of the cluster did not start in time.
     """
     cluster = cluster_from_env()
     if setting == "auto":
@@ -107,7 +114,7 @@ def resolve_strategy(setting: str) -> tuple[tf.distribute.Strategy, str]:
         else:
             setting = "mirrored" if len(tf.config.list_physical_devices("GPU")) > 1 else "none"
     if setting == "multi_worker":
-        return _multi_worker(cluster)
+        return _multi_worker(cluster, cluster_wait_seconds)
     if setting == "tpu":
         return _tpu()
     if setting == "none":
@@ -128,7 +135,9 @@ def resolve_strategy(setting: str) -> tuple[tf.distribute.Strategy, str]:
     return _MIRRORED[key], f"MirroredStrategy over {len(devices)} devices"
 
 
-def _multi_worker(cluster: Cluster | None) -> tuple[tf.distribute.Strategy, str]:
+def _multi_worker(
+    cluster: Cluster | None, wait_seconds: float | None
+) -> tuple[tf.distribute.Strategy, str]:
     global _MULTI_WORKER
     if cluster is None:
         raise ConfigError(
@@ -139,15 +148,20 @@ def _multi_worker(cluster: Cluster | None) -> tuple[tf.distribute.Strategy, str]
         " (chief: writes the run and export)" if cluster.is_chief else ""
     )
     if _MULTI_WORKER is None:
+        limit = "" if wait_seconds is None else f", for up to {wait_seconds:g} s"
         print(
-            f"multi-worker: waiting for the {cluster.tasks} tasks of TF_CONFIG to start "
+            f"multi-worker: waiting for the {cluster.tasks} tasks of TF_CONFIG to start{limit} "
             f"(this is {role}); Ctrl-C stops the wait",
             flush=True,
         )
         try:
             with _signals_while_the_cluster_forms():
-                _configure_coordination()
+                _configure_coordination(wait_seconds)
                 _MULTI_WORKER = tf.distribute.MultiWorkerMirroredStrategy()
+        except tf.errors.DeadlineExceededError as exc:
+            if wait_seconds is None:
+                raise
+            raise _not_formed(cluster, wait_seconds, str(exc)) from None
         except (RuntimeError, ValueError) as exc:
             raise ConfigError(
                 f"MultiWorkerMirroredStrategy could not start ({exc}); it must be created before TensorFlow "
@@ -183,8 +197,27 @@ def _signals_while_the_cluster_forms():
                 signal.signal(signum, handler)
 
 
-def _configure_coordination() -> None:
-    """The coordination service MultiWorkerMirroredStrategy would set up, with a longer heartbeat.
+def _not_formed(cluster: Cluster, wait_seconds: float, error: str) -> PeerLost:
+    """The one line of a worker whose cluster did not form in time. The task that runs the
+    coordination service names the tasks that never registered; the others only time out."""
+    names = []  # the lines after TensorFlow's "Some timed out task names:" (once; it may repeat)
+    for line in error.partition("task names:")[2].strip().splitlines():
+        task = re.fullmatch(r"/job:(\w+)/replica:\d+/task:(\d+)", line.strip())
+        if task is None:
+            break
+        names.append(" ".join(task.groups()))
+    missing = f"; not started: {', '.join(dict.fromkeys(names))}" if names else ""
+    return PeerLost(
+        f"multi-worker: the {cluster.tasks} tasks of TF_CONFIG did not all start within "
+        f"{wait_seconds:g} s (this is {cluster.kind} {cluster.index}{missing}). Start every "
+        "task with the same command and TF_CONFIG, or raise `training.cluster_wait_seconds` "
+        "(null: wait without a limit)."
+    )
+
+
+def _configure_coordination(wait_seconds: float | None) -> None:
+    """The coordination service MultiWorkerMirroredStrategy would set up, with a longer
+    heartbeat and, unless `wait_seconds` is None, a limit on the wait for every task to start.
 
     The strategy keeps a configuration already in place (ParameterServerStrategy sets its own
     heartbeat the same way); only the chief and workers take part, as in the strategy.
@@ -206,7 +239,12 @@ def _configure_coordination() -> None:
         service_leader=multi_worker_util.coordination_leader(spec),
         coordinated_jobs=jobs,
         heartbeat_timeout_in_ms=HEARTBEAT_TIMEOUT_SECONDS * 1000,
+        cluster_register_timeout_in_ms=int((wait_seconds or 0) * 1000),
     )
+    if wait_seconds is not None:
+        # Registration waits at a barrier with the timeout above; without it, a task whose
+        # peers never start waits forever (TensorFlow offers no other limit).
+        context.context()._coordination_service_config.cluster_register_with_barrier = True
 
 
 def _heartbeat_timeout_seconds() -> float:
