@@ -40,7 +40,7 @@ kerasft pretrain --config configs/pretrain_tweets.yaml   (python -m kerasft.pret
 `kerasft <command> --help` describes a command's options. Exit status 2 means bad input
 (one `error:` line says what and where), 130 that Ctrl-C stopped the command, 143 that
 SIGTERM did (a run keeps its backup: the same command resumes it), 1 that a worker of a
-multi-worker run lost another (start every worker again to resume) or a bug (a traceback).
+multi-worker run lost another or never saw it start (start every worker again) or a bug (a traceback).
 """
 
 COMMANDS = ("train", "tune", "export", "predict", "distill", "report", "pretrain")
@@ -143,7 +143,7 @@ def run_parser(prog: str, description: str) -> argparse.ArgumentParser:
         epilog="The last three output lines are run_dir=<path>, export_dir=<path> and report=<path> "
         "(report.html in the run directory). "
         "Exit status 2 means a problem with the config, data or backbone (the message says which); "
-        "1, that a worker of a multi-worker run lost another (start every worker again to resume), "
+        "1, that a worker of a multi-worker run lost another or never saw it start (start every worker again), "
         "or a bug; 130 and 143, that Ctrl-C or SIGTERM stopped it (a run with a backup resumes with the same command).",
     )
     p.add_argument(

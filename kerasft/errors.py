@@ -42,9 +42,9 @@ class Interrupted(KerasftError):
 
 
 class PeerLost(KerasftError):
-    """A worker of a multi-worker run lost the cluster: another worker died or the network
-    failed. Not the user's input, so exit status 1; the message says where training stopped
-    and how to resume."""
+    """A worker of a multi-worker run lost the cluster (another worker died or the network
+    failed), or the cluster never formed (a task did not start in time). Not the user's
+    input, so exit status 1; the message says where training stopped and how to go on."""
 
     exit_status = 1
 
