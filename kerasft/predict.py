@@ -19,7 +19,7 @@ import numpy as np
 from kerasft.cli import cli_main
 from kerasft.data.cache import own_partial
 from kerasft.data.rows import as_text, nested_kind, stream_rows
-from kerasft.errors import DataError
+from kerasft.errors import DataError, check_stop, stop_between_steps
 from kerasft.serving.predictors import Predictor, open_predictor, tag_words
 
 __all__ = ["main", "predict_file", "tag_words"]
@@ -69,15 +69,16 @@ def predict_file(
             quoting_key=None,
         )
         written = 0
-        for rows, lines in chunks:
-            texts, pairs = (
-                _column(rows, lines, input_path, c) if c else None
-                for c in (text_column, text_pair_column)
-            )
-            records = _predict_window(predictor, texts, pairs, batch_size, sort_window, bar)
-            for row, record in zip(rows, records, strict=True):
-                write({**(row if keep_columns else {}), **record})
-            written += len(rows)
+        with stop_between_steps():  # Ctrl-C stops between batches (`_predict_window`)
+            for rows, lines in chunks:
+                texts, pairs = (
+                    _column(rows, lines, input_path, c) if c else None
+                    for c in (text_column, text_pair_column)
+                )
+                records = _predict_window(predictor, texts, pairs, batch_size, sort_window, bar)
+                for row, record in zip(rows, records, strict=True):
+                    write({**(row if keep_columns else {}), **record})
+                written += len(rows)
         if not written:
             raise DataError(f"{input_path}: no rows to predict (the file has no data rows).")
     return written
@@ -125,6 +126,7 @@ def _predict_window(
     )
     records: list[dict] = [{}] * n
     for start in range(0, n, batch_size):
+        check_stop()
         batch = order[start : start + batch_size]
         out = predictor(
             [texts[i] for i in batch], [pairs[i] for i in batch] if pairs is not None else None

@@ -123,6 +123,53 @@ def test_predict_streams_a_file_into_labels_and_probabilities(trained, tmp_path,
     assert [r["label"] for r in records] == [("neg", "pos")[i] for i in expected.argmax(-1)]
 
 
+def test_ctrl_c_stops_predict_after_its_batch_and_leaves_no_partial_file(
+    trained, tmp_path, capfd, monkeypatch
+):
+    """As in training: a Ctrl-C raised inside the model's call could land in Python code
+    TensorFlow's runtime had called; the batch now ends first."""
+    import os
+    import signal
+    import threading
+    import time
+
+    import kerasft.predict as predict_module
+    from kerasft.cli import cli_main
+
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signal handlers are set in the main thread only")
+    source = tmp_path / "in.txt"
+    source.write_text("\n".join(TEXTS[i % 2] for i in range(20)) + "\n")
+    batches = []
+
+    class CtrlCInFirstBatch:
+        def __init__(self, predictor):
+            self.predictor = predictor
+
+        def __getattr__(self, name):
+            return getattr(self.predictor, name)
+
+        def __call__(self, texts, pairs):
+            batches.append(len(texts))
+            if len(batches) == 1:
+                os.kill(os.getpid(), signal.SIGINT)
+                for _ in range(20):  # the handler has run, wherever the signal landed
+                    time.sleep(0.005)
+            return self.predictor(texts, pairs)
+
+    real = predict_module.open_predictor
+    monkeypatch.setattr(predict_module, "open_predictor", lambda p: CtrlCInFirstBatch(real(p)))
+    command = cli_main(
+        lambda argv: predict_file(trained.export_dir, source, tmp_path / "out.jsonl", batch_size=5)
+    )
+    assert command([]) == 130
+    assert batches == [5]  # the batch ran to its end; no other began
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt"]
+    err = capfd.readouterr().err
+    assert "Ctrl-C: stopping after this step" in err
+    assert err.strip().splitlines()[-1] == "interrupted (Ctrl-C)."
+
+
 def test_predict_sorts_each_window_by_token_length_and_keeps_the_input_order(
     trained, tmp_path, monkeypatch
 ):
