@@ -38,7 +38,7 @@ from kerasft.data.pipeline import eval_dataset, eval_order
 from kerasft.data.prepared import Data
 from kerasft.data.splits import Split
 from kerasft.data.tokenize import Encoded, encode
-from kerasft.errors import ConfigError, DataError
+from kerasft.errors import ConfigError, DataError, check_stop, stop_between_steps
 from kerasft.tasks import TASKS, TaskSpec
 
 UNLABELED = -1.0  # the label channel of texts only the teacher labels (NaN for regression)
@@ -208,8 +208,9 @@ def _run_teacher(model: keras.Model, encoded: Encoded, pad_id: int, spec: TaskSp
     order = eval_order(encoded)
     ds = eval_dataset(encoded, 64, pad_id)
     rows: list[np.ndarray] = []
-    with progress(len(encoded), "ex", "teacher outputs") as bar:
+    with progress(len(encoded), "ex", "teacher outputs") as bar, stop_between_steps():
         for x, _ in ds:
+            check_stop()  # Ctrl-C stops between batches, as in training's loop
             logits = model(x, training=False).numpy().astype(np.float32)
             if spec.per_token:  # each example's own tokens, without the batch's padding
                 start = len(rows)
