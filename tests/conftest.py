@@ -234,6 +234,30 @@ def _ctrl_c_works() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+@pytest.fixture
+def ctrl_c():
+    """Sends this process a Ctrl-C (SIGINT), as a user does, and returns once Python has run
+    its handler. The suite started in the background by a shell without job control ignores
+    SIGINT: the test takes it as `cli_main` would in a terminal. Main thread only (handlers)."""
+    import signal
+    import threading
+    import time
+
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signal handlers are set in the main thread only")
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def press() -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(20):  # the handler has run, whichever thread the signal landed on
+            time.sleep(0.005)
+
+    try:
+        yield press
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def command(module: str, config: Path, *extra: str, stderr=subprocess.STDOUT) -> subprocess.Popen:
     """`python -m <module> --config <config>` in a fresh process, unbuffered, output piped.
 

@@ -382,21 +382,14 @@ def test_joins_per_text_is_zero_for_a_single_training_text_or_text_pairs():
     assert joins_per_text(cfg, Split(["a", "b"], np.array([0, 1]), "x", pairs=["c", "d"])) == 0
 
 
-def test_ctrl_c_stops_the_teachers_outputs_after_its_batch(capfd):
+def test_ctrl_c_stops_the_teachers_outputs_after_its_batch(capfd, ctrl_c):
     """Labelling a large transfer set takes minutes; Ctrl-C there landed inside the model's
     call, as it did in training's loop."""
-    import os
-    import signal
-    import threading
-    import time
-
     from kerasft.cli import cli_main
     from kerasft.data.tokenize import Encoded
     from kerasft.tasks import TASKS
     from kerasft.training.distillation import _run_teacher
 
-    if threading.current_thread() is not threading.main_thread():
-        pytest.skip("signal handlers are set in the main thread only")
     n = 200  # four batches of 64
     ids = np.ones(3 * n, np.int32)
     encoded = Encoded(
@@ -407,9 +400,7 @@ def test_ctrl_c_stops_the_teachers_outputs_after_its_batch(capfd):
     def teacher(x, training=False):
         batches.append(len(x["input_ids"]))
         if len(batches) == 1:
-            os.kill(os.getpid(), signal.SIGINT)
-            for _ in range(20):  # the handler has run, wherever the signal landed
-                time.sleep(0.005)
+            ctrl_c()
         return tf.zeros([tf.shape(x["input_ids"])[0], 2])
 
     command = cli_main(lambda argv: _run_teacher(teacher, encoded, 0, TASKS["classification"]))

@@ -124,20 +124,13 @@ def test_predict_streams_a_file_into_labels_and_probabilities(trained, tmp_path,
 
 
 def test_ctrl_c_stops_predict_after_its_batch_and_leaves_no_partial_file(
-    trained, tmp_path, capfd, monkeypatch
+    trained, tmp_path, capfd, monkeypatch, ctrl_c
 ):
     """As in training: a Ctrl-C raised inside the model's call could land in Python code
     TensorFlow's runtime had called; the batch now ends first."""
-    import os
-    import signal
-    import threading
-    import time
-
     import kerasft.predict as predict_module
     from kerasft.cli import cli_main
 
-    if threading.current_thread() is not threading.main_thread():
-        pytest.skip("signal handlers are set in the main thread only")
     source = tmp_path / "in.txt"
     source.write_text("\n".join(TEXTS[i % 2] for i in range(20)) + "\n")
     batches = []
@@ -152,9 +145,7 @@ def test_ctrl_c_stops_predict_after_its_batch_and_leaves_no_partial_file(
         def __call__(self, texts, pairs):
             batches.append(len(texts))
             if len(batches) == 1:
-                os.kill(os.getpid(), signal.SIGINT)
-                for _ in range(20):  # the handler has run, wherever the signal landed
-                    time.sleep(0.005)
+                ctrl_c()
             return self.predictor(texts, pairs)
 
     real = predict_module.open_predictor

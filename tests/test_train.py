@@ -250,23 +250,16 @@ def test_a_sigterm_whose_interrupt_is_lost_still_stops_training(tiny_config, cap
 
 @pytest.mark.parametrize("presses", [1, 2])
 def test_ctrl_c_in_training_stops_after_the_step_and_a_second_one_at_once(
-    tiny_config, capfd, presses
+    tiny_config, capfd, ctrl_c, presses
 ):
     """Ctrl-C raised KeyboardInterrupt wherever the interpreter stood, at times inside Python
     code that TensorFlow's runtime had called and that did not expect it: the command died of
     a segmentation fault (exit -11) or failed with `SystemError: ... bad argument to internal
     function` instead of its one line and exit 130. Training's loop now stops after the step."""
-    import os
-    import signal
-    import threading
-    import time
-
     from kerasft._compat import keras
     from kerasft.cli import cli_main
     from kerasft.training.runner import run
 
-    if threading.current_thread() is not threading.main_thread():
-        pytest.skip("signal handlers are set in the main thread only")
     steps_begun = []
 
     class CtrlC(keras.callbacks.Callback):
@@ -274,9 +267,7 @@ def test_ctrl_c_in_training_stops_after_the_step_and_a_second_one_at_once(
             steps_begun.append(batch)
             if batch == 1:
                 for _ in range(presses):
-                    os.kill(os.getpid(), signal.SIGINT)
-                    for _ in range(20):  # the handler has run, wherever the signal landed
-                        time.sleep(0.005)
+                    ctrl_c()
                 steps_begun.append("went on")
 
     @cli_main
