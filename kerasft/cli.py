@@ -40,7 +40,8 @@ kerasft pretrain --config configs/pretrain_tweets.yaml   (python -m kerasft.pret
 `kerasft <command> --help` describes a command's options. Exit status 2 means bad input
 (one `error:` line says what and where), 130 that Ctrl-C stopped the command, 143 that
 SIGTERM did (a run keeps its backup: the same command resumes it), 1 that a worker of a
-multi-worker run lost another or never saw it start (start every worker again) or a bug (a traceback).
+multi-worker run lost another or never saw it start (start every worker again) or a bug
+(a traceback).
 """
 
 COMMANDS = ("train", "tune", "export", "predict", "distill", "report", "pretrain")
