@@ -283,6 +283,31 @@ def test_ctrl_c_in_training_stops_after_the_step_and_a_second_one_at_once(
     assert steps_begun == ([0, 1, "went on"] if presses == 1 else [0, 1])
 
 
+def test_ctrl_c_in_the_final_evaluation_stops_between_its_batches(
+    tiny_config, capfd, ctrl_c, monkeypatch
+):
+    import kerasft.training.runner as runner
+    from kerasft.cli import cli_main
+
+    real = runner.collect
+
+    def collect(model, dataset, spec):
+        ctrl_c()  # before validation's first batch: collect stops there
+        return real(model, dataset, spec)
+
+    monkeypatch.setattr(runner, "collect", collect)
+
+    @cli_main
+    def command(argv):
+        run(config_from_dict(tiny_config), verbose=0)
+        return 0
+
+    assert command([]) == 130
+    err = capfd.readouterr().err
+    assert "Ctrl-C: stopping after this step" in err
+    assert err.strip().splitlines()[-1].startswith("interrupted: ")
+
+
 def test_a_stop_asked_during_the_last_step_still_stops():
     import signal
 
