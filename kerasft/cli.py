@@ -67,7 +67,7 @@ def cli_main(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | N
                 print(f"error: {exc}", file=sys.stderr)
                 return exc.exit_status
             except Exception as exc:
-                if stop_signal():  # the interrupt was lost (see stop_requested); this followed
+                if stop_signal():  # the interrupt was lost (see stop_signal); this followed
                     print(_stopped(exc), file=sys.stderr)
                     return 128 + stop_signal()
                 refusal = system_refusal(exc)

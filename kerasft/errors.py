@@ -54,19 +54,15 @@ _BETWEEN_STEPS: list[None] = []  # one entry per `stop_between_steps` block runn
 
 
 def request_stop(signum: int) -> None:
-    """Notes that a signal asked the command to stop, for `stop_requested`."""
+    """Notes that a signal asked the command to stop, for `stop_signal`."""
     _STOP.append(signum)
 
 
-def stop_requested() -> bool:
-    """Whether a signal asked the command to stop. Its KeyboardInterrupt can be lost: Python
-    runs a handler wherever the interpreter is, a garbage collector's finalizer included,
-    which prints and drops what it raises; training checks this after every step."""
-    return bool(_STOP)
-
-
 def stop_signal() -> int | None:
-    """The first signal that asked the command to stop (SIGINT or SIGTERM), or None."""
+    """The first signal that asked the command to stop (SIGINT or SIGTERM), or None. Its
+    KeyboardInterrupt can be lost: Python runs a handler wherever the interpreter is, a
+    garbage collector's finalizer included, which prints and drops what it raises; what
+    ended the command then still ends it as the interrupt would have."""
     return _STOP[0] if _STOP else None
 
 

@@ -69,16 +69,15 @@ def predict_file(
             quoting_key=None,
         )
         written = 0
-        with stop_between_steps():  # Ctrl-C stops between batches (`_predict_window`)
-            for rows, lines in chunks:
-                texts, pairs = (
-                    _column(rows, lines, input_path, c) if c else None
-                    for c in (text_column, text_pair_column)
-                )
-                records = _predict_window(predictor, texts, pairs, batch_size, sort_window, bar)
-                for row, record in zip(rows, records, strict=True):
-                    write({**(row if keep_columns else {}), **record})
-                written += len(rows)
+        for rows, lines in chunks:
+            texts, pairs = (
+                _column(rows, lines, input_path, c) if c else None
+                for c in (text_column, text_pair_column)
+            )
+            records = _predict_window(predictor, texts, pairs, batch_size, sort_window, bar)
+            for row, record in zip(rows, records, strict=True):
+                write({**(row if keep_columns else {}), **record})
+            written += len(rows)
         if not written:
             raise DataError(f"{input_path}: no rows to predict (the file has no data rows).")
     return written
@@ -125,15 +124,16 @@ def _predict_window(
         else np.arange(n)
     )
     records: list[dict] = [{}] * n
-    for start in range(0, n, batch_size):
-        check_stop()
-        batch = order[start : start + batch_size]
-        out = predictor(
-            [texts[i] for i in batch], [pairs[i] for i in batch] if pairs is not None else None
-        )
-        for i, record in zip(batch, out, strict=True):
-            records[i] = record
-        bar.update(len(batch))
+    with stop_between_steps():  # Ctrl-C stops between batches
+        for start in range(0, n, batch_size):
+            check_stop()
+            batch = order[start : start + batch_size]
+            out = predictor(
+                [texts[i] for i in batch], [pairs[i] for i in batch] if pairs is not None else None
+            )
+            for i, record in zip(batch, out, strict=True):
+                records[i] = record
+            bar.update(len(batch))
     return records
 
 

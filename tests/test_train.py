@@ -283,29 +283,29 @@ def test_ctrl_c_in_training_stops_after_the_step_and_a_second_one_at_once(
     assert steps_begun == ([0, 1, "went on"] if presses == 1 else [0, 1])
 
 
-def test_ctrl_c_in_the_final_evaluation_stops_between_its_batches(
-    tiny_config, capfd, ctrl_c, monkeypatch
-):
-    import kerasft.training.runner as runner
+def test_ctrl_c_while_scoring_stops_between_batches(capfd, ctrl_c, monkeypatch):
+    """`collect` scores validation in training's loop and both splits after it."""
+    import kerasft.tasks.specs as specs
     from kerasft.cli import cli_main
+    from kerasft.tasks import TASKS, collect
 
-    real = runner.collect
+    batches = []
 
-    def collect(model, dataset, spec):
-        ctrl_c()  # before validation's first batch: collect stops there
-        return real(model, dataset, spec)
+    def forward(model, spec, input_spec):
+        def step(x):
+            batches.append(len(x))
+            if len(batches) == 1:
+                ctrl_c()
+            return tf.zeros([len(x), 2])
 
-    monkeypatch.setattr(runner, "collect", collect)
+        return step
 
-    @cli_main
-    def command(argv):
-        run(config_from_dict(tiny_config), verbose=0)
-        return 0
-
+    monkeypatch.setattr(specs, "_forward", forward)
+    dataset = tf.data.Dataset.from_tensor_slices((tf.zeros([12, 3]), tf.zeros([12]))).batch(4)
+    command = cli_main(lambda argv: collect(None, dataset, TASKS["classification"]))
     assert command([]) == 130
-    err = capfd.readouterr().err
-    assert "Ctrl-C: stopping after this step" in err
-    assert err.strip().splitlines()[-1].startswith("interrupted: ")
+    assert batches == [4]  # the batch ran to its end; no other began
+    assert "Ctrl-C: stopping after this step" in capfd.readouterr().err
 
 
 def test_a_stop_asked_during_the_last_step_still_stops():

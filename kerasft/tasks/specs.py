@@ -24,7 +24,7 @@ import numpy as np
 
 from kerasft._compat import keras, tf
 from kerasft.config import MONITORS
-from kerasft.errors import check_stop
+from kerasft.errors import check_stop, stop_between_steps
 from kerasft.tasks.metrics import classification_metrics, multi_label_metrics, regression_metrics
 from kerasft.tasks.ner import entity_scores
 
@@ -322,18 +322,19 @@ def collect(model: keras.Model, dataset: tf.data.Dataset, spec: TaskSpec) -> tup
     """
     step = _forward(model, spec, dataset.element_spec[0])
     outputs, targets = [], []
-    for features, y in dataset:
-        check_stop()  # a Ctrl-C while validation scores inside training's loop
-        out, y = step(features).numpy(), y.numpy()
-        if spec.per_token:
-            pred = out.argmax(-1)
-            for row in range(len(y)):
-                keep = y[row] != IGNORE_INDEX
-                outputs.append(pred[row][keep])
-                targets.append(y[row][keep])
-        else:
-            outputs.append(out)
-            targets.append(y)
+    with stop_between_steps():  # Ctrl-C stops between batches
+        for features, y in dataset:
+            check_stop()
+            out, y = step(features).numpy(), y.numpy()
+            if spec.per_token:
+                pred = out.argmax(-1)
+                for row in range(len(y)):
+                    keep = y[row] != IGNORE_INDEX
+                    outputs.append(pred[row][keep])
+                    targets.append(y[row][keep])
+            else:
+                outputs.append(out)
+                targets.append(y)
     if spec.per_token or not outputs:
         return outputs, targets
     return np.concatenate(outputs), np.concatenate(targets)

@@ -208,9 +208,10 @@ def _run_teacher(model: keras.Model, encoded: Encoded, pad_id: int, spec: TaskSp
     order = eval_order(encoded)
     ds = eval_dataset(encoded, 64, pad_id)
     rows: list[np.ndarray] = []
+    # Ctrl-C stops between batches: labelling thousands of texts takes minutes.
     with progress(len(encoded), "ex", "teacher outputs") as bar, stop_between_steps():
         for x, _ in ds:
-            check_stop()  # Ctrl-C stops between batches, as in training's loop
+            check_stop()
             logits = model(x, training=False).numpy().astype(np.float32)
             if spec.per_token:  # each example's own tokens, without the batch's padding
                 start = len(rows)

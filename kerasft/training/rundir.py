@@ -30,7 +30,7 @@ from kerasft.errors import (
     KerasftError,
     OutputError,
     PeerLost,
-    stop_requested,
+    stop_signal,
     system_refusal,
 )
 from kerasft.training.strategies import is_chief, is_multi_worker
@@ -200,7 +200,7 @@ def ending_for(
     """
     # After a SIGTERM whose KeyboardInterrupt was lost, whatever ended training (a peer's
     # collective failing as that worker stopped) ends it as the interrupt would have.
-    interrupted = isinstance(exc, KeyboardInterrupt) or stop_requested()
+    interrupted = isinstance(exc, KeyboardInterrupt) or stop_signal() is not None
     refusal = None if interrupted else system_refusal(exc)
     lost = cluster and not interrupted and isinstance(exc, LOST_CLUSTER)
     if not (interrupted or refusal or lost or isinstance(exc, KerasftError)):

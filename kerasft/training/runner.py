@@ -404,8 +404,7 @@ def evaluate_best(
     """
     model.load_weights(best_checkpoint(run_dir / "checkpoints"))
     splits = {"validation": datasets.validation, "test": datasets.test}
-    with stop_between_steps():  # Ctrl-C stops between batches (`collect`)
-        outputs = {name: collect(model, dataset, spec) for name, dataset in splits.items()}
+    outputs = {name: collect(model, dataset, spec) for name, dataset in splits.items()}
     names, thresholds = data.label_names, None
     if spec.multi_hot:
         thresholds = [float(t) for t in tune_thresholds(*outputs["validation"])]
