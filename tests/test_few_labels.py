@@ -9,7 +9,7 @@ import pytest
 
 from kerasft.config import config_from_dict
 from kerasft.data.augment.code_switch import CodeSwitcher, read_dictionary
-from kerasft.data.augment.templates import generate
+from kerasft.data.augment.templates import generate, label_texts
 from kerasft.data.prepared import load_data
 from kerasft.errors import DataError
 from kerasft.tasks import TASKS
@@ -106,6 +106,84 @@ def test_an_unknown_slot_is_a_one_line_error_and_no_run_is_left(tmp_path, tiny_b
     )
     code = train_main("--config", str(write_yaml(tmp_path / "c.yaml", raw)))
     one_error_line(capsys, code, "t.yaml: template 1", "slot `{thing}`")
+    assert not any((tmp_path / "runs").rglob("config.yaml"))
+
+
+def test_label_template_makes_one_row_per_label_named_or_as_itself():
+    assert label_texts("this is {label}", None, ("neg", "pos")) == [
+        ("this is neg", ("neg",), 0),
+        ("this is pos", ("pos",), 0),
+    ]
+    named = label_texts("it was {label}!", {"0": "bad"}, ("0", "good"))
+    assert [t for t, _, _ in named] == ["it was bad!", "it was good!"]
+
+
+@pytest.mark.parametrize(
+    ("names", "fragment"),
+    [
+        (None, "label '0' is a code, and 'this is 0' says nothing about its class"),
+        ({"0": "bad"}, "label '1' is a code"),
+        ({"0": "bad", "1": "good", "2": "meh"}, "`data.augment.label_names`: '2' is not a label"),
+    ],
+)
+def test_label_template_refuses_codes_and_unknown_names(names, fragment):
+    with pytest.raises(DataError, match=fragment):
+        label_texts("this is {label}", names, ("0", "1"))
+
+
+def test_a_run_adds_label_rows_with_yaml_integer_keys(tmp_path, tiny_bert_dir):
+    raw = tiny_run_config(
+        tmp_path,
+        tiny_bert_dir,
+        copies=2,
+        data={"augment": {"label_template": "a {label} one", "label_names": {"neg": "bad"}}},
+        training={"epochs": 1},
+        export={"enabled": False},
+    )
+    from kerasft.training.runner import run
+
+    result = run(config_from_dict(raw), verbose=0)
+    records = [json.loads(line) for line in (result.run_dir / "augmented.jsonl").open()]
+    assert records == [
+        {"operation": "label_template", "text": "a bad one", "label": "neg"},
+        {"operation": "label_template", "text": "a pos one", "label": "pos"},
+    ]
+    assert result.metrics["train"]["examples"] == 24 + 2
+    assert config_from_dict(
+        raw
+        | {
+            "data": raw["data"]
+            | {"augment": {"label_template": "{label}", "label_names": {0: "x"}}}
+        }
+    ).data.augment.label_names == {"0": "x"}
+
+
+@pytest.mark.parametrize(
+    ("augment", "fragment"),
+    [
+        ({"label_template": "this is it"}, "has no `{label}`"),
+        ({"label_template": "{label} {x}"}, "the only slot is `{label}`"),
+        ({"label_names": {"neg": "bad"}}, "`label_names` names the labels for `label_template`"),
+    ],
+)
+def test_bad_label_template_settings_are_one_line_errors(
+    tmp_path, tiny_bert_dir, capsys, augment, fragment
+):
+    raw = tiny_run_config(tmp_path, tiny_bert_dir, data={"augment": augment})
+    code = train_main("--config", str(write_yaml(tmp_path / "c.yaml", raw)))
+    one_error_line(capsys, code, "data.augment", fragment)
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("config.yaml"))
+
+
+def test_label_codes_without_names_stop_the_run_with_one_line(tmp_path, tiny_bert_dir, capsys):
+    raw = tiny_run_config(
+        tmp_path, tiny_bert_dir, data={"augment": {"label_template": "is {label}"}}
+    )
+    (tmp_path / "d.csv").write_text(
+        "text,label\n" + "".join(f"sentence {i},{i % 2}\n" for i in range(20))
+    )
+    code = train_main("--config", str(write_yaml(tmp_path / "c.yaml", raw)))
+    one_error_line(capsys, code, "label '0' is a code", "data.augment.label_names")
     assert not any((tmp_path / "runs").rglob("config.yaml"))
 
 

@@ -119,6 +119,18 @@ class AugmentConfig(_Section):
         description="Labelled examples generated from templates, added to the training split; see "
         "below. null: off.",
     )
+    label_template: str | None = Field(
+        None,
+        description="One more training row per label: this text with `{label}` replaced by the "
+        "label's name, e.g. `this sentence is {label}` (SetFit's templated examples). With a few "
+        "labels per class it ties each class to what its name means, most with `training.method: "
+        "contrastive` (docs/training.md). null: off.",
+    )
+    label_names: dict[str, str] | None = Field(
+        None,
+        description="What `{label}` of `label_template` reads for each label, e.g. `{0: negative, 1: "
+        "positive}` where the labels are codes. Labels not listed read as themselves.",
+    )
     protected: list[str] = Field(
         [],
         description="Words never changed, moved or deleted (case-insensitive). Numbers, URLs, e-mail "
@@ -141,12 +153,37 @@ class AugmentConfig(_Section):
             )
         return value
 
+    @field_validator("label_names", mode="before")
+    @classmethod
+    def _names_as_strings(cls, value: Any) -> Any:
+        """YAML reads `{0: negative}` with an integer key; labels are compared as strings."""
+        if isinstance(value, dict):
+            return {str(k): v for k, v in value.items()}
+        return value
+
+    @field_validator("label_template")
+    @classmethod
+    def _one_label_slot(cls, value: str | None) -> str | None:
+        if value is not None and "{label}" not in value:
+            raise ValueError(
+                f"{value!r} has no `{{label}}`; write where the label's name goes, e.g. "
+                "'this sentence is {label}'"
+            )
+        if value is not None and any(c in value.replace("{label}", "") for c in "{}"):
+            raise ValueError(f"{value!r}: the only slot is `{{label}}`; drop the other braces")
+        return value
+
     @model_validator(mode="after")
     def _something_enabled(self) -> AugmentConfig:
-        if not self.operations() and self.templates is None:
+        if self.label_names is not None and self.label_template is None:
+            raise ValueError(
+                "`label_names` names the labels for `label_template`, which is not set; set "
+                "it (e.g. 'this sentence is {label}') or drop `label_names`"
+            )
+        if not self.operations() and self.templates is None and self.label_template is None:
             raise ValueError(
                 "no operation is enabled: set a rate above 0 for synonym, insertion, swap, deletion "
-                "or contextual, or give back_translation, code_switch or templates"
+                "or contextual, or give back_translation, code_switch, templates or label_template"
             )
         return self
 

@@ -214,13 +214,12 @@ class Config(_Section):
     @model_validator(mode="after")
     def _augmentation_fits_task(self) -> Config:
         augment = self.data.augment
-        if (
-            augment
-            and augment.templates
-            and (self.task not in ("classification", "multi_label") or self.data.text_pair_column)
+        made = [k for k in ("templates", "label_template") if augment and getattr(augment, k)]
+        if made and (
+            self.task not in ("classification", "multi_label") or self.data.text_pair_column
         ):
             raise ValueError(
-                "`data.augment.templates` makes single labelled texts for classification or "
+                f"`data.augment.{made[0]}` makes single labelled texts for classification or "
                 f"multi_label, not `{self.task}`{' pairs' if self.data.text_pair_column else ''}; drop it"
             )
         if self.data.label_delimiter is not None and self.task != "multi_label":

@@ -60,15 +60,18 @@ def augment_training(cfg: Config, spec: TaskSpec, splits: Splits) -> tuple[Split
             if cache is not None:
                 lines = "".join(json.dumps(dataclasses.asdict(j)) + "\n" for j in jobs)
                 write_whole(cache, lambda tmp: tmp.write_text(lines, encoding="utf-8"))
-    counts = Counter(j.operation for j in jobs)
-    print(
-        f"augmentation: +{len(jobs)} training rows from {len(train)} "
-        f"({', '.join(f'{op} {n}' for op, n in sorted(counts.items()))})"
-    )
+        counts = Counter(j.operation for j in jobs)
+        print(
+            f"augmentation: +{len(jobs)} training rows from {len(train)} "
+            f"({', '.join(f'{op} {n}' for op, n in sorted(counts.items()))})"
+        )
     augmented = _append(train, jobs, spec)
     records = _records(jobs, train, splits, spec)
     if augment.templates is not None:
         augmented, made = _templated(augment, spec, splits.vocab.names, augmented, seed)
+        records += made
+    if augment.label_template is not None:
+        augmented, made = _label_rows(augment, spec, splits.vocab.names, augmented)
         records += made
     return dataclasses.replace(splits, train=augmented), records
 
@@ -81,6 +84,31 @@ def _templated(
 
     t = augment.templates
     made = generate(t.file, t.per_label, names, seed, set(map(_text, train.texts)))
+    return _with_made(
+        spec, names, train, made, f"templates: +{len(made)} training rows from {t.file}"
+    )
+
+
+def _label_rows(
+    augment: AugmentConfig, spec: TaskSpec, names: tuple[str, ...], train: Split
+) -> tuple[Split, list[dict]]:
+    """`train` with one `data.augment.label_template` row per label appended, and their records."""
+    from kerasft.data.augment.templates import label_texts
+
+    made = label_texts(augment.label_template, augment.label_names, names)
+    existing = set(map(_text, train.texts))
+    made = [m for m in made if m[0] not in existing]
+    return _with_made(spec, names, train, made, f"label_template: +{len(made)} training rows")
+
+
+def _with_made(
+    spec: TaskSpec,
+    names: tuple[str, ...],
+    train: Split,
+    made: list[tuple[str, tuple[str, ...], int]],
+    what: str,
+) -> tuple[Split, list[dict]]:
+    """`train` with the generated `(text, labels, template number)` rows appended, and records."""
     index = {name: i for i, name in enumerate(names)}
     if spec.multi_hot:
         targets = np.zeros((len(made), len(names)), np.float32)
@@ -89,14 +117,11 @@ def _templated(
     else:
         targets = np.asarray([index[labels[0]] for _, labels, _ in made], np.int32)
     counts = Counter("|".join(labels) for _, labels, _ in made)
-    print(
-        f"templates: +{len(made)} training rows from {t.file} "
-        f"({', '.join(f'{k} {n}' for k, n in sorted(counts.items()))})"
-    )
+    print(f"{what} ({', '.join(f'{k} {n}' for k, n in sorted(counts.items()))})")
     records = [
         {
-            "operation": "template",
-            "template": number,
+            "operation": "template" if number else "label_template",
+            **({"template": number} if number else {}),
             "text": text,
             "label": list(labels) if spec.multi_hot else labels[0],
         }

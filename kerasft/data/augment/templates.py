@@ -166,3 +166,39 @@ def _fillings(group, slots, per_label, rng, existing) -> list[tuple[str, int]]:
 
 def _fill(template: Template, values: dict[str, Any]) -> str:
     return SLOT.sub(lambda m: str(values[m.group(1)]), template.text)
+
+
+def label_texts(
+    template: str, names: dict[str, str] | None, labels: tuple[str, ...]
+) -> list[tuple[str, tuple[str, ...], int]]:
+    """One `(text, (label,), 0)` per label: `template` with `{label}` read as the label's name
+    (`names`, else the label itself), SetFit's templated examples.
+
+    Raises:
+        DataError: `names` names a label outside `labels`, or a label left to read as itself is
+            a number (the text would say nothing about the class).
+    """
+    names = names or {}
+    unknown = [k for k in names if k not in labels]
+    if unknown:
+        raise DataError(
+            f"`data.augment.label_names`: {unknown[0]!r} is not a label (labels: "
+            f"{', '.join(labels)}); name only those."
+        )
+    codes = [label for label in labels if label not in names and _is_number(label)]
+    if codes:
+        example = ", ".join(f"{c}: ..." for c in codes[:3])
+        raise DataError(
+            f"`data.augment.label_template`: label {codes[0]!r} is a code, and "
+            f"{template.replace('{label}', codes[0])!r} says nothing about its class; name the "
+            f"labels in `data.augment.label_names`, e.g. {{{example}}}."
+        )
+    return [(template.replace("{label}", names.get(label, label)), (label,), 0) for label in labels]
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
