@@ -1,6 +1,6 @@
 """How close the SavedModel's float32 inference is to what this CPU can do: the ceiling of any float32 engine.
 
-    .venv/bin/python bench/inference_ceiling.py [--run RUN_DIR] [--repeats 5]
+    .venv/bin/python bench/inference_ceiling.py [--run RUN_DIR] [--repeats 5] [--bf16]
 
 Exports an SST-2 model of the embedded MiniLM-L6 (a 64-phrase, one-epoch run of
 configs/sst2.yaml, since speed does not depend on the weights; or a finished run
@@ -15,11 +15,15 @@ batch-64 token ids in file order (the batches of bench/compression.py):
   [hidden, intermediate]) in TensorFlow (oneDNN) in float32 and in bfloat16, and in
   onnxruntime in float32: the rate this CPU gives such products.
 
-A float32 engine cannot run the model faster than the float32 product rate, so
-`onnx_fp32_ceiling` (that rate over the SavedModel's) bounds the ONNX fp32
-speedup bench/compression.py can measure. Last line:
-savedmodel_gflops=… onnx_gflops=… tf_matmul_fp32_gflops=… ort_matmul_fp32_gflops=…
-tf_matmul_bf16_gflops=… savedmodel_share=… onnx_fp32_ceiling=…
+A float32 engine cannot run the model faster than the faster float32 product rate,
+so `onnx_fp32_ceiling` (that rate over the SavedModel's) bounds the ONNX fp32
+speedup bench/compression.py can measure. Where the CPU has native bfloat16 (or
+with `--bf16`), the run is also exported with `export.precision: bfloat16` and
+timed beside them. Accuracies on GLUE dev are printed too (a 64-phrase model's
+are near chance: give `--run` a trained one to compare them). Last line:
+savedmodel_gflops=… onnx_gflops=… tf_matmul_fp32_gflops=… tf_matmul_bf16_gflops=…
+ort_matmul_fp32_gflops=… [bf16_savedmodel_gflops=…] savedmodel_share=… onnx_fp32_ceiling=…
+onnx_speedup=… [bf16_speedup=…] savedmodel_acc=… onnx_acc=… [bf16_acc=…]
 Needs ../shared/data and the onnx extra.
 """
 
@@ -32,7 +36,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from compression import DEV, dev_set, id_batches, onnx_predictor, savedmodel_predictor
+from compression import BF16, DEV, dev_set, id_batches, onnx_predictor, savedmodel_predictor
 from workdir import add_keep, work_dir
 
 from kerasft._compat import tf
@@ -40,6 +44,7 @@ from kerasft.config import load_config
 from kerasft.models import model_directory
 from kerasft.serving import onnx as onnx_lib
 from kerasft.training.exports import reexport
+from kerasft.training.hardware import NATIVE_BF16, cpu_flags
 from kerasft.training.runner import run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -107,6 +112,11 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--run", default=None, help="a finished SST-2 run to export instead of training")
     p.add_argument("--repeats", type=int, default=5, help="timed rounds, each timer in turn")
+    p.add_argument(
+        "--bf16",
+        action="store_true",
+        help="also time a bfloat16 export where the CPU has no native bfloat16 (emulated: slow)",
+    )
     add_keep(p)
     args = p.parse_args()
     if not DEV.is_file():
@@ -135,7 +145,7 @@ def main() -> None:
         run_dir, export = result.run_dir, result.export_dir
     backbone = model_directory(load_config(run_dir / "config.yaml").model)
     config = json.loads((backbone / "config.json").read_text())
-    texts, _ = dev_set()
+    texts, labels = dev_set()
     batches = id_batches(export, texts)
     flops = sum(model_flops(config, b) for b in batches)
     length = float(np.mean([b["input_ids"].shape[1] for b in batches]))
@@ -146,29 +156,47 @@ def main() -> None:
         f"{shape[1]}x{shape[2]}",
         flush=True,
     )
-    savedmodel = savedmodel_predictor(export)
-    onnx_model = onnx_predictor(export.parent / "onnx" / export.name / onnx_lib.MODEL)
-    timers = {
-        "savedmodel": lambda: [savedmodel(b) for b in batches],
-        "onnx": lambda: [onnx_model(b) for b in batches],
+    models = {
+        "savedmodel": savedmodel_predictor(export),
+        "onnx": onnx_predictor(export.parent / "onnx" / export.name / onnx_lib.MODEL),
     }
+    native_bf16 = sorted(cpu_flags() & NATIVE_BF16)
+    if native_bf16 or args.bf16:
+        print(f"native bfloat16: {', '.join(native_bf16) or 'none (emulated)'}", flush=True)
+        bf16 = reexport(run_dir, str(work / "exports"), overrides=BF16)
+        models["bf16_savedmodel"] = savedmodel_predictor(bf16)
+    accuracy = {}
+    for name, predict in models.items():
+        predicted = np.concatenate([predict(b) for b in batches]).argmax(-1)
+        accuracy[name] = float(np.mean(predicted == labels))
+        print(f"{name}: GLUE-dev accuracy {accuracy[name]:.4f}", flush=True)
+    timers = {name: lambda p=p: [p(b) for b in batches] for name, p in models.items()}
     products = matmul_timers(shape)
     timers |= {name: lambda f=f: [f() for _ in range(20)] for name, f in products.items()}
-    amounts = {"savedmodel": flops, "onnx": flops} | dict.fromkeys(
+    amounts = dict.fromkeys(models, flops) | dict.fromkeys(
         products, 20 * 2 * shape[0] * shape[1] * shape[2]
     )
     best = best_rates(timers, amounts, args.repeats)
-    share = best["savedmodel"] / best["tf_matmul_fp32"]
-    ceiling = max(best["tf_matmul_fp32"], best["ort_matmul_fp32"]) / best["savedmodel"]
+    fastest = max(best["tf_matmul_fp32"], best["ort_matmul_fp32"])
+    share, ceiling = best["savedmodel"] / fastest, fastest / best["savedmodel"]
     print(
-        f"the SavedModel runs the model at {share:.0%} of TensorFlow's float32 product rate; "
-        f"a float32 engine running every operation at the faster product rate would be "
-        f"{ceiling:.2f}x it",
+        f"the SavedModel runs the model at {share:.0%} of the faster float32 product rate; "
+        f"a float32 engine running all of it at that rate would be {ceiling:.2f}x it",
         flush=True,
     )
+    speedups = {
+        name.removesuffix("_savedmodel"): best[name] / best["savedmodel"]
+        for name in models
+        if name != "savedmodel"
+    }
     print(
         " ".join(f"{name}_gflops={best[name]:.1f}" for name in timers)
-        + f" savedmodel_share={share:.2f} onnx_fp32_ceiling={ceiling:.2f}"
+        + f" savedmodel_share={share:.2f} onnx_fp32_ceiling={ceiling:.2f} "
+        + " ".join(f"{name}_speedup={value:.2f}" for name, value in speedups.items())
+        + " "
+        + " ".join(
+            f"{name.removesuffix('_savedmodel')}_acc={a:.4f}" for name, a in accuracy.items()
+        )
     )
 
 

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from kerasft._compat import tf
+from kerasft._compat import keras, tf
 from kerasft.errors import ModelError
 from kerasft.models import build_classifier, load_backbone, resolve_backbone
 from tests.conftest import pytorch_state_dict, tiny_bert_config, write_tokenizer
@@ -134,3 +134,34 @@ def test_classifier_outputs_float32_logits_and_ignores_padding(tiny_bert_dir, po
     np.testing.assert_allclose(model(padded, training=False).numpy(), logits.numpy(), atol=1e-5)
     pooler_vars = [v for v in model.trainable_variables if "pooler" in v.name]
     assert bool(pooler_vars) == (pooling == "pooler")
+
+
+def test_a_bfloat16_backbone_gets_its_activations_in_float32():
+    from transformers import TFBertModel
+
+    from kerasft.models.backbones import activations_in_float32
+
+    policy = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = TFBertModel(tiny_bert_config())
+        dense = keras.layers.Dense(3, activation="gelu")
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
+    ids = tf.constant([[2, 5, 6, 3]])
+    before = model(ids).last_hidden_state
+    holder = tf.Module()
+    holder.model, holder.dense = model, dense
+    assert activations_in_float32(holder) == 2  # one per layer, none of the Keras layer
+    assert activations_in_float32(holder) == 0  # already wrapped
+    act = model.bert.encoder.layer[0].intermediate.intermediate_act_fn
+    x = tf.constant([[-1.3, 0.2, 2.7]], tf.bfloat16)
+    assert act(x).dtype == tf.bfloat16
+    expected = tf.cast(tf.nn.gelu(tf.cast(x, tf.float32)), tf.bfloat16)
+    np.testing.assert_array_equal(act(x).numpy(), expected.numpy())
+    after = model(ids).last_hidden_state
+    assert after.dtype == before.dtype == tf.bfloat16
+    np.testing.assert_allclose(
+        tf.cast(after, tf.float32).numpy(), tf.cast(before, tf.float32).numpy(), atol=0.1
+    )
+    assert dense.activation is keras.activations.gelu  # a Keras layer's own is left alone

@@ -17,6 +17,7 @@ from kerasft._compat import keras, tf
 from kerasft.config import Config
 from kerasft.errors import ConfigError, DataError, first_line
 from kerasft.models import Backbone, backbone_for, build_model, load_tokenizer, model_directory
+from kerasft.models.backbones import activations_in_float32
 from kerasft.models.seq2seq import build_seq2seq, load_seq2seq
 from kerasft.peft.lora import merge_lora
 from kerasft.serving import ExportInfo, export_model
@@ -47,6 +48,8 @@ def export_run(
     if cfg.model.lora:
         merged = merge_lora(model, cfg.model.lora.targets)
         print(f"LoRA: merged {merged} adapters into the weights for export")
+    if model.dtype_policy.name == "mixed_bfloat16":
+        activations_in_float32(model)
     return export_model(
         model,
         ExportInfo.read(run_dir),
@@ -76,7 +79,8 @@ def rebuild(
         overrides: `export.*` settings to change, as `--set` takes them (`export.onnx_optimize=false`).
             Defaults to none.
         for_export: with `export.precision: bfloat16`, rebuild under mixed_bfloat16 instead (the
-            same float32 weights, matrix products in bfloat16). Defaults to False.
+            same float32 weights, matrix products in bfloat16; `export_run` then puts the
+            feed-forward activations in float32). Defaults to False.
 
     Returns:
         (model, backbone, cfg); `cfg.export.dir` is `export_dir` when given, and
