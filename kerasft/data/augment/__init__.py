@@ -44,6 +44,7 @@ def augment_training(cfg: Config, spec: TaskSpec, splits: Splits) -> tuple[Split
     Raises:
         ConfigError: WordNet, the masked LM or a translation model cannot be loaded.
         ModelError: a model directory cannot be read.
+        DataError: a bad templates file, or label names that do not fit the labels.
     """
     augment = cfg.data.augment
     assert augment is not None
