@@ -7,7 +7,8 @@ Unknown keys, wrong types and values out of range raise `ConfigError` naming the
 file and the dotted key.
 
     base         limits, the monitors per task, the strict section base
-    sections     data:, augmentation, model: (and its PEFT methods), pretrain:
+    sections     data:, model: (and its PEFT methods), pretrain:
+    augment      data.augment: (EDA, masked-LM, back-translation, code-switching, templates)
     training     training:, export:, evaluation:, distill:, tuning:
     validation   the root `Config` and the checks that span sections
     loading      YAML, `--set` overrides, errors that name the file and key
@@ -16,6 +17,12 @@ file and the dotted key.
 
 import yaml
 
+from kerasft.config.augment import (
+    AugmentConfig,
+    BackTranslationConfig,
+    CodeSwitchConfig,
+    TemplatesConfig,
+)
 from kerasft.config.base import MAX_BATCH_SIZE, MONITORS, leaf_keys, section_of
 from kerasft.config.loading import (
     add_override_argument,
@@ -29,9 +36,6 @@ from kerasft.config.loading import (
 from kerasft.config.reference import reference, update_reference
 from kerasft.config.sections import (
     AdapterConfig,
-    AugmentConfig,
-    BackTranslationConfig,
-    CodeSwitchConfig,
     DataConfig,
     LoraConfig,
     MixConfig,
@@ -40,7 +44,6 @@ from kerasft.config.sections import (
     PretrainRun,
     PromptConfig,
     RnnConfig,
-    TemplatesConfig,
 )
 from kerasft.config.training import (
     SETFIT_DEFAULTS,
