@@ -21,8 +21,8 @@ speedup bench/compression.py can measure. Where the CPU has native bfloat16 (or
 with `--bf16`), the run is also exported with `export.precision: bfloat16` and
 timed beside them. Accuracies on GLUE dev are printed too (a 64-phrase model's
 are near chance: give `--run` a trained one to compare them). Last line:
-savedmodel_gflops=… onnx_gflops=… tf_matmul_fp32_gflops=… tf_matmul_bf16_gflops=…
-ort_matmul_fp32_gflops=… [bf16_savedmodel_gflops=…] savedmodel_share=… onnx_fp32_ceiling=…
+savedmodel_gflops=… onnx_gflops=… [bf16_savedmodel_gflops=…] tf_matmul_fp32_gflops=…
+tf_matmul_bf16_gflops=… ort_matmul_fp32_gflops=… savedmodel_share=… onnx_fp32_ceiling=…
 onnx_speedup=… [bf16_speedup=…] savedmodel_acc=… onnx_acc=… [bf16_acc=…]
 Needs ../shared/data and the onnx extra.
 """
@@ -31,12 +31,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 from compression import BF16, DEV, dev_set, id_batches, onnx_predictor, savedmodel_predictor
+from sst2 import require_sst2
 from workdir import add_keep, work_dir
 
 from kerasft._compat import tf
@@ -64,7 +64,6 @@ def model_flops(config: dict, batch: dict) -> float:
 def matmul_timers(shape: tuple[int, int, int]) -> dict:
     """Callables that run one [m, k] x [k, n] product: TensorFlow float32 and bfloat16,
     onnxruntime float32."""
-    import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
@@ -81,11 +80,8 @@ def matmul_timers(shape: tuple[int, int, int]) -> dict:
         [helper.make_tensor_value_info("c", TensorProto.FLOAT, [m, n])],
         [numpy_helper.from_array(b, "b")],
     )
-    session = ort.InferenceSession(
-        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString(),
-        providers=["CPUExecutionProvider"],
-    )
-    onnx.checker.check_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     return {
         "tf_matmul_fp32": lambda: product(tf_a, tf_b).numpy(),
         "tf_matmul_bf16": lambda: product(bf_a, bf_b).numpy(),
@@ -119,8 +115,7 @@ def main() -> None:
     )
     add_keep(p)
     args = p.parse_args()
-    if not DEV.is_file():
-        sys.exit(f"error: {DEV} is absent; this benchmark needs ../shared/data")
+    require_sst2()
     onnx_lib.require()
     work = work_dir("kerasft-ceiling-", args.keep)
     if args.run:

@@ -111,8 +111,11 @@ def test_an_unknown_slot_is_a_one_line_error_and_no_run_is_left(tmp_path, tiny_b
 
 def test_label_template_makes_one_row_per_label_named_or_as_itself():
     assert label_texts("this is {label}", None, ("neg", "pos")) == [
-        ("this is neg", ("neg",), 0),
-        ("this is pos", ("pos",), 0),
+        ("this is neg", ("neg",), None),
+        ("this is pos", ("pos",), None),
+    ]
+    assert label_texts("this is {label}", None, ("neg", "pos"), {"this is neg"}) == [
+        ("this is pos", ("pos",), None)
     ]
     named = label_texts("it was {label}!", {"0": "bad"}, ("0", "good"))
     assert [t for t, _, _ in named] == ["it was bad!", "it was good!"]
@@ -131,7 +134,7 @@ def test_label_template_refuses_codes_and_unknown_names(names, fragment):
         label_texts("this is {label}", names, ("0", "1"))
 
 
-def test_a_run_adds_label_rows_with_yaml_integer_keys(tmp_path, tiny_bert_dir):
+def test_a_run_adds_one_row_per_label_and_records_them(tmp_path, tiny_bert_dir):
     raw = tiny_run_config(
         tmp_path,
         tiny_bert_dir,
@@ -149,13 +152,17 @@ def test_a_run_adds_label_rows_with_yaml_integer_keys(tmp_path, tiny_bert_dir):
         {"operation": "label_template", "text": "a pos one", "label": "pos"},
     ]
     assert result.metrics["train"]["examples"] == 24 + 2
-    assert config_from_dict(
-        raw
-        | {
-            "data": raw["data"]
-            | {"augment": {"label_template": "{label}", "label_names": {0: "x"}}}
-        }
-    ).data.augment.label_names == {"0": "x"}
+
+
+def test_label_names_read_yaml_integer_keys_as_labels(tmp_path):
+    raw = {
+        "name": "t",
+        "data": {"train": str(tmp_path / "d.csv"), "augment": {"label_template": "{label}"}},
+        "model": {"backbone": "minilm-l6"},
+    }
+    raw["data"]["augment"]["label_names"] = {0: "negative", 1: "positive"}
+    names = config_from_dict(raw).data.augment.label_names
+    assert names == {"0": "negative", "1": "positive"}
 
 
 @pytest.mark.parametrize(

@@ -164,12 +164,14 @@ class AugmentConfig(_Section):
     @field_validator("label_template")
     @classmethod
     def _one_label_slot(cls, value: str | None) -> str | None:
-        if value is not None and "{label}" not in value:
+        if value is None:
+            return value
+        if "{label}" not in value:
             raise ValueError(
                 f"{value!r} has no `{{label}}`; write where the label's name goes, e.g. "
                 "'this sentence is {label}'"
             )
-        if value is not None and any(c in value.replace("{label}", "") for c in "{}"):
+        if any(c in value.replace("{label}", "") for c in "{}"):
             raise ValueError(f"{value!r}: the only slot is `{{label}}`; drop the other braces")
         return value
 

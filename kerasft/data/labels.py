@@ -42,7 +42,7 @@ class LabelVocab:
     @classmethod
     def from_labels(cls, labels: Iterable[str]) -> LabelVocab:
         unique = sorted(set(labels))
-        if all(_is_int(v) for v in unique):
+        if all(is_integer(v) for v in unique):
             unique = sorted(unique, key=int)
         return cls(tuple(unique))
 
@@ -128,7 +128,8 @@ def describe(target: np.ndarray | list[np.ndarray], vocab: LabelVocab, spec: Tas
     return ", ".join(f"{name} {count}" for name, count in items) + more + unit
 
 
-def _is_int(value: str) -> bool:
+def is_integer(value: str) -> bool:
+    """Whether a label reads as an integer: such labels sort by value and are codes, not names."""
     try:
         int(value)
     except ValueError:

@@ -86,7 +86,7 @@ def _templated(
     t = augment.templates
     made = generate(t.file, t.per_label, names, seed, set(map(_text, train.texts)))
     return _with_made(
-        spec, names, train, made, f"templates: +{len(made)} training rows from {t.file}"
+        spec, names, train, made, f"templates: +{len(made)} training rows from {t.file}", "template"
     )
 
 
@@ -96,20 +96,23 @@ def _label_rows(
     """`train` with one `data.augment.label_template` row per label appended, and their records."""
     from kerasft.data.augment.templates import label_texts
 
-    made = label_texts(augment.label_template, augment.label_names, names)
-    existing = set(map(_text, train.texts))
-    made = [m for m in made if m[0] not in existing]
-    return _with_made(spec, names, train, made, f"label_template: +{len(made)} training rows")
+    made = label_texts(
+        augment.label_template, augment.label_names, names, set(map(_text, train.texts))
+    )
+    what = f"label_template: +{len(made)} training rows"
+    return _with_made(spec, names, train, made, what, "label_template")
 
 
 def _with_made(
     spec: TaskSpec,
     names: tuple[str, ...],
     train: Split,
-    made: list[tuple[str, tuple[str, ...], int]],
+    made: list[tuple[str, tuple[str, ...], int | None]],
     what: str,
+    operation: str,
 ) -> tuple[Split, list[dict]]:
-    """`train` with the generated `(text, labels, template number)` rows appended, and records."""
+    """`train` with the generated `(text, labels, template number or None)` rows appended, and
+    their records (`operation`, and the template's number where there is one)."""
     index = {name: i for i, name in enumerate(names)}
     if spec.multi_hot:
         targets = np.zeros((len(made), len(names)), np.float32)
@@ -121,8 +124,8 @@ def _with_made(
     print(f"{what} ({', '.join(f'{k} {n}' for k, n in sorted(counts.items()))})")
     records = [
         {
-            "operation": "template" if number else "label_template",
-            **({"template": number} if number else {}),
+            "operation": operation,
+            **({"template": number} if number is not None else {}),
             "text": text,
             "label": list(labels) if spec.multi_hot else labels[0],
         }

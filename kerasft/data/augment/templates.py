@@ -169,15 +169,21 @@ def _fill(template: Template, values: dict[str, Any]) -> str:
 
 
 def label_texts(
-    template: str, names: dict[str, str] | None, labels: tuple[str, ...]
-) -> list[tuple[str, tuple[str, ...], int]]:
-    """One `(text, (label,), 0)` per label: `template` with `{label}` read as the label's name
-    (`names`, else the label itself), SetFit's templated examples.
+    template: str,
+    names: dict[str, str] | None,
+    labels: tuple[str, ...],
+    existing: set[str] = frozenset(),
+) -> list[tuple[str, tuple[str, ...], None]]:
+    """One `(text, (label,), None)` per label (no template number): `template` with `{label}`
+    read as the label's name (`names`, else the label itself), SetFit's templated examples;
+    none equal to an `existing` text.
 
     Raises:
         DataError: `names` names a label outside `labels`, or a label left to read as itself is
-            a number (the text would say nothing about the class).
+            an integer code (the text would say nothing about the class).
     """
+    from kerasft.data.labels import is_integer
+
     names = names or {}
     unknown = [k for k in names if k not in labels]
     if unknown:
@@ -185,7 +191,7 @@ def label_texts(
             f"`data.augment.label_names`: {unknown[0]!r} is not a label (labels: "
             f"{', '.join(labels)}); name only those."
         )
-    codes = [label for label in labels if label not in names and _is_number(label)]
+    codes = [label for label in labels if label not in names and is_integer(label)]
     if codes:
         example = ", ".join(f"{c}: ..." for c in codes[:3])
         raise DataError(
@@ -193,12 +199,5 @@ def label_texts(
             f"{template.replace('{label}', codes[0])!r} says nothing about its class; name the "
             f"labels in `data.augment.label_names`, e.g. {{{example}}}."
         )
-    return [(template.replace("{label}", names.get(label, label)), (label,), 0) for label in labels]
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
+    texts = [(template.replace("{label}", names.get(label, label)), label) for label in labels]
+    return [(text, (label,), None) for text, label in texts if text not in existing]
