@@ -170,6 +170,7 @@ def convert(saved_model: Path, path: Path, opset: int = OPSET) -> None:
 
 def quantize(path: Path, out: Path) -> float:
     """Writes `out`, `path` with int8 weights and int8 matrix products; returns its size in MB."""
+    import onnx
     from onnx import TensorProto
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -183,6 +184,12 @@ def quantize(path: Path, out: Path) -> float:
         per_channel=True,
         extra_options={"DefaultTensorType": TensorProto.FLOAT},
     )
+    # The quantizer annotates tensor shapes, and with them onnxruntime fuses each residual
+    # Add and LayerNormalization back into its slower SkipLayerNormalization when a session
+    # loads the model (`onnx_graph.optimize`); onnxruntime infers the shapes it runs on.
+    model = onnx.load(str(out))
+    del model.graph.value_info[:]
+    onnx.save(model, str(out))
     return out.stat().st_size / 1e6
 
 
