@@ -45,7 +45,7 @@ from kerasft.models import model_directory
 from kerasft.serving import onnx as onnx_lib
 from kerasft.training.exports import reexport
 from kerasft.training.hardware import NATIVE_BF16, cpu_flags
-from kerasft.training.runner import run
+from kerasft.training.runner import run as run_training
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -104,6 +104,31 @@ def best_rates(timers: dict, work: dict, repeats: int) -> dict:
     return best
 
 
+def timing_model(run: str | None, work: Path, overrides: tuple[str, ...] = ()) -> tuple[Path, Path]:
+    """A run and an export of it with ONNX (with `export.*` `overrides`): `run`'s, or a 64-phrase,
+    one-epoch run of configs/sst2.yaml trained in `work` (speed does not depend on the weights)."""
+    if run:
+        run_dir = Path(run)
+        return run_dir, reexport(run_dir, str(work / "exports"), onnx=True, overrides=overrides)
+    cfg = load_config(
+        REPO / "configs" / "sst2.yaml",
+        [
+            "data.max_train_examples=64",
+            "training.epochs=1",
+            "export.onnx=true",
+            "export.tflite=false",
+            f"data.train={DEV.parent / 'train.tsv'}",
+            f"data.validation={DEV.parent / 'dev.tsv'}",
+            f"data.test={DEV}",
+            f"training.output_dir={work / 'runs'}",
+            f"export.dir={work / 'exports'}",
+            *overrides,
+        ],
+    )
+    result = run_training(cfg, verbose=0)
+    return result.run_dir, result.export_dir
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--run", default=None, help="a finished SST-2 run to export instead of training")
@@ -118,26 +143,7 @@ def main() -> None:
     require_sst2()
     onnx_lib.require()
     work = work_dir("kerasft-ceiling-", args.keep)
-    if args.run:
-        run_dir = Path(args.run)
-        export = reexport(run_dir, str(work / "exports"), onnx=True)
-    else:
-        cfg = load_config(
-            REPO / "configs" / "sst2.yaml",
-            [
-                "data.max_train_examples=64",
-                "training.epochs=1",
-                "export.onnx=true",
-                "export.tflite=false",
-                f"data.train={DEV.parent / 'train.tsv'}",
-                f"data.validation={DEV.parent / 'dev.tsv'}",
-                f"data.test={DEV}",
-                f"training.output_dir={work / 'runs'}",
-                f"export.dir={work / 'exports'}",
-            ],
-        )
-        result = run(cfg, verbose=0)
-        run_dir, export = result.run_dir, result.export_dir
+    run_dir, export = timing_model(args.run, work)
     backbone = model_directory(load_config(run_dir / "config.yaml").model)
     config = json.loads((backbone / "config.json").read_text())
     texts, labels = dev_set()

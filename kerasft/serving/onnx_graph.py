@@ -188,12 +188,26 @@ def remove_dead_nodes(model: Any) -> int:
         removed += len(dead)
 
 
-def optimize(source: Path, target: Path, heads: int | None, hidden: int | None) -> dict[str, int]:
+# onnxruntime's SkipLayerNormalization and BiasGelu CPU kernels are slower than the Add,
+# LayerNormalization and Gelu they replace: on GLUE SST-2 dev, leaving them out took float32
+# from 1.02x the SavedModel to 1.12x and int8 from 2.22x to 2.87x (an Intel Xeon with AMX,
+# bench/onnx_fusions.py). Names of `FusionOptions.enable_*` switches.
+UNFUSED = ("skip_layer_norm", "bias_gelu")
+
+
+def optimize(
+    source: Path,
+    target: Path,
+    heads: int | None,
+    hidden: int | None,
+    unfused: tuple[str, ...] = UNFUSED,
+) -> dict[str, int]:
     """Writes `target`: `source` rewritten (above) and fused by onnxruntime's transformer optimizer.
 
     Args:
         heads, hidden: the encoder's attention heads and hidden size; None (not a
             transformer, e.g. the BiGRU) applies only the rewrites.
+        unfused: the optimizer's fusions left out (`FusionOptions.enable_<name>`).
 
     Returns:
         How many of each fused operator (`FUSED_OPS`) the result holds.
@@ -209,13 +223,11 @@ def optimize(source: Path, target: Path, heads: int | None, hidden: int | None) 
         from onnxruntime.transformers.fusion_options import FusionOptions
         from onnxruntime.transformers.optimizer import optimize_by_fusion
 
-        # onnxruntime's SkipLayerNormalization and BiasGelu CPU kernels are slower than the
-        # Add, LayerNormalization and Gelu they replace: on GLUE SST-2 dev, leaving them out
-        # took float32 from 1.04x the SavedModel to 1.14x and int8 from 2.11x to 2.61x
-        # (an Intel Xeon with AMX, bench/README.md).
         options = FusionOptions("bert")
-        options.enable_skip_layer_norm = False
-        options.enable_bias_gelu = False
+        for name in unfused:
+            if not hasattr(options, f"enable_{name}"):
+                raise ValueError(f"onnxruntime's optimizer has no fusion {name!r}")
+            setattr(options, f"enable_{name}", False)
         # It warns that the producer is tf2onnx, not PyTorch: the rewrites above are for that.
         log = logging.getLogger("onnxruntime.transformers")
         level = log.level

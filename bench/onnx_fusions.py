@@ -1,0 +1,85 @@
+"""Which of onnxruntime's transformer fusions make the ONNX export faster on this CPU.
+
+    .venv/bin/python bench/onnx_fusions.py [--run RUN_DIR] [--repeats 5]
+
+Exports an SST-2 model of the embedded MiniLM-L6 (a 64-phrase, one-epoch run of
+configs/sst2.yaml, or a finished run with `--run`: its accuracies then mean something)
+with `export.onnx_optimize: false`, the plain tf2onnx graph; fuses that graph with
+onnxruntime's transformer optimizer once per variant, after kerasft's rewrites
+(`kerasft.serving.onnx_graph.optimize`), and quantizes each variant as the export does
+(`kerasft.serving.onnx.quantize`). Then times, in turns over `--repeats` rounds (best
+round each), the SavedModel and every variant's float32 and int8 graphs in default
+onnxruntime sessions, on the 872 GLUE SST-2 dev sentences as batch-64 token ids (the
+batches of bench/compression.py). Variants, by the fusions left out:
+
+- every: none left out (kerasft's export until 3df4ff5);
+- noskip: the residual Add + LayerNormalization (`SkipLayerNormalization`);
+- kerasft: that and GELU's bias (`BiasGelu`): the export's default (`onnx_graph.UNFUSED`);
+- noattention: those and attention (`Attention`).
+
+Last line: savedmodel_acc=… then, per variant, <variant>_fp32=… <variant>_int8=… (speed
+against the SavedModel) and <variant>_int8_acc=…. Needs ../shared/data and the onnx extra.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from compression import dev_set, id_batches, onnx_predictor, savedmodel_predictor, speeds
+from inference_ceiling import timing_model
+from sst2 import require_sst2
+from workdir import add_keep, work_dir
+
+from kerasft.config import load_config
+from kerasft.models import model_directory
+from kerasft.serving import onnx as onnx_lib
+from kerasft.serving import onnx_graph
+
+VARIANTS = {
+    "every": (),
+    "noskip": ("skip_layer_norm",),
+    "kerasft": onnx_graph.UNFUSED,
+    "noattention": (*onnx_graph.UNFUSED, "attention"),
+}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--run", default=None, help="a finished SST-2 run to export instead of training")
+    p.add_argument("--repeats", type=int, default=5, help="timed rounds, each model in turn")
+    add_keep(p)
+    args = p.parse_args()
+    require_sst2()
+    onnx_lib.require()
+    work = work_dir("kerasft-fusions-", args.keep)
+    run_dir, export = timing_model(args.run, work, ("export.onnx_optimize=false",))
+    plain = export.parent / "onnx" / export.name / onnx_lib.MODEL
+    backbone = model_directory(load_config(run_dir / "config.yaml").model)
+    config = json.loads((backbone / "config.json").read_text())
+    shape = (config["num_attention_heads"], config["hidden_size"])
+    models = {"savedmodel": savedmodel_predictor(export)}
+    for name, unfused in VARIANTS.items():
+        fused = work / f"{name}.onnx"
+        ops = onnx_graph.optimize(plain, fused, *shape, unfused=unfused)
+        onnx_lib.quantize(fused, work / f"{name}.int8.onnx")
+        shown = ", ".join(f"{op} x{n}" for op, n in ops.items())
+        print(f"{name}: {shown or 'nothing fused'}", flush=True)
+        models[f"{name}_fp32"] = onnx_predictor(fused)
+        models[f"{name}_int8"] = onnx_predictor(work / f"{name}.int8.onnx")
+    texts, labels = dev_set()
+    figures = speeds(models, id_batches(export, texts), labels, args.repeats)
+    base = figures["savedmodel"][1]
+    print(
+        f"savedmodel_acc={figures['savedmodel'][0]:.4f} "
+        + " ".join(
+            f"{name}_fp32={figures[name + '_fp32'][1] / base:.2f} "
+            f"{name}_int8={figures[name + '_int8'][1] / base:.2f} "
+            f"{name}_int8_acc={figures[name + '_int8'][0]:.4f}"
+            for name in VARIANTS
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
