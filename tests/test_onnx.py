@@ -239,6 +239,7 @@ def test_onnx_optimize_false_writes_standard_ops_and_a_bad_fusion_is_not_kept(
     import onnx
 
     from kerasft.serving import onnx as onnx_lib
+    from kerasft.serving import onnx_graph
     from kerasft.training.exports import reexport
 
     def domains(export_dir):
@@ -252,6 +253,13 @@ def test_onnx_optimize_false_writes_standard_ops_and_a_bad_fusion_is_not_kept(
         overrides=["export.onnx_optimize=false"],
     )
     assert domains(plain) == {"ai.onnx"}
+    # Every fusion when none is left out (bench/onnx_fusions.py's `every`); a name that is
+    # not one of the optimizer's is refused, not ignored.
+    source = plain.parent / "onnx" / plain.name / "model.onnx"
+    every = onnx_graph.optimize(source, tmp_path / "every.onnx", 4, 32, unfused=())
+    assert every["SkipLayerNormalization"] == 4 and every["BiasGelu"] == 2
+    with pytest.raises(ValueError, match="no fusion 'skip_layernorm'"):
+        onnx_graph.optimize(source, tmp_path / "x.onnx", 4, 32, unfused=("skip_layernorm",))
     # A fused graph that disagrees with the plain conversion is dropped, and the export says so.
     monkeypatch.setattr(onnx_lib, "largest_difference", lambda a, b, feed: 0.5)
     kept = reexport(exported.run_dir, str(tmp_path / "kept"), onnx=True)
