@@ -1,4 +1,4 @@
-"""Which of onnxruntime's transformer fusions make the ONNX export faster on this CPU.
+"""Which of onnxruntime's transformer fusions, and skipping padding, make the ONNX export faster.
 
     .venv/bin/python bench/onnx_fusions.py [--run RUN_DIR] [--repeats 5]
 
@@ -14,8 +14,10 @@ batches of bench/compression.py). Variants, by the fusions left out:
 
 - every: none left out (kerasft's export until 3df4ff5);
 - noskip: the residual Add + LayerNormalization (`SkipLayerNormalization`);
-- kerasft: that and GELU's bias (`BiasGelu`): the export's default (`onnx_graph.UNFUSED`);
-- noattention: those and attention (`Attention`).
+- unfused: that and GELU's bias (`BiasGelu`): the export's fusions (`onnx_graph.UNFUSED`);
+- noattention: those and attention (`Attention`);
+- kerasft: `unfused` with the per-token layers on the real tokens only
+  (`kerasft.serving.onnx_packing`): the export's default.
 
 Last line: savedmodel_acc=… then, per variant, <variant>_fp32=… <variant>_int8=… (speed
 against the SavedModel) and <variant>_int8_acc=…. Needs ../shared/data and the onnx extra.
@@ -36,11 +38,12 @@ from kerasft.models import model_directory
 from kerasft.serving import onnx as onnx_lib
 from kerasft.serving import onnx_graph
 
-VARIANTS = {
-    "every": (),
-    "noskip": ("skip_layer_norm",),
-    "kerasft": onnx_graph.UNFUSED,
-    "noattention": (*onnx_graph.UNFUSED, "attention"),
+VARIANTS = {  # fusions left out, padding skipped
+    "every": ((), False),
+    "noskip": (("skip_layer_norm",), False),
+    "unfused": (onnx_graph.UNFUSED, False),
+    "noattention": ((*onnx_graph.UNFUSED, "attention"), False),
+    "kerasft": (onnx_graph.UNFUSED, True),
 }
 
 
@@ -59,9 +62,9 @@ def main() -> None:
     config = json.loads((backbone / "config.json").read_text())
     shape = (config["num_attention_heads"], config["hidden_size"])
     models = {"savedmodel": savedmodel_predictor(export)}
-    for name, unfused in VARIANTS.items():
+    for name, (unfused, pack) in VARIANTS.items():
         fused = work / f"{name}.onnx"
-        ops = onnx_graph.optimize(plain, fused, *shape, unfused=unfused)
+        ops = onnx_graph.optimize(plain, fused, *shape, unfused=unfused, pack=pack)
         onnx_lib.quantize(fused, work / f"{name}.int8.onnx")
         shown = ", ".join(f"{op} x{n}" for op, n in ops.items())
         print(f"{name}: {shown or 'nothing fused'}", flush=True)

@@ -31,6 +31,20 @@ def exported(tmp_path_factory, tiny_bert_dir):
     return run(config_from_dict(raw), verbose=0)
 
 
+@pytest.fixture(scope="module")
+def plain_graph(exported, tmp_path_factory):
+    """The tiny model's plain tf2onnx graph (`export.onnx_optimize: false`)."""
+    from kerasft.training.exports import reexport
+
+    export = reexport(
+        exported.run_dir,
+        str(tmp_path_factory.mktemp("plain")),
+        onnx=True,
+        overrides=["export.onnx_optimize=false"],
+    )
+    return export.parent / "onnx" / export.name / "model.onnx"
+
+
 def _tokenize(directory, texts, max_length=16):
     from transformers import AutoTokenizer
 
@@ -234,7 +248,7 @@ def test_gelu_rewrite_computes_the_same_and_leaves_other_graphs_alone():
 
 @pytest.mark.slow
 def test_onnx_optimize_false_writes_standard_ops_and_a_bad_fusion_is_not_kept(
-    exported, tmp_path, monkeypatch, capsys
+    exported, plain_graph, tmp_path, monkeypatch, capsys
 ):
     import onnx
 
@@ -246,16 +260,10 @@ def test_onnx_optimize_false_writes_standard_ops_and_a_bad_fusion_is_not_kept(
         path = export_dir.parent / "onnx" / export_dir.name / "model.onnx"
         return {n.domain or "ai.onnx" for n in onnx.load(str(path)).graph.node}
 
-    plain = reexport(
-        exported.run_dir,
-        str(tmp_path / "plain"),
-        onnx=True,
-        overrides=["export.onnx_optimize=false"],
-    )
-    assert domains(plain) == {"ai.onnx"}
+    assert {n.domain or "ai.onnx" for n in onnx.load(str(plain_graph)).graph.node} == {"ai.onnx"}
     # Every fusion when none is left out (bench/onnx_fusions.py's `every`); a name that is
     # not one of the optimizer's is refused, not ignored.
-    source = plain.parent / "onnx" / plain.name / "model.onnx"
+    source = plain_graph
     every = onnx_graph.optimize(source, tmp_path / "every.onnx", 4, 32, unfused=())
     assert every["SkipLayerNormalization"] == 4 and every["BiasGelu"] == 2
     with pytest.raises(ValueError, match="no fusion 'skip_layernorm'"):
@@ -299,3 +307,44 @@ def test_export_set_takes_only_export_keys(tmp_path, capsys):
     assert err.startswith(
         "error: --set training.epochs=3: kerasft.export changes only export.* keys"
     )
+
+
+@pytest.mark.slow
+def test_per_token_layers_skip_padding_and_compute_the_same(exported, plain_graph, tmp_path):
+    import onnx
+
+    from kerasft.serving import onnx_graph
+    from kerasft.serving.onnx import runner
+
+    padded = tmp_path / "padded.onnx"
+    assert onnx_graph.PACKED not in onnx_graph.optimize(plain_graph, padded, 4, 32, pack=False)
+    packed = tmp_path / "packed.onnx"
+    assert onnx_graph.optimize(plain_graph, packed, 4, 32)[onnx_graph.PACKED] == 2
+    ops = [n.op_type for n in onnx.load(str(packed)).graph.node]
+    assert ops.count("NonZero") == 1 and ops.count("Attention") == 2
+    directory = exported.export_dir.parent / "onnx" / exported.export_dir.name
+    texts = ["a", "a much longer sentence with many more words in it", "two words", "x y z"]
+    with_padding = _tokenize(directory, texts)
+    assert (with_padding["attention_mask"] == 0).any()
+    single = _tokenize(directory, texts[1:2])  # no padding at all
+    for x in (with_padding, single):
+        want, got = runner(padded)(x), runner(packed)(x)
+        np.testing.assert_allclose(got["probabilities"], want["probabilities"], atol=1e-5)
+
+
+@pytest.mark.slow
+def test_a_graph_with_per_token_outputs_is_not_packed(plain_graph, tmp_path):
+    import onnx
+
+    from kerasft.serving import onnx_graph
+    from kerasft.serving.onnx_packing import pack_tokens
+
+    fused = tmp_path / "fused.onnx"
+    onnx_graph.optimize(plain_graph, fused, 4, 32, pack=False)
+    model = onnx.load(str(fused))
+    # As a token-classification head's logits: padding rows of such outputs would change.
+    last_norm = [n for n in model.graph.node if n.op_type == "LayerNormalization"][-1]
+    model.graph.output.append(onnx.helper.make_empty_tensor_value_info(last_norm.output[0]))
+    nodes = len(model.graph.node)
+    same, layers = pack_tokens(model)
+    assert same is model and layers == 0 and len(model.graph.node) == nodes

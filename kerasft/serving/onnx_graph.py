@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from kerasft.serving.onnx_packing import pack_tokens
+
 # What the fused graph holds, for the model card and the test.
 FUSED_OPS = (
     "Attention",
@@ -35,6 +37,7 @@ FUSED_OPS = (
     "BiasGelu",
     "Gelu",
 )
+PACKED = "layers on real tokens only"
 
 
 class _Graph:
@@ -201,6 +204,7 @@ def optimize(
     heads: int | None,
     hidden: int | None,
     unfused: tuple[str, ...] = UNFUSED,
+    pack: bool = True,
 ) -> dict[str, int]:
     """Writes `target`: `source` rewritten (above) and fused by onnxruntime's transformer optimizer.
 
@@ -208,9 +212,11 @@ def optimize(
         heads, hidden: the encoder's attention heads and hidden size; None (not a
             transformer, e.g. the BiGRU) applies only the rewrites.
         unfused: the optimizer's fusions left out (`FusionOptions.enable_<name>`).
+        pack: run the per-token layers on the real tokens only (`onnx_packing`).
 
     Returns:
-        How many of each fused operator (`FUSED_OPS`) the result holds.
+        How many of each fused operator (`FUSED_OPS`) the result holds, and under `PACKED`
+        how many layers run their per-token part on the real tokens only.
     """
     import onnx
 
@@ -242,6 +248,10 @@ def optimize(
             ).model
         finally:
             log.setLevel(level)
+    layers = 0
+    if pack:
+        model, layers = pack_tokens(model)
     onnx.save(model, str(target))
     counts = {op: sum(n.op_type == op for n in model.graph.node) for op in FUSED_OPS}
+    counts[PACKED] = layers
     return {op: n for op, n in counts.items() if n}
