@@ -260,8 +260,8 @@ class ExportConfig(_Section):
     onnx_optimize: bool = Field(
         True,
         description="Fuse `model.onnx` with onnxruntime's transformer optimizer (each layer's attention and "
-        "GELU as single com.microsoft kernels, layer norms as LayerNormalization; onnxruntime only, faster "
-        "on CPU). `false`: standard "
+        "GELU as single com.microsoft kernels, layer norms as LayerNormalization) and run the per-token "
+        "layers on the real tokens only, skipping padding (onnxruntime only, faster on CPU). `false`: standard "
         "ONNX ops only, for other runtimes. A fused graph that differs from the plain one is not kept.",
     )
     precision: Literal["float32", "bfloat16"] = Field(
