@@ -1,6 +1,6 @@
 """Which of onnxruntime's transformer fusions, and skipping padding, make the ONNX export faster.
 
-    .venv/bin/python bench/onnx_fusions.py [--run RUN_DIR] [--repeats 5]
+    .venv/bin/python bench/onnx_fusions.py [--run RUN_DIR] [--repeats 5] [--sorted]
 
 Exports an SST-2 model of the embedded MiniLM-L6 (a 64-phrase, one-epoch run of
 configs/sst2.yaml, or a finished run with `--run`: its accuracies then mean something)
@@ -10,7 +10,8 @@ onnxruntime's transformer optimizer once per variant, after kerasft's rewrites
 (`kerasft.serving.onnx.quantize`). Then times, in turns over `--repeats` rounds (best
 round each), the SavedModel and every variant's float32 and int8 graphs in default
 onnxruntime sessions, on the 872 GLUE SST-2 dev sentences as batch-64 token ids (the
-batches of bench/compression.py). Variants, by the fusions left out:
+batches of bench/compression.py, in file order; `--sorted`: in order of length, so with
+little padding). Variants, by the fusions left out:
 
 - every: none left out (kerasft's export until 3df4ff5);
 - noskip: the residual Add + LayerNormalization (`SkipLayerNormalization`);
@@ -28,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 
+import numpy as np
 from compression import dev_set, id_batches, onnx_predictor, savedmodel_predictor, speeds
 from inference_ceiling import timing_model
 from sst2 import require_sst2
@@ -51,6 +53,11 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--run", default=None, help="a finished SST-2 run to export instead of training")
     p.add_argument("--repeats", type=int, default=5, help="timed rounds, each model in turn")
+    p.add_argument(
+        "--sorted",
+        action="store_true",
+        help="batch the sentences in order of length (little padding) instead of file order",
+    )
     add_keep(p)
     args = p.parse_args()
     require_sst2()
@@ -71,7 +78,13 @@ def main() -> None:
         models[f"{name}_fp32"] = onnx_predictor(fused)
         models[f"{name}_int8"] = onnx_predictor(work / f"{name}.int8.onnx")
     texts, labels = dev_set()
-    figures = speeds(models, id_batches(export, texts), labels, args.repeats)
+    if args.sorted:
+        order = np.argsort([len(t.split()) for t in texts], kind="stable")
+        texts, labels = [texts[i] for i in order], labels[order]
+    batches = id_batches(export, texts)
+    real = np.mean([b["attention_mask"].mean() for b in batches])
+    print(f"{len(batches)} batches, {1 - real:.0%} of their positions padding", flush=True)
+    figures = speeds(models, batches, labels, args.repeats)
     base = figures["savedmodel"][1]
     print(
         f"savedmodel_acc={figures['savedmodel'][0]:.4f} "
