@@ -348,3 +348,26 @@ def test_a_graph_with_per_token_outputs_is_not_packed(plain_graph, tmp_path):
     nodes = len(model.graph.node)
     same, layers = pack_tokens(model)
     assert same is model and layers == 0 and len(model.graph.node) == nodes
+
+
+@pytest.mark.slow
+def test_a_graph_skipping_padding_that_fails_keeps_the_padding(exported, tmp_path, capsys):
+    import onnx
+
+    from kerasft.serving import onnx_packing
+    from kerasft.training.exports import reexport
+
+    real = onnx_packing._Packer.unpack
+
+    def broken(self, name):  # zeros at padding lost: a shape the next Attention refuses
+        return real(self, name).removesuffix("/padded") + "/flat"
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(onnx_packing._Packer, "unpack", broken)
+        export = reexport(exported.run_dir, str(tmp_path / "exports"), onnx=True)
+    out = capsys.readouterr().out
+    assert "onnx: the fused graph fails on a test batch (" in out
+    assert "kept the padding" in out and "kept the plain one" not in out
+    model = export.parent / "onnx" / export.name / "model.onnx"
+    ops = [n.op_type for n in onnx.load(str(model)).graph.node]
+    assert "Attention" in ops and "NonZero" not in ops
