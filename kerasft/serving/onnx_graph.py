@@ -193,7 +193,7 @@ def remove_dead_nodes(model: Any) -> int:
 
 # onnxruntime's SkipLayerNormalization and BiasGelu CPU kernels are slower than the Add,
 # LayerNormalization and Gelu they replace: on GLUE SST-2 dev, leaving them out took float32
-# from 1.02x the SavedModel to 1.12x and int8 from 2.22x to 2.87x (an Intel Xeon with AMX,
+# from 1.04x the SavedModel to 1.12x and int8 from 2.07x to 2.61x (an Intel Xeon with AMX,
 # bench/onnx_fusions.py). Names of `FusionOptions.enable_*` switches.
 UNFUSED = ("skip_layer_norm", "bias_gelu")
 
