@@ -263,11 +263,10 @@ def test_onnx_optimize_false_writes_standard_ops_and_a_bad_fusion_is_not_kept(
     assert {n.domain or "ai.onnx" for n in onnx.load(str(plain_graph)).graph.node} == {"ai.onnx"}
     # Every fusion when none is left out (bench/onnx_fusions.py's `every`); a name that is
     # not one of the optimizer's is refused, not ignored.
-    source = plain_graph
-    every = onnx_graph.optimize(source, tmp_path / "every.onnx", 4, 32, unfused=())
+    every = onnx_graph.optimize(plain_graph, tmp_path / "every.onnx", 4, 32, unfused=())
     assert every["SkipLayerNormalization"] == 4 and every["BiasGelu"] == 2
     with pytest.raises(ValueError, match="no fusion 'skip_layernorm'"):
-        onnx_graph.optimize(source, tmp_path / "x.onnx", 4, 32, unfused=("skip_layernorm",))
+        onnx_graph.optimize(plain_graph, tmp_path / "x.onnx", 4, 32, unfused=("skip_layernorm",))
     # A fused graph that disagrees with the plain conversion is dropped, and the export says so.
     monkeypatch.setattr(onnx_lib, "largest_difference", lambda a, b, feed: 0.5)
     kept = reexport(exported.run_dir, str(tmp_path / "kept"), onnx=True)
@@ -370,4 +369,21 @@ def test_a_graph_skipping_padding_that_fails_keeps_the_padding(exported, tmp_pat
     assert "kept the padding" in out and "kept the plain one" not in out
     model = export.parent / "onnx" / export.name / "model.onnx"
     ops = [n.op_type for n in onnx.load(str(model)).graph.node]
+    assert "Attention" in ops and "NonZero" not in ops
+
+
+@pytest.mark.slow
+def test_a_token_classification_export_keeps_its_padding(tiny_config, tmp_path, capsys):
+    import onnx
+
+    from tests.test_tasks import CONLL, config
+
+    (tmp_path / "ner.conll").write_text((CONLL + "\n") * 4)
+    tiny_config["export"] = {"dir": str(tmp_path / "exports"), "onnx": True}
+    cfg = config(tiny_config, "token_classification", {"train": str(tmp_path / "ner.conll")})
+    result = run(cfg, verbose=0)
+    # Its outputs are per token: skipping padding would change them there, so it is not tried.
+    assert "padding" not in capsys.readouterr().out
+    directory = result.export_dir.parent / "onnx" / result.export_dir.name
+    ops = [n.op_type for n in onnx.load(str(directory / "model.onnx")).graph.node]
     assert "Attention" in ops and "NonZero" not in ops

@@ -256,7 +256,9 @@ def write_onnx(
     if optimize:
         # A test batch, and one with a padded row for sure: the fused graph skips padding.
         probes = [_probe(model, input_names, check), _probe(model, input_names, None)]
-        plain, facts["fused"] = _optimized(plain, _attention_shape(model), probes)
+        # Per-token outputs (token classification) would change at padding: not skipped there.
+        packs = (False,) if ctx.spec.per_token else (True, False)
+        plain, facts["fused"] = _optimized(plain, _attention_shape(model), probes, packs)
     os.replace(plain, out / onnx_lib.MODEL)
     facts["mb"] = (out / onnx_lib.MODEL).stat().st_size / 1e6
     facts["int8_mb"] = onnx_lib.quantize(out / onnx_lib.MODEL, out / onnx_lib.MODEL_INT8)
@@ -278,9 +280,11 @@ def write_onnx(
     return facts
 
 
-def _optimized(plain: Path, shape: tuple, probes: list[dict]) -> tuple[Path, dict[str, int]]:
-    """The fused graph of `plain` with padding skipped, else without skipping it, whichever
-    first computes what `plain` does on `probes` (to 1e-4); else `plain`. With what it fused."""
+def _optimized(
+    plain: Path, shape: tuple, probes: list[dict], packs: tuple[bool, ...]
+) -> tuple[Path, dict[str, int]]:
+    """The first fused graph of `plain` (padding skipped or not, in the order of `packs`) that
+    computes what `plain` does on `probes` (to 1e-4), else `plain`; with what it fused."""
     from onnxruntime.capi import onnxruntime_pybind11_state as ort
 
     from kerasft.serving import onnx as onnx_lib
@@ -288,7 +292,7 @@ def _optimized(plain: Path, shape: tuple, probes: list[dict]) -> tuple[Path, dic
 
     fails = (ort.Fail, ort.InvalidArgument, ort.InvalidGraph, ort.RuntimeException)
     fused = plain.with_name("model.fused.onnx")
-    for pack in (True, False):
+    for pack in packs:
         counts = onnx_graph.optimize(plain, fused, *shape, pack=pack)
         try:
             gap = max(onnx_lib.largest_difference(plain, fused, probe) for probe in probes)
