@@ -123,13 +123,12 @@ def pack_tokens(model: Any, mask: str = "attention_mask") -> tuple[Any, int]:
         node.input.extend(names)
         if per_token:
             packed.update(node.output)
-        output = node.output[0] if node.output else ""
+        before = packer.take()
         if node.op_type == "Attention":  # its output is padded: packed rows under its name
-            node.output[0] = output + "/padded"
-        nodes.extend([*packer.take(), node])
-        if node.op_type == "Attention":
-            packer.pack(output + "/padded", out=output)
-            nodes.extend(packer.take())
+            name = node.output[0]
+            node.output[0] = name + "/padded"
+            packer.pack(node.output[0], out=name)
+        nodes.extend([*before, node, *packer.take()])
     if any(o.name in packed for o in graph.output):
         return model, 0
     del graph.node[:]

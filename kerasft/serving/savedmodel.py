@@ -255,7 +255,9 @@ def write_onnx(
     facts["fused"] = {}
     if optimize:
         # A test batch, and one with a padded row for sure: the fused graph skips padding.
-        probes = [_probe(model, input_names, check), _probe(model, input_names, None)]
+        probes = [_probe(model, input_names, None)]
+        if check is not None:
+            probes.append(_probe(model, input_names, check))
         # Per-token outputs (token classification) would change at padding: not skipped there.
         packs = (False,) if ctx.spec.per_token else (True, False)
         plain, facts["fused"] = _optimized(plain, _attention_shape(model), probes, packs)

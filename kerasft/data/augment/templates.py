@@ -19,11 +19,13 @@ import dataclasses
 import itertools
 import math
 import re
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from kerasft.data.labels import is_integer
 from kerasft.errors import DataError, first_line
 
 SLOT = re.compile(r"\{([^{}]*)\}")
@@ -114,7 +116,7 @@ def generate(
     per_label: int,
     label_names: tuple[str, ...],
     seed: int,
-    existing: set[str] = frozenset(),
+    existing: AbstractSet[str] = frozenset(),
 ) -> list[tuple[str, tuple[str, ...], int]]:
     """Up to `per_label` distinct `(text, labels, template number)` per label set, seeded.
 
@@ -172,7 +174,7 @@ def label_texts(
     template: str,
     names: dict[str, str] | None,
     labels: tuple[str, ...],
-    existing: set[str] = frozenset(),
+    existing: AbstractSet[str] = frozenset(),
 ) -> list[tuple[str, tuple[str, ...], None]]:
     """One `(text, (label,), None)` per label (no template number): `template` with `{label}`
     read as the label's name (`names`, else the label itself), SetFit's templated examples;
@@ -182,8 +184,6 @@ def label_texts(
         DataError: `names` names a label outside `labels`, or a label left to read as itself is
             an integer code (the text would say nothing about the class).
     """
-    from kerasft.data.labels import is_integer
-
     names = names or {}
     unknown = [k for k in names if k not in labels]
     if unknown:
