@@ -37,6 +37,7 @@ from kerasft.data.tokenize import Encoded
 from kerasft.errors import DataError, Interrupted, stop_between_steps
 from kerasft.models import resolve_backbone
 from kerasft.models.masked_lm import MaskedLanguageModel, load_masked_lm, masking_for
+from kerasft.models.precision import float32_dropout_masks
 from kerasft.report.history import read_steps
 from kerasft.training.callbacks import (
     Backup,
@@ -141,6 +142,7 @@ def _model(cfg: PretrainRun) -> tuple[Any, MaskedLanguageModel]:
         mlm, masking_for(tokenizer, p.mlm_probability, p.whole_word_masking), p.seed
     )
     model({"input_ids": tf.ones((1, 4), tf.int32), "attention_mask": tf.ones((1, 4), tf.int32)})
+    float32_dropout_masks(model)
     return tokenizer, model
 
 

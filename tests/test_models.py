@@ -139,7 +139,7 @@ def test_classifier_outputs_float32_logits_and_ignores_padding(tiny_bert_dir, po
 def test_a_bfloat16_backbone_gets_its_activations_in_float32():
     from transformers import TFBertModel
 
-    from kerasft.models.backbones import activations_in_float32
+    from kerasft.models.precision import activations_in_float32
 
     policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy("mixed_bfloat16")

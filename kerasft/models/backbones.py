@@ -19,6 +19,7 @@ from typing import Any
 from kerasft._compat import keras, tf
 from kerasft.config import ModelConfig, PromptConfig
 from kerasft.errors import ModelError
+from kerasft.models.precision import float32_dropout_masks
 from kerasft.peft.adapters import apply_adapters
 from kerasft.peft.lora import apply_lora_config
 from kerasft.peft.prompt import DropPrompt, SoftPrompt, check_prompt_length
@@ -423,6 +424,7 @@ def build_model(
         print(
             f"LoRA: rank {cfg.lora.rank} adapters on {adapted} layers; the rest of the backbone is frozen"
         )
+    float32_dropout_masks(model)
     return model
 
 
@@ -502,39 +504,3 @@ def build_classifier(
 ) -> keras.Model:
     """`task_model` for single-label classification."""
     return task_model(backbone, TASKS["classification"], num_labels, pooling, dropout)
-
-
-ACTIVATION_ATTRIBUTES = ("intermediate_act_fn", "activation")
-"""Where Hugging Face's TF layers keep their feed-forward activation: BERT's family
-(RoBERTa, ELECTRA, XLM-R, MiniLM) `intermediate_act_fn`, DistilBERT's and ALBERT's `activation`."""
-
-
-def activations_in_float32(model: Any) -> int:
-    """Makes the backbone's feed-forward activations (GELU) compute in float32 under a bfloat16
-    policy, bfloat16 in and out; returns how many were changed.
-
-    TensorFlow's element-wise kernels are slow in bfloat16 on CPUs: in a bfloat16 export of
-    MiniLM-L6, GELU's `Erfc` took 3 times its float32 time and ate most of what AMX's matrix
-    products saved (bench/README.md, "bfloat16 inference"). Only functions of transformers'
-    `ACT2FN` held by transformers' own layers are wrapped, never a Keras layer's.
-    """
-    from transformers.activations_tf import ACT2FN
-
-    known = {id(fn) for fn in ACT2FN.values()}
-    changed = 0
-    for layer in model.submodules:
-        if not type(layer).__module__.startswith("transformers."):
-            continue
-        for attribute in ACTIVATION_ATTRIBUTES:
-            fn = getattr(layer, attribute, None)
-            if callable(fn) and id(fn) in known:  # a wrapped one is not: called twice, no change
-                setattr(layer, attribute, _in_float32(fn))
-                changed += 1
-    return changed
-
-
-def _in_float32(fn: Any) -> Any:
-    def float32_activation(x: Any) -> Any:
-        return tf.cast(fn(tf.cast(x, tf.float32)), x.dtype)
-
-    return float32_activation

@@ -23,6 +23,7 @@ from kerasft._compat import keras, tf
 from kerasft.config import GenerationConfig, ModelConfig
 from kerasft.errors import ModelError
 from kerasft.models.backbones import Backbone, _backbone_config, load_weights
+from kerasft.models.precision import float32_dropout_masks
 
 
 def load_seq2seq(
@@ -120,6 +121,7 @@ def build_seq2seq(backbone: Backbone, lora: Any = None) -> Seq2SeqLM:
         print(
             f"LoRA: adapters on {sites} dense layers ({', '.join(lora.targets)}); the rest is frozen"
         )
+    float32_dropout_masks(model)
     return model
 
 

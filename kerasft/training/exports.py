@@ -17,7 +17,7 @@ from kerasft._compat import keras, tf
 from kerasft.config import Config
 from kerasft.errors import ConfigError, DataError, first_line
 from kerasft.models import Backbone, backbone_for, build_model, load_tokenizer, model_directory
-from kerasft.models.backbones import activations_in_float32
+from kerasft.models.precision import activations_in_float32
 from kerasft.models.seq2seq import build_seq2seq, load_seq2seq
 from kerasft.peft.lora import merge_lora
 from kerasft.serving import ExportInfo, export_model
