@@ -168,8 +168,8 @@ class TrainingConfig(_Section):
         description="Keras mixed-precision policy. `auto` picks mixed_float16 on NVIDIA GPUs of compute "
         "capability 7.0+, mixed_bfloat16 on TPUs and CPUs with native bfloat16 (AVX-512 BF16, AMX), else "
         "float32, and prints why; on such a CPU, float32 for a training set under 2,000 examples (or "
-        "contrastive pairs), where mixed_bfloat16 cost accuracy and saved no time. Logits, losses and "
-        "metrics stay float32.",
+        "contrastive pairs), where mixed_bfloat16 saves no time. Logits, losses and "
+        "metrics stay float32; dropout draws its masks in float32.",
     )
     distribution: Literal["auto", "none", "mirrored", "multi_worker", "tpu"] = Field(
         "auto",

@@ -75,7 +75,7 @@ def resolve_precision(
         if train_rows is not None and train_rows < FLOAT32_BELOW:
             return "float32", (
                 f"{cpu}, but {train_rows:,} training {'pairs' if pairs else 'examples'}: under "
-                f"{FLOAT32_BELOW:,} mixed_bfloat16 costs accuracy and saves little time"
+                f"{FLOAT32_BELOW:,} mixed_bfloat16 saves little time"
             )
         return "mixed_bfloat16", cpu
     return "float32", "no GPU, TPU or CPU with native 16-bit floats"
