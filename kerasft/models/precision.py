@@ -19,7 +19,6 @@ bfloat16 paths cost, one accuracy and one speed:
 
 from __future__ import annotations
 
-import numbers
 from typing import Any
 
 from kerasft._compat import keras, tf
@@ -51,16 +50,14 @@ def float32_dropout_masks(model: Any) -> int:
 
 
 def _float32_mask_call(layer: Any) -> Any:
+    keras_call = layer.call  # Keras' own: rate 0, the noise shape and the layer's generator
+
     def call(inputs: tf.Tensor, training: Any = None) -> tf.Tensor:
-        if isinstance(layer.rate, numbers.Real) and layer.rate == 0:
-            return tf.identity(inputs)
         if training is None:
             training = keras.backend.learning_phase()
 
         def dropped() -> tf.Tensor:
-            shape = layer._get_noise_shape(inputs)
-            wide = tf.cast(inputs, tf.float32)
-            return tf.cast(layer._random_generator.dropout(wide, layer.rate, shape), inputs.dtype)
+            return tf.cast(keras_call(tf.cast(inputs, tf.float32), training=True), inputs.dtype)
 
         return tf.__internal__.smart_cond.smart_cond(training, dropped, lambda: tf.identity(inputs))
 
