@@ -347,6 +347,15 @@ def test_a_graph_with_per_token_outputs_is_not_packed(plain_graph, tmp_path):
     nodes = len(model.graph.node)
     same, layers = pack_tokens(model)
     assert same is model and layers == 0 and len(model.graph.node) == nodes
+    # Further from the encoder, as real heads are: known by its rank ([batch, tokens, hidden]).
+    model.graph.output.pop()
+    model.graph.node.append(onnx.helper.make_node("Identity", [last_norm.output[0]], ["tags"]))
+    shape = ["batch", "tokens", 32]
+    model.graph.output.append(onnx.helper.make_tensor_value_info("tags", 1, shape))
+    same, layers = pack_tokens(model)
+    assert same is model and layers == 0
+    model.graph.output.pop()  # the sentence-level outputs alone: packed
+    assert pack_tokens(model)[1] == 2
 
 
 @pytest.mark.slow

@@ -14,8 +14,8 @@ MatMuls and GELU), so those can run on the real tokens alone, as FasterTransform
 Attention itself (its QKV projection included) and whatever follows the encoder
 (pooling) still see the padded [B, L, H] tensors; padding rows come back as zeros,
 which attention masks out and mean pooling weighs by 0. The result equals the padded
-graph's up to float rounding; the caller checks that on a padded batch. A graph whose
-outputs would be per token (token classification: the padding rows of its outputs
+graph's up to float rounding; the caller checks that on a padded batch. A graph with an
+output per token (rank 3 or more, as token classification's logits; their padding rows
 would change) is left as it is.
 """
 
@@ -28,6 +28,12 @@ import numpy as np
 # Operators that act on each token's vector alone, given [..., H] inputs.
 PER_TOKEN = frozenset({"MatMul", "Add", "LayerNormalization", "Gelu", "BiasGelu", "FastGelu"})
 PREFIX = "kerasft_packing/"
+
+
+def _per_token(output: Any) -> bool:
+    """Whether a graph output has a row per token ([batch, tokens, ...]), as token
+    classification's logits do, however many operations lie between it and the encoder."""
+    return len(output.type.tensor_type.shape.dim) >= 3
 
 
 class _Packer:
@@ -129,7 +135,7 @@ def pack_tokens(model: Any, mask: str = "attention_mask") -> tuple[Any, int]:
             node.output[0] = name + "/padded"
             packer.pack(node.output[0], out=name)
         nodes.extend([*before, node, *packer.take()])
-    if any(o.name in packed for o in graph.output):
+    if any(o.name in packed or _per_token(o) for o in graph.output):
         return model, 0
     del graph.node[:]
     graph.node.extend(nodes)
