@@ -131,23 +131,38 @@ def timing_model(run: str | None, work: Path, overrides: tuple[str, ...] = ()) -
     return result.run_dir, result.export_dir
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def timing_parser(doc: str, timed: str) -> argparse.ArgumentParser:
+    """The options of an inference timing benchmark: `--run`, `--repeats` (rounds, each of
+    `timed` in turn) and `--keep`."""
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
     p.add_argument("--run", default=None, help="a finished SST-2 run to export instead of training")
-    p.add_argument("--repeats", type=int, default=5, help="timed rounds, each timer in turn")
+    p.add_argument("--repeats", type=int, default=5, help=f"timed rounds, each {timed} in turn")
+    add_keep(p)
+    return p
+
+
+def timing_setup(
+    args: argparse.Namespace, prefix: str, overrides: tuple[str, ...] = ()
+) -> tuple[Path, Path, Path, dict]:
+    """After checking for the data and onnxruntime: the work directory, `timing_model`'s run and
+    export in it, and the backbone's config.json."""
+    require_sst2()
+    onnx_lib.require()
+    work = work_dir(prefix, args.keep)
+    run_dir, export = timing_model(args.run, work, overrides)
+    backbone = model_directory(load_config(run_dir / "config.yaml").model)
+    return work, run_dir, export, json.loads((backbone / "config.json").read_text())
+
+
+def main() -> None:
+    p = timing_parser(__doc__, "timer")
     p.add_argument(
         "--bf16",
         action="store_true",
         help="also time a bfloat16 export where the CPU has no native bfloat16 (emulated: slow)",
     )
-    add_keep(p)
     args = p.parse_args()
-    require_sst2()
-    onnx_lib.require()
-    work = work_dir("kerasft-ceiling-", args.keep)
-    run_dir, export = timing_model(args.run, work)
-    backbone = model_directory(load_config(run_dir / "config.yaml").model)
-    config = json.loads((backbone / "config.json").read_text())
+    work, run_dir, export, config = timing_setup(args, "kerasft-ceiling-")
     texts, labels = dev_set()
     batches = id_batches(export, texts)
     flops = sum(model_flops(config, b) for b in batches)

@@ -26,17 +26,10 @@ against the SavedModel) and <variant>_int8_acc=…. Needs ../shared/data and the
 
 from __future__ import annotations
 
-import argparse
-import json
-
 import numpy as np
 from compression import dev_set, id_batches, onnx_predictor, savedmodel_predictor, speeds
-from inference_ceiling import timing_model
-from sst2 import require_sst2
-from workdir import add_keep, work_dir
+from inference_ceiling import timing_parser, timing_setup
 
-from kerasft.config import load_config
-from kerasft.models import model_directory
 from kerasft.serving import onnx as onnx_lib
 from kerasft.serving import onnx_graph
 
@@ -50,23 +43,17 @@ VARIANTS = {  # fusions left out, padding skipped
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--run", default=None, help="a finished SST-2 run to export instead of training")
-    p.add_argument("--repeats", type=int, default=5, help="timed rounds, each model in turn")
+    p = timing_parser(__doc__, "model")
     p.add_argument(
         "--sorted",
         action="store_true",
         help="batch the sentences in order of length (little padding) instead of file order",
     )
-    add_keep(p)
     args = p.parse_args()
-    require_sst2()
-    onnx_lib.require()
-    work = work_dir("kerasft-fusions-", args.keep)
-    run_dir, export = timing_model(args.run, work, ("export.onnx_optimize=false",))
+    work, _, export, config = timing_setup(
+        args, "kerasft-fusions-", ("export.onnx_optimize=false",)
+    )
     plain = export.parent / "onnx" / export.name / onnx_lib.MODEL
-    backbone = model_directory(load_config(run_dir / "config.yaml").model)
-    config = json.loads((backbone / "config.json").read_text())
     shape = (config["num_attention_heads"], config["hidden_size"])
     models = {"savedmodel": savedmodel_predictor(export)}
     for name, (unfused, pack) in VARIANTS.items():
