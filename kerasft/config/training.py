@@ -169,7 +169,7 @@ class TrainingConfig(_Section):
         "capability 7.0+, mixed_bfloat16 on TPUs and CPUs with native bfloat16 (AVX-512 BF16, AMX), else "
         "float32, and prints why; on such a CPU, float32 for a training set under 2,000 examples (or "
         "contrastive pairs), where mixed_bfloat16 saves no time. Logits, losses and "
-        "metrics stay float32; dropout draws its masks in float32.",
+        "metrics stay float32; under mixed_bfloat16, dropout draws its masks in float32.",
     )
     distribution: Literal["auto", "none", "mirrored", "multi_worker", "tpu"] = Field(
         "auto",

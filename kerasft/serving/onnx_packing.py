@@ -107,6 +107,8 @@ def pack_tokens(model: Any, mask: str = "attention_mask") -> tuple[Any, int]:
     inputs = {i.name for i in model.graph.input}
     if not attention or mask not in inputs or attention[0].input[1] not in weights:
         return model, 0
+    if any(_per_token(o) for o in model.graph.output):
+        return model, 0
     hidden = int(weights[attention[0].input[1]].dims[0])
     rewritten = ModelProto()
     rewritten.CopyFrom(model)
@@ -135,7 +137,7 @@ def pack_tokens(model: Any, mask: str = "attention_mask") -> tuple[Any, int]:
             node.output[0] = name + "/padded"
             packer.pack(node.output[0], out=name)
         nodes.extend([*before, node, *packer.take()])
-    if any(o.name in packed or _per_token(o) for o in graph.output):
+    if any(o.name in packed for o in graph.output):  # an output without a declared shape
         return model, 0
     del graph.node[:]
     graph.node.extend(nodes)
