@@ -83,6 +83,9 @@ def test_invalid_yaml_names_the_line(tmp_path):
         ConfigError, match=r"c.yaml:3: invalid YAML .*'\\t'.*indents with spaces; replace the tabs"
     ):
         load_config(path)
+    path.write_text("# nothing yet\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"c.yaml is empty. A config needs at least `name:`"):
+        load_config(path)
 
 
 def test_overrides_are_typed(tmp_path):

@@ -72,6 +72,12 @@ def test_missing_column_lists_the_columns_present(tmp_path):
         match=r"no column `text` \(set by `data.text_column`\). Columns present: sentence, label",
     ):
         read_table(path, cfg(path))
+    tabbed = write(tmp_path, "text\tlabel\nx\ta\n", "tabbed.csv")
+    with pytest.raises(
+        DataError, match=r'header looks "\\t"-separated: set `data.delimiter: "\\t"`'
+    ):
+        read_table(tabbed, cfg(tabbed))
+    assert read_table(tabbed, cfg(tabbed, delimiter="\t"))["text"].tolist() == ["x"]
 
 
 def test_empty_texts_are_dropped_with_a_count(tmp_path, capsys):
@@ -144,8 +150,12 @@ def test_held_out_splits_leave_every_label_in_training(tmp_path):
         again = load_splits(cfg(path, validation_split=0.1, test_split=0.1), seed=seed)
         assert again.validation.texts == splits.validation.texts  # still seeded
     small = write(tmp_path, "text,label\na,x\nb,y\nc,z\nd,x\n", "small.csv")
-    with pytest.raises(DataError, match="too few to hold out 1 and keep every label"):
+    with pytest.raises(DataError, match="small.csv: 4 rows; too few to hold out 1 for test") as err:
         load_splits(cfg(small, validation_split=0.25, test_split=0.25), seed=0)
+    assert "keep a row of every label. Give a separate `data.test` file" in str(err.value)
+    eight = write(tmp_path, "text,label\n" + "a,x\nb,y\n" * 4, "eight.csv")
+    with pytest.raises(DataError, match="8 rows, 2 held out for test; too few to hold out 5 for "):
+        load_splits(cfg(eight, validation_split=0.6, test_split=0.25), seed=0)
 
 
 def test_held_out_texts_that_training_has_too_are_counted_and_said(tmp_path, capsys):

@@ -49,7 +49,10 @@ def load_raw(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> d
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the config ({exc.strerror}).") from None
     if raw is None:
-        raw = {}
+        raise ConfigError(
+            f"{path} is empty. A config needs at least `name:` and `data: {{train: ...}}`; "
+            "configs/quickstart.yaml is a commented example."
+        )
     if not isinstance(raw, dict):
         raise ConfigError(
             f"{path}: expected a mapping of sections at the top level, got {type(raw).__name__}."

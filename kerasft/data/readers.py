@@ -162,7 +162,7 @@ def _read_raw(
     except (pd.errors.ParserError, ValueError, OSError) as exc:
         if isinstance(exc, DataError):
             raise
-        detail = str(exc).strip().splitlines()[-1]
+        detail = str(exc).strip().splitlines()[-1].rstrip(".")
         if fmt in ("csv", "tsv"):
             keys = ("`data.delimiter`", "`data.quoting: none`")
             name_the_bad_line(path, _separator(cfg, fmt), cfg.encoding, cfg.quoting, detail, keys)
@@ -336,6 +336,17 @@ def _load_datasets_split(body: str, split_name: str, key: str) -> Any:
     return ds
 
 
+def _separator_hint(columns: list) -> str:
+    """A hint when a one-column header holds another separator: the file's delimiter is not the
+    one read with (a tab-separated `.csv`, a `;`-separated export)."""
+    if len(columns) != 1:
+        return ""
+    for char, shown in (("\t", '"\\t"'), (";", '";"'), ("|", '"|"')):
+        if char in str(columns[0]):
+            return f" The header looks {shown}-separated: set `data.delimiter: {shown}`."
+    return ""
+
+
 def _column(columns: list, spec: str | int, key: str, source: str, header_known: bool) -> Any:
     if isinstance(spec, int):
         if not 0 <= spec < len(columns):
@@ -347,6 +358,7 @@ def _column(columns: list, spec: str | int, key: str, source: str, header_known:
         present = ", ".join(str(c) for c in columns)
         raise DataError(
             f"{source}: no column `{spec}` (set by `{key}`). Columns present: {present}."
+            + _separator_hint(columns)
         )
     if columns.count(spec) > 1:
         raise DataError(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -160,8 +159,18 @@ def _read_tables(
         if share == 0:
             tables[name] = tables["train"].iloc[:0]
         else:
+            key = "data.test_split" if name == "test" else "data.validation_split"
+            held = n_file - len(tables["train"])
+            where = f"{sources['train']}: {n_file} rows" + (
+                f", {held} held out for test" if held else ""
+            )
             tables["train"], tables[name] = _carve(
-                tables["train"], max(1, round(share * n_file)), seed, stratify
+                tables["train"],
+                max(1, round(share * n_file)),
+                seed,
+                stratify,
+                f"{where}; too few to hold out {{n}} for {name} (`{key}: {share}`)",
+                f"Give a separate `data.{name}` file or lower `{key}`.",
             )
         sources[name] = f"{sources['train']} ({name} split)"
 
@@ -210,11 +219,21 @@ def _vocabulary(cfg: DataConfig, task: TaskSpec, train: pd.DataFrame, source: st
 
 
 def _carve(
-    table: pd.DataFrame, n_take: int, seed: int, stratify: bool
+    table: pd.DataFrame,
+    n_take: int,
+    seed: int,
+    stratify: bool,
+    too_few: str = "only {rows} rows, too few to hold out {n}",
+    fix: str = "Give separate validation/test files or lower the split shares.",
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Splits `n_take` rows off `table`, stratified by label where every class has at least two
     rows (and the sizes allow); otherwise at random, except that one row of every label stays
-    (seeded), so the rows kept hold every label the table does."""
+    (seeded), so the rows kept hold every label the table does.
+
+    Raises:
+        DataError: `too_few` (formatted with `rows` and `n`) and `fix`, when the table cannot
+            give `n_take` rows and keep one.
+    """
     from sklearn.model_selection import train_test_split
 
     labels = table["label"] if stratify else None
@@ -225,11 +244,8 @@ def _carve(
             labels = None
             staying = table.groupby("label", sort=False).sample(n=1, random_state=seed)
     if n_take >= len(table) - len(staying):
-        raise DataError(
-            f"{Path(str(table.attrs.get('source', 'data'))).name}: only {len(table)} rows, too few "
-            f"to hold out {n_take}{' and keep every label' if len(staying) else ''}. Give "
-            "separate validation/test files or lower the split shares."
-        )
+        every = " and keep a row of every label" if len(staying) else " and keep a row"
+        raise DataError(f"{too_few.format(rows=len(table), n=n_take)}{every}. {fix}")
     rest = table.drop(staying.index)
     kept, taken = train_test_split(rest, test_size=n_take, random_state=seed, stratify=labels)
     if len(staying):
