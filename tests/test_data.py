@@ -156,6 +156,9 @@ def test_held_out_splits_leave_every_label_in_training(tmp_path):
     eight = write(tmp_path, "text,label\n" + "a,x\nb,y\n" * 4, "eight.csv")
     with pytest.raises(DataError, match="8 rows, 2 held out for test; too few to hold out 5 for "):
         load_splits(cfg(eight, validation_split=0.6, test_split=0.25), seed=0)
+    capped = cfg(eight, validation_split=0.25, test_split=0, max_train_examples=1)
+    with pytest.raises(DataError, match=r"eight.csv: `data.max_train_examples: 1` keeps too few"):
+        load_splits(capped, seed=0)
 
 
 def test_held_out_texts_that_training_has_too_are_counted_and_said(tmp_path, capsys):

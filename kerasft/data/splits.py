@@ -169,11 +169,24 @@ def _read_tables(
                 max(1, round(share * n_file)),
                 seed,
                 stratify,
-                f"{where}; too few to hold out {{n}} for {name} (`{key}: {share}`)",
+                f"{where}; too few to hold out {{n}} for {name} (`{key}: {share}`){{every}}. "
                 f"Give a separate `data.{name}` file or lower `{key}`.",
             )
         sources[name] = f"{sources['train']} ({name} split)"
 
+    _cap(tables, sources, cfg, seed, stratify)
+    return tables, sources
+
+
+def _cap(
+    tables: dict[str, pd.DataFrame],
+    sources: dict[str, str],
+    cfg: DataConfig,
+    seed: int,
+    stratify: bool,
+) -> None:
+    """Cuts each split down to `data.max_train_examples` / `max_eval_examples` (seeded,
+    stratified where it can be, a row of every label kept)."""
     caps = {
         "train": cfg.max_train_examples,
         "validation": cfg.max_eval_examples,
@@ -181,8 +194,15 @@ def _read_tables(
     }
     for name, cap in caps.items():
         if cap and len(tables[name]) > cap:
-            tables[name] = _carve(tables[name], len(tables[name]) - cap, seed, stratify)[0]
-    return tables, sources
+            key = "max_train_examples" if name == "train" else "max_eval_examples"
+            tables[name] = _carve(
+                tables[name],
+                len(tables[name]) - cap,
+                seed,
+                stratify,
+                f"{sources[name]}: `data.{key}: {cap}` keeps too few of the {{rows}} rows to hold "
+                f"a row of every label. Raise it to at least the number of labels.",
+            )[0]
 
 
 def _read_files(
@@ -223,16 +243,15 @@ def _carve(
     n_take: int,
     seed: int,
     stratify: bool,
-    too_few: str = "only {rows} rows, too few to hold out {n}",
-    fix: str = "Give separate validation/test files or lower the split shares.",
+    refusal: str,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Splits `n_take` rows off `table`, stratified by label where every class has at least two
     rows (and the sizes allow); otherwise at random, except that one row of every label stays
     (seeded), so the rows kept hold every label the table does.
 
     Raises:
-        DataError: `too_few` (formatted with `rows` and `n`) and `fix`, when the table cannot
-            give `n_take` rows and keep one.
+        DataError: `refusal`, formatted with `rows`, `n` (`n_take`) and `every` (" and keep a
+            row [of every label]"), when the table cannot give `n_take` rows and keep one.
     """
     from sklearn.model_selection import train_test_split
 
@@ -245,7 +264,7 @@ def _carve(
             staying = table.groupby("label", sort=False).sample(n=1, random_state=seed)
     if n_take >= len(table) - len(staying):
         every = " and keep a row of every label" if len(staying) else " and keep a row"
-        raise DataError(f"{too_few.format(rows=len(table), n=n_take)}{every}. {fix}")
+        raise DataError(refusal.format(rows=len(table), n=n_take, every=every))
     rest = table.drop(staying.index)
     kept, taken = train_test_split(rest, test_size=n_take, random_state=seed, stratify=labels)
     if len(staying):
