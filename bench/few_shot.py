@@ -101,6 +101,7 @@ def fine_tune(
     seed: int,
     method: str,
     overrides: tuple[str, ...] | list[str] = (),
+    *,
     heldout: bool = False,
     label_rows: bool = True,
     dropout_off: bool = True,
@@ -175,9 +176,9 @@ def main() -> None:
                     seed,
                     method,
                     args.overrides,
-                    args.heldout,
-                    args.label_rows,
-                    args.dropout_off,
+                    heldout=args.heldout,
+                    label_rows=args.label_rows,
+                    dropout_off=args.dropout_off,
                 )
                 scores.setdefault(f"{method}_{size}", []).append(acc)
                 seconds.setdefault(f"{method}_{size}", []).append(wall)
